@@ -1,0 +1,55 @@
+"""jobkit: Active Job and Sidekiq ergonomics on Celery + Redis."""
+
+from jobkit.adapters import use_adapter as use_adapter
+from jobkit.arguments import Serializer as Serializer
+from jobkit.arguments import register_serializer as register_serializer
+from jobkit.callbacks import after_enqueue as after_enqueue
+from jobkit.callbacks import after_perform as after_perform
+from jobkit.callbacks import around_enqueue as around_enqueue
+from jobkit.callbacks import around_perform as around_perform
+from jobkit.callbacks import before_enqueue as before_enqueue
+from jobkit.callbacks import before_perform as before_perform
+from jobkit.config import Settings as Settings
+from jobkit.config import configure as configure
+from jobkit.errors import Abort as Abort
+from jobkit.errors import ConfigError as ConfigError
+from jobkit.errors import DeserializationError as DeserializationError
+from jobkit.errors import JobClassError as JobClassError
+from jobkit.errors import JobkitError as JobkitError
+from jobkit.errors import PayloadError as PayloadError
+from jobkit.errors import SerializationError as SerializationError
+from jobkit.job import ConfiguredJob as ConfiguredJob
+from jobkit.job import Job as Job
+from jobkit.job import perform_all_later as perform_all_later
+from jobkit.references import DjangoLocator as DjangoLocator
+from jobkit.references import GlobalID as GlobalID
+from jobkit.references import SQLAlchemyLocator as SQLAlchemyLocator
+from jobkit.references import register_locator as register_locator
+
+__all__ = [
+    "Abort",
+    "ConfigError",
+    "ConfiguredJob",
+    "DeserializationError",
+    "DjangoLocator",
+    "GlobalID",
+    "Job",
+    "JobClassError",
+    "JobkitError",
+    "PayloadError",
+    "SQLAlchemyLocator",
+    "SerializationError",
+    "Serializer",
+    "Settings",
+    "after_enqueue",
+    "after_perform",
+    "around_enqueue",
+    "around_perform",
+    "before_enqueue",
+    "before_perform",
+    "configure",
+    "perform_all_later",
+    "register_locator",
+    "register_serializer",
+    "use_adapter",
+]

@@ -1,0 +1,24 @@
+"""The one seam every adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobkit.job import Job
+
+
+class Adapter:
+    """Take prepared jobs (queue, priority and due time set) and see that they get performed."""
+
+    name = "base"
+
+    def enqueue(self, job: Job) -> None:
+        """Send one job; set `job.provider_job_id` when the backend has its own id."""
+        raise NotImplementedError
+
+    def enqueue_all(self, jobs: Sequence[Job]) -> None:
+        """Send many jobs; adapters with a cheaper bulk path override this."""
+        for job in jobs:
+            self.enqueue(job)

@@ -1,0 +1,92 @@
+"""Active Job's callbacks: before/around/after enqueue and perform.
+
+Mark methods of a Job subclass with the decorators below. Callbacks run parents first, in the
+order they are defined; a subclass that redefines a method by name replaces it. `before_*` and
+`around_*` may raise `jobkit.Abort` to stop the chain; `after_*` run only when the chain
+completed. An `around_*` callback takes the job and `proceed`, and must call `proceed()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobkit.errors import Abort
+
+__all__ = [
+    "after_enqueue",
+    "after_perform",
+    "around_enqueue",
+    "around_perform",
+    "before_enqueue",
+    "before_perform",
+    "run_callbacks",
+]
+
+EVENTS = ("enqueue", "perform")
+KINDS = ("before", "around", "after")
+_ATTR = "_jobkit_callback"
+
+
+def _marker(kind: str, event: str) -> Callable[[Callable], Callable]:
+    def mark(method: Callable) -> Callable:
+        setattr(method, _ATTR, f"{kind}_{event}")
+        return method
+
+    mark.__name__ = f"{kind}_{event}"
+    mark.__doc__ = f"Run the decorated method {kind} each {event}."
+    return mark
+
+
+before_enqueue = _marker("before", "enqueue")
+around_enqueue = _marker("around", "enqueue")
+after_enqueue = _marker("after", "enqueue")
+before_perform = _marker("before", "perform")
+around_perform = _marker("around", "perform")
+after_perform = _marker("after", "perform")
+
+
+def collect(cls: type) -> dict[str, list[str]]:
+    """Callback method names per `<kind>_<event>`, parents first, for a class."""
+    names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in EVENTS}
+    seen: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        for name, attr in vars(klass).items():
+            slot = getattr(attr, _ATTR, None)
+            if slot is None or name in seen:
+                continue
+            seen.add(name)
+            names[slot].append(name)
+    return {slot: [n for n in found if getattr(getattr(cls, n), _ATTR, None) == slot]
+            for slot, found in names.items()}
+
+
+def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run `body` inside the job's callbacks for `event`; (completed, body's result).
+
+    `completed` is False when a callback raised Abort or an around callback did not proceed.
+    """
+    chain = type(job)._callbacks
+    result: list[Any] = []
+    try:
+        for name in chain[f"before_{event}"]:
+            getattr(job, name)()
+        _around(job, chain[f"around_{event}"], lambda: result.append(body()))
+    except Abort:
+        return False, None
+    if not result:
+        return False, None
+    for name in reversed(chain[f"after_{event}"]):
+        getattr(job, name)()
+    return True, result[0]
+
+
+def _around(job: Any, names: list[str], innermost: Callable[[], None]) -> None:
+    call = innermost
+    for name in reversed(names):
+        call = _wrap(getattr(job, name), call)
+    call()
+
+
+def _wrap(around: Callable[[Callable], Any], inner: Callable[[], None]) -> Callable[[], None]:
+    return lambda: around(inner)

@@ -1,0 +1,57 @@
+"""The `jobkit` command."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from jobkit.config import configure, parse_queue
+from jobkit.errors import ConfigError
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(package_name="jobkit")
+def main() -> None:
+    """jobkit: background jobs on Celery + Redis, the Rails way."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML settings file (config/jobkit.yml).")
+@click.option("-e", "--environment", help="Section of the file to use (default: JOBKIT_ENV, "
+              "APP_ENV, then development).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Processes or threads.")
+@click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE[,WEIGHT]",
+              help="A queue to consume; repeat for more (default: the configured queues).")
+@click.option("-r", "--require", multiple=True, metavar="MODULE", help="Import at start.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]))
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("-n", "--hostname", help="Node name (Celery's %h/%n forms work).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(config_path: str | None, environment: str | None, concurrency: int | None,
+           queues: tuple[str, ...], require: tuple[str, ...], pool: str | None, loglevel: str,
+           hostname: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run a worker: a Celery worker on jobkit's app. Extra arguments go to Celery."""
+    try:
+        settings = configure(
+            config_path, environment, concurrency=concurrency, pool=pool,
+            queues=[parse_queue(q, "-q") for q in queues] or None,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
+    for module in (*settings.require, *require):
+        importlib.import_module(module)
+    from jobkit.celery_app import app, apply_settings
+
+    apply_settings(app, settings)
+    argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
+            "-P", settings.pool, "-l", loglevel]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv=[*argv, *celery_args])

@@ -1,0 +1,216 @@
+"""Settings: one YAML file in the shape of Sidekiq's `config/sidekiq.yml`, plus the environment.
+
+Precedence: defaults < top level of the file < the chosen environment's section < the
+variables in ENV_OVERRIDES (``REDIS_URL``, ``JOBKIT_ADAPTER``, ...) < `configure(...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobkit.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_QUEUES",
+    "Settings",
+    "configure",
+    "current_settings",
+    "load_settings",
+    "parse_queue",
+]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_QUEUES = ("default", "mailers", "storage_analysis", "storage_purge")
+DEFAULT_CONCURRENCY = 5
+DEFAULT_TIMEOUT_SECONDS = 25.0  # Heroku sends SIGKILL 30 s after SIGTERM
+DEFAULT_MAX_RETRIES = 25  # Sidekiq's default
+DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered below)
+POOLS = ("prefork", "threads", "solo")
+ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    adapter: str = "celery"
+    concurrency: int = DEFAULT_CONCURRENCY
+    queues: tuple[tuple[str, int], ...] = tuple((q, 1) for q in DEFAULT_QUEUES)
+    pool: str = "prefork"
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS
+    require: tuple[str, ...] = ()
+    environment: str = "development"
+    mailer: Mapping[str, Any] = field(default_factory=dict)
+    web: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [name for name, _ in self.queues]
+
+
+# Environment variables that win over the file: URLs and secrets belong in the environment.
+ENV_OVERRIDES = {
+    "REDIS_URL": ("redis_url", str),
+    "JOBKIT_ADAPTER": ("adapter", str),
+    "JOBKIT_POLL_INTERVAL": ("poll_interval", float),
+}
+
+_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment"}
+
+
+def parse_queue(spec: Any, where: str = "queues") -> tuple[str, int]:
+    """``"name"``, ``"name,3"`` or ``["name", 3]`` -> (name, weight)."""
+    if isinstance(spec, str):
+        name, _, weight = spec.partition(",")
+        spec = [name.strip(), int(weight) if weight.strip().isdigit() else weight or 1]
+    if not isinstance(spec, list | tuple) or len(spec) not in (1, 2):
+        raise ConfigError(f"{where}: a queue is a name or [name, weight], got {spec!r}")
+    name, weight = spec[0], spec[1] if len(spec) == 2 else 1
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: queue name must be a non-empty string, got {name!r}")
+    if type(weight) is not int or weight < 1:
+        raise ConfigError(f"{where}: weight of queue {name!r} must be a whole number >= 1")
+    return name, weight
+
+
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is None:
+                raise ConfigError(f"{where}: environment variable {name} is not set")
+            return default
+
+        return _ENV_VAR.sub(substitute, value)
+    if isinstance(value, list):
+        return [_interpolate(v, environ, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _strip_colons(data: Any) -> Any:
+    """Sidekiq's Ruby-symbol keys (``:concurrency: 5``) read as plain keys."""
+    if isinstance(data, dict):
+        return {str(k).lstrip(":"): _strip_colons(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_strip_colons(v) for v in data]
+    return data
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    checks = {
+        "concurrency": lambda v: type(v) is int and v >= 1,
+        "max_retries": lambda v: type(v) is int and v >= 0,
+        "timeout": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+        "poll_interval": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        "pool": lambda v: v in POOLS,
+        "redis_url": lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
+                                                                     "unix://")),
+        "adapter": lambda v: isinstance(v, str),
+        "mailer": lambda v: isinstance(v, dict),
+        "web": lambda v: isinstance(v, dict),
+    }
+    if key == "queues":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}: queues must be a non-empty list")
+        return tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
+    if key == "require":
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+            raise ConfigError(f"{where}: require must be a module name or a list of them")
+        return tuple(value)
+    if key in ("concurrency", "max_retries") and isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not checks[key](value):
+        raise ConfigError(f"{where}: invalid value {value!r}")
+    return value
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, sorted(_KEYS | set(ENVIRONMENT_NAMES)), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def load_settings(path: str | os.PathLike | None = None, environment: str | None = None,
+                  environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from `path` (optional) for `environment`, the environment and overrides."""
+    environ = os.environ if environ is None else environ
+    environment = environment or environ.get("JOBKIT_ENV") or environ.get("APP_ENV") \
+        or "development"
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_file(Path(path), environment, environ))
+    for variable, (key, cast) in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            try:
+                values[key] = _coerce(key, cast(environ[variable]), variable)
+            except ValueError:
+                raise ConfigError(f"{variable}: invalid value {environ[variable]!r}") from None
+    for key, value in overrides.items():
+        if key not in _KEYS:
+            raise _unknown_key(key, "configure()")
+        if value is not None:
+            values[key] = _coerce(key, list(value) if key == "queues" else value, key)
+    return Settings(environment=environment, **values)
+
+
+def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") \
+            from None
+    data = _strip_colons(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    merged = {k: v for k, v in data.items() if k not in ENVIRONMENT_NAMES}
+    section = data.get(environment) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {environment}: must be a mapping of settings")
+    merged.update(section)
+    values = {}
+    for key, value in merged.items():
+        where = f"{path}: {key}"
+        if key not in _KEYS:
+            raise _unknown_key(key, str(path))
+        values[key] = _coerce(key, _interpolate(value, environ, where), where)
+    return values
+
+
+_current: list[Settings] = []
+
+
+def current_settings() -> Settings:
+    """The settings in force in this process (from the environment until `configure`)."""
+    if not _current:
+        _current.append(load_settings(os.environ.get("JOBKIT_CONFIG")))
+    return _current[0]
+
+
+def configure(path: str | os.PathLike | None = None, environment: str | None = None,
+              **overrides: Any) -> Settings:
+    """Set this process's settings, e.g. ``jobkit.configure(redis_url="redis://...")``."""
+    settings = load_settings(path, environment, **overrides)
+    _current[:] = [settings]
+    return settings

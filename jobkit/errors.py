@@ -1,0 +1,60 @@
+"""Every public jobkit exception.
+
+    JobkitError
+    ├── SerializationError      an argument cannot cross the wire (names its path)
+    ├── DeserializationError    a payload argument cannot be rebuilt (record gone, bad marker)
+    ├── PayloadError            a message is not a jobkit payload at all
+    ├── JobClassError           a job class cannot be used or found by its import path
+    ├── ConfigError             settings that cannot work
+    └── Abort                   raised by a before_* callback to halt the chain
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Abort",
+    "ConfigError",
+    "DeserializationError",
+    "JobClassError",
+    "JobkitError",
+    "PayloadError",
+    "SerializationError",
+]
+
+
+class JobkitError(Exception):
+    """Root of every error jobkit raises on purpose."""
+
+
+class SerializationError(JobkitError, TypeError):
+    """An argument cannot be written as JSON; `path` says where it sits (e.g. args[1]['user'])."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DeserializationError(JobkitError):
+    """A serialized argument cannot be turned back into a value (e.g. its record was deleted)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class PayloadError(JobkitError):
+    """A message body is not a well-formed jobkit payload."""
+
+
+class JobClassError(JobkitError):
+    """A job class is unusable here: not importable by its path, or not a Job at all."""
+
+
+class ConfigError(JobkitError, ValueError):
+    """Settings that cannot work; the message names the setting and the value."""
+
+
+class Abort(JobkitError):  # noqa: N818 - mirrors Active Job's `throw :abort`
+    """Raise in a before_* or around_* callback to stop the enqueue or perform quietly."""

@@ -1,0 +1,302 @@
+"""The Job base class: Active Job's API (and Sidekiq's aliases) over jobkit's adapters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib
+import inspect
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from jobkit import arguments, callbacks, references
+from jobkit.adapters import current_adapter
+from jobkit.errors import JobClassError
+from jobkit.payload import Payload, from_timestamp, to_timestamp
+
+__all__ = ["ConfiguredJob", "Job", "job_class_path", "perform_all_later", "resolve_job_class"]
+
+DEFAULT_QUEUE = "default"
+Seconds = int | float | dt.timedelta
+When = dt.datetime | int | float
+
+
+class _ClassOrInstance:
+    """`Job.perform_now(*args)` builds and runs a job; `job.perform_now()` runs that one."""
+
+    def __init__(self, on_class: Callable, on_instance: Callable) -> None:
+        self.on_class = on_class
+        self.on_instance = on_instance
+        functools.update_wrapper(self, on_instance)
+
+    def __get__(self, obj: Any, owner: type) -> Callable:
+        if obj is None:
+            return functools.partial(self.on_class, owner)
+        return functools.partial(self.on_instance, obj)
+
+
+class Job:
+    """Subclass, define ``perform(self, ...)``, then ``MyJob.perform_later(...)``.
+
+    Class options: ``queue_as`` (a queue name, or a callable taking the job) and ``priority``
+    (0 runs first; None for the queue's default).
+    """
+
+    queue_as: ClassVar[str | Callable[[Job], str]] = DEFAULT_QUEUE
+    priority: int | None = None
+
+    _callbacks: ClassVar[dict[str, list[str]]] = callbacks.collect(object)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not (isinstance(cls.queue_as, str) and cls.queue_as) and not callable(cls.queue_as):
+            raise JobClassError(f"{cls.__qualname__}.queue_as must be a queue name or a callable")
+        _check_priority(cls.priority, f"{cls.__qualname__}.priority")
+        cls._callbacks = callbacks.collect(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[Any] = list(args)
+        self.kwargs: dict[str, Any] = kwargs
+        self.job_id: str = str(uuid.uuid4())
+        self.provider_job_id: str | None = None
+        self.queue_name: str | None = None
+        self.priority: int | None = type(self).priority
+        self.executions: int = 0
+        self.enqueued_at: dt.datetime | None = None
+        self.scheduled_at: dt.datetime | None = None
+        self.successfully_enqueued: bool = False
+
+    def perform(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
+
+    def __repr__(self) -> str:
+        return f"<{job_class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"
+
+    # -- enqueueing ---------------------------------------------------------------------------
+
+    @classmethod
+    def perform_later(cls, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue a job with these arguments; returns the job (see `successfully_enqueued`)."""
+        return cls(*args, **kwargs).enqueue()
+
+    @classmethod
+    def set(cls, *, wait: Seconds | None = None, wait_until: When | None = None,
+            queue: str | None = None, priority: int | None = None) -> ConfiguredJob:
+        """Options for the next enqueue: ``MyJob.set(wait=300, queue="low").perform_later(1)``."""
+        return ConfiguredJob(cls, wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+
+    @classmethod
+    def perform_async(cls, *args: Any, **kwargs: Any) -> Job:
+        """Sidekiq's name for `perform_later`."""
+        return cls.perform_later(*args, **kwargs)
+
+    @classmethod
+    def perform_in(cls, interval: Seconds, *args: Any, **kwargs: Any) -> Job:
+        """Sidekiq: run after `interval` (seconds or timedelta)."""
+        return cls.set(wait=interval).perform_later(*args, **kwargs)
+
+    @classmethod
+    def perform_at(cls, when: When, *args: Any, **kwargs: Any) -> Job:
+        """Sidekiq: run at `when` (an aware datetime or Unix seconds)."""
+        return cls.set(wait_until=when).perform_later(*args, **kwargs)
+
+    @classmethod
+    def perform_bulk(cls, args_list: Iterable[Iterable[Any]]) -> list[Job]:
+        """Sidekiq: enqueue one job per argument list, in one round trip."""
+        return perform_all_later([cls(*args) for args in args_list])
+
+    def enqueue(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                queue: str | None = None, priority: int | None = None) -> Job:
+        """Enqueue this job through the enqueue callbacks and the current adapter."""
+        self._prepare(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        completed, _ = callbacks.run_callbacks(self, "enqueue", self._enqueue_now)
+        self.successfully_enqueued = completed
+        return self
+
+    def _enqueue_now(self) -> None:
+        current_adapter().enqueue(self)
+
+    def _prepare(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                 queue: str | None = None, priority: int | None = None) -> None:
+        """Apply options and refuse, before anything is sent, a call that could never run."""
+        self.check_arguments()
+        if queue is not None:
+            if not isinstance(queue, str) or not queue:
+                raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+            self.queue_name = queue
+        if priority is not None:
+            _check_priority(priority, "priority")
+            self.priority = priority
+        if self.queue_name is None:
+            self.queue_name = self._queue_from_class()
+        self.scheduled_at = _due_time(wait, wait_until)
+        self.enqueued_at = dt.datetime.now(dt.UTC)
+
+    def _queue_from_class(self) -> str:
+        queue_as = type(self).queue_as
+        name = queue_as if isinstance(queue_as, str) else queue_as(self)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{type(self).__qualname__}.queue_as returned {name!r}")
+        return name
+
+    def check_arguments(self) -> None:
+        """TypeError, naming the job, when `perform` could never accept these arguments."""
+        try:
+            _perform_signature(type(self)).bind(None, *self.arguments, **self.kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__qualname__}.perform(): {exc}") from None
+
+    # -- the payload -----------------------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """The payload dict for this job; SerializationError names a bad argument."""
+        args, kwargs = arguments.serialize(self.arguments, self.kwargs)
+        return Payload(
+            job_class=job_class_path(type(self)),
+            job_id=self.job_id,
+            queue_name=self.queue_name or DEFAULT_QUEUE,
+            priority=self.priority,
+            args=args,
+            kwargs=kwargs,
+            executions=self.executions,
+            enqueued_at=to_timestamp(self.enqueued_at),
+            scheduled_at=to_timestamp(self.scheduled_at),
+        ).to_dict()
+
+    @staticmethod
+    def deserialize(data: Any, provider_job_id: str | None = None) -> Job:
+        """Rebuild a job from its payload: class located, arguments (and records) loaded."""
+        payload = Payload.from_dict(data)
+        cls = resolve_job_class(payload.job_class)
+        args, kwargs = arguments.deserialize(payload.args, payload.kwargs)
+        job = cls(*args, **kwargs)
+        job.job_id = payload.job_id
+        job.provider_job_id = provider_job_id
+        job.queue_name = payload.queue_name
+        job.priority = payload.priority
+        job.executions = payload.executions
+        job.enqueued_at = from_timestamp(payload.enqueued_at)
+        job.scheduled_at = from_timestamp(payload.scheduled_at)
+        return job
+
+    # -- performing ---------------------------------------------------------------------------
+
+    def _perform_now_instance(self) -> Any:
+        self.executions += 1
+        try:
+            _, result = callbacks.run_callbacks(
+                self, "perform", lambda: self.perform(*self.arguments, **self.kwargs)
+            )
+            return result
+        finally:
+            references.release_all()
+
+    @classmethod
+    def _perform_now_class(cls, *args: Any, **kwargs: Any) -> Any:
+        job = cls(*args, **kwargs)
+        job.check_arguments()
+        job.queue_name = job._queue_from_class()
+        return job._perform_now_instance()
+
+    perform_now = _ClassOrInstance(_perform_now_class.__func__, _perform_now_instance)
+
+
+class ConfiguredJob:
+    """A job class with enqueue options bound, as returned by `Job.set(...)`."""
+
+    def __init__(self, job_class: type[Job], **options: Any) -> None:
+        self.job_class = job_class
+        self.options = options
+        _due_time(options.get("wait"), options.get("wait_until"))  # fail early on bad options
+
+    def perform_later(self, *args: Any, **kwargs: Any) -> Job:
+        return self.job_class(*args, **kwargs).enqueue(**self.options)
+
+    perform_async = perform_later
+
+    def perform_now(self, *args: Any, **kwargs: Any) -> Any:
+        job = self.job_class(*args, **kwargs)
+        job._prepare(queue=self.options.get("queue"), priority=self.options.get("priority"))
+        return job.perform_now()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
+        return f"<{self.job_class.__qualname__}.set({shown})>"
+
+
+def perform_all_later(jobs: Iterable[Job]) -> list[Job]:
+    """Enqueue many jobs in one round trip. As in Active Job, enqueue callbacks do not run."""
+    jobs = list(jobs)
+    for job in jobs:
+        if not isinstance(job, Job):
+            raise TypeError(f"perform_all_later takes Job instances, got {job!r}")
+        job._prepare()
+    current_adapter().enqueue_all(jobs)
+    for job in jobs:
+        job.successfully_enqueued = True
+    return jobs
+
+
+def job_class_path(cls: type) -> str:
+    """The import path that names a job class on the wire and in Celery."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def resolve_job_class(path: str) -> type[Job]:
+    """Import a Job subclass by its path; JobClassError says why it cannot be found."""
+    module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise JobClassError(f"{path!r} is not an import path (module.ClassName)")
+    try:
+        module = _import_fresh(module_name)
+    except Exception as exc:
+        raise JobClassError(f"cannot import job class {path}: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Job)):
+        raise JobClassError(f"{path} is not a jobkit Job class (module {module_name} has none)")
+    return cls
+
+
+def _import_fresh(module_name: str) -> Any:
+    """Import a module; on ImportError look at the disk again once (code deployed since)."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
+@functools.cache
+def _perform_signature(cls: type[Job]) -> inspect.Signature:
+    return inspect.signature(cls.perform)
+
+
+def _check_priority(priority: Any, what: str) -> None:
+    if priority is not None and (type(priority) is not int):
+        raise ValueError(f"{what} must be an int or None, got {priority!r}")
+
+
+def _due_time(wait: Seconds | None, wait_until: When | None) -> dt.datetime | None:
+    """When a delayed job is due (aware UTC), or None to run it now."""
+    if wait is not None and wait_until is not None:
+        raise ValueError("give wait or wait_until, not both")
+    now = dt.datetime.now(dt.UTC)
+    if wait is not None:
+        if isinstance(wait, dt.timedelta):
+            return now + wait
+        if isinstance(wait, int | float) and not isinstance(wait, bool):
+            return now + dt.timedelta(seconds=wait)
+        raise TypeError(f"wait must be seconds or a timedelta, got {wait!r}")
+    if wait_until is None:
+        return None
+    if isinstance(wait_until, dt.datetime):
+        if wait_until.tzinfo is None or wait_until.utcoffset() is None:
+            raise ValueError(
+                f"wait_until={wait_until!r} is naive; pass an aware datetime "
+                "(e.g. datetime.now(UTC) + timedelta(hours=1)) so the time is unambiguous"
+            )
+        return wait_until.astimezone(dt.UTC)
+    if isinstance(wait_until, int | float) and not isinstance(wait_until, bool):
+        return dt.datetime.fromtimestamp(wait_until, dt.UTC)
+    raise TypeError(f"wait_until must be an aware datetime or Unix seconds, got {wait_until!r}")

@@ -1,0 +1,81 @@
+"""The job payload: the one dict that crosses the broker, built and parsed here only.
+
+    {"v": 1, "job_class": "app.jobs.TaskLoggerJob", "job_id": "...", "queue_name": "default",
+     "priority": null, "args": [...], "kwargs": {...}, "executions": 0,
+     "enqueued_at": 1732370000.25, "scheduled_at": null}
+
+Arguments are stored serialized (see arguments.py); times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from jobkit.errors import PayloadError
+
+__all__ = ["PAYLOAD_VERSION", "Payload", "from_timestamp", "to_timestamp"]
+
+PAYLOAD_VERSION = 1
+
+
+@dataclass(slots=True)
+class Payload:
+    job_class: str
+    job_id: str
+    queue_name: str
+    priority: int | None
+    args: list
+    kwargs: dict
+    executions: int
+    enqueued_at: float | None
+    scheduled_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": PAYLOAD_VERSION,
+            "job_class": self.job_class,
+            "job_id": self.job_id,
+            "queue_name": self.queue_name,
+            "priority": self.priority,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "executions": self.executions,
+            "enqueued_at": self.enqueued_at,
+            "scheduled_at": self.scheduled_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Payload:
+        """Check the shape of a received payload; PayloadError says what is wrong."""
+        if not isinstance(data, dict):
+            raise PayloadError(f"payload must be an object, got {type(data).__name__}")
+        if data.get("v") != PAYLOAD_VERSION:
+            raise PayloadError(f"unsupported payload version {data.get('v')!r}")
+        for key, kinds in _SHAPE.items():
+            if not isinstance(data.get(key), kinds):
+                raise PayloadError(f"payload field {key!r} is missing or of the wrong type")
+        return cls(**{key: data.get(key) for key in _SHAPE})
+
+
+_NUMBER_OR_NONE = (int, float, type(None))
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "job_class": (str,),
+    "job_id": (str,),
+    "queue_name": (str,),
+    "priority": (int, type(None)),
+    "args": (list,),
+    "kwargs": (dict,),
+    "executions": (int,),
+    "enqueued_at": _NUMBER_OR_NONE,
+    "scheduled_at": _NUMBER_OR_NONE,
+}
+
+
+def to_timestamp(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def from_timestamp(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)

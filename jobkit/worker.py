@@ -1,0 +1,102 @@
+"""What `jobkit worker` adds to a Celery worker: lazy job tasks, the dead set for unknown
+classes, and the scheduled-set poller."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery import bootsteps, signals
+from celery.app.trace import build_tracer
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+from jobkit.config import current_settings
+from jobkit.errors import JobClassError
+from jobkit.job import resolve_job_class
+from jobkit.queues import list_key
+from jobkit.retries import DeadSet
+from jobkit.scheduling import SchedulePoller
+
+__all__ = ["Consumer", "SchedulePollerStep"]
+
+logger = logging.getLogger(__name__)
+
+
+class _LazyStrategies(dict):
+    """Celery's strategy map, building the strategy of a Job class met for the first time."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__()
+        self.consumer = consumer
+
+    def __missing__(self, name: str) -> Any:
+        app = self.consumer.app
+        try:
+            task = app.tasks[name]
+        except KeyError:  # NotRegistered: on_unknown_task below takes over
+            raise KeyError(name) from None
+        task.__trace__ = build_tracer(name, task, app.loader, self.consumer.hostname, app=app)
+        strategy = self[name] = task.start_strategy(app, self.consumer)
+        return strategy
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer with lazy job resolution; unknown jobs go to the dead set, not away."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategies = _LazyStrategies(self)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        """Keep the message in the dead set, then ack it.
+
+        Celery's own handler logs "ignored and discarded" and drops the message; the only parts
+        of it kept here are the reject (ack) and the signal, after the message is safe.
+        """
+        name = message.headers.get("task")
+        reason = f"unknown job class {name!r}: {_why_unknown(name)}"
+        try:
+            payload = _payload_of(message)
+        except Exception:  # a body we cannot read is kept as it is
+            payload = None
+        raw = message._raw  # the envelope exactly as it came out of the Redis list
+        key = list_key(raw["properties"]["delivery_info"]["routing_key"],
+                       raw["properties"].get("priority"))
+        DeadSet().add_message(key, json.dumps(raw), payload, reason)
+        logger.error("%s; the job is kept in the dead set: retry it once the code is deployed",
+                     reason)
+        message.reject_log_error(logger, self.connection_errors)
+        signals.task_unknown.send(sender=self, message=message, exc=exc, name=name,
+                                  id=message.headers.get("id"))
+
+
+def _why_unknown(name: Any) -> str:
+    try:
+        resolve_job_class(name)
+    except JobClassError as exc:
+        return str(exc)
+    return "not a task this worker can run"
+
+
+def _payload_of(message: Any) -> Any:
+    args, _kwargs, _embed = message.decode()
+    return args[0]
+
+
+class SchedulePollerStep(bootsteps.StartStopStep):
+    """Runs the scheduled-set poller for as long as the worker runs."""
+
+    label = "jobkit scheduled poller"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.poller: SchedulePoller | None = None
+
+    def start(self, parent: Any) -> None:
+        self.poller = SchedulePoller(current_settings().poll_interval)
+        self.poller.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.poller is not None:
+            self.poller.stop()
