@@ -126,7 +126,7 @@ def _serialize_other(value: Any, path: str) -> Any:
     gid = references.to_global_id(value, path)
     if gid is not None:
         return _mark("gid", gid.uri)
-    raise SerializationError(path, f"object of type {type(value).__qualname__} is not serializable")
+    raise SerializationError(path, f"object of type {type(value).__name__} is not serializable")
 
 
 def _items(value: Any, path: str) -> list:

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobkit.queues import MAX_PRIORITY, MIN_PRIORITY, list_key
 
-__all__ = ["build_message"]
+__all__ = ["build_message", "build_task_message"]
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
@@ -27,44 +27,54 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
                   kwargsrepr: str | None = None) -> tuple[str, str]:
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
-    queue = payload["queue_name"]
-    priority = payload["priority"] or 0
-    body = _dumps([[payload], {}, _EMBED]).encode()
+    return build_task_message(
+        payload["job_class"], task_id, [payload], payload["queue_name"], payload["priority"],
+        retries=payload["executions"], job_id=payload["job_id"],
+        argsrepr=argsrepr or repr(payload["args"]),
+        kwargsrepr=kwargsrepr or repr(payload["kwargs"]),
+    )
+
+
+def build_task_message(task: str, task_id: str, args: list, queue: str, priority: int | None,
+                       retries: int = 0, job_id: str | None = None, argsrepr: str = "",
+                       kwargsrepr: str = "") -> tuple[str, str]:
+    """The same for any task arguments: used to keep a message whose payload is unreadable."""
+    priority = min(max(priority or 0, MIN_PRIORITY), MAX_PRIORITY)
+    body = _dumps([args, {}, _EMBED]).encode()
     message = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
             "lang": "py",
-            "task": payload["job_class"],
+            "task": task,
             "id": task_id,
             "shadow": None,
             "eta": None,
             "expires": None,
             "group": None,
             "group_index": None,
-            "retries": payload["executions"],
+            "retries": retries,
             "timelimit": [None, None],
             "root_id": task_id,
             "parent_id": None,
-            "argsrepr": (argsrepr or repr(payload["args"]))[:_REPR_LIMIT],
-            "kwargsrepr": (kwargsrepr or repr(payload["kwargs"]))[:_REPR_LIMIT],
+            "argsrepr": argsrepr[:_REPR_LIMIT],
+            "kwargsrepr": kwargsrepr[:_REPR_LIMIT],
             "origin": _ORIGIN,
             "ignore_result": True,
             "replaced_task_nesting": 0,
             "stamped_headers": None,
             "stamps": {},
-            "job_id": payload["job_id"],
+            "job_id": job_id,
         },
         "properties": {
             "correlation_id": task_id,
             "reply_to": "",
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": min(max(priority, MIN_PRIORITY), MAX_PRIORITY),
+            "priority": priority,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         },
     }
     return list_key(queue, priority), _dumps(message)
-

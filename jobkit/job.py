@@ -110,12 +110,12 @@ class Job:
                 queue: str | None = None, priority: int | None = None) -> Job:
         """Enqueue this job through the enqueue callbacks and the current adapter."""
         self._prepare(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
-        completed, _ = callbacks.run_callbacks(self, "enqueue", self._enqueue_now)
-        self.successfully_enqueued = completed
+        callbacks.run_callbacks(self, "enqueue", self._enqueue_now)
         return self
 
     def _enqueue_now(self) -> None:
         current_adapter().enqueue(self)
+        self.successfully_enqueued = True
 
     def _prepare(self, *, wait: Seconds | None = None, wait_until: When | None = None,
                  queue: str | None = None, priority: int | None = None) -> None:

@@ -100,13 +100,16 @@ class SQLAlchemyLocator(Locator):
     """SQLAlchemy models, named by import path (``gid://app/myapp.models.User/42``).
 
     `session` is a Session, a scoped_session or a sessionmaker. A scoped_session is removed and
-    a sessionmaker's session closed after each perform, as a web request would do.
+    a sessionmaker's session closed after each perform, as a web request would do. With several
+    databases, register one locator per database and pass `base` (the declarative base or a
+    model class) so each locator only answers for its own models.
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, base: type | None = None) -> None:
         from sqlalchemy.orm import Session, scoped_session
 
         self._session = session
+        self._base = base
         self._scoped = isinstance(session, scoped_session)
         self._shared = isinstance(session, Session)
         self._local = threading.local()
@@ -115,10 +118,13 @@ class SQLAlchemyLocator(Locator):
         from sqlalchemy import inspect
 
         state = inspect(obj, raiseerr=False)
-        if state is None or not hasattr(state, "mapper"):
+        if state is None or not hasattr(state, "mapper") or not self._owns(type(obj)):
             return None
         cls = type(obj)
         return f"{cls.__module__}.{cls.__qualname__}"
+
+    def _owns(self, cls: Any) -> bool:
+        return self._base is None or (isinstance(cls, type) and issubclass(cls, self._base))
 
     def primary_key(self, obj: Any) -> tuple[Any, ...]:
         from sqlalchemy import inspect
@@ -132,7 +138,7 @@ class SQLAlchemyLocator(Locator):
 
         cls = _import_path(model)
         mapper = inspect(cls, raiseerr=False)
-        if mapper is None or not hasattr(mapper, "primary_key"):
+        if mapper is None or not hasattr(mapper, "primary_key") or not self._owns(cls):
             raise LookupError(model)
         columns = mapper.primary_key
         if len(columns) != len(model_id):

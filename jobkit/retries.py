@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from jobkit.celery_message import build_message
 from jobkit.job_sets import JobSet
 
 __all__ = ["DeadJob", "DeadSet"]
@@ -67,14 +65,8 @@ class DeadSet(JobSet):
         super().__init__(client)
         self._retry = self.client.register_script(_RETRY)
 
-    def add_payload(self, payload: dict[str, Any], error: BaseException | str) -> None:
-        """Bury a job by its payload (a fresh message is built for its retry)."""
-        key, message = build_message(payload, str(uuid.uuid4()))
-        self.add_message(key, message, payload, error)
-
-    def add_message(self, key: str, message: str, payload: Any, error: BaseException | str
-                    ) -> None:
-        """Bury an exact message, with the payload if it could be read."""
+    def add(self, key: str, message: str, payload: Any, error: BaseException | str) -> None:
+        """Bury a message (pushed back to list `key` on retry), with its payload if readable."""
         job = payload if isinstance(payload, dict) else {}
         now = time.time()
         entry = {

@@ -63,7 +63,7 @@ class Consumer(CeleryConsumer):
         raw = message._raw  # the envelope exactly as it came out of the Redis list
         key = list_key(raw["properties"]["delivery_info"]["routing_key"],
                        raw["properties"].get("priority"))
-        DeadSet().add_message(key, json.dumps(raw), payload, reason)
+        DeadSet().add(key, json.dumps(raw), payload, reason)
         logger.error("%s; the job is kept in the dead set: retry it once the code is deployed",
                      reason)
         message.reject_log_error(logger, self.connection_errors)

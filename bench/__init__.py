@@ -1,0 +1,1 @@
+"""Benchmarks: `python bench/enqueue_perform.py` (see its docstring)."""
