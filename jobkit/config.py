@@ -28,6 +28,7 @@ __all__ = [
     "parse_queue",
 ]
 
+DEFAULT_CONFIG_PATH = "config/jobkit.yml"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_QUEUES = ("default", "mailers", "storage_analysis", "storage_purge")
 DEFAULT_CONCURRENCY = 5
@@ -201,16 +202,27 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
 _current: list[Settings] = []
 
 
+def default_config_path() -> str | None:
+    """``JOBKIT_CONFIG``, else ``config/jobkit.yml`` when the current directory has one."""
+    path = os.environ.get("JOBKIT_CONFIG")
+    if path:
+        return path
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).is_file() else None
+
+
 def current_settings() -> Settings:
     """The settings in force in this process (from the environment until `configure`)."""
     if not _current:
-        _current.append(load_settings(os.environ.get("JOBKIT_CONFIG")))
+        _current.append(load_settings(default_config_path()))
     return _current[0]
 
 
 def configure(path: str | os.PathLike | None = None, environment: str | None = None,
               **overrides: Any) -> Settings:
-    """Set this process's settings, e.g. ``jobkit.configure(redis_url="redis://...")``."""
-    settings = load_settings(path, environment, **overrides)
+    """Set this process's settings, e.g. ``jobkit.configure(redis_url="redis://...")``.
+
+    Without `path`, the default file is read (see `default_config_path`).
+    """
+    settings = load_settings(path or default_config_path(), environment, **overrides)
     _current[:] = [settings]
     return settings

@@ -1,0 +1,28 @@
+# The README's commands. Each runs bin/setup first, so a fresh machine needs nothing else.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+DEV_REDIS_PORT ?= 6380
+FLOWER_PORT ?= 5555
+
+.PHONY: dev test lint bench setup
+
+setup:
+	@bin/setup
+
+## make dev: Redis (private, data in tmp/), a worker and Flower, via honcho (Procfile.dev)
+dev: setup
+	@mkdir -p tmp/redis
+	@echo "jobkit dev stack: Redis redis://127.0.0.1:$(DEV_REDIS_PORT)/0, Flower http://localhost:$(FLOWER_PORT)  (Ctrl-C stops all)"
+	REDIS_URL=redis://127.0.0.1:$(DEV_REDIS_PORT)/0 DEV_REDIS_PORT=$(DEV_REDIS_PORT) \
+	  FLOWER_PORT=$(FLOWER_PORT) honcho start -f Procfile.dev
+
+## make test: the whole suite against a private redis-server and real workers
+test: setup
+	python -m pytest
+
+lint: setup
+	ruff check .
+
+## make bench: jobkit vs raw Celery, same private Redis, one run
+bench: setup
+	python bench/enqueue_perform.py
