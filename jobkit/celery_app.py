@@ -111,8 +111,15 @@ def create_app(settings: Settings) -> Celery:
 
 
 def apply_settings(celery: Celery, settings: Settings) -> None:
-    """Point an app at the settings' broker (used again by the CLI after reading -C)."""
-    celery.conf.update(broker_url=settings.redis_url)
+    """Point an app at the settings' broker and queue order (again by the CLI after -C)."""
+    celery.conf.update(
+        broker_url=settings.redis_url,
+        broker_transport="jobkit.transport:Transport",
+        broker_transport_options={
+            "jobkit_queue_weights": dict(settings.queues),
+            "jobkit_queue_order": settings.queue_order,
+        },
+    )
 
 
 app = create_app(current_settings())

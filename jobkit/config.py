@@ -36,6 +36,7 @@ DEFAULT_TIMEOUT_SECONDS = 25.0  # Heroku sends SIGKILL 30 s after SIGTERM
 DEFAULT_MAX_RETRIES = 25  # Sidekiq's default
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered below)
 POOLS = ("prefork", "threads", "solo")
+QUEUE_ORDERS = ("strict", "weighted")
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
 
@@ -45,6 +46,7 @@ class Settings:
     adapter: str = "celery"
     concurrency: int = DEFAULT_CONCURRENCY
     queues: tuple[tuple[str, int], ...] = tuple((q, 1) for q in DEFAULT_QUEUES)
+    queue_order: str = "strict"
     pool: str = "prefork"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -121,6 +123,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         "timeout": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
         "poll_interval": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
         "pool": lambda v: v in POOLS,
+        "queue_order": lambda v: v in QUEUE_ORDERS,
         "redis_url": lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
                                                                      "unix://")),
         "adapter": lambda v: isinstance(v, str),
@@ -169,6 +172,8 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
             raise _unknown_key(key, "configure()")
         if value is not None:
             values[key] = _coerce(key, list(value) if key == "queues" else value, key)
+    if "queue_order" not in values and any(w != 1 for _, w in values.get("queues", ())):
+        values["queue_order"] = "weighted"  # Sidekiq: weights given means weighted order
     return Settings(environment=environment, **values)
 
 

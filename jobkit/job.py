@@ -80,11 +80,18 @@ class Job:
         """Enqueue a job with these arguments; returns the job (see `successfully_enqueued`)."""
         return cls(*args, **kwargs).enqueue()
 
-    @classmethod
-    def set(cls, *, wait: Seconds | None = None, wait_until: When | None = None,
-            queue: str | None = None, priority: int | None = None) -> ConfiguredJob:
-        """Options for the next enqueue: ``MyJob.set(wait=300, queue="low").perform_later(1)``."""
+    def _set_class(cls, *, wait: Seconds | None = None, wait_until: When | None = None,
+                   queue: str | None = None, priority: int | None = None) -> ConfiguredJob:
         return ConfiguredJob(cls, wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+
+    def _set_instance(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                      queue: str | None = None, priority: int | None = None) -> Job:
+        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        return self
+
+    set = _ClassOrInstance(_set_class, _set_instance)
+    set.__doc__ = """Enqueue options: ``MyJob.set(wait=300, queue="low").perform_later(1)``
+    on the class; on a job (e.g. for `perform_all_later`), ``MyJob(1).set(queue="low")``."""
 
     @classmethod
     def perform_async(cls, *args: Any, **kwargs: Any) -> Job:
@@ -121,6 +128,15 @@ class Job:
                  queue: str | None = None, priority: int | None = None) -> None:
         """Apply options and refuse, before anything is sent, a call that could never run."""
         self.check_arguments()
+        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        if self.queue_name is None:
+            self.queue_name = self._queue_from_class()
+        self.enqueued_at = dt.datetime.now(dt.UTC)
+
+    def _apply_options(self, *, wait: Seconds | None, wait_until: When | None,
+                       queue: str | None, priority: int | None) -> None:
+        if wait is not None or wait_until is not None:
+            self.scheduled_at = _due_time(wait, wait_until)
         if queue is not None:
             if not isinstance(queue, str) or not queue:
                 raise ValueError(f"queue must be a non-empty string, got {queue!r}")
@@ -128,10 +144,6 @@ class Job:
         if priority is not None:
             _check_priority(priority, "priority")
             self.priority = priority
-        if self.queue_name is None:
-            self.queue_name = self._queue_from_class()
-        self.scheduled_at = _due_time(wait, wait_until)
-        self.enqueued_at = dt.datetime.now(dt.UTC)
 
     def _queue_from_class(self) -> str:
         queue_as = type(self).queue_as

@@ -7,9 +7,11 @@ lower priority number runs first, as in Active Job's backends that support prior
 
 from __future__ import annotations
 
+import random
 from bisect import bisect
+from collections.abc import Iterable, Mapping
 
-__all__ = ["PRIORITY_STEPS", "list_key", "list_keys"]
+__all__ = ["PRIORITY_STEPS", "fetch_order", "list_key", "list_keys"]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
@@ -28,3 +30,19 @@ def list_key(queue: str, priority: int | None) -> str:
 def list_keys(queue: str) -> list[str]:
     """Every list of a queue, first-served first."""
     return [list_key(queue, step) for step in PRIORITY_STEPS]
+
+
+def fetch_order(queues: Iterable[str], weights: Mapping[str, int], order: str,
+                rng: random.Random | random.Random = random) -> list[str]:
+    """The queues to ask, first to last, for one fetch.
+
+    ``strict``: as given, so a later queue is served only when every earlier one is empty.
+    ``weighted``: a fresh weighted shuffle per fetch (a queue of weight 3 leads three times as
+    often as one of weight 1), so no queue starves.
+    """
+    names = list(queues)
+    if order != "weighted" or len(names) < 2:
+        return names
+    # Weighted sampling without replacement (Efraimidis-Spirakis): key = U ** (1 / weight).
+    keyed = [(rng.random() ** (1.0 / max(weights.get(name, 1), 1)), name) for name in names]
+    return [name for _, name in sorted(keyed, reverse=True)]
