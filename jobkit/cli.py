@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from jobkit.config import configure, parse_queue
+from jobkit.config import configure, default_config_path, load_settings, parse_queue
 from jobkit.errors import ConfigError
 
 __all__ = ["main"]
@@ -55,3 +57,41 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv=[*argv, *celery_args])
+
+
+@main.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("check")
+@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML settings file (default: JOBKIT_CONFIG, then config/jobkit.yml).")
+@click.option("-e", "--environment", help="Environment section to resolve.")
+def config_check(config_path: str | None, environment: str | None) -> None:
+    """Validate the settings and print them as resolved (secrets in URLs masked)."""
+    path = config_path or default_config_path()
+    try:
+        settings = load_settings(path, environment)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"# {path or '(no file: defaults and environment)'}, "
+               f"environment {settings.environment}: OK")
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name == "redis_url":
+            value = mask_url(value)
+        elif field.name == "queues":
+            value = ", ".join(f"{name}" if weight == 1 else f"{name},{weight}"
+                              for name, weight in value)
+        click.echo(f"{field.name}: {value}")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ****."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -6,6 +6,7 @@ variables in ENV_OVERRIDES (``REDIS_URL``, ``JOBKIT_ADAPTER``, ...) < `configure
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -116,40 +117,52 @@ def _strip_colons(data: Any) -> Any:
     return data
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# key: (check, what a valid value is) for the scalar settings.
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "concurrency": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
+    "max_retries": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+    "timeout": (lambda v: _is_number(v) and v >= 0, "seconds >= 0"),
+    "poll_interval": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
+    "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
+    "queue_order": (lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
+    "redis_url": (lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
+                                                                  "unix://")),
+                  "a redis://, rediss:// or unix:// URL"),
+    "adapter": (lambda v: isinstance(v, str) and bool(v), "an adapter name"),
+    "mailer": (lambda v: isinstance(v, dict), "a mapping"),
+    "web": (lambda v: isinstance(v, dict), "a mapping"),
+}
+
+
 def _coerce(key: str, value: Any, where: str) -> Any:
-    checks = {
-        "concurrency": lambda v: type(v) is int and v >= 1,
-        "max_retries": lambda v: type(v) is int and v >= 0,
-        "timeout": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
-        "poll_interval": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-        "pool": lambda v: v in POOLS,
-        "queue_order": lambda v: v in QUEUE_ORDERS,
-        "redis_url": lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
-                                                                     "unix://")),
-        "adapter": lambda v: isinstance(v, str),
-        "mailer": lambda v: isinstance(v, dict),
-        "web": lambda v: isinstance(v, dict),
-    }
     if key == "queues":
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}: queues must be a non-empty list")
+            raise ConfigError(f"{where}: must be a non-empty list of queue names")
         return tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
     if key == "require":
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where}: require must be a module name or a list of them")
+            raise ConfigError(f"{where}: must be a module name or a list of them")
         return tuple(value)
-    if key in ("concurrency", "max_retries") and isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not checks[key](value):
-        raise ConfigError(f"{where}: invalid value {value!r}")
+    if isinstance(value, str) and key in ("concurrency", "max_retries") and value.isdigit():
+        value = int(value)  # from ${VAR} interpolation
+    if isinstance(value, str) and key in ("timeout", "poll_interval"):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    check, expected = _CHECKS[key]
+    if not check(value):
+        raise ConfigError(f"{where}: {value!r} is not valid: expected {expected}")
     return value
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
     near = difflib.get_close_matches(key, sorted(_KEYS | set(ENVIRONMENT_NAMES)), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+    return ConfigError(f"{where}: unknown key{hint}")
 
 
 def load_settings(path: str | os.PathLike | None = None, environment: str | None = None,
@@ -169,7 +182,7 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
                 raise ConfigError(f"{variable}: invalid value {environ[variable]!r}") from None
     for key, value in overrides.items():
         if key not in _KEYS:
-            raise _unknown_key(key, "configure()")
+            raise _unknown_key(key, f"configure({key}=...)")
         if value is not None:
             values[key] = _coerce(key, list(value) if key == "queues" else value, key)
     if "queue_order" not in values and any(w != 1 for _, w in values.get("queues", ())):
@@ -178,30 +191,59 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
 
 
 def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The file's settings for `environment`; every error names the file, line and key."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)  # safe: no !!python tags, nothing executed
+        lines = _key_lines(text)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") \
-            from None
+        line = f"{mark.line + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}:{line} not valid YAML: {problem}") from None
     data = _strip_colons(data or {})
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    merged = {k: v for k, v in data.items() if k not in ENVIRONMENT_NAMES}
-    section = data.get(environment) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: {environment}: must be a mapping of settings")
-    merged.update(section)
+
+    def where(*keys: str) -> str:
+        return f"{path}:{lines.get(keys, '?')}: {'.'.join(keys)}"
+
+    for key, value in data.items():
+        if key in ENVIRONMENT_NAMES:
+            if not isinstance(value, dict | None):
+                raise ConfigError(f"{where(key)}: must be a mapping of settings")
+            for inner in value or {}:
+                if inner not in _KEYS:
+                    raise _unknown_key(inner, where(key, inner))
+        elif key not in _KEYS:
+            raise _unknown_key(key, where(key))
+    chosen = {key: (key,) for key in data if key not in ENVIRONMENT_NAMES}
+    chosen.update({key: (environment, key) for key in data.get(environment) or {}})
     values = {}
-    for key, value in merged.items():
-        where = f"{path}: {key}"
-        if key not in _KEYS:
-            raise _unknown_key(key, str(path))
-        values[key] = _coerce(key, _interpolate(value, environ, where), where)
+    for key, keys in chosen.items():
+        raw = data[keys[0]] if len(keys) == 1 else data[environment][key]
+        values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
     return values
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line numbers of top-level keys and of keys one level inside environment sections."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node | None, prefix: tuple[str, ...]) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                keys = (*prefix, str(key_node.value).lstrip(":"))
+                lines[keys] = key_node.start_mark.line + 1
+                if not prefix and keys[0] in ENVIRONMENT_NAMES:
+                    walk(value_node, keys)
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    return lines
 
 
 _current: list[Settings] = []
