@@ -18,7 +18,7 @@ from jobkit.config import Settings, current_settings
 from jobkit.errors import JobClassError
 from jobkit.job import Job, resolve_job_class
 from jobkit.retries import DeadSet
-from jobkit.worker import SchedulePollerStep
+from jobkit.worker import RedisPolicyCheck, SchedulePollerStep
 
 __all__ = ["JobTask", "app", "apply_settings", "create_app"]
 
@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,
     )
-    celery.steps["worker"].add(SchedulePollerStep)
+    celery.steps["worker"].update({SchedulePollerStep, RedisPolicyCheck})
     apply_settings(celery, settings)
     return celery
 

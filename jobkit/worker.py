@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+import redis
 from celery import bootsteps, signals
 from celery.app.trace import build_tracer
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -15,10 +16,11 @@ from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.queues import list_key
+from jobkit.redis_client import get_redis
 from jobkit.retries import DeadSet
 from jobkit.scheduling import SchedulePoller
 
-__all__ = ["Consumer", "SchedulePollerStep"]
+__all__ = ["Consumer", "RedisPolicyCheck", "SchedulePollerStep", "check_eviction_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +102,31 @@ class SchedulePollerStep(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         if self.poller is not None:
             self.poller.stop()
+
+
+def check_eviction_policy(client: redis.Redis) -> str | None:
+    """Warn loudly unless Redis is set never to evict keys; returns the policy seen.
+
+    An evicting Redis (allkeys-lru, volatile-*, ...) deletes queues and sets under memory
+    pressure, and the jobs in them are gone. INFO is used, not CONFIG GET, because managed
+    Redis services often disable CONFIG.
+    """
+    try:
+        policy = client.info("memory").get("maxmemory_policy")
+    except redis.RedisError as exc:
+        logger.warning("jobkit: could not read Redis's maxmemory-policy: %s", exc)
+        return None
+    if policy != "noeviction":
+        logger.warning(
+            "jobkit: Redis maxmemory-policy is %r. Under memory pressure Redis will DELETE "
+            "queued jobs. Set `maxmemory-policy noeviction` on this Redis.", policy)
+    return policy
+
+
+class RedisPolicyCheck(bootsteps.StartStopStep):
+    """At boot, the eviction-policy warning above."""
+
+    label = "jobkit redis policy check"
+
+    def start(self, parent: Any) -> None:
+        check_eviction_policy(get_redis())

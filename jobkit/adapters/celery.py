@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
+from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.redis_client import get_redis
 from jobkit.scheduling import ScheduledSet
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
     import redis
 
     from jobkit.job import Job
+
+
+logger = logging.getLogger(__name__)
 
 
 class CeleryAdapter(Adapter):
@@ -36,6 +41,7 @@ class CeleryAdapter(Adapter):
 
     def _send(self, job: Job, client: redis.Redis) -> None:
         _check_importable(type(job))
+        _warn_if_unconsumed(job.queue_name)
         task_id = str(uuid.uuid4())
         key, message = build_message(job.serialize(), task_id, repr(tuple(job.arguments)),
                                      repr(job.kwargs))
@@ -45,6 +51,14 @@ class CeleryAdapter(Adapter):
         else:
             client.lpush(key, message)
         job.provider_job_id = task_id
+
+
+def _warn_if_unconsumed(queue: str) -> None:
+    """In development, say so when no configured worker would ever take this queue."""
+    settings = current_settings()
+    if settings.environment == "development" and queue not in settings.queue_names:
+        logger.warning("job enqueued to queue %r, which no configured worker consumes "
+                       "(queues: %s)", queue, ", ".join(settings.queue_names))
 
 
 def _check_importable(cls: type) -> None:
