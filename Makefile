@@ -11,7 +11,6 @@ setup:
 
 ## make dev: Redis (private, data in tmp/), a worker and Flower, via honcho (Procfile.dev)
 dev: setup
-	@mkdir -p tmp/redis
 	@echo "jobkit dev stack: Redis redis://127.0.0.1:$(DEV_REDIS_PORT)/0, Flower http://localhost:$(FLOWER_PORT)  (Ctrl-C stops all)"
 	REDIS_URL=redis://127.0.0.1:$(DEV_REDIS_PORT)/0 DEV_REDIS_PORT=$(DEV_REDIS_PORT) \
 	  FLOWER_PORT=$(FLOWER_PORT) honcho start -f Procfile.dev
