@@ -25,6 +25,8 @@ from jobkit.references import DjangoLocator as DjangoLocator
 from jobkit.references import GlobalID as GlobalID
 from jobkit.references import SQLAlchemyLocator as SQLAlchemyLocator
 from jobkit.references import register_locator as register_locator
+from jobkit.retries import discard_on as discard_on
+from jobkit.retries import retry_on as retry_on
 
 __all__ = [
     "Abort",
@@ -48,8 +50,10 @@ __all__ = [
     "before_enqueue",
     "before_perform",
     "configure",
+    "discard_on",
     "perform_all_later",
     "register_locator",
     "register_serializer",
+    "retry_on",
     "use_adapter",
 ]

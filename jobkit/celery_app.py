@@ -5,63 +5,18 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from celery import Celery, Task
 from celery.app.registry import TaskRegistry
 from celery.app.trace import build_tracer
-from celery.exceptions import NotRegistered, Reject
+from celery.exceptions import NotRegistered
 
-from jobkit.celery_message import build_task_message
 from jobkit.config import Settings, current_settings
 from jobkit.errors import JobClassError
-from jobkit.job import Job, resolve_job_class
-from jobkit.retries import DeadSet
+from jobkit.execution import JobTask
+from jobkit.job import resolve_job_class
 from jobkit.worker import RedisPolicyCheck, SchedulePollerStep
 
-__all__ = ["JobTask", "app", "apply_settings", "create_app"]
-
-logger = logging.getLogger(__name__)
-
-
-class JobTask(Task):
-    """The Celery task of one Job class: rebuild the job from its payload and perform it.
-
-    A job that fails, or whose payload, class or arguments cannot be rebuilt, goes to the dead
-    set before the error propagates, so Celery's ack never drops it.
-    """
-
-    job_class: type[Job]
-    typing = False  # arguments are checked against perform() at enqueue, by jobkit
-
-    def run(self, payload: Any) -> Any:
-        try:
-            return Job.deserialize(payload, self.request.id).perform_now()
-        except Exception as exc:
-            self._bury(payload, exc)
-            logger.error("job %s failed; moved to the dead set: %s", self.name, exc)
-            raise
-
-    def _bury(self, payload: Any, error: Exception) -> None:
-        """Keep the message as received (payload unchanged, readable or not) in the dead set.
-
-        If even that fails (Redis gone), the message is handed back to its queue instead of
-        being acked, so the job is not lost.
-        """
-        request = self.request
-        info = request.delivery_info or {}
-        key, message = build_task_message(
-            self.name, request.id, [payload], info.get("routing_key") or "default",
-            info.get("priority"), retries=request.retries or 0,
-            argsrepr=getattr(request, "argsrepr", None) or "",
-            kwargsrepr=getattr(request, "kwargsrepr", None) or "",
-        )
-        try:
-            DeadSet().add(key, message, payload, error)
-        except Exception as exc:
-            logger.exception("cannot record failed job %s in the dead set; requeued", request.id)
-            raise Reject(exc, requeue=True) from error
+__all__ = ["app", "apply_settings", "create_app"]
 
 
 class JobRegistry(TaskRegistry):

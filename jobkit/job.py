@@ -45,6 +45,12 @@ class Job:
 
     queue_as: ClassVar[str | Callable[[Job], str]] = DEFAULT_QUEUE
     priority: int | None = None
+    #: Retries after the first failure before the dead set; None: the `max_retries` setting.
+    max_retries: ClassVar[int | None] = None
+    #: False: a job out of retries is dropped instead of kept in the dead set.
+    dead: ClassVar[bool] = True
+    #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
+    failure_rules: ClassVar[tuple] = ()
 
     _callbacks: ClassVar[dict[str, list[str]]] = callbacks.collect(object)
 
@@ -53,6 +59,9 @@ class Job:
         if not (isinstance(cls.queue_as, str) and cls.queue_as) and not callable(cls.queue_as):
             raise JobClassError(f"{cls.__qualname__}.queue_as must be a queue name or a callable")
         _check_priority(cls.priority, f"{cls.__qualname__}.priority")
+        if cls.max_retries is not None and (type(cls.max_retries) is not int
+                                            or cls.max_retries < 0):
+            raise JobClassError(f"{cls.__qualname__}.max_retries must be a whole number >= 0")
         cls._callbacks = callbacks.collect(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +78,19 @@ class Job:
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
+
+    # -- failure hooks (documented no-ops: override what you need) -----------------------------
+
+    def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:
+        """Sidekiq's `sidekiq_retry_in`: seconds until the next try, "discard", "kill" (dead
+        set now), or None for the default backoff. `retry_count` is 0 on the first failure."""
+        return None
+
+    def retries_exhausted(self, error: BaseException) -> None:
+        """Sidekiq's `sidekiq_retries_exhausted`: called on the worker as the job goes dead."""
+
+    def after_discard(self, error: BaseException) -> None:
+        """Active Job's `after_discard`: called on the worker when a job is discarded."""
 
     def __repr__(self) -> str:
         return f"<{job_class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"

@@ -1,27 +1,113 @@
-"""Redis sorted sets that hold jobs outside their queues (scheduled, dead, later retries).
+"""The Redis sorted sets that hold jobs outside their queues: scheduled, retry and dead.
 
-One small class per set, each with its key, sharing the verbs here (as RQ's registries do).
+One small class per set with its key, sharing the verbs here (as RQ's registries do). Every
+member is a JSON object holding the exact message to push back to its queue's list
+(``list_key``, ``message``) plus what a person needs to see (job id and class, error, ...).
+
+Moving a job out of a set is one Lua script (ZREM, then LPUSH only if this call removed it):
+racing pollers, or two people clicking "retry", can neither lose nor duplicate a job.
 """
 
 from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from jobkit.redis_client import get_redis
 
-__all__ = ["JobSet"]
+__all__ = ["DeadSet", "JobEntry", "JobSet", "RetrySet", "ScheduledSet", "describe_error"]
 
 KEY_PREFIX = "jobkit:"
+PAGE_SIZE = 100
+DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
+DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: six months
+BACKTRACE_LINES = 20
+
+_PUSH_IF_REMOVED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local entry = cjson.decode(ARGV[1])
+  redis.call('LPUSH', entry.list_key, entry.message)
+  return 1
+end
+return 0
+"""
+
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], member) == 1 then
+    local entry = cjson.decode(member)
+    redis.call('LPUSH', entry.list_key, entry.message)
+  end
+end
+return #due
+"""
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    """One member of a set, as stored, with its score (a Unix time)."""
+
+    member: str
+    score: float
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def job_id(self) -> str | None:
+        return self.data.get("job_id")
+
+    @property
+    def job_class(self) -> str | None:
+        return self.data.get("job_class")
+
+    @property
+    def queue(self) -> str | None:
+        return self.data.get("queue")
+
+    @property
+    def payload(self) -> Any:
+        return self.data.get("payload")
+
+    @property
+    def error_class(self) -> str | None:
+        return self.data.get("error_class")
+
+    @property
+    def error_message(self) -> str | None:
+        return self.data.get("error_message")
+
+    @property
+    def backtrace(self) -> list[str]:
+        return self.data.get("backtrace") or []
+
+    @property
+    def retry_count(self) -> int:
+        return self.data.get("retry_count", 0)
 
 
 class JobSet:
     """A sorted set of jobs scored by a Unix time."""
 
     name = ""
+    newest_first = False
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         self.client = client or get_redis()
         self.key = f"{KEY_PREFIX}{self.name}"
+        self._push_if_removed = self.client.register_script(_PUSH_IF_REMOVED)
+
+    def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
+            ) -> None:
+        """Hold `message` (for list `list_key`) at `score`; pass `pipe` to batch."""
+        entry = {"list_key": list_key, "message": message, **info}
+        member = json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
+        (pipe or self.client).zadd(self.key, {member: score})
 
     def size(self) -> int:
         return self.client.zcard(self.key)
@@ -29,9 +115,115 @@ class JobSet:
     def __len__(self) -> int:
         return self.size()
 
+    def __iter__(self) -> Iterator[JobEntry]:
+        """Every entry, read a page at a time so a large set is never loaded whole."""
+        start = 0
+        read = self.client.zrevrange if self.newest_first else self.client.zrange
+        while True:
+            page = read(self.key, start, start + PAGE_SIZE - 1, withscores=True)
+            yield from (_entry(member, score) for member, score in page)
+            if len(page) < PAGE_SIZE:
+                return
+            start += len(page)
+
+    def page(self, start: int = 0, count: int = 25) -> list[JobEntry]:
+        read = self.client.zrevrange if self.newest_first else self.client.zrange
+        return [_entry(m, s) for m, s in read(self.key, start, start + count - 1,
+                                                withscores=True)]
+
+    def find(self, job_id: str) -> JobEntry | None:
+        return next((entry for entry in self if entry.job_id == job_id), None)
+
+    def push_now(self, entry: JobEntry) -> bool:
+        """Send the job to its queue now; False if it had already left the set."""
+        return bool(self._push_if_removed(keys=[self.key], args=[entry.member]))
+
+    def delete(self, entry: JobEntry) -> bool:
+        return bool(self.client.zrem(self.key, entry.member))
+
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         with self.client.pipeline() as pipe:
             pipe.zcard(self.key).delete(self.key)
             count, _ = pipe.execute()
         return count
+
+
+class _DueSet(JobSet):
+    """A set whose entries go to their queues by themselves when their time comes."""
+
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        super().__init__(client)
+        self._move_due = self.client.register_script(_MOVE_DUE)
+
+    def move_due(self, now: float | None = None, batch: int = PAGE_SIZE) -> int:
+        """Push every job due by `now` to its queue; returns how many moved."""
+        now = time.time() if now is None else now
+        moved = 0
+        while True:
+            count = self._move_due(keys=[self.key], args=[now, batch])
+            moved += count
+            if count < batch:
+                return moved
+
+    run_now = JobSet.push_now
+
+
+class ScheduledSet(_DueSet):
+    """Delayed jobs waiting for their time (see scheduling.py)."""
+
+    name = "schedule"
+
+
+class RetrySet(_DueSet):
+    """Failed jobs waiting for their next attempt."""
+
+    name = "retry"
+
+    retry = JobSet.push_now
+
+    def kill(self, entry: JobEntry) -> bool:
+        """Move to the dead set now, giving up on further attempts."""
+        if not self.delete(entry):
+            return False
+        DeadSet(self.client).add(time.time(), entry.data["list_key"], entry.data["message"],
+                                 **{k: v for k, v in entry.data.items()
+                                    if k not in ("list_key", "message")})
+        return True
+
+
+class DeadSet(JobSet):
+    """Jobs that will not run again until someone retries them (Sidekiq's Morgue)."""
+
+    name = "dead"
+    newest_first = True
+
+    retry = JobSet.push_now
+
+    def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
+            ) -> None:
+        """Bury a job; the oldest beyond 10,000 entries or six months are let go."""
+        with self.client.pipeline() as own:
+            target = pipe or own
+            super().add(score, list_key, message, pipe=target, **info)
+            target.zremrangebyscore(self.key, "-inf", score - DEAD_TIMEOUT_SECONDS)
+            target.zremrangebyrank(self.key, 0, -DEAD_MAX_JOBS - 1)
+            if pipe is None:
+                own.execute()
+
+
+def describe_error(error: BaseException | str) -> dict[str, Any]:
+    """Error class, message and the end of the backtrace, for a set entry."""
+    if isinstance(error, str):
+        return {"error_class": "jobkit.Error", "error_message": error, "backtrace": []}
+    lines = traceback.format_exception(error)
+    return {
+        "error_class": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error_message": str(error),
+        "backtrace": [line.rstrip() for line in lines][-BACKTRACE_LINES:],
+    }
+
+
+def _entry(member: bytes | str, score: float) -> JobEntry:
+    text = member.decode() if isinstance(member, bytes) else member
+    return JobEntry(member=text, score=score, data=json.loads(text))

@@ -1,117 +1,152 @@
-"""Where failed jobs go instead of vanishing: the dead set (Sidekiq's Morgue).
+"""What happens when `perform` raises: retry later, discard, or give up to the dead set.
 
-Each entry keeps the exact message to push back to its queue, the payload, and why it died.
-Retrying is one Lua script (ZREM, then LPUSH only if this call removed it), so two people
-clicking "retry" cannot run a job twice, and a crash cannot drop it.
+The Python spellings of Active Job's `retry_on` / `discard_on` (class decorators) and Sidekiq's
+retry count, `sidekiq_retry_in` and `sidekiq_retries_exhausted` (the `max_retries` option and
+the `retry_in` / `retries_exhausted` methods of Job). Rules are checked newest first, as Active
+Job does: a subclass's rules before its parent's, a later decorator before an earlier one.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import traceback
-from collections.abc import Iterator
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import redis
+from jobkit.config import current_settings
 
-from jobkit.job_sets import JobSet
+if TYPE_CHECKING:
+    from jobkit.job import Job
 
-__all__ = ["DeadJob", "DeadSet"]
+__all__ = [
+    "POLYNOMIALLY_LONGER",
+    "SIDEKIQ_BACKOFF",
+    "Decision",
+    "DiscardOn",
+    "RetryOn",
+    "decide",
+    "discard_on",
+    "polynomially_longer",
+    "retry_on",
+    "sidekiq_backoff",
+]
 
-DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
-DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: six months
-BACKTRACE_LINES = 20
+POLYNOMIALLY_LONGER = "polynomially_longer"
+SIDEKIQ_BACKOFF = "sidekiq"
+DEFAULT_WAIT_SECONDS = 3.0  # Active Job's retry_on default
+DEFAULT_ATTEMPTS = 5  # Active Job's retry_on default
+DEFAULT_JITTER = 0.15  # Active Job's retry_jitter default
 
-_RETRY = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('LPUSH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-"""
+Wait = float | int | str | Callable[[int], float]
+
+
+def sidekiq_backoff(retry_count: int) -> float:
+    """Sidekiq's default delay before retry number `retry_count + 1` (0-based count), seconds:
+    15 s, 16 s, 31 s, ... about 21 days over 25 retries."""
+    return retry_count ** 4 + 15 + random.randrange(10) * (retry_count + 1)
+
+
+def polynomially_longer(executions: int, jitter: float = DEFAULT_JITTER) -> float:
+    """Active Job's ``wait: :polynomially_longer``: executions**4 + 2 s, plus jitter."""
+    base = executions ** 4
+    return base + random.random() * base * jitter + 2
 
 
 @dataclass(frozen=True)
-class DeadJob:
-    """One entry of the dead set, as stored."""
+class RetryOn:
+    exceptions: tuple[type[BaseException], ...]
+    wait: Wait = DEFAULT_WAIT_SECONDS
+    attempts: int = DEFAULT_ATTEMPTS
+    jitter: float = DEFAULT_JITTER
 
-    member: str
-    job_id: str | None
-    job_class: str | None
-    queue: str | None
-    list_key: str
-    message: str
-    payload: Any
-    error_class: str
-    error_message: str
-    backtrace: list[str]
-    failed_at: float
+    def __post_init__(self) -> None:
+        _check_exceptions(self.exceptions, "retry_on")
+        if type(self.attempts) is not int or self.attempts < 1:
+            raise ValueError(f"retry_on: attempts must be a whole number >= 1, got "
+                             f"{self.attempts!r}")
+        if not (callable(self.wait) or self.wait in (POLYNOMIALLY_LONGER, SIDEKIQ_BACKOFF)
+                or (isinstance(self.wait, int | float) and self.wait >= 0)):
+            raise ValueError(f"retry_on: wait must be seconds, a callable of the attempt "
+                             f"number, {POLYNOMIALLY_LONGER!r} or {SIDEKIQ_BACKOFF!r}; "
+                             f"got {self.wait!r}")
+        if not (isinstance(self.jitter, int | float) and self.jitter >= 0):
+            raise ValueError(f"retry_on: jitter must be a number >= 0, got {self.jitter!r}")
 
-    @classmethod
-    def from_member(cls, member: str | bytes) -> DeadJob:
-        text = member.decode() if isinstance(member, bytes) else member
-        data = json.loads(text)
-        return cls(member=text, **data)
-
-
-class DeadSet(JobSet):
-    """Jobs that will not run again until someone retries them."""
-
-    name = "dead"
-
-    def __init__(self, client: redis.Redis | None = None) -> None:
-        super().__init__(client)
-        self._retry = self.client.register_script(_RETRY)
-
-    def add(self, key: str, message: str, payload: Any, error: BaseException | str) -> None:
-        """Bury a message (pushed back to list `key` on retry), with its payload if readable."""
-        job = payload if isinstance(payload, dict) else {}
-        now = time.time()
-        entry = {
-            "job_id": job.get("job_id"),
-            "job_class": job.get("job_class"),
-            "queue": job.get("queue_name"),
-            "list_key": key,
-            "message": message,
-            "payload": payload,
-            **_describe(error),
-            "failed_at": now,
-        }
-        member = json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
-        with self.client.pipeline() as pipe:
-            pipe.zadd(self.key, {member: now})
-            pipe.zremrangebyscore(self.key, "-inf", now - DEAD_TIMEOUT_SECONDS)
-            pipe.zremrangebyrank(self.key, 0, -DEAD_MAX_JOBS - 1)
-            pipe.execute()
-
-    def __iter__(self) -> Iterator[DeadJob]:
-        """Newest first, read in pages so a large set is never loaded whole."""
-        start = 0
-        while True:
-            page = self.client.zrevrange(self.key, start, start + 99)
-            if not page:
-                return
-            yield from (DeadJob.from_member(member) for member in page)
-            start += len(page)
-
-    def find(self, job_id: str) -> DeadJob | None:
-        return next((dead for dead in self if dead.job_id == job_id), None)
-
-    def retry(self, dead: DeadJob) -> bool:
-        """Send the job back to its queue; False if it was no longer in the set."""
-        return bool(self._retry(keys=[self.key], args=[dead.member, dead.list_key, dead.message]))
+    def delay(self, executions: int) -> float:
+        if self.wait == POLYNOMIALLY_LONGER:
+            return polynomially_longer(executions, self.jitter)
+        if self.wait == SIDEKIQ_BACKOFF:
+            return sidekiq_backoff(executions - 1)
+        if callable(self.wait):
+            return float(self.wait(executions))
+        return self.wait + random.random() * self.wait * self.jitter
 
 
-def _describe(error: BaseException | str) -> dict[str, Any]:
-    if isinstance(error, str):
-        return {"error_class": "jobkit.Error", "error_message": error, "backtrace": []}
-    lines = traceback.format_exception(error)
-    return {
-        "error_class": f"{type(error).__module__}.{type(error).__qualname__}",
-        "error_message": str(error),
-        "backtrace": [line.rstrip() for line in lines][-BACKTRACE_LINES:],
-    }
+@dataclass(frozen=True)
+class DiscardOn:
+    exceptions: tuple[type[BaseException], ...]
+
+    def __post_init__(self) -> None:
+        _check_exceptions(self.exceptions, "discard_on")
+
+
+def _check_exceptions(exceptions: tuple, where: str) -> None:
+    if not exceptions or not all(isinstance(e, type) and issubclass(e, BaseException)
+                                 for e in exceptions):
+        raise TypeError(f"{where} takes exception classes, got {exceptions!r}")
+
+
+def retry_on(*exceptions: type[BaseException], wait: Wait = DEFAULT_WAIT_SECONDS,
+             attempts: int = DEFAULT_ATTEMPTS, jitter: float = DEFAULT_JITTER
+             ) -> Callable[[type[Job]], type[Job]]:
+    """Class decorator: retry on these exceptions, `attempts` runs in all, then dead set."""
+    return _add_rule(RetryOn(exceptions, wait, attempts, jitter))
+
+
+def discard_on(*exceptions: type[BaseException]) -> Callable[[type[Job]], type[Job]]:
+    """Class decorator: on these exceptions, drop the job (then call `after_discard`)."""
+    return _add_rule(DiscardOn(exceptions))
+
+
+def _add_rule(rule: RetryOn | DiscardOn) -> Callable[[type[Job]], type[Job]]:
+    def decorate(cls: type[Job]) -> type[Job]:
+        cls.failure_rules = (rule, *cls.failure_rules)  # newest first; parents' stay untouched
+        return cls
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`action` is "retry" (after `delay` seconds), "discard" or "dead"."""
+
+    action: str
+    delay: float = 0.0
+    reason: str = ""
+
+
+def decide(job: Job, error: BaseException) -> Decision:
+    """What to do with `job` (whose `executions` counts the failed run) after `error`."""
+    for rule in type(job).failure_rules:
+        if isinstance(error, rule.exceptions):
+            if isinstance(rule, DiscardOn):
+                return Decision("discard", reason="discard_on")
+            if job.executions < rule.attempts:
+                return Decision("retry", rule.delay(job.executions))
+            return Decision("dead", reason=f"retry_on: {rule.attempts} attempts exhausted")
+    retry_count = job.executions - 1  # retries already made
+    max_retries = _max_retries(job)
+    custom = job.retry_in(retry_count, error)
+    if custom in ("discard", "kill"):
+        return Decision("discard" if custom == "discard" else "dead", reason=f"retry_in: {custom}")
+    if retry_count >= max_retries:
+        return Decision("dead", reason=f"{max_retries} retries exhausted")
+    delay = sidekiq_backoff(retry_count) if custom is None else float(custom)
+    return Decision("retry", delay)
+
+
+def _max_retries(job: Job) -> int:
+    value = type(job).max_retries
+    return current_settings().max_retries if value is None else value
 
 

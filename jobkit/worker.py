@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import redis
@@ -15,9 +16,9 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
+from jobkit.job_sets import DeadSet, describe_error
 from jobkit.queues import list_key
 from jobkit.redis_client import get_redis
-from jobkit.retries import DeadSet
 from jobkit.scheduling import SchedulePoller
 
 __all__ = ["Consumer", "RedisPolicyCheck", "SchedulePollerStep", "check_eviction_policy"]
@@ -65,7 +66,10 @@ class Consumer(CeleryConsumer):
         raw = message._raw  # the envelope exactly as it came out of the Redis list
         key = list_key(raw["properties"]["delivery_info"]["routing_key"],
                        raw["properties"].get("priority"))
-        DeadSet().add(key, json.dumps(raw), payload, reason)
+        job = payload if isinstance(payload, dict) else {}
+        DeadSet().add(time.time(), key, json.dumps(raw), job_id=job.get("job_id"), job_class=name,
+                      queue=job.get("queue_name"), payload=payload, failed_at=time.time(),
+                      **describe_error(reason))
         logger.error("%s; the job is kept in the dead set: retry it once the code is deployed",
                      reason)
         message.reject_log_error(logger, self.connection_errors)

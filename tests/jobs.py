@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from jobkit import Job, around_perform, before_perform
+from jobkit import Job, around_perform, before_perform, discard_on, retry_on
 
 RESULTS = "test:results"
 
@@ -57,8 +57,50 @@ class CallbackJob(Job):
 
 
 class FailingJob(Job):
+    max_retries = 0  # straight to the dead set
+
     def perform(self, reason: str) -> None:
         raise RuntimeError(f"failing on purpose: {reason}")
+
+
+@retry_on(ConnectionError, wait=0.1, attempts=5)
+class FlakyJob(Job):
+    """Fails twice, then succeeds."""
+
+    def perform(self, name: str) -> None:
+        record(job="FlakyJob", name=name, executions=self.executions)
+        if self.executions < 3:
+            raise ConnectionError(f"flaky {self.executions}")
+
+
+@retry_on(ValueError, wait=0, attempts=2)
+class FixableJob(Job):
+    """Fails until the test sets test:fixed; records every attempt and the exhaustion."""
+
+    def perform(self) -> None:
+        record(job="FixableJob", executions=self.executions)
+        if not _redis().get("test:fixed"):
+            raise ValueError("not fixed yet")
+
+    def retries_exhausted(self, error: BaseException) -> None:
+        record(job="FixableJob", exhausted=repr(error))
+
+
+@discard_on(KeyError)
+class DiscardedJob(Job):
+    def perform(self) -> None:
+        raise KeyError("gone")
+
+    def after_discard(self, error: BaseException) -> None:
+        record(job="DiscardedJob", discarded=repr(error))
+
+
+class KilledJob(Job):
+    def perform(self) -> None:
+        raise RuntimeError("hopeless")
+
+    def retry_in(self, retry_count: int, error: BaseException) -> str:
+        return "kill"
 
 
 class NoopJob(Job):

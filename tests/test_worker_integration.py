@@ -14,9 +14,8 @@ import redis
 
 import jobkit
 from jobkit import SerializationError
+from jobkit.job_sets import DeadSet, ScheduledSet
 from jobkit.queues import list_key
-from jobkit.retries import DeadSet
-from jobkit.scheduling import ScheduledSet
 from tests.conftest import Worker, wait_for
 from tests.jobs import RESULTS, CallbackJob, EchoJob, FailingJob, TaskLoggerJob
 from tests.test_arguments import ROUND_TRIPS

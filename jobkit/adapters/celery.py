@@ -12,8 +12,8 @@ from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.errors import JobClassError
+from jobkit.job_sets import ScheduledSet
 from jobkit.redis_client import get_redis
-from jobkit.scheduling import ScheduledSet
 
 if TYPE_CHECKING:
     import redis
@@ -43,11 +43,13 @@ class CeleryAdapter(Adapter):
         _check_importable(type(job))
         _warn_if_unconsumed(job.queue_name)
         task_id = str(uuid.uuid4())
-        key, message = build_message(job.serialize(), task_id, repr(tuple(job.arguments)),
+        payload = job.serialize()
+        key, message = build_message(payload, task_id, repr(tuple(job.arguments)),
                                      repr(job.kwargs))
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
         if due is not None and due > time.time():
-            ScheduledSet().add(due, key, message, pipe=client)
+            ScheduledSet().add(due, key, message, pipe=client, job_id=job.job_id,
+                               job_class=payload["job_class"], queue=job.queue_name)
         else:
             client.lpush(key, message)
         job.provider_job_id = task_id

@@ -1,0 +1,100 @@
+"""How a worker runs one job: the Celery task of a Job class, and what follows a failure.
+
+Every outcome leaves the job somewhere: done (acked), in the retry set, in the dead set,
+discarded on purpose, or, if Redis cannot even take the failure record, back in its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject, Retry
+
+from jobkit.celery_message import build_message, build_task_message
+from jobkit.job import Job
+from jobkit.job_sets import DeadSet, RetrySet, describe_error
+from jobkit.retries import decide
+
+__all__ = ["JobTask"]
+
+logger = logging.getLogger(__name__)
+
+
+class JobTask(Task):
+    """The Celery task of one Job class: rebuild the job from its payload and perform it."""
+
+    job_class: type[Job]
+    typing = False  # arguments are checked against perform() at enqueue, by jobkit
+
+    def run(self, payload: Any) -> Any:
+        try:
+            job = Job.deserialize(payload, self.request.id)
+        except Exception as exc:  # unreadable payload, unknown class, record gone: no retry
+            self._guarded(exc, self._bury_as_received, payload, exc)
+            logger.error("job %s cannot run; kept in the dead set: %s", self.name, exc)
+            raise
+        try:
+            return job.perform_now()
+        except Exception as exc:
+            return self._guarded(exc, self._after_failure, job, payload, exc)
+
+    def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
+        decision = decide(job, error)
+        if decision.action == "discard":
+            logger.info("job %s %s discarded (%s): %r", self.name, job.job_id, decision.reason,
+                        error)
+            _call_hook(job.after_discard, error)
+            return
+        next_payload = {**payload, "executions": job.executions}
+        key, message = build_message(next_payload, str(uuid.uuid4()))
+        info = {"job_id": job.job_id, "job_class": self.name, "queue": job.queue_name,
+                "payload": next_payload, "retry_count": job.executions - 1,
+                "failed_at": time.time(), **describe_error(error)}
+        if decision.action == "retry":
+            RetrySet().add(time.time() + decision.delay, key, message, **info)
+            raise Retry(f"retry in {decision.delay:.0f}s", exc=error, when=decision.delay)
+        if type(job).dead:
+            DeadSet().add(time.time(), key, message, reason=decision.reason, **info)
+        logger.error("job %s %s failed for good (%s): %r", self.name, job.job_id,
+                     decision.reason, error)
+        _call_hook(job.retries_exhausted, error)
+        raise error
+
+    def _bury_as_received(self, payload: Any, error: Exception) -> None:
+        """Keep the message as received (payload unchanged, readable or not)."""
+        request = self.request
+        info = request.delivery_info or {}
+        queue = info.get("routing_key") or "default"
+        key, message = build_task_message(
+            self.name, request.id, [payload], queue, info.get("priority"),
+            retries=request.retries or 0, argsrepr=getattr(request, "argsrepr", None) or "",
+        )
+        job = payload if isinstance(payload, dict) else {}
+        DeadSet().add(time.time(), key, message, job_id=job.get("job_id"), job_class=self.name,
+                      queue=queue, payload=payload, failed_at=time.time(), **describe_error(error))
+
+    def _guarded(self, error: Exception, handler: Any, *args: Any) -> Any:
+        """Run a failure handler; if Redis will not take the record, requeue the message
+        instead of letting Celery ack it, so the job is not lost."""
+        try:
+            return handler(*args)
+        except Retry:
+            raise
+        except Exception as exc:
+            if exc is error:
+                raise
+            logger.exception("cannot record failed job %s; handing it back to its queue",
+                             self.request.id)
+            raise Reject(exc, requeue=True) from error
+
+
+def _call_hook(hook: Any, error: Exception) -> None:
+    """A user hook that raises is logged; it must not undo what was decided for the job."""
+    try:
+        hook(error)
+    except Exception:
+        logger.exception("%s raised", getattr(hook, "__qualname__", hook))
