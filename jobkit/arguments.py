@@ -141,6 +141,9 @@ def _write_zoned(value: dt.datetime | dt.time, path: str) -> Any:
 
 def _write_enum(value: enum.Enum, path: str) -> Any:
     cls = type(value)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise SerializationError(path, f"enum {cls.__qualname__} cannot be imported by a "
+                                       "worker: define it at the top level of a module")
     return [f"{cls.__module__}:{cls.__qualname__}", value.name]
 
 

@@ -47,18 +47,22 @@ after_perform = _marker("after", "perform")
 
 
 def collect(cls: type) -> dict[str, list[str]]:
-    """Callback method names per `<kind>_<event>`, parents first, for a class."""
-    names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in EVENTS}
-    seen: set[str] = set()
+    """Callback method names per `<kind>_<event>`, parents first, for a class.
+
+    Callbacks are registered by name, as in Rails: a subclass that redefines a callback method
+    without a decorator keeps it in its slot (its own version runs); with another decorator,
+    the method moves to that slot.
+    """
+    slots: dict[str, str] = {}  # method name -> slot, in first-definition order
     for klass in reversed(cls.__mro__):
         for name, attr in vars(klass).items():
             slot = getattr(attr, _ATTR, None)
-            if slot is None or name in seen:
-                continue
-            seen.add(name)
-            names[slot].append(name)
-    return {slot: [n for n in found if getattr(getattr(cls, n), _ATTR, None) == slot]
-            for slot, found in names.items()}
+            if slot is not None:
+                slots[name] = slot
+    names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in EVENTS}
+    for name, slot in slots.items():
+        names[slot].append(name)
+    return names
 
 
 def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, Any]:
@@ -68,17 +72,30 @@ def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, 
     """
     chain = type(job)._callbacks
     result: list[Any] = []
+
+    def innermost() -> None:
+        try:
+            result.append(body())
+        except Abort as exc:  # Abort is for callbacks; from the body it is a plain error
+            raise _AbortFromBody() from exc
+
     try:
         for name in chain[f"before_{event}"]:
             getattr(job, name)()
-        _around(job, chain[f"around_{event}"], lambda: result.append(body()))
+        _around(job, chain[f"around_{event}"], innermost)
     except Abort:
         return False, None
+    except _AbortFromBody as wrapped:
+        raise wrapped.__cause__ from None
     if not result:
         return False, None
     for name in reversed(chain[f"after_{event}"]):
         getattr(job, name)()
     return True, result[0]
+
+
+class _AbortFromBody(Exception):
+    """Carries an Abort raised by perform() itself past the callbacks' Abort handling."""
 
 
 def _around(job: Any, names: list[str], innermost: Callable[[], None]) -> None:

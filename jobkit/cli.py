@@ -48,7 +48,11 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
         raise click.ClickException(str(exc)) from None
     sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
     for module in (*settings.require, *require):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise click.ClickException(f"cannot import {module!r} (from -r / require): {exc}"
+                                       ) from None
     from jobkit.celery_app import app, apply_settings
 
     apply_settings(app, settings)

@@ -38,6 +38,7 @@ DEFAULT_MAX_RETRIES = 25  # Sidekiq's default
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered below)
 POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
+ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
 
@@ -132,7 +133,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "redis_url": (lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
                                                                   "unix://")),
                   "a redis://, rediss:// or unix:// URL"),
-    "adapter": (lambda v: isinstance(v, str) and bool(v), "an adapter name"),
+    "adapter": (lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
     "mailer": (lambda v: isinstance(v, dict), "a mapping"),
     "web": (lambda v: isinstance(v, dict), "a mapping"),
 }

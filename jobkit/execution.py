@@ -14,6 +14,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject, Retry
 
+from jobkit import references
 from jobkit.celery_message import build_message, build_task_message
 from jobkit.job import Job
 from jobkit.job_sets import DeadSet, RetrySet, describe_error
@@ -41,6 +42,8 @@ class JobTask(Task):
             return job.perform_now()
         except Exception as exc:
             return self._guarded(exc, self._after_failure, job, payload, exc)
+        finally:
+            references.release_all()  # sessions the locators opened for this job
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
         decision = decide(job, error)

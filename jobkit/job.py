@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from jobkit import arguments, callbacks, references
+from jobkit import arguments, callbacks
 from jobkit.adapters import current_adapter
 from jobkit.errors import JobClassError
 from jobkit.payload import Payload, from_timestamp, to_timestamp
@@ -218,13 +218,10 @@ class Job:
 
     def _perform_now_instance(self) -> Any:
         self.executions += 1
-        try:
-            _, result = callbacks.run_callbacks(
-                self, "perform", lambda: self.perform(*self.arguments, **self.kwargs)
-            )
-            return result
-        finally:
-            references.release_all()
+        _, result = callbacks.run_callbacks(
+            self, "perform", lambda: self.perform(*self.arguments, **self.kwargs)
+        )
+        return result
 
     @classmethod
     def _perform_now_class(cls, *args: Any, **kwargs: Any) -> Any:
@@ -278,18 +275,42 @@ def job_class_path(cls: type) -> str:
 
 
 def resolve_job_class(path: str) -> type[Job]:
-    """Import a Job subclass by its path; JobClassError says why it cannot be found."""
-    module_name, _, name = path.rpartition(".")
-    if not module_name:
-        raise JobClassError(f"{path!r} is not an import path (module.ClassName)")
-    try:
-        module = _import_fresh(module_name)
-    except Exception as exc:
-        raise JobClassError(f"cannot import job class {path}: {type(exc).__name__}: {exc}") from exc
-    cls = getattr(module, name, None)
+    """Import a Job subclass by its path (nested classes too); JobClassError says why not."""
+    cls = _import_by_path(path, "job class")
     if not (isinstance(cls, type) and issubclass(cls, Job)):
-        raise JobClassError(f"{path} is not a jobkit Job class (module {module_name} has none)")
+        raise JobClassError(f"{path} is not a jobkit Job class")
     return cls
+
+
+def _import_by_path(path: str, what: str) -> Any:
+    """``pkg.module.Outer.Inner`` -> the object: the longest importable module prefix, then
+    attributes."""
+    parts = path.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise JobClassError(f"{path!r} is not an import path (module.ClassName)")
+    error: Exception | None = None
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = _import_fresh(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                error = exc  # the module exists but an import inside it failed
+                break
+            error = error or exc
+            continue
+        except Exception as exc:
+            error = exc
+            break
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            raise JobClassError(f"{path}: module {module_name} has no {'.'.join(parts[split:])}"
+                                ) from None
+        return obj
+    raise JobClassError(f"cannot import {what} {path}: {type(error).__name__}: {error}"
+                        ) from error
 
 
 def _import_fresh(module_name: str) -> Any:

@@ -229,6 +229,9 @@ def locate(uri: str, path: str = "value") -> Any:
         gid = GlobalID.parse(uri)
     except ValueError as exc:
         raise DeserializationError(path, str(exc)) from None
+    if gid.app != app_name():
+        raise DeserializationError(path, f"{uri}: written by app {gid.app!r}, this is app "
+                                         f"{app_name()!r} (JOBKIT_APP)")
     for locator in _all_locators():
         try:
             record = locator.find(gid.model, gid.model_id)

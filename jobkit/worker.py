@@ -58,7 +58,7 @@ class Consumer(CeleryConsumer):
         of it kept here are the reject (ack) and the signal, after the message is safe.
         """
         name = message.headers.get("task")
-        reason = f"unknown job class {name!r}: {_why_unknown(name)}"
+        reason = JobClassError(f"unknown job class {name!r}: {_why_unknown(name)}")
         try:
             payload = _payload_of(message)
         except Exception:  # a body we cannot read is kept as it is

@@ -90,3 +90,36 @@ class GuardedJob(Job):
     def perform(self, n: int) -> int:
         EVENTS.append(f"guarded {n}")
         return n
+
+
+class Outer:
+    class NestedJob(Job):
+        def perform(self, n: int) -> int:
+            return n * 2
+
+
+class ParentCallbacks(Job):
+    @after_perform
+    def y(self) -> None:
+        EVENTS.append("parent y")
+
+    @before_perform
+    def z(self) -> None:
+        EVENTS.append("parent z")
+
+    def perform(self) -> None:
+        EVENTS.append("perform")
+
+
+class ChildCallbacks(ParentCallbacks):
+    def z(self) -> None:  # redefined without a decorator: still a before_perform (by name)
+        EVENTS.append("child z")
+
+    @before_perform
+    def y(self) -> None:  # moved to another slot
+        EVENTS.append("child y")
+
+
+class AbortingPerformJob(Job):
+    def perform(self) -> None:
+        raise Abort("from perform")

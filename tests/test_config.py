@@ -154,3 +154,16 @@ def test_worker_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
 def test_mask_url_keeps_urls_without_passwords() -> None:
     assert mask_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
     assert mask_url("rediss://user:pw@h:1/0") == "rediss://user:****@h:1/0"
+
+
+def test_unknown_adapter_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="adapter: 'sqs' is not valid: expected one of celery"):
+        load_settings(write(tmp_path, "adapter: sqs\n"), environ={})
+    with pytest.raises(ConfigError, match="JOBKIT_ADAPTER"):
+        load_settings(None, environ={"JOBKIT_ADAPTER": "sqs"})
+
+
+def test_worker_reports_a_missing_required_module(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["worker", "-r", "app.not_there"])
+    assert result.exit_code == 1
+    assert "cannot import 'app.not_there' (from -r / require)" in result.output

@@ -232,3 +232,48 @@ def test_job_without_perform_says_so(recorded: TestAdapter) -> None:
 
     with pytest.raises(NotImplementedError, match="must define perform"):
         Abstract.perform_now()
+
+
+def test_nested_job_classes_resolve_by_path(inline: None) -> None:
+    from jobkit.job import resolve_job_class
+    from tests.job_examples import Outer
+
+    assert resolve_job_class("tests.job_examples.Outer.NestedJob") is Outer.NestedJob
+    assert Outer.NestedJob.perform_later(2).successfully_enqueued
+
+
+@pytest.mark.parametrize("path, message", [
+    ("tests.job_examples.Nope", "module tests.job_examples has no Nope"),
+    ("no_such_package.jobs.X", "No module named 'no_such_package'"),
+    ("tests.job_examples.EVENTS", "is not a jobkit Job class"),
+    ("justaname", "is not an import path"),
+])
+def test_unresolvable_job_paths_say_why(path: str, message: str) -> None:
+    from jobkit.job import resolve_job_class
+
+    with pytest.raises(JobClassError, match=message):
+        resolve_job_class(path)
+
+
+def test_callbacks_are_registered_by_name_like_rails(recorded: TestAdapter) -> None:
+    from tests.job_examples import ChildCallbacks
+
+    ChildCallbacks.perform_now()
+    assert EVENTS == ["child y", "child z", "perform"]  # in first-definition order
+
+
+def test_abort_raised_by_perform_is_an_error_not_a_halt(recorded: TestAdapter) -> None:
+    from tests.job_examples import AbortingPerformJob
+
+    with pytest.raises(jobkit.Abort, match="from perform"):
+        AbortingPerformJob.perform_now()
+
+
+def test_enum_a_worker_cannot_import_is_refused_at_enqueue(recorded: TestAdapter) -> None:
+    import enum
+
+    class Local(enum.Enum):
+        A = 1
+
+    with pytest.raises(SerializationError, match=r"args\[0\]: enum .*Local cannot be imported"):
+        ArgsJob.perform_later(Local.A)

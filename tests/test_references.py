@@ -132,3 +132,11 @@ def test_django_models_round_trip_as_references(django_db: None) -> None:
             jobkit.Job.deserialize(payload)
     finally:
         jobkit.use_adapter(previous)
+
+
+def test_reference_from_another_app_is_refused(records, monkeypatch) -> None:
+    user, _ = records
+    uri = to_global_id(user).uri
+    monkeypatch.setenv("JOBKIT_APP", "billing")
+    with pytest.raises(DeserializationError, match="written by app 'app', this is app 'billing'"):
+        locate(uri)

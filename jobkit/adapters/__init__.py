@@ -15,7 +15,7 @@ from jobkit.errors import ConfigError
 
 __all__ = ["ADAPTERS", "Adapter", "current_adapter", "use_adapter"]
 
-ADAPTERS = {
+ADAPTERS = {  # names as in config.ADAPTER_NAMES
     "celery": "jobkit.adapters.celery:CeleryAdapter",
     "inline": "jobkit.adapters.inline:InlineAdapter",
     "test": "jobkit.adapters.test:TestAdapter",

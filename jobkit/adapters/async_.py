@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobkit import references
 from jobkit.adapters.base import Adapter
 from jobkit.adapters.inline import perform_payload, wire_copy
 
@@ -43,6 +44,8 @@ class AsyncAdapter(Adapter):
             perform_payload(payload)
         except Exception:
             logger.exception("async job %s %s failed", payload["job_class"], payload["job_id"])
+        finally:
+            references.release_all()  # this thread's sessions, as a worker would
 
     def shutdown(self, wait: bool = True) -> None:
         """Wait for running jobs (delayed ones still waiting are dropped)."""
