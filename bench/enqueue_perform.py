@@ -50,11 +50,11 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin: jobkit, celery
 QUEUE = "default"
 UNACKED = "unacked"  # kombu's Redis transport: delivered, not yet acked messages
 POLL_SECONDS = 0.005
-WORKER_FLAGS = ["-c", "2", "-P", "prefork", "-l", "WARNING",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
-JOBKIT_WORKER = [str(BIN / "jobkit"), "worker", *WORKER_FLAGS, "-q", QUEUE]
-CELERY_WORKER = [str(BIN / "celery"), "-A", "bench.noop_jobs", "worker", *WORKER_FLAGS,
-                 "-Q", QUEUE]
+POOL_FLAGS = ["-c", "2", "-P", "prefork", "-l", "WARNING"]
+QUIET_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+JOBKIT_WORKER = [str(BIN / "jobkit"), "worker", *POOL_FLAGS, "-q", QUEUE, *QUIET_FLAGS]
+CELERY_WORKER = [str(BIN / "celery"), "-A", "bench.noop_jobs", "worker", *POOL_FLAGS,
+                 "-Q", QUEUE, *QUIET_FLAGS]
 
 
 # -- the private Redis ----------------------------------------------------------------------

@@ -73,6 +73,7 @@ def apply_settings(celery: Celery, settings: Settings) -> None:
         broker_transport_options={
             "jobkit_queue_weights": dict(settings.queues),
             "jobkit_queue_order": settings.queue_order,
+            "jobkit_heartbeat_timeout": settings.heartbeat_timeout,
         },
     )
 

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import socket
-import uuid
 from typing import Any
 
 from jobkit.queues import MAX_PRIORITY, MIN_PRIORITY, list_key
@@ -74,7 +73,7 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": priority,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": task_id,  # unique per message already
         },
     }
     return list_key(queue, priority), _dumps(message)

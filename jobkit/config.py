@@ -36,6 +36,7 @@ DEFAULT_CONCURRENCY = 5
 DEFAULT_TIMEOUT_SECONDS = 25.0  # Heroku sends SIGKILL 30 s after SIGTERM
 DEFAULT_MAX_RETRIES = 25  # Sidekiq's default
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered below)
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10.0  # a worker silent this long is dead: jobs put back
 POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
@@ -53,6 +54,7 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
     poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
     require: tuple[str, ...] = ()
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
@@ -68,6 +70,7 @@ ENV_OVERRIDES = {
     "REDIS_URL": ("redis_url", str),
     "JOBKIT_ADAPTER": ("adapter", str),
     "JOBKIT_POLL_INTERVAL": ("poll_interval", float),
+    "JOBKIT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
 }
 
 _KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment"}
@@ -128,6 +131,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "max_retries": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
     "timeout": (lambda v: _is_number(v) and v >= 0, "seconds >= 0"),
     "poll_interval": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
+    "heartbeat_timeout": (lambda v: _is_number(v) and v >= 1, "seconds >= 1"),
     "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
     "queue_order": (lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
     "redis_url": (lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
@@ -151,7 +155,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return tuple(value)
     if isinstance(value, str) and key in ("concurrency", "max_retries") and value.isdigit():
         value = int(value)  # from ${VAR} interpolation
-    if isinstance(value, str) and key in ("timeout", "poll_interval"):
+    if isinstance(value, str) and key in ("timeout", "poll_interval", "heartbeat_timeout"):
         with contextlib.suppress(ValueError):
             value = float(value)
     check, expected = _CHECKS[key]

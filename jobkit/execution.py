@@ -33,7 +33,7 @@ class JobTask(Task):
 
     def run(self, payload: Any) -> Any:
         try:
-            job = Job.deserialize(payload, self.request.id)
+            job = Job.deserialize(payload, self.request.id, self.job_class)
         except Exception as exc:  # unreadable payload, unknown class, record gone: no retry
             self._guarded(exc, self._bury_as_received, payload, exc)
             logger.error("job %s cannot run; kept in the dead set: %s", self.name, exc)

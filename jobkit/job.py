@@ -199,10 +199,13 @@ class Job:
         ).to_dict()
 
     @staticmethod
-    def deserialize(data: Any, provider_job_id: str | None = None) -> Job:
-        """Rebuild a job from its payload: class located, arguments (and records) loaded."""
+    def deserialize(data: Any, provider_job_id: str | None = None,
+                    job_class: type[Job] | None = None) -> Job:
+        """Rebuild a job from its payload: class located (or `job_class`, when the caller
+        already knows the class the payload names), arguments (and records) loaded."""
         payload = Payload.from_dict(data)
-        cls = resolve_job_class(payload.job_class)
+        known = job_class is not None and job_class_path(job_class) == payload.job_class
+        cls = job_class if known else resolve_job_class(payload.job_class)
         args, kwargs = arguments.deserialize(payload.args, payload.kwargs)
         job = cls(*args, **kwargs)
         job.job_id = payload.job_id

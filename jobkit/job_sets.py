@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
 __all__ = ["DeadSet", "JobEntry", "JobSet", "RetrySet", "ScheduledSet", "describe_error"]
@@ -29,21 +30,30 @@ DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
 DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: six months
 BACKTRACE_LINES = 20
 
-_PUSH_IF_REMOVED = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  local entry = cjson.decode(ARGV[1])
+# Push a member's message to its list, and a wake token for idle workers (queues.wake_key).
+_PUSH_ENTRY = """
+local function push(member)
+  local entry = cjson.decode(member)
   redis.call('LPUSH', entry.list_key, entry.message)
+  local queue = string.match(entry.list_key, '^(.-)\6\22%d$') or entry.list_key
+  redis.call('LPUSH', 'jobkit:wake:' .. queue, '1')
+  redis.call('LTRIM', 'jobkit:wake:' .. queue, 0, tonumber(ARGV[#ARGV]) - 1)
+end
+"""
+
+_PUSH_IF_REMOVED = _PUSH_ENTRY + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  push(ARGV[1])
   return 1
 end
 return 0
 """
 
-_MOVE_DUE = """
+_MOVE_DUE = _PUSH_ENTRY + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   if redis.call('ZREM', KEYS[1], member) == 1 then
-    local entry = cjson.decode(member)
-    redis.call('LPUSH', entry.list_key, entry.message)
+    push(member)
   end
 end
 return #due
@@ -136,7 +146,8 @@ class JobSet:
 
     def push_now(self, entry: JobEntry) -> bool:
         """Send the job to its queue now; False if it had already left the set."""
-        return bool(self._push_if_removed(keys=[self.key], args=[entry.member]))
+        return bool(self._push_if_removed(keys=[self.key],
+                                          args=[entry.member, WAKE_TOKENS_MAX]))
 
     def delete(self, entry: JobEntry) -> bool:
         return bool(self.client.zrem(self.key, entry.member))
@@ -161,7 +172,7 @@ class _DueSet(JobSet):
         now = time.time() if now is None else now
         moved = 0
         while True:
-            count = self._move_due(keys=[self.key], args=[now, batch])
+            count = self._move_due(keys=[self.key], args=[now, batch, WAKE_TOKENS_MAX])
             moved += count
             if count < batch:
                 return moved

@@ -11,11 +11,13 @@ import random
 from bisect import bisect
 from collections.abc import Iterable, Mapping
 
-__all__ = ["PRIORITY_STEPS", "fetch_order", "list_key", "list_keys"]
+__all__ = ["PRIORITY_STEPS", "WAKE_TOKENS_MAX", "fetch_order", "list_key", "list_keys",
+           "wake_key"]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
+WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
 
 
 def list_key(queue: str, priority: int | None) -> str:
@@ -25,6 +27,11 @@ def list_key(queue: str, priority: int | None) -> str:
     clamped = min(max(priority, MIN_PRIORITY), MAX_PRIORITY)
     step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, clamped) - 1]
     return f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
+
+
+def wake_key(queue: str) -> str:
+    """A list of tokens, one pushed with each job, that idle workers block on (transport.py)."""
+    return f"jobkit:wake:{queue}"
 
 
 def list_keys(queue: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The poller that sends due scheduled and retry jobs to their queues.
+"""The poller that sends due scheduled and retry jobs to their queues, and puts back the
+in-flight jobs of dead workers (recovery.py).
 
 Why not Celery's ETA: Celery keeps ETA tasks in worker memory (~8 KiB each) and the Redis
 transport delivers them again after `visibility_timeout`, so long delays grow memory and
@@ -15,6 +16,7 @@ import threading
 import redis
 
 from jobkit.job_sets import RetrySet, ScheduledSet
+from jobkit.recovery import reap_dead_processes
 
 __all__ = ["SchedulePoller"]
 
@@ -43,8 +45,9 @@ class SchedulePoller:
             self._thread.join(timeout=self.interval + 1)
 
     def poll(self) -> int:
-        """Move every due job now; returns how many moved."""
-        return sum(job_set.move_due() for job_set in self.sets)
+        """Move every due job now, and recover dead workers' jobs; returns how many moved."""
+        return sum(job_set.move_due() for job_set in self.sets) + reap_dead_processes(
+            self.sets[0].client)
 
     def _run(self) -> None:
         while True:

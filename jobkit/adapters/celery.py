@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job_sets import ScheduledSet
+from jobkit.queues import WAKE_TOKENS_MAX, wake_key
 from jobkit.redis_client import get_redis
 
 if TYPE_CHECKING:
@@ -30,16 +32,28 @@ class CeleryAdapter(Adapter):
     name = "celery"
 
     def enqueue(self, job: Job) -> None:
-        self._send(job, get_redis())
+        self.enqueue_all((job,))
 
     def enqueue_all(self, jobs: Sequence[Job]) -> None:
-        """Every job in one pipelined round trip (not a transaction: each push stands alone)."""
+        """Every job in one pipelined round trip (not a transaction: each push stands alone),
+        then wake tokens for the queues that got jobs now."""
+        ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
+        woken: Counter[str] = Counter()
         with get_redis().pipeline(transaction=False) as pipe:
             for job in jobs:
-                self._send(job, pipe)
+                sent = self._message(job, pipe)
+                if sent is not None:
+                    ready[sent[0]].append(sent[1])
+                    woken[job.queue_name] += 1
+            for key, messages in ready.items():
+                pipe.lpush(key, *messages)  # one command per list, same order as one by one
+            for queue, count in woken.items():
+                pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
+                pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
             pipe.execute()
 
-    def _send(self, job: Job, client: redis.Redis) -> None:
+    def _message(self, job: Job, pipe: redis.client.Pipeline) -> tuple[str, str] | None:
+        """The job's (list key, message) if it is due now; else parked in the scheduled set."""
         _check_importable(type(job))
         _warn_if_unconsumed(job.queue_name)
         task_id = str(uuid.uuid4())
@@ -47,12 +61,12 @@ class CeleryAdapter(Adapter):
         key, message = build_message(payload, task_id, repr(tuple(job.arguments)),
                                      repr(job.kwargs))
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
-        if due is not None and due > time.time():
-            ScheduledSet().add(due, key, message, pipe=client, job_id=job.job_id,
-                               job_class=payload["job_class"], queue=job.queue_name)
-        else:
-            client.lpush(key, message)
         job.provider_job_id = task_id
+        if due is not None and due > time.time():
+            ScheduledSet().add(due, key, message, pipe=pipe, job_id=job.job_id,
+                               job_class=payload["job_class"], queue=job.queue_name)
+            return None
+        return key, message
 
 
 def _warn_if_unconsumed(queue: str) -> None:
