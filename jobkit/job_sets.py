@@ -51,12 +51,14 @@ return 0
 
 _MOVE_DUE = _PUSH_ENTRY + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
 for _, member in ipairs(due) do
   if redis.call('ZREM', KEYS[1], member) == 1 then
     push(member)
+    moved = moved + 1
   end
 end
-return #due
+return {#due, moved}
 """
 
 
@@ -172,9 +174,9 @@ class _DueSet(JobSet):
         now = time.time() if now is None else now
         moved = 0
         while True:
-            count = self._move_due(keys=[self.key], args=[now, batch, WAKE_TOKENS_MAX])
+            seen, count = self._move_due(keys=[self.key], args=[now, batch, WAKE_TOKENS_MAX])
             moved += count
-            if count < batch:
+            if seen < batch:
                 return moved
 
     run_now = JobSet.push_now

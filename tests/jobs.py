@@ -106,3 +106,14 @@ class KilledJob(Job):
 class NoopJob(Job):
     def perform(self) -> None:
         pass
+
+
+class CountJob(Job):
+    """Marks its number done (a set, so a repeated run is visible as runs > done)."""
+
+    def perform(self, n: int, sleep: float = 0.0) -> None:
+        if sleep:
+            time.sleep(sleep)
+        client = _redis()
+        client.sadd("test:done", n)
+        client.incr("test:runs")
