@@ -183,6 +183,8 @@ def _read_marker(data: dict, path: str) -> Any:
     reader = _READERS.get(kind)
     if reader is None or "v" not in data:
         raise DeserializationError(path, f"unknown argument marker {kind!r}")
+    if kind == "gid":  # a database that is down is not a bad argument: let it be retried
+        return reader(data, path)
     try:
         return reader(data, path)
     except DeserializationError:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib
 import os
 import sys
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -99,3 +101,92 @@ def mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@main.command("queues")
+def queues_command() -> None:
+    """Queues with their size and latency."""
+    from jobkit import api
+
+    click.echo(f"{'queue':<24} {'size':>8} {'latency':>10}")
+    for queue in api.queues():
+        click.echo(f"{queue.name:<24} {queue.size():>8} {queue.latency():>9.1f}s")
+
+
+@main.command("stats")
+@click.option("--days", default=7, show_default=True)
+def stats_command(days: int) -> None:
+    """Processed and failed counts, total and per day."""
+    from jobkit import api
+
+    stats = api.Stats()
+    click.echo(f"processed {stats.processed}  failed {stats.failed}")
+    for day, (processed, failed) in stats.history(days).items():
+        click.echo(f"{day}  processed {processed:>8}  failed {failed:>8}")
+
+
+@main.command("processes")
+def processes_command() -> None:
+    """Live worker processes and the jobs each holds."""
+    from jobkit import api
+
+    for process in api.processes():
+        click.echo(f"{process.id}  beat {_when(process.beat_at)}  "
+                   f"holding {len(process.in_flight)}")
+        for job in process.in_flight:
+            click.echo(f"    {job.job_class} {job.job_id}")
+
+
+def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.Group:
+    """`jobkit <name>` lists a job set; `<verb>` and `delete` act on entries by job id."""
+
+    @click.group(name, invoke_without_command=True, help=help_text)
+    @click.option("--limit", default=25, show_default=True)
+    @click.pass_context
+    def group(ctx: click.Context, limit: int) -> None:
+        if ctx.invoked_subcommand is not None:
+            return
+        job_set = _job_set(set_name)
+        click.echo(f"{job_set.size()} in {name}")
+        for entry in job_set.page(0, limit):
+            error = f"  {entry.error_class}: {entry.error_message}" if entry.error_class else ""
+            click.echo(f"{_when(entry.score)}  {entry.job_class}  {entry.job_id}{error}")
+
+    def act(action: str) -> click.Command:
+        @click.command(action, help=f"{action.capitalize()} entries by job id (or --all).")
+        @click.argument("job_ids", nargs=-1)
+        @click.option("--all", "everything", is_flag=True)
+        def command(job_ids: tuple[str, ...], everything: bool) -> None:
+            job_set = _job_set(set_name)
+            if not job_ids and not everything:
+                raise click.UsageError("give job ids, or --all")
+            chosen = list(job_set) if everything else [job_set.find(i) for i in job_ids]
+            missing = [i for i, entry in zip(job_ids, chosen, strict=False) if entry is None]
+            done = sum(1 for entry in chosen if entry is not None and (
+                job_set.delete(entry) if action == "delete" else job_set.push_now(entry)))
+            click.echo(f"{action}: {done} job(s)")
+            if missing:
+                raise click.ClickException(f"not in {name}: {', '.join(missing)}")
+
+        return command
+
+    group.add_command(act(verb))
+    group.add_command(act("delete"))
+    return group
+
+
+def _job_set(name: str) -> Any:
+    from jobkit import api
+
+    return {"scheduled": api.ScheduledSet, "retry": api.RetrySet, "dead": api.DeadSet}[name]()
+
+
+main.add_command(_set_commands("scheduled", "scheduled", "run", "Scheduled (delayed) jobs."))
+main.add_command(_set_commands("retries", "retry", "retry", "Failed jobs waiting to retry."))
+main.add_command(_set_commands("dead", "dead", "retry", "Jobs out of retries (the morgue)."))

@@ -98,9 +98,9 @@ def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
     if isinstance(value, str):
         def substitute(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
-            if name in environ:
+            if environ.get(name):
                 return environ[name]
-            if default is None:
+            if default is None:  # as in the shell, ${VAR:-x} also covers a set but empty VAR
                 raise ConfigError(f"{where}: environment variable {name} is not set")
             return default
 
@@ -147,7 +147,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key == "queues":
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where}: must be a non-empty list of queue names")
-        return tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
+        queues = tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
+        names = [name for name, _ in queues]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"{where}: queue {', '.join(map(repr, repeated))} listed twice")
+        return queues
     if key == "require":
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
@@ -176,15 +181,21 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
     environ = os.environ if environ is None else environ
     environment = environment or environ.get("JOBKIT_ENV") or environ.get("APP_ENV") \
         or "development"
+    if environment not in ENVIRONMENT_NAMES:
+        near = difflib.get_close_matches(environment, ENVIRONMENT_NAMES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(f"unknown environment {environment!r}{hint}; use one of "
+                          f"{', '.join(ENVIRONMENT_NAMES)}")
     values: dict[str, Any] = {}
     if path is not None:
         values.update(_read_file(Path(path), environment, environ))
     for variable, (key, cast) in ENV_OVERRIDES.items():
         if environ.get(variable):
             try:
-                values[key] = _coerce(key, cast(environ[variable]), variable)
+                value = cast(environ[variable])
             except ValueError:
                 raise ConfigError(f"{variable}: invalid value {environ[variable]!r}") from None
+            values[key] = _coerce(key, value, variable)
     for key, value in overrides.items():
         if key not in _KEYS:
             raise _unknown_key(key, f"configure({key}=...)")

@@ -11,11 +11,13 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from jobkit import references
+from jobkit import references, stats
 from jobkit.celery_message import build_message, build_task_message
+from jobkit.errors import JobkitError
 from jobkit.job import Job
 from jobkit.job_sets import DeadSet, RetrySet, describe_error
 from jobkit.retries import decide
@@ -32,16 +34,23 @@ class JobTask(Task):
     typing = False  # arguments are checked against perform() at enqueue, by jobkit
 
     def run(self, payload: Any) -> Any:
+        stats.count("processed")
         try:
             job = Job.deserialize(payload, self.request.id, self.job_class)
-        except Exception as exc:  # unreadable payload, unknown class, record gone: no retry
-            self._guarded(exc, self._bury_as_received, payload, exc)
+        except JobkitError as exc:  # unreadable payload, unknown class, record gone: no retry
+            stats.count("failed")
+            self._guarded(exc, payload, self._bury_as_received, payload, exc)
             logger.error("job %s cannot run; kept in the dead set: %s", self.name, exc)
             raise
+        except Exception as exc:  # e.g. the database is down while locating a record
+            stats.count("failed")
+            job = self._stand_in(payload)
+            return self._guarded(exc, payload, self._after_failure, job, payload, exc)
         try:
             return job.perform_now()
         except Exception as exc:
-            return self._guarded(exc, self._after_failure, job, payload, exc)
+            stats.count("failed")
+            return self._guarded(exc, payload, self._after_failure, job, payload, exc)
         finally:
             references.release_all()  # sessions the locators opened for this job
 
@@ -80,19 +89,39 @@ class JobTask(Task):
         DeadSet().add(time.time(), key, message, job_id=job.get("job_id"), job_class=self.name,
                       queue=queue, payload=payload, failed_at=time.time(), **describe_error(error))
 
-    def _guarded(self, error: Exception, handler: Any, *args: Any) -> Any:
-        """Run a failure handler; if Redis will not take the record, requeue the message
-        instead of letting Celery ack it, so the job is not lost."""
+    def _stand_in(self, payload: dict) -> Job:
+        """A job with the payload's identity but no arguments, for the retry policy when the
+        arguments themselves could not be loaded."""
+        job = self.job_class.__new__(self.job_class)
+        Job.__init__(job)
+        job.job_id, job.queue_name = payload["job_id"], payload["queue_name"]
+        job.executions = payload["executions"] + 1
+        return job
+
+    def _guarded(self, error: Exception, payload: Any, handler: Any, *args: Any) -> Any:
+        """Run a failure handler so that the job always ends up somewhere.
+
+        If Redis will not take the record, the message goes back to its queue instead of being
+        acked. If the handler itself breaks (say a `retry_in` hook raises), the job is kept in
+        the dead set with that error rather than requeued in a hot loop.
+        """
         try:
             return handler(*args)
         except Retry:
             raise
-        except Exception as exc:
-            if exc is error:
-                raise
+        except redis.RedisError as exc:
             logger.exception("cannot record failed job %s; handing it back to its queue",
                              self.request.id)
             raise Reject(exc, requeue=True) from error
+        except Exception as exc:
+            if exc is error:
+                raise
+            logger.exception("handling the failure of job %s failed", self.request.id)
+            try:
+                self._bury_as_received(payload, exc)
+            except redis.RedisError as redis_error:
+                raise Reject(redis_error, requeue=True) from error
+            raise error from exc
 
 
 def _call_hook(hook: Any, error: Exception) -> None:

@@ -49,6 +49,14 @@ end
 return 0
 """
 
+_MOVE_TO_SET = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 _MOVE_DUE = _PUSH_ENTRY + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
@@ -196,13 +204,11 @@ class RetrySet(_DueSet):
     retry = JobSet.push_now
 
     def kill(self, entry: JobEntry) -> bool:
-        """Move to the dead set now, giving up on further attempts."""
-        if not self.delete(entry):
-            return False
-        DeadSet(self.client).add(time.time(), entry.data["list_key"], entry.data["message"],
-                                 **{k: v for k, v in entry.data.items()
-                                    if k not in ("list_key", "message")})
-        return True
+        """Move to the dead set now (one atomic step), giving up on further attempts."""
+        dead = DeadSet(self.client)
+        moved = self.client.register_script(_MOVE_TO_SET)(keys=[self.key, dead.key],
+                                                          args=[entry.member, time.time()])
+        return bool(moved)
 
 
 class DeadSet(JobSet):

@@ -11,12 +11,13 @@ import random
 from bisect import bisect
 from collections.abc import Iterable, Mapping
 
-__all__ = ["PRIORITY_STEPS", "WAKE_TOKENS_MAX", "fetch_order", "list_key", "list_keys",
-           "wake_key"]
+__all__ = ["PRIORITY_STEPS", "QUEUES_KEY", "WAKE_TOKENS_MAX", "fetch_order", "list_key",
+           "list_keys", "wake_key"]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
+QUEUES_KEY = "jobkit:queues"  # every queue a job was ever pushed to
 WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
 
 

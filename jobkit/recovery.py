@@ -63,9 +63,7 @@ def register(identity: ConsumerIdentity, owner: Any, ttl: float) -> None:
     The heartbeat is written before the id joins the set, so a reaper never sees a fresh
     process without a heartbeat.
     """
-    client = get_redis()
-    _beat(client, identity, ttl)
-    client.sadd(PROCESSES_KEY, identity.id)
+    _beat(get_redis(), identity, ttl)
     with _lock:
         _live[identity.id] = owner
         if not _thread or not _thread[0].is_alive():
@@ -84,9 +82,14 @@ def unregister(identity: ConsumerIdentity) -> None:
 
 
 def _beat(client: redis.Redis, identity: ConsumerIdentity, ttl: float) -> None:
+    """Refresh the heartbeat, then (re)join the set: a Redis that lost its data (restart
+    without persistence, FLUSHDB) learns about this process again at the next beat."""
     info = {**process_info, "id": identity.id, "pid": os.getpid(),
             "hostname": socket.gethostname(), "beat_at": time.time()}
-    client.set(identity.heartbeat_key, json.dumps(info), px=int(ttl * 1000))
+    with client.pipeline() as pipe:
+        pipe.set(identity.heartbeat_key, json.dumps(info), px=int(ttl * 1000))
+        pipe.sadd(PROCESSES_KEY, identity.id)
+        pipe.execute()
 
 
 def _beat_forever(ttl: float) -> None:

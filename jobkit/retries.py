@@ -91,9 +91,9 @@ class DiscardOn:
 
 
 def _check_exceptions(exceptions: tuple, where: str) -> None:
-    if not exceptions or not all(isinstance(e, type) and issubclass(e, BaseException)
+    if not exceptions or not all(isinstance(e, type) and issubclass(e, Exception)
                                  for e in exceptions):
-        raise TypeError(f"{where} takes exception classes, got {exceptions!r}")
+        raise TypeError(f"{where} takes Exception classes, got {exceptions!r}")
 
 
 def retry_on(*exceptions: type[BaseException], wait: Wait = DEFAULT_WAIT_SECONDS,
@@ -136,13 +136,17 @@ def decide(job: Job, error: BaseException) -> Decision:
             return Decision("dead", reason=f"retry_on: {rule.attempts} attempts exhausted")
     retry_count = job.executions - 1  # retries already made
     max_retries = _max_retries(job)
+    if retry_count >= max_retries:
+        return Decision("dead", reason=f"{max_retries} retries exhausted")
     custom = job.retry_in(retry_count, error)
     if custom in ("discard", "kill"):
         return Decision("discard" if custom == "discard" else "dead", reason=f"retry_in: {custom}")
-    if retry_count >= max_retries:
-        return Decision("dead", reason=f"{max_retries} retries exhausted")
-    delay = sidekiq_backoff(retry_count) if custom is None else float(custom)
-    return Decision("retry", delay)
+    if custom is None:
+        return Decision("retry", sidekiq_backoff(retry_count))
+    if isinstance(custom, int | float) and not isinstance(custom, bool) and custom >= 0:
+        return Decision("retry", float(custom))
+    return Decision("dead", reason=f"retry_in returned {custom!r}: want seconds, None, "
+                                   "'discard' or 'kill'")
 
 
 def _max_retries(job: Job) -> int:

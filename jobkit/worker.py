@@ -18,6 +18,7 @@ from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.job_sets import DeadSet, describe_error
 from jobkit.queues import list_key
+from jobkit.recovery import process_info
 from jobkit.redis_client import get_redis
 from jobkit.scheduling import SchedulePoller
 
@@ -100,7 +101,11 @@ class SchedulePollerStep(bootsteps.StartStopStep):
         self.poller: SchedulePoller | None = None
 
     def start(self, parent: Any) -> None:
-        self.poller = SchedulePoller(current_settings().poll_interval)
+        settings = current_settings()
+        process_info.update(node=getattr(parent, "hostname", None), queues=settings.queue_names,
+                            concurrency=getattr(parent, "concurrency", None),
+                            started_at=time.time())
+        self.poller = SchedulePoller(settings.poll_interval)
         self.poller.start()
 
     def stop(self, parent: Any) -> None:

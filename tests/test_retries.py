@@ -131,7 +131,7 @@ def test_retry_on_checks_its_options(kwargs: dict, message: str) -> None:
 
 
 def test_retry_on_takes_exception_classes() -> None:
-    with pytest.raises(TypeError, match="takes exception classes"):
+    with pytest.raises(TypeError, match="takes Exception classes"):
         retry_on("RuntimeError")
 
 

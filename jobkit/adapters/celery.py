@@ -14,7 +14,7 @@ from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job_sets import ScheduledSet
-from jobkit.queues import WAKE_TOKENS_MAX, wake_key
+from jobkit.queues import QUEUES_KEY, WAKE_TOKENS_MAX, wake_key
 from jobkit.redis_client import get_redis
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class CeleryAdapter(Adapter):
                     woken[job.queue_name] += 1
             for key, messages in ready.items():
                 pipe.lpush(key, *messages)  # one command per list, same order as one by one
+            if woken:
+                pipe.sadd(QUEUES_KEY, *woken)  # for the API and dashboard
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
