@@ -14,6 +14,7 @@ from jobkit.config import Settings, current_settings
 from jobkit.errors import JobClassError
 from jobkit.execution import JobTask
 from jobkit.job import resolve_job_class
+from jobkit.shutdown import SidekiqSignals
 from jobkit.worker import RedisPolicyCheck, SchedulePollerStep
 
 __all__ = ["app", "apply_settings", "create_app"]
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=True,
     )
     celery.steps["worker"].update({SchedulePollerStep, RedisPolicyCheck})
+    celery.steps["consumer"].add(SidekiqSignals)
     apply_settings(celery, settings)
     return celery
 

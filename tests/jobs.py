@@ -117,3 +117,12 @@ class CountJob(Job):
         client = _redis()
         client.sadd("test:done", n)
         client.incr("test:runs")
+
+
+class SleepJob(Job):
+    """Records its start and finish around a sleep."""
+
+    def perform(self, name: str, seconds: float) -> None:
+        record(job="SleepJob", name=name, step="start")
+        time.sleep(seconds)
+        record(job="SleepJob", name=name, step="finish")

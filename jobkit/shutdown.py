@@ -1,0 +1,154 @@
+"""Sidekiq's worker signals on a Celery worker: TSTP quiet, TERM within `timeout`, TTIN stacks.
+
+Why our own: on Celery 5.7 a SIGTERM waits for running jobs with no limit, and the built-in
+soft shutdown applies only to SIGQUIT, sleeps inside the signal handler, and in the solo pool
+loses the running job. Heroku sends SIGKILL 30 s after SIGTERM, so a job still running then
+would sit in the in-flight keys until recovery notices. Here:
+
+- TSTP: stop fetching (cancel every queue on the event loop), finish running jobs, stay up.
+- TERM: Celery's warm shutdown (stop fetching, let running jobs finish); if the worker is still
+  up after `timeout` seconds, every job it still holds goes back to the front of its queue and
+  the process exits.
+- TTIN: log every thread's stack.
+
+Signal handlers only put the signal number on a queue (safe in a handler); a helper thread does
+the work, handing anything that touches the event loop to `consumer.call_soon`, which is
+thread-safe. Relies on kombu/Celery internals (hub._pop_ready, pool.info), pinned in
+pyproject.toml and covered by tests on a real worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from typing import Any
+
+from celery import bootsteps
+from celery import signals as celery_signals
+from celery.worker import state as worker_state
+
+from jobkit import recovery
+from jobkit.config import current_settings
+
+__all__ = ["SidekiqSignals"]
+
+logger = logging.getLogger(__name__)
+
+_ACK_CALLBACKS = ("ack_log_error", "reject_log_error")
+
+
+class SidekiqSignals(bootsteps.StartStopStep):
+    """Consumer bootstep installing the TSTP / TERM / TTIN behaviour above."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+    label = "jobkit signals"
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self.consumer = consumer
+        self.quiet = False
+        self.stopping = False
+        self.main_pid: int | None = None
+        self.inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def start(self, consumer: Any) -> None:
+        if self.quiet:  # a reconnect re-subscribes: stay quiet
+            self._cancel_queues()
+        if self.main_pid is None:  # after Celery installed its own handlers
+            self.main_pid = os.getpid()
+            threading.Thread(target=self._dispatch, name="jobkit-signals", daemon=True).start()
+            for signum in (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN):
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() == self.main_pid:
+            self.inbox.put(signum)
+
+    def _dispatch(self) -> None:
+        actions = {signal.SIGTERM: self._term, signal.SIGTSTP: self._quiet,
+                   signal.SIGTTIN: log_thread_stacks}
+        while True:
+            signum = self.inbox.get()
+            try:
+                actions[signum]()
+            except Exception:
+                logger.exception("handling signal %s failed", signum)
+
+    def _cancel_queues(self) -> None:
+        task_consumer = self.consumer.task_consumer
+        for declared in list(task_consumer.queues if task_consumer else ()):
+            self.consumer.cancel_task_queue(declared.name)
+
+    def _quiet(self) -> None:
+        if not self.quiet:
+            self.quiet = True
+            logger.warning("TSTP: quiet; running jobs finish, no new jobs are fetched")
+            self.consumer.call_soon(self._cancel_queues)
+
+    def _term(self) -> None:
+        if self.stopping:
+            logger.warning("TERM: already shutting down")
+            return
+        self.stopping = True
+        timeout = current_settings().timeout
+        logger.warning("TERM: shutting down; running jobs have %.0f s to finish", timeout)
+        task_consumer = self.consumer.task_consumer
+        channel = task_consumer.channel if task_consumer else None
+        worker_state.should_stop = 0  # Celery's warm shutdown
+        self.consumer.call_soon(lambda: None)  # wake the loop so it notices now
+        timer = threading.Timer(timeout, self._hand_back_and_exit, (channel,))
+        timer.daemon = True  # a worker that finishes in time exits without it
+        timer.start()
+
+    def _hand_back_and_exit(self, channel: Any) -> None:
+        self._run_pending_acks()  # a job finished in time must not be handed back too
+        identity = getattr(channel, "jobkit_identity", None)
+        if identity is not None:
+            recovery.unregister(identity)  # every job still held: back to its queue
+        for pid in self._pool_children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        logger.warning("TERM: timeout reached; unfinished jobs handed back to their queues")
+        logging.shutdown()
+        os._exit(0)
+
+    def _run_pending_acks(self) -> None:
+        hub = self.consumer.hub
+        ready = hub._pop_ready() if hub else set()
+        while ready:
+            callback = ready.pop()
+            if getattr(getattr(callback, "fun", None), "__name__", "") in _ACK_CALLBACKS:
+                callback()
+            else:
+                hub.call_soon(callback)
+
+    def _pool_children(self) -> list[int]:
+        try:
+            processes = self.consumer.pool.info.get("processes", ())
+        except Exception:
+            return []
+        return [pid for pid in processes if pid != os.getpid()]
+
+
+def log_thread_stacks() -> None:
+    """Every thread's current stack, to the log (Sidekiq's TTIN)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame))
+        logger.warning("TTIN: thread %s\n%s", names.get(ident, ident), stack)
+
+
+@celery_signals.worker_process_init.connect
+def _children_ignore_worker_signals(**_: Any) -> None:
+    """Pool children leave TSTP and TTIN to the main process (a process-group TSTP would
+    otherwise stop them)."""
+    signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
