@@ -3,17 +3,24 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 DEV_REDIS_PORT ?= 6380
 FLOWER_PORT ?= 5555
+WEB_PORT ?= 3000
+MAILCATCHER_PORT ?= 1025
 
 .PHONY: dev test lint bench setup
 
 setup:
 	@bin/setup
 
-## make dev: Redis (private, data in tmp/), a worker and Flower, via honcho (Procfile.dev)
+## make dev: Redis (private, data in tmp/), a worker, Flower, the mail catcher and the web app
 dev: setup
-	@echo "jobkit dev stack: Redis redis://127.0.0.1:$(DEV_REDIS_PORT)/0, Flower http://localhost:$(FLOWER_PORT)  (Ctrl-C stops all)"
+	@echo "jobkit dev stack (Ctrl-C stops all):"
+	@echo "  web app, mail previews and inbox  http://localhost:$(WEB_PORT)/"
+	@echo "  Flower                            http://localhost:$(FLOWER_PORT)/"
+	@echo "  Redis                             redis://127.0.0.1:$(DEV_REDIS_PORT)/0"
+	@echo "  SMTP catcher                      smtp://127.0.0.1:$(MAILCATCHER_PORT)"
 	REDIS_URL=redis://127.0.0.1:$(DEV_REDIS_PORT)/0 DEV_REDIS_PORT=$(DEV_REDIS_PORT) \
-	  FLOWER_PORT=$(FLOWER_PORT) honcho start -f Procfile.dev
+	  SMTP_URL=smtp://127.0.0.1:$(MAILCATCHER_PORT) MAILCATCHER_PORT=$(MAILCATCHER_PORT) \
+	  FLOWER_PORT=$(FLOWER_PORT) WEB_PORT=$(WEB_PORT) honcho start -f Procfile.dev
 
 ## make test: the whole suite against a private redis-server and real workers
 test: setup

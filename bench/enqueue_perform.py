@@ -29,111 +29,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the virtualenv's bin: jobkit, celery
-QUEUE = "default"
-UNACKED = "unacked"  # kombu's Redis transport: delivered, not yet acked messages
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    CELERY_WORKER,
+    JOBKIT_WORKER,
+    QUEUE,
+    UNACKED,
+    load_jobs,
+    private_redis,
+    run_main,
+    start_worker,
+    stop_process,
+    tail,
+)
+
 POLL_SECONDS = 0.005
-POOL_FLAGS = ["-c", "2", "-P", "prefork", "-l", "WARNING"]
-QUIET_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-JOBKIT_WORKER = [str(BIN / "jobkit"), "worker", *POOL_FLAGS, "-q", QUEUE, *QUIET_FLAGS]
-CELERY_WORKER = [str(BIN / "celery"), "-A", "bench.noop_jobs", "worker", *POOL_FLAGS,
-                 "-Q", QUEUE, *QUIET_FLAGS]
-
-
-# -- the private Redis ----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port != 6379:
-            return port
-
-
-def _wait_for_redis(url: str, server: subprocess.Popen, timeout: float = 10.0) -> bool:
-    """True once the server answers PING; False if it exited (e.g. the port was taken)."""
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            return False
-        try:
-            client.ping()
-            return True
-        except redis.ConnectionError:
-            time.sleep(0.02)
-        finally:
-            client.close()
-    raise TimeoutError(f"redis-server did not answer on {url} within {timeout} s")
-
-
-def _stop_process(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to the PID, then SIGKILL to its process group (its own session) after `grace`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
-    proc.wait()
-
-
-@contextmanager
-def private_redis(workdir: Path) -> Iterator[str]:
-    """A throw-away redis-server on a free port; yields its URL (DB 0)."""
-    for _ in range(5):
-        port = _free_port()
-        url = f"redis://127.0.0.1:{port}/0"
-        server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            if _wait_for_redis(url, server):
-                yield url
-                return
-        finally:
-            _stop_process(server, grace=5.0)
-    raise RuntimeError("could not start redis-server on a free port (see redis.log)")
-
-
-# -- the two sides ----------------------------------------------------------------------------
-
-
-def load_jobs(url: str) -> ModuleType:
-    """Point jobkit and the raw Celery app at `url`, then import bench.noop_jobs."""
-    os.environ["REDIS_URL"] = url  # read by bench.noop_jobs at import, and by the workers
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import jobkit
-    from jobkit.adapters import use_adapter
-
-    jobkit.configure(redis_url=url)
-    use_adapter("celery")
-    from bench import noop_jobs
-
-    noop_jobs.app.conf.broker_url = url
-    return noop_jobs
 
 
 def timed_rate(n: int, call: Callable[[], object]) -> float:
@@ -184,13 +107,6 @@ class Drain:
     wall: float  # jobs/s from spawning the worker to drained
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _poll_until_drained(r: redis.Redis, n: int, worker: subprocess.Popen, spawned: float,
                         timeout: float, log: Path) -> tuple[float, float]:
     """(first dequeue seen, drained) as perf_counter times, polling every POLL_SECONDS."""
@@ -207,25 +123,22 @@ def _poll_until_drained(r: redis.Redis, n: int, worker: subprocess.Popen, spawne
             return first if first is not None else now, now
         if worker.poll() is not None:
             raise RuntimeError(f"worker exited ({worker.returncode}) with {waiting} waiting, "
-                               f"{unacked} unacked:\n{_tail(log)}")
+                               f"{unacked} unacked:\n{tail(log)}")
         if now - spawned > timeout:
             raise TimeoutError(f"not drained after {timeout:.0f} s ({waiting} waiting, "
-                               f"{unacked} unacked):\n{_tail(log)}")
+                               f"{unacked} unacked):\n{tail(log)}")
         time.sleep(POLL_SECONDS)
 
 
 def processing_rate(r: redis.Redis, n: int, argv: list[str], url: str, log: Path) -> Drain:
     """Start a worker on `n` pre-filled jobs and time it until every job is acked."""
-    env = {**os.environ, "REDIS_URL": url}
     timeout = max(60.0, n / 50)
-    with log.open("ab") as out:
-        spawned = time.perf_counter()
-        worker = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            first, drained = _poll_until_drained(r, n, worker, spawned, timeout, log)
-        finally:
-            _stop_process(worker, grace=10.0)
+    spawned = time.perf_counter()
+    worker = start_worker(argv, url, log)
+    try:
+        first, drained = _poll_until_drained(r, n, worker, spawned, timeout, log)
+    finally:
+        stop_process(worker, grace=10.0)
     return Drain(steady=n / (drained - first), wall=n / (drained - spawned))
 
 
@@ -376,24 +289,15 @@ def benchmark(url: str, n: int, chunk: int, repeat: int, workdir: Path) -> list[
     return rows(samples)
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop processes
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    workdir = Path(tempfile.mkdtemp(prefix="jobkit-bench-"))
-    try:
+
+    def body(workdir: Path) -> None:
         with private_redis(workdir) as url:
             table = benchmark(url, args.n, args.chunk, args.repeat, workdir)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print_report(table)
-    return 0
+        print_report(table)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

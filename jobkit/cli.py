@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib
@@ -190,3 +191,78 @@ def _job_set(name: str) -> Any:
 main.add_command(_set_commands("scheduled", "scheduled", "run", "Scheduled (delayed) jobs."))
 main.add_command(_set_commands("retries", "retry", "retry", "Failed jobs waiting to retry."))
 main.add_command(_set_commands("dead", "dead", "retry", "Jobs out of retries (the morgue)."))
+
+
+@main.group()
+def mail() -> None:
+    """Mailers: previews."""
+
+
+@mail.command("preview")
+@click.argument("spec", metavar="MAILER.EMAIL")
+@click.option("--part", type=click.Choice(["all", "text", "html", "raw"]), default="all",
+              show_default=True)
+def mail_preview(spec: str, part: str) -> None:
+    """Render a preview (e.g. UserMailer.welcome) without sending it."""
+    from jobkit.mailer import MailerError
+    from jobkit.mailer.previews import render_preview
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        message = render_preview(spec)
+    except MailerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if part == "raw":
+        click.echo(message.as_string())
+        return
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    if part == "all":
+        for name, value in message.items():
+            if name.lower() not in ("content-type", "mime-version"):
+                click.echo(f"{name}: {value}")
+        attached = [p.get_filename() for p in message.walk()
+                    if p.get_content_disposition() in ("attachment", "inline")]
+        click.echo(f"Attachments: {', '.join(filter(None, attached)) or '-'}\n")
+    if part in ("all", "text") and text is not None:
+        click.echo(text.get_content())
+    if part in ("all", "html") and html is not None:
+        click.echo(html.get_content())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1025, show_default=True, type=int)
+def mailcatcher(host: str, port: int) -> None:
+    """A local SMTP server that keeps what it receives (shown at /mail/inbox by jobkit web)."""
+    import threading
+
+    from jobkit.mailer.catcher import start_catcher
+
+    controller = start_catcher(host, port)
+    click.echo(f"mailcatcher: smtp://{host}:{port}  (Ctrl-C stops it)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+def web(host: str, port: int) -> None:
+    """Serve the web app (mail previews, inbox) with a small threaded server."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    from jobkit.web import create_app
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    sys.path.insert(0, os.getcwd())
+    with make_server(host, port, create_app(), server_class=Server) as server:
+        click.echo(f"jobkit web: http://{host}:{port}/")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()

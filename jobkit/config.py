@@ -40,6 +40,8 @@ DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10.0  # a worker silent this long is dead: j
 POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
+DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.delivery
+MAILER_KEYS = frozenset({"delivery_method", "smtp_url", "file_dir", "timeout", "previews"})
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
 
@@ -138,7 +140,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                                                                   "unix://")),
                   "a redis://, rediss:// or unix:// URL"),
     "adapter": (lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
-    "mailer": (lambda v: isinstance(v, dict), "a mapping"),
+    "mailer": (lambda v: isinstance(v, dict) and set(v) <= MAILER_KEYS
+               and v.get("delivery_method", "smtp") in DELIVERY_METHODS,
+               f"a mapping of {', '.join(sorted(MAILER_KEYS))}; delivery_method one of "
+               f"{', '.join(DELIVERY_METHODS)}"),
     "web": (lambda v: isinstance(v, dict), "a mapping"),
 }
 

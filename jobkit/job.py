@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import importlib
 import inspect
 import uuid
 from collections.abc import Callable, Iterable
@@ -13,11 +12,13 @@ from typing import Any, ClassVar
 from jobkit import arguments, callbacks
 from jobkit.adapters import current_adapter
 from jobkit.errors import JobClassError
+from jobkit.imports import import_object
 from jobkit.payload import Payload, from_timestamp, to_timestamp
+from jobkit.queues import DEFAULT_QUEUE
 
 __all__ = ["ConfiguredJob", "Job", "job_class_path", "perform_all_later", "resolve_job_class"]
 
-DEFAULT_QUEUE = "default"
+
 Seconds = int | float | dt.timedelta
 When = dt.datetime | int | float
 
@@ -279,50 +280,10 @@ def job_class_path(cls: type) -> str:
 
 def resolve_job_class(path: str) -> type[Job]:
     """Import a Job subclass by its path (nested classes too); JobClassError says why not."""
-    cls = _import_by_path(path, "job class")
+    cls = import_object(path, "job class")
     if not (isinstance(cls, type) and issubclass(cls, Job)):
         raise JobClassError(f"{path} is not a jobkit Job class")
     return cls
-
-
-def _import_by_path(path: str, what: str) -> Any:
-    """``pkg.module.Outer.Inner`` -> the object: the longest importable module prefix, then
-    attributes."""
-    parts = path.split(".")
-    if len(parts) < 2 or not all(parts):
-        raise JobClassError(f"{path!r} is not an import path (module.ClassName)")
-    error: Exception | None = None
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj = _import_fresh(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                error = exc  # the module exists but an import inside it failed
-                break
-            error = error or exc
-            continue
-        except Exception as exc:
-            error = exc
-            break
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            raise JobClassError(f"{path}: module {module_name} has no {'.'.join(parts[split:])}"
-                                ) from None
-        return obj
-    raise JobClassError(f"cannot import {what} {path}: {type(error).__name__}: {error}"
-                        ) from error
-
-
-def _import_fresh(module_name: str) -> Any:
-    """Import a module; on ImportError look at the disk again once (code deployed since)."""
-    try:
-        return importlib.import_module(module_name)
-    except ImportError:
-        importlib.invalidate_caches()
-        return importlib.import_module(module_name)
 
 
 @functools.cache

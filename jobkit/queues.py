@@ -11,12 +11,18 @@ import random
 from bisect import bisect
 from collections.abc import Iterable, Mapping
 
-__all__ = ["PRIORITY_STEPS", "QUEUES_KEY", "WAKE_TOKENS_MAX", "fetch_order", "list_key",
+__all__ = ["DEFAULT_QUEUE", "MAILERS_QUEUE", "PRIORITY_STEPS", "STORAGE_ANALYSIS_QUEUE",
+           "STORAGE_PURGE_QUEUE", "QUEUES_KEY", "WAKE_TOKENS_MAX", "fetch_order", "list_key",
            "list_keys", "wake_key"]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
+# The conventional queues (Rails'): everything, mail, Active-Storage-style analysis and purge.
+DEFAULT_QUEUE = "default"
+MAILERS_QUEUE = "mailers"
+STORAGE_ANALYSIS_QUEUE = "storage_analysis"
+STORAGE_PURGE_QUEUE = "storage_purge"
 QUEUES_KEY = "jobkit:queues"  # every queue a job was ever pushed to
 WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
 

@@ -232,15 +232,31 @@ def locate(uri: str, path: str = "value") -> Any:
     if gid.app != app_name():
         raise DeserializationError(path, f"{uri}: written by app {gid.app!r}, this is app "
                                          f"{app_name()!r} (JOBKIT_APP)")
-    for locator in _all_locators():
-        try:
-            record = locator.find(gid.model, gid.model_id)
-        except LookupError:
-            continue
-        if record is None:
-            raise DeserializationError(path, f"{uri}: record not found (deleted?)")
-        return record
+    for attempt in range(2):
+        for locator in _all_locators():
+            try:
+                record = locator.find(gid.model, gid.model_id)
+            except LookupError:
+                continue
+            if record is None:
+                raise DeserializationError(path, f"{uri}: record not found (deleted?)")
+            return record
+        if attempt == 0 and not _import_model_module(gid.model):
+            break
     raise DeserializationError(path, f"{uri}: no registered locator knows model {gid.model!r}")
+
+
+def _import_model_module(model: str) -> bool:
+    """Import the module a model path names, so a locator it registers (as app code usually
+    does beside its models) exists in a worker that never imported it. True if it imported."""
+    module_name = model.rpartition(".")[0]
+    if not module_name:
+        return False
+    try:
+        importlib.import_module(module_name)
+    except ImportError:
+        return False
+    return True
 
 
 def release_all() -> None:

@@ -6,6 +6,8 @@ Both are started once per session, on free ports and temp dirs, and stopped by P
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import os
 import shutil
 import signal
@@ -17,9 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from aiosmtpd.controller import Controller
 
 import jobkit
 
@@ -130,12 +134,62 @@ def start_worker(redis_url: str, log: Path, *args: str, env: dict | None = None)
     return worker
 
 
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) in the test process that keeps what it accepts.
+
+    Recipients at `bounce.example` get 550; a message whose subject holds "[flaky]" gets a 451
+    the first time it is seen (by Message-ID), then is accepted.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+        self.seen_flaky: set[str] = set()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+        if address.endswith("@bounce.example"):
+            return f"550 5.1.1 <{address}>: no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if "[flaky]" in (message["Subject"] or "") and message["Message-ID"] not in \
+                self.seen_flaky:
+            self.seen_flaky.add(message["Message-ID"])
+            return "451 4.3.0 try again later"
+        self.received.append(message)
+        return "250 accepted"
+
+
 @pytest.fixture(scope="session")
-def worker(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker for the session, consuming the four conventional queues."""
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> SmtpServer:
+    smtp_server.received.clear()
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def worker(redis_server: str, smtp_server: SmtpServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the session, consuming the four conventional queues; its mail goes to
+    the session's SMTP server."""
     late_code = tmp_path_factory.mktemp("late_code")
     proc = start_worker(redis_server, tmp_path_factory.mktemp("worker") / "worker.log",
-                        "-c", "2", env={"PYTHONPATH": f"{late_code}:{ROOT}"})
+                        "-c", "2", env={"PYTHONPATH": f"{late_code}:{ROOT}",
+                                        "SMTP_URL": smtp_server.url})
     proc.late_code = late_code
     yield proc
     proc.stop()

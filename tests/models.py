@@ -29,6 +29,7 @@ class User(SqliteBase):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200), default="Test User")
 
 
 class Account(PgBase):

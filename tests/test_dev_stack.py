@@ -27,10 +27,12 @@ def alive(pid: int) -> bool:
 
 
 def test_procfile_dev_runs_a_job_and_stops_cleanly(tmp_path: Path, monkeypatch) -> None:
-    redis_port, flower_port = free_port(), free_port()
+    redis_port, flower_port, web_port, smtp_port = (free_port() for _ in range(4))
     url = f"redis://127.0.0.1:{redis_port}/0"
     env = {**os.environ, "REDIS_URL": url, "DEV_REDIS_PORT": str(redis_port),
            "FLOWER_PORT": str(flower_port), "DEV_REDIS_DIR": str(tmp_path / "redis"),
+           "WEB_PORT": str(web_port), "MAILCATCHER_PORT": str(smtp_port),
+           "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
            "PATH": f"{HONCHO.parent}:{os.environ['PATH']}",
            "JOBKIT_POLL_INTERVAL": "0.2", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "honcho.log"
@@ -49,8 +51,20 @@ def test_procfile_dev_runs_a_job_and_stops_cleanly(tmp_path: Path, monkeypatch) 
         assert job.job_id.encode() in client.lindex(RESULTS, 0)
         flower = f"http://127.0.0.1:{flower_port}/"
         wait_for(lambda: _http_ok(flower), timeout=30, what="Flower to answer")
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{web_port}/mail/previews"), timeout=30,
+                 what="the web app to answer")
+        from mailers.user_mailer import UserMailer
+        from tests.models import SqliteSession, User
+
+        session = SqliteSession()
+        user = User(email="dev@example.com")
+        session.add(user)
+        session.commit()
+        UserMailer.welcome(user).deliver_later()
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{web_port}/mail/inbox/0"), timeout=30,
+                 what="the welcome mail in the catcher's inbox")
         pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", log.read_text())]
-        assert len(pids) == 3, log.read_text()
+        assert len(pids) == 5, log.read_text()
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         proc.wait(30)
         wait_for(lambda: not any(alive(pid) for pid in pids), timeout=15,

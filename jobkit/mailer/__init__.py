@@ -1,0 +1,37 @@
+"""Action-Mailer-style mailers, delivered by jobs on the `mailers` queue."""
+
+from jobkit.mailer.attachments import Attachment as Attachment
+from jobkit.mailer.base import Mailer as Mailer
+from jobkit.mailer.base import MessageDelivery as MessageDelivery
+from jobkit.mailer.delivery import deliveries as deliveries
+from jobkit.mailer.delivery import register_interceptor as register_interceptor
+from jobkit.mailer.delivery import register_observer as register_observer
+from jobkit.mailer.errors import DeliveryError as DeliveryError
+from jobkit.mailer.errors import HeaderInjectionError as HeaderInjectionError
+from jobkit.mailer.errors import InvalidAddressError as InvalidAddressError
+from jobkit.mailer.errors import MailerError as MailerError
+from jobkit.mailer.errors import MissingRecipientError as MissingRecipientError
+from jobkit.mailer.errors import PermanentDeliveryError as PermanentDeliveryError
+from jobkit.mailer.errors import TemplateMissingError as TemplateMissingError
+from jobkit.mailer.errors import TransientDeliveryError as TransientDeliveryError
+from jobkit.mailer.job import MailDeliveryJob as MailDeliveryJob
+from jobkit.mailer.previews import Preview as Preview
+
+__all__ = [
+    "Attachment",
+    "DeliveryError",
+    "HeaderInjectionError",
+    "InvalidAddressError",
+    "MailDeliveryJob",
+    "Mailer",
+    "MailerError",
+    "MessageDelivery",
+    "MissingRecipientError",
+    "PermanentDeliveryError",
+    "Preview",
+    "TemplateMissingError",
+    "TransientDeliveryError",
+    "deliveries",
+    "register_interceptor",
+    "register_observer",
+]

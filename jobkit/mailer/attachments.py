@@ -1,0 +1,54 @@
+"""`self.attachments["report.pdf"] = data` and `self.attachments.inline["logo.png"] = data`."""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass
+from email.utils import make_msgid
+from typing import Any
+
+__all__ = ["Attachment", "Attachments"]
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str
+    inline: bool = False
+    content_id: str = ""
+
+    @property
+    def url(self) -> str:
+        """For inline attachments: the `cid:` URL to put in an <img src>."""
+        return f"cid:{self.content_id.strip('<>')}"
+
+
+def _attachment(filename: str, value: Any, inline: bool) -> Attachment:
+    mime_type = None
+    if isinstance(value, dict):
+        mime_type = value.get("mime_type")
+        value = value["content"]
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes | bytearray):
+        raise TypeError(f"attachment {filename!r}: content must be bytes or str")
+    mime_type = mime_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    content_id = make_msgid(domain="jobkit") if inline else ""
+    return Attachment(filename, bytes(value), mime_type, inline, content_id)
+
+
+class Attachments(dict):
+    """Regular attachments by filename; `.inline` holds the ones the HTML shows by cid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline = _Inline()
+
+    def __setitem__(self, filename: str, value: Any) -> None:
+        super().__setitem__(filename, _attachment(filename, value, inline=False))
+
+
+class _Inline(dict):
+    def __setitem__(self, filename: str, value: Any) -> None:
+        super().__setitem__(filename, _attachment(filename, value, inline=True))

@@ -1,0 +1,67 @@
+"""A local SMTP server for development that keeps what it receives (`jobkit mailcatcher`).
+
+Mail is kept in Redis (the newest CATCHER_KEEP messages) so the web process can show the
+inbox without sharing a disk with the catcher.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from aiosmtpd.controller import Controller
+
+from jobkit.redis_client import get_redis
+
+__all__ = ["CATCHER_KEY", "CaughtMail", "Inbox", "start_catcher"]
+
+CATCHER_KEY = "jobkit:mailcatcher"
+CATCHER_KEEP = 500
+
+
+class CaughtMail(dict):
+    """{"received_at", "mail_from", "rcpt_tos", "data"} as kept in Redis."""
+
+
+class Inbox:
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        self.client = client or get_redis()
+
+    def add(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> None:
+        entry = {"received_at": time.time(), "mail_from": mail_from, "rcpt_tos": rcpt_tos,
+                 "data": data.decode("utf-8", "replace")}
+        with self.client.pipeline() as pipe:
+            pipe.lpush(CATCHER_KEY, json.dumps(entry))
+            pipe.ltrim(CATCHER_KEY, 0, CATCHER_KEEP - 1)
+            pipe.execute()
+
+    def messages(self, start: int = 0, count: int = 50) -> list[CaughtMail]:
+        """Newest first."""
+        raw = self.client.lrange(CATCHER_KEY, start, start + count - 1)
+        return [CaughtMail(json.loads(item)) for item in raw]
+
+    def get(self, index: int) -> CaughtMail | None:
+        raw = self.client.lindex(CATCHER_KEY, index)
+        return CaughtMail(json.loads(raw)) if raw is not None else None
+
+    def clear(self) -> None:
+        self.client.delete(CATCHER_KEY)
+
+
+class _Handler:
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.inbox.add(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        return "250 Message accepted for delivery"
+
+
+def start_catcher(host: str = "127.0.0.1", port: int = 1025,
+                  inbox: Inbox | None = None) -> Controller:
+    """Start the catcher on a thread; `.stop()` the returned controller to end it."""
+    controller = Controller(_Handler(inbox or Inbox()), hostname=host, port=port)
+    controller.start()
+    return controller

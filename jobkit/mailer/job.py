@@ -1,0 +1,57 @@
+"""MailDeliveryJob: renders and delivers one mail on a worker, on the `mailers` queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobkit.imports import import_object
+from jobkit.job import Job
+from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
+from jobkit.queues import MAILERS_QUEUE
+from jobkit.redis_client import get_redis
+from jobkit.retries import POLYNOMIALLY_LONGER, retry_on
+
+__all__ = ["MailDeliveryJob"]
+
+SENT_MARK_SECONDS = 7 * 24 * 3600
+DELIVERY_ATTEMPTS = 10
+
+
+@retry_on(TransientDeliveryError, wait=POLYNOMIALLY_LONGER, attempts=DELIVERY_ATTEMPTS)
+class MailDeliveryJob(Job):
+    """Transient SMTP failures (connection, timeout, 4xx) are retried; permanent ones (5xx,
+    unknown recipient) go straight to the dead set with the server's reply."""
+
+    queue_as = MAILERS_QUEUE
+
+    def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict) -> None:
+        mark = f"jobkit:mail:sent:{self.job_id}"
+        client = get_redis()
+        if client.exists(mark):  # accepted by the server on an earlier run: never resend
+            return
+        mailer_class = _mailer_class(mailer)
+        delivery = mailer_class.with_(**params).__getattr__(action)(*args, **kwargs)
+        message = delivery.message
+        if message is None:
+            return
+        del message["Message-ID"]
+        message["Message-ID"] = f"<{self.job_id}@jobkit>"  # the same on every attempt
+        from jobkit.mailer.delivery import deliver
+
+        deliver(message)
+        client.set(mark, "1", ex=SENT_MARK_SECONDS)
+
+    def retry_in(self, retry_count: int, error: BaseException) -> Any:
+        if isinstance(error, PermanentDeliveryError | MailerError) and not isinstance(
+                error, TransientDeliveryError):
+            return "kill"  # retrying will not help: dead set, with the reply as the reason
+        return None
+
+
+def _mailer_class(path: str) -> type:
+    from jobkit.mailer.base import Mailer
+
+    cls = import_object(path, "mailer class")
+    if not (isinstance(cls, type) and issubclass(cls, Mailer)):
+        raise MailerError(f"{path} is not a Mailer class")
+    return cls

@@ -1,0 +1,1 @@
+"""The application's mailers, in jobkit's conventions (see docs/mailers.md)."""

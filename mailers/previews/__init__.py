@@ -1,0 +1,1 @@
+"""Mail previews: `jobkit mail preview UserMailer.welcome`, or /mail/previews in `jobkit web`."""
