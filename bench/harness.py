@@ -80,6 +80,19 @@ def stop_process(proc: subprocess.Popen, grace: float) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
     proc.wait()
+    _wait_group_gone(proc.pid, timeout=grace)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Until no process of the group is left, so the next phase does not share the CPUs with
+    the teardown of this one (a worker holding 100k ETA tasks takes a while to free them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
 
 
 @contextmanager

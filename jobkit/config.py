@@ -26,6 +26,7 @@ __all__ = [
     "configure",
     "current_settings",
     "load_settings",
+    "use_settings",
     "parse_queue",
 ]
 
@@ -291,6 +292,10 @@ def configure(path: str | os.PathLike | None = None, environment: str | None = N
 
     Without `path`, the default file is read (see `default_config_path`).
     """
-    settings = load_settings(path or default_config_path(), environment, **overrides)
+    return use_settings(load_settings(path or default_config_path(), environment, **overrides))
+
+
+def use_settings(settings: Settings) -> Settings:
+    """Put ready-made settings in force (e.g. to restore earlier ones in a test)."""
     _current[:] = [settings]
     return settings

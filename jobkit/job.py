@@ -37,6 +37,15 @@ class _ClassOrInstance:
         return functools.partial(self.on_instance, obj)
 
 
+class _RecordedJobs:
+    """`MyJob.jobs` in tests: the recorded jobs of that class (Sidekiq's `HardJob.jobs`)."""
+
+    def __get__(self, obj: Any, owner: type[Job]) -> list:
+        from jobkit import testing
+
+        return testing.jobs(owner)
+
+
 class Job:
     """Subclass, define ``perform(self, ...)``, then ``MyJob.perform_later(...)``.
 
@@ -79,6 +88,24 @@ class Job:
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
+
+    # -- in tests (fake mode, see jobkit.testing) -------------------------------------------------
+
+    jobs = _RecordedJobs()
+
+    @classmethod
+    def drain(cls) -> int:
+        """Perform this class's recorded jobs, and the ones they enqueue, until none is left."""
+        from jobkit import testing
+
+        return testing.drain_all(cls)
+
+    @classmethod
+    def clear(cls) -> None:
+        """Forget this class's recorded jobs."""
+        from jobkit import testing
+
+        testing.clear(cls)
 
     # -- failure hooks (documented no-ops: override what you need) -----------------------------
 

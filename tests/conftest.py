@@ -5,17 +5,11 @@ Both are started once per session, on free ports and temp dirs, and stopped by P
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,66 +20,29 @@ import redis
 from aiosmtpd.controller import Controller
 
 import jobkit
+from jobkit.testing_services import RedisServer, WorkerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBKIT = Path(sys.executable).with_name("jobkit")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+Worker = WorkerProcess
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, every: float = 0.05,
              what: str = "condition") -> object:
     """Poll until `predicate()` is truthy; fail the test with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left, by PID."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        return wait_until(predicate, timeout, every, what)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server() -> Iterator[str]:
     """A private redis-server for this session; yields its URL (never the shared 6379)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not on PATH: run the tests with `make test`"
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-        start_new_session=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: _pings(client), what="redis-server to answer")
-    os.environ["REDIS_URL"] = url
+    server = RedisServer()
+    os.environ["REDIS_URL"] = server.url
     jobkit.configure()
-    yield url
-    stop_process(proc)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -98,40 +55,13 @@ def r(redis_server: str) -> Iterator[redis.Redis]:
     yield client
 
 
-class Worker:
-    """A real `jobkit worker` subprocess and its log."""
-
-    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, grace: float = 10.0) -> None:
-        stop_process(self.proc, grace)
-
-
-def start_worker(redis_url: str, log: Path, *args: str, env: dict | None = None) -> Worker:
+def start_worker(redis_url: str, log: Path, *args: str, env: dict | None = None
+                 ) -> WorkerProcess:
     """Start `jobkit worker` from the repo root and wait until Celery says it is ready."""
-    environ = {**os.environ, "REDIS_URL": redis_url, "JOBKIT_POLL_INTERVAL": "0.2",
-               "PYTHONUNBUFFERED": "1", **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(JOBKIT), "worker", "-l", "INFO", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-             "--without-gossip", "--without-mingle", *args],
-            cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    worker = Worker(proc, log)
     try:
-        wait_for(lambda: " ready." in worker.output() or proc.poll() is not None,
-                 timeout=30, what="the worker to be ready")
-    except BaseException:
-        worker.stop()
-        raise
-    if proc.poll() is not None:
-        pytest.fail(f"worker exited early:\n{worker.output()}")
-    return worker
+        return WorkerProcess(redis_url, *args, cwd=ROOT, env=env, log=log)
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(str(exc))
 
 
 class SmtpServer:

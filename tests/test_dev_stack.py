@@ -12,7 +12,8 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import ROOT, free_port, stop_process, wait_for
+from jobkit.testing_services import free_port, stop_process
+from tests.conftest import ROOT, wait_for
 from tests.jobs import RESULTS, TaskLoggerJob
 
 HONCHO = Path(sys.executable).with_name("honcho")

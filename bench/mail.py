@@ -1,0 +1,442 @@
+"""jobkit mailers vs hand-built mail + raw aiosmtplib: messages/s to a local SMTP server.
+
+Run from the repository root: ``.venv/bin/python bench/mail.py [--n 500] [--repeat 3] [--quick]``.
+
+The SMTP server is aiosmtpd (``Controller`` on a free 127.0.0.1 port, never 6379, with
+``server_hostname`` set so it does no DNS per connection) whose handler only counts accepted
+messages. It runs in a **subprocess** (this script with ``--serve``, in its own session) so that
+it never competes for the GIL of the code being measured; it is stopped by closing its stdin,
+then by its PID (SIGTERM, then SIGKILL to its process group). After every measurement the
+server's count must have grown by exactly the messages sent, or the benchmark fails.
+
+Measured, in one process, one message at a time, each after ``--warmup`` untimed calls:
+
+* **jobkit render + deliver**: ``UserMailer.welcome(user).deliver_now()`` with
+  ``jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": "smtp://127.0.0.1:PORT"})``
+  (``SMTP_URL`` is removed from this process's environment, as it would win over the setting).
+  ``user`` is a ``SimpleNamespace(id, name, email)``. Rendering: two Jinja2 templates and two
+  layouts, address checks, a multipart/alternative message whose HTML part is
+  multipart/related with the inline logo PNG.
+* **raw build + send**: the same message built by hand with ``email.message.EmailMessage``
+  (same headers, same text/HTML bodies from f-strings, same MIME tree and inline PNG), sent
+  with ``asyncio.run(aiosmtplib.send(...))`` per message and the same arguments jobkit passes:
+  one event loop and one SMTP connection per message, as ``deliver_now`` does.
+* **render only / build only**: the same two without sending (jobkit: ``.message``), which
+  separates building the mail from the SMTP round trip. "SMTP share" below is the per-message
+  time of render + deliver minus that of render only.
+
+The two sides' messages are compared once before timing (MIME tree and bodies; the Content-ID
+of the logo differs by design). Each measurement is repeated ``--repeat`` times, the order of
+jobkit and raw alternating; the table gives the median and min-max, ratios are of medians.
+The exit status is 0 unless the benchmark itself fails (this is a report, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import ROOT, free_port, run_main, stop_process
+
+SERVER_HOSTNAME = "bench-smtp.local"  # aiosmtpd would call socket.getfqdn() per connection
+SERVER_START_TIMEOUT = 15.0
+SMTP_TIMEOUT = 10.0  # jobkit's default `mailer.timeout`
+USER = SimpleNamespace(id=42, name="Ada Lovelace", email="ada@example.com")
+
+
+# -- the SMTP server (subprocess) -------------------------------------------------------------
+
+
+class CountingHandler:
+    """Accepts every message and only counts it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.count += 1
+        return "250 OK"
+
+
+def serve() -> int:
+    """`--serve`: start the counting server, print "ready PORT", then answer "count" lines on
+    stdin with the number of messages accepted so far; stop at EOF."""
+    from aiosmtpd.controller import Controller
+
+    handler = CountingHandler()
+    for attempt in range(5):
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                                server_hostname=SERVER_HOSTNAME)
+        try:
+            controller.start()
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+    print(f"ready {controller.port}", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(handler.count, flush=True)
+    finally:
+        controller.stop()
+    return 0
+
+
+@dataclass
+class SmtpServer:
+    """The parent's handle on the `--serve` subprocess."""
+
+    proc: subprocess.Popen
+    port: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def count(self) -> int:
+        with self.lock:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write("count\n")
+            self.proc.stdin.flush()
+            return int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()  # EOF: the server stops its controller and exits
+            except OSError:
+                pass
+        stop_process(self.proc, grace=5.0)
+
+
+def start_smtp_server(workdir: Path) -> SmtpServer:
+    log = (workdir / "smtp-server.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log, text=True, start_new_session=True)
+    try:
+        port = _read_ready(proc, workdir / "smtp-server.log")
+    except BaseException:
+        stop_process(proc, grace=2.0)
+        raise
+    return SmtpServer(proc, port)
+
+
+def _read_ready(proc: subprocess.Popen, log: Path) -> int:
+    assert proc.stdout is not None
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(SERVER_START_TIMEOUT)
+    line = result[0] if result else ""
+    if not line.startswith("ready "):
+        raise RuntimeError(f"SMTP server did not start (exit {proc.poll()}):\n"
+                           f"{log.read_text(errors='replace')[-2000:]}")
+    return int(line.split()[1])
+
+
+# -- the two sides ----------------------------------------------------------------------------
+
+
+def configure_jobkit(server: SmtpServer) -> type:
+    """Point jobkit's mailer at `server`; returns UserMailer."""
+    os.environ.pop("SMTP_URL", None)  # it would win over smtp_url
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import jobkit
+    from mailers.user_mailer import UserMailer
+
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": server.url,
+                             "timeout": SMTP_TIMEOUT})
+    return UserMailer
+
+
+def jobkit_render(mailer: type) -> Callable[[], object]:
+    return lambda: mailer.welcome(USER).message
+
+
+def jobkit_deliver(mailer: type) -> Callable[[], object]:
+    return lambda: mailer.welcome(USER).deliver_now()
+
+
+def _raw_bodies(user: Any) -> tuple[str, str, str]:
+    """(text, html, logo cid) as the welcome templates and layouts render them."""
+    from mailers.user_mailer import app_url
+
+    login_url = f"{app_url()}/login"
+    cid = make_msgid(domain="jobkit")
+    text = (f"Welcome, {user.name}!\n\nYour account for {user.email} is ready.\n"
+            f"Log in: {login_url}\n\n--\n"
+            "Example Inc. You get this mail because you have an account.\n")
+    name, email, url = (html.escape(str(v)) for v in (user.name, user.email, login_url))
+    content = (f'<p><img src="cid:{cid.strip("<>")}" alt="Example" width="32" height="32"></p>\n'
+               f"<h1>Welcome, {name}!</h1>\n<p>Your account for {email} is ready.</p>\n"
+               f'<p><a href="{url}">Log in</a></p>\n')
+    page = ('<!DOCTYPE html>\n<html>\n  <head><meta charset="utf-8"></head>\n'
+            '  <body style="font-family: sans-serif; line-height: 1.5; color: #222">\n'
+            f"    {content}\n    <hr>\n"
+            '    <p style="color: #888; font-size: small">Example Inc. · You get this mail '
+            "because you have an account.</p>\n  </body>\n</html>\n")
+    return text, page, cid
+
+
+def raw_message(user: Any = USER) -> EmailMessage:
+    """The welcome mail built by hand: text + (HTML + inline logo)."""
+    from mailers.application_mailer import ApplicationMailer
+    from mailers.user_mailer import LOGO_PNG
+
+    text, page, cid = _raw_bodies(user)
+    message = EmailMessage()
+    message["From"] = ApplicationMailer.default["from"]
+    message["To"] = user.email
+    message["Subject"] = "Welcome to Example"
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain="jobkit")
+    message.set_content(text)
+    message.add_alternative(page, subtype="html")
+    message.get_payload()[-1].add_related(LOGO_PNG, "image", "png", cid=cid,
+                                          filename="logo.png", disposition="inline")
+    return message
+
+
+def raw_send(server: SmtpServer) -> Callable[[], object]:
+    """Build by hand, then one asyncio.run + one connection per message, as jobkit does."""
+    import aiosmtplib
+
+    def send() -> object:
+        return asyncio.run(aiosmtplib.send(raw_message(), hostname="127.0.0.1",
+                                           port=server.port, username=None, password=None,
+                                           use_tls=False, start_tls=None,
+                                           timeout=SMTP_TIMEOUT))
+    return send
+
+
+def _shape(message: EmailMessage) -> tuple[list[str], list[str]]:
+    """(MIME tree, text bodies with the logo's cid blanked) for comparing the two sides."""
+    tree = [part.get_content_type() for part in message.walk()]
+    cids = [p["Content-ID"].strip("<>") for p in message.walk() if p["Content-ID"]]
+    bodies = []
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            body = part.get_content()
+            for cid in cids:
+                body = body.replace(cid, "CID")
+            bodies.append(body)
+    return tree, bodies
+
+
+def check_equivalent(mailer: type) -> str:
+    """Fail unless both sides build the same mail; a one-line description of it."""
+    ours, theirs = mailer.welcome(USER).message, raw_message()
+    if _shape(ours) != _shape(theirs):
+        raise RuntimeError(f"raw message differs from jobkit's:\n{_shape(ours)}\n"
+                           f"{_shape(theirs)}")
+    headers = [h for h in ("From", "To", "Subject", "Date", "Message-ID") if h in theirs]
+    if headers != [h for h in ("From", "To", "Subject", "Date", "Message-ID") if h in ours]:
+        raise RuntimeError("raw message headers differ from jobkit's")
+    tree = " > ".join(dict.fromkeys(_shape(ours)[0]))
+    return (f"same MIME parts ({tree}), bodies and headers; {len(ours.as_bytes()):,} bytes "
+            f"(jobkit) vs {len(theirs.as_bytes()):,} bytes (raw)")
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    rate: float  # messages per second, wall clock
+    cpu_ms: float  # CPU time of this process per message (the SMTP server's is not counted)
+
+
+def timed(n: int, warmup: int, call: Callable[[], object]) -> Timing:
+    """`n` sequential calls after `warmup` untimed ones: wall rate and CPU ms per call."""
+    for _ in range(warmup):
+        call()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        call()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return Timing(n / wall, cpu * 1000 / n)
+
+
+def timed_sends(server: SmtpServer, n: int, warmup: int, call: Callable[[], object],
+                what: str) -> Timing:
+    """`timed`, checking that the server accepted exactly every message sent."""
+    before = server.count()
+    timing = timed(n, warmup, call)
+    accepted = server.count() - before
+    if accepted != n + warmup:
+        raise RuntimeError(f"{what}: server accepted {accepted} messages, sent {n + warmup}")
+    return timing
+
+
+@dataclass
+class Samples:
+    jobkit_deliver: list[Timing] = field(default_factory=list)
+    raw_send: list[Timing] = field(default_factory=list)
+    jobkit_render: list[Timing] = field(default_factory=list)
+    raw_build: list[Timing] = field(default_factory=list)
+
+
+def run_once(server: SmtpServer, mailer: type, n: int, warmup: int, samples: Samples,
+             jobkit_first: bool) -> None:
+    def jobkit_side() -> None:
+        samples.jobkit_render.append(timed(n, warmup, jobkit_render(mailer)))
+        samples.jobkit_deliver.append(
+            timed_sends(server, n, warmup, jobkit_deliver(mailer), "jobkit deliver_now"))
+
+    def raw_side() -> None:
+        samples.raw_build.append(timed(n, warmup, raw_message))
+        samples.raw_send.append(timed_sends(server, n, warmup, raw_send(server),
+                                            "raw aiosmtplib.send"))
+
+    for side in (jobkit_side, raw_side) if jobkit_first else (raw_side, jobkit_side):
+        side()
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _rates(timings: list[Timing]) -> list[float]:
+    return [t.rate for t in timings]
+
+
+def _spread(timings: list[Timing]) -> str:
+    rates = _rates(timings)
+    return f"{statistics.median(rates):>8,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]"
+
+
+def print_table(s: Samples) -> None:
+    rows = [("render + deliver (SMTP)", s.jobkit_deliver, "raw build + aiosmtplib", s.raw_send),
+            ("render only (.message)", s.jobkit_render, "raw build only", s.raw_build)]
+    header = (f"{'measure':<25} {'jobkit msgs/s':>27}  {'baseline':<23} {'baseline msgs/s':>25}"
+              f"  {'ratio':>7}")
+    print(header)
+    print("-" * len(header))
+    for measure, ours, name, theirs in rows:
+        ratio = statistics.median(_rates(ours)) / statistics.median(_rates(theirs))
+        print(f"{measure:<25} {_spread(ours):>27}  {name:<23} {_spread(theirs):>25}  "
+              f"{ratio:>6.2f}x")
+    print("\nmsgs/s: median [min-max] of wall-clock rates; ratio = median jobkit / median raw.")
+
+
+@dataclass
+class Split:
+    """Per-message milliseconds of one side: the whole, the build, and the rest (SMTP)."""
+
+    total: float
+    build: float
+
+    @property
+    def smtp(self) -> float:
+        return self.total - self.build
+
+    def cells(self) -> str:
+        return (f"{self.total:>8.3f} {self.build:>8.3f} ({self.build / self.total:>4.0%})"
+                f" {self.smtp:>8.3f} ({self.smtp / self.total:>4.0%})")
+
+
+def _wall_ms(timings: list[Timing]) -> float:
+    return 1000.0 / statistics.median(_rates(timings))
+
+
+def _cpu_ms(timings: list[Timing]) -> float:
+    return statistics.median(t.cpu_ms for t in timings)
+
+
+def print_breakdown(s: Samples) -> None:
+    print(f"\n{'per message, ms (medians)':<32}{'total':>8} {'build':>8} {'':>6} {'SMTP':>8}"
+          "  (SMTP = total - build)")
+    for clock, ms in (("wall", _wall_ms), ("CPU of this process", _cpu_ms)):
+        ours = Split(ms(s.jobkit_deliver), ms(s.jobkit_render))
+        theirs = Split(ms(s.raw_send), ms(s.raw_build))
+        print(f"  {clock}:")
+        print(f"    {'jobkit':<28}{ours.cells()}")
+        print(f"    {'raw':<28}{theirs.cells()}")
+        print(f"    {'jobkit - raw':<28}{ours.total - theirs.total:>8.3f} "
+              f"{ours.build - theirs.build:>8.3f} {'':>6} {ours.smtp - theirs.smtp:>8.3f}")
+
+
+def print_context(server: SmtpServer, n: int, warmup: int, repeat: int, check: str) -> None:
+    import aiosmtpd
+    import aiosmtplib
+    import jinja2
+
+    print(f"jobkit mail vs raw aiosmtplib: Python {sys.version.split()[0]}, aiosmtplib "
+          f"{aiosmtplib.__version__}, aiosmtpd {aiosmtpd.__version__}, Jinja2 "
+          f"{jinja2.__version__}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"counting aiosmtpd server in subprocess PID {server.proc.pid} at {server.url}; "
+          f"N={n:,} messages per measurement after {warmup} warm-up, {repeat} repetition(s)")
+    print(f"UserMailer.welcome vs hand-built: {check}\n")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, help="messages per measurement (default 500)")
+    parser.add_argument("--repeat", type=int, help="repetitions (default 3)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls before each")
+    parser.add_argument("--quick", action="store_true", help="n=100, repeat 1")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.n = args.n or (100 if args.quick else 500)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    if args.n < 1 or args.repeat < 1 or args.warmup < 0:
+        parser.error("--n and --repeat must be at least 1, --warmup at least 0")
+    return args
+
+
+def benchmark(server: SmtpServer, n: int, warmup: int, repeat: int) -> Samples:
+    mailer = configure_jobkit(server)
+    print_context(server, n, warmup, repeat, check_equivalent(mailer))
+    samples = Samples()
+    for i in range(repeat):
+        started = time.perf_counter()
+        run_once(server, mailer, n, warmup, samples, jobkit_first=i % 2 == 0)
+        print(f"repetition {i + 1}/{repeat} done in {time.perf_counter() - started:.1f} s",
+              flush=True)
+    print()
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        return serve()
+
+    def body(workdir: Path) -> None:
+        server = start_smtp_server(workdir)
+        try:
+            samples = benchmark(server, args.n, args.warmup, args.repeat)
+        finally:
+            server.stop()
+        print_table(samples)
+        print_breakdown(samples)
+
+    return run_main(body, prefix="jobkit-bench-mail-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
