@@ -250,12 +250,9 @@ def _used_as_context_manager() -> bool:
     the assertion runs now. This lets one name serve Rails' plain and block forms without an
     assertion that silently checks nothing."""
     frame = sys._getframe(2)
-    found = False
-    for instruction in dis.get_instructions(frame.f_code):
-        if found and instruction.opname != "CACHE":
+    for instruction in dis.get_instructions(frame.f_code):  # inline caches are skipped
+        if instruction.offset > frame.f_lasti:
             return instruction.opname in ("BEFORE_WITH", "SETUP_WITH")
-        if instruction.offset == frame.f_lasti:
-            found = True
     return False
 
 

@@ -142,8 +142,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def databases(pytestconfig: pytest.Config) -> Iterator[None]:
     """The models' tables, created for the session and dropped after it."""
-    from tests import models
+    from tests import example_app, models
 
+    assert example_app.Log.__table__ is not None  # its table is created with the others
     models.SqliteBase.metadata.create_all(models.sqlite_engine)
     models.PgBase.metadata.create_all(models.pg_engine)
     yield

@@ -1,0 +1,206 @@
+"""jobkit.testing and the pytest plugin, used as a user would, on the TaskLoggerJob example.
+
+Each assertion is shown passing and failing with a message that names what was expected and
+what was recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+import jobkit
+from jobkit import testing
+from jobkit.mailer import MailDeliveryJob
+from mailers.user_mailer import UserMailer
+from tests.example_app import FanOutJob, Log, SignupJob, TaskLoggerJob, logged
+from tests.models import SqliteSession, User
+
+
+@pytest.fixture(autouse=True)
+def empty_logs(databases) -> Iterator[None]:
+    session = SqliteSession()
+    session.query(Log).delete()
+    session.commit()
+    SqliteSession.remove()
+    yield
+
+
+@pytest.fixture
+def user() -> Iterator[User]:
+    session = SqliteSession()
+    record = User(email="grace@example.com", name="Grace")
+    session.add(record)
+    session.commit()
+    yield record
+    session.delete(record)
+    session.commit()
+    SqliteSession.remove()
+
+
+def test_fake_mode_records_and_drains(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    FanOutJob.perform_later([2, 3])
+    assert [j.args for j in TaskLoggerJob.jobs] == [[1]]
+    assert len(testing.jobs(queue="default")) == 2
+    assert logged() == []
+    assert FanOutJob.drain() == 1
+    assert [j.args for j in TaskLoggerJob.jobs] == [[1], [2], [3]]
+    assert TaskLoggerJob.drain() == 3
+    assert logged() == [1, 2, 3]
+    assert TaskLoggerJob.jobs == []
+
+
+def test_drain_all_runs_jobs_enqueued_by_jobs(jobkit_fake) -> None:
+    FanOutJob.perform_later([4, 5])
+    assert testing.drain_all() == 3
+    assert logged() == [4, 5]
+
+
+def test_clear_forgets_jobs(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    TaskLoggerJob.clear()
+    testing.assert_no_enqueued_jobs()
+
+
+def test_inline_mode_performs_after_a_round_trip(jobkit_inline) -> None:
+    TaskLoggerJob.perform_later(7, message="hi")
+    assert logged() == [7]
+    with pytest.raises(jobkit.SerializationError, match=r"args\[0\]: object of type object"):
+        TaskLoggerJob.perform_later(object())
+
+
+def test_modes_as_context_managers_and_decorators() -> None:
+    with testing.fake():
+        TaskLoggerJob.perform_later(1)
+        testing.assert_enqueued_jobs(1)
+
+    @testing.inline()
+    def run() -> None:
+        TaskLoggerJob.perform_later(2)
+
+    run()
+    assert logged() == [2]
+
+
+def test_disable_mode_uses_the_real_broker(jobkit_worker) -> None:
+    with testing.disable():
+        TaskLoggerJob.perform_later(11)
+    jobkit_worker.wait_for(lambda: logged() == [11], what="the real worker to log 11")
+
+
+def test_jobkit_worker_runs_scheduled_jobs_when_time_is_advanced(jobkit_worker,
+                                                                  jobkit_advance) -> None:
+    TaskLoggerJob.set(wait=dt.timedelta(hours=2)).perform_later(12)
+    assert jobkit_advance(60) == 0  # not due within a minute
+    assert jobkit_advance(3 * 3600) == 1
+    jobkit_worker.wait_for(lambda: logged() == [12], what="the advanced job to run")
+    jobkit_worker.idle()
+
+
+def test_advance_in_fake_mode_performs_only_what_falls_due(jobkit_fake) -> None:
+    TaskLoggerJob.set(wait=30).perform_later(1)
+    TaskLoggerJob.set(wait=3600).perform_later(2)
+    assert testing.advance(60) == 1
+    assert logged() == [1]
+    assert [j.args for j in TaskLoggerJob.jobs] == [[2]]
+
+
+def test_assert_enqueued_jobs_passes_and_fails(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    TaskLoggerJob.set(queue="mailers").perform_later(2)
+    testing.assert_enqueued_jobs(2)
+    testing.assert_enqueued_jobs(1, job=TaskLoggerJob, queue="mailers")
+    with pytest.raises(AssertionError) as failure:
+        testing.assert_enqueued_jobs(3, job=TaskLoggerJob)
+    assert "expected 3 enqueued job(s) (TaskLoggerJob), got 2" in str(failure.value)
+    assert "tests.example_app.TaskLoggerJob(1) queue='default'" in str(failure.value)
+
+
+def test_block_forms_count_only_the_block(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    with testing.assert_enqueued_jobs(2):
+        TaskLoggerJob.perform_later(2)
+        TaskLoggerJob.perform_later(3)
+    with pytest.raises(AssertionError, match="expected 1 enqueued job"), \
+            testing.assert_enqueued_jobs(1):
+        pass
+    with testing.assert_no_enqueued_jobs():
+        pass
+    with testing.perform_enqueued_jobs():
+        TaskLoggerJob.perform_later(4)
+    assert logged() == [4]
+
+
+def test_assert_no_enqueued_jobs_fails_with_the_listing(jobkit_fake) -> None:
+    testing.assert_no_enqueued_jobs()
+    TaskLoggerJob.perform_later(5)
+    with pytest.raises(AssertionError, match=r"expected 0 enqueued job\(s\), got 1"):
+        testing.assert_no_enqueued_jobs()
+
+
+def test_assert_enqueued_with_every_field(jobkit_fake) -> None:
+    noon = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    TaskLoggerJob.set(wait_until=noon, priority=3, queue="storage_purge").perform_later(
+        9, message="later")
+    found = testing.assert_enqueued_with(job=TaskLoggerJob, args=[9],
+                                         kwargs={"message": "later"}, queue="storage_purge",
+                                         at=noon, priority=3)
+    assert found.job_class == "tests.example_app.TaskLoggerJob"
+    for wrong in ({"args": [8]}, {"queue": "default"}, {"priority": 1},
+                  {"at": noon + dt.timedelta(minutes=5)}, {"job": FanOutJob}):
+        with pytest.raises(AssertionError, match="no enqueued job matches"):
+            testing.assert_enqueued_with(**wrong)
+
+
+def test_perform_enqueued_jobs_and_performed_assertions(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    FanOutJob.perform_later([2])
+    testing.assert_performed_jobs(0)
+    assert testing.perform_enqueued_jobs() == 3
+    testing.assert_performed_jobs(3)
+    testing.assert_performed_jobs(2, job=TaskLoggerJob)
+    testing.assert_performed_with(job=TaskLoggerJob, args=[2])
+    with pytest.raises(AssertionError, match="no performed job matches"):
+        testing.assert_performed_with(job=TaskLoggerJob, args=[99])
+    with pytest.raises(AssertionError, match=r"expected 5 performed job\(s\), got 3"):
+        testing.assert_performed_jobs(5)
+
+
+def test_perform_enqueued_jobs_fixture(perform_enqueued_jobs) -> None:
+    FanOutJob.perform_later([6, 7])
+    assert logged() == [6, 7]
+
+
+def test_email_assertions(jobkit_outbox, user: User) -> None:
+    testing.assert_no_emails()
+    SignupJob.perform_later(user)
+    testing.assert_enqueued_jobs(1, job=SignupJob)
+    SignupJob.drain()
+    testing.assert_enqueued_email_with(UserMailer.welcome, args=[user])
+    with pytest.raises(AssertionError, match="no UserMailer.password_reset mail enqueued"):
+        testing.assert_enqueued_email_with(UserMailer.password_reset, args=[user])
+    testing.assert_no_emails()  # enqueued, not delivered yet
+    MailDeliveryJob.drain()
+    testing.assert_emails(1)
+    assert jobkit_outbox[0]["To"] == "grace@example.com"
+    with pytest.raises(AssertionError, match=r"expected 2 email\(s\), got 1"):
+        testing.assert_emails(2)
+    with pytest.raises(AssertionError, match=r"expected 0 email\(s\), got 1"):
+        testing.assert_no_emails()
+
+
+def test_assert_emails_block_delivers_mail_enqueued_in_it(jobkit_fake, user: User) -> None:
+    with testing.assert_emails(2):
+        UserMailer.welcome(user).deliver_later()
+        UserMailer.password_reset(user).deliver_now()
+    with pytest.raises(AssertionError, match=r"expected 1 email\(s\), got 0"), \
+            testing.assert_emails(1):
+        pass
+
+
+def test_helpers_need_a_mode() -> None:
+    with pytest.raises(RuntimeError, match="no fake or inline mode is active"):
+        testing.assert_enqueued_jobs(0)
