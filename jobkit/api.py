@@ -21,7 +21,7 @@ import redis
 
 from jobkit.config import current_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
-from jobkit.queues import QUEUES_KEY, list_key, list_keys
+from jobkit.queues import PAUSED_KEY, QUEUES_KEY, list_key, list_keys
 from jobkit.recovery import PROCESSES_KEY, heartbeat_key
 from jobkit.redis_client import get_redis
 from jobkit.stats import stat_key
@@ -131,6 +131,16 @@ class Queue:
 
     def delete(self, job: QueuedJob) -> bool:
         return bool(self.client.lrem(job.list_key, 1, job.message))
+
+    def paused(self) -> bool:
+        return bool(self.client.sismember(PAUSED_KEY, self.name))
+
+    def pause(self) -> None:
+        """Workers stop taking jobs from this queue (within about a second); jobs stay."""
+        self.client.sadd(PAUSED_KEY, self.name)
+
+    def resume(self) -> None:
+        self.client.srem(PAUSED_KEY, self.name)
 
     def clear(self) -> int:
         """Delete every waiting job; returns how many."""

@@ -8,6 +8,7 @@ import datetime as dt
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -266,3 +267,22 @@ def web(host: str, port: int) -> None:
         click.echo(f"jobkit web: http://{host}:{port}/")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
+    """Flower on jobkit's broker. Basic auth from FLOWER_BASIC_AUTH (user:password,...) or
+    JOBKIT_WEB_USERNAME / JOBKIT_WEB_PASSWORD when set."""
+    celery = str(Path(sys.executable).with_name("celery"))
+    argv = [celery, "-A", "jobkit.celery_app", "flower", f"--port={port}",
+            f"--address={address}"]
+    auth = os.environ.get("FLOWER_BASIC_AUTH") or (
+        f"{os.environ['JOBKIT_WEB_USERNAME']}:{os.environ['JOBKIT_WEB_PASSWORD']}"
+        if os.environ.get("JOBKIT_WEB_USERNAME") and os.environ.get("JOBKIT_WEB_PASSWORD")
+        else None)
+    if auth:
+        argv.append(f"--basic-auth={auth}")
+    os.execv(celery, [*argv, *flower_args])

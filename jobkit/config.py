@@ -145,7 +145,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                and v.get("delivery_method", "smtp") in DELIVERY_METHODS,
                f"a mapping of {', '.join(sorted(MAILER_KEYS))}; delivery_method one of "
                f"{', '.join(DELIVERY_METHODS)}"),
-    "web": (lambda v: isinstance(v, dict), "a mapping"),
+    "web": (lambda v: isinstance(v, dict) and set(v) <= {"stuck_after"} and (
+        "stuck_after" not in v or (_is_number(v["stuck_after"]) and v["stuck_after"] > 0)),
+        "a mapping with stuck_after (seconds > 0)"),
 }
 
 

@@ -79,6 +79,11 @@ class JobEntry:
     data: dict[str, Any] = field(repr=False)
 
     @property
+    def key(self) -> str:
+        """`<score>-<job id>`: names the entry in URLs and forms (see JobSet.fetch)."""
+        return f"{self.score!r}-{self.job_id}"
+
+    @property
     def job_id(self) -> str | None:
         return self.data.get("job_id")
 
@@ -152,7 +157,25 @@ class JobSet:
                                                 withscores=True)]
 
     def find(self, job_id: str) -> JobEntry | None:
+        """The entry of a job id (reads the whole set: prefer `fetch` when the score is known)."""
         return next((entry for entry in self if entry.job_id == job_id), None)
+
+    def fetch(self, score: float, job_id: str) -> JobEntry | None:
+        """The entry with this score and job id, read without scanning the set."""
+        members = self.client.zrange(self.key, score, score, byscore=True, withscores=True)
+        return next((e for e in (_entry(m, s) for m, s in members) if e.job_id == job_id),
+                    None)
+
+    def search(self, text: str, limit: int = 100) -> list[JobEntry]:
+        """Entries whose stored JSON contains `text` (class, id, argument, error...), scanned
+        in Redis (ZSCAN MATCH), at most `limit`."""
+        pattern = "*" + "".join(f"\\{c}" if c in "*?[]\\" else c for c in text) + "*"
+        found = []
+        for member, score in self.client.zscan_iter(self.key, match=pattern, count=1000):
+            found.append(_entry(member, score))
+            if len(found) >= limit:
+                break
+        return sorted(found, key=lambda e: e.score, reverse=self.newest_first)
 
     def push_now(self, entry: JobEntry) -> bool:
         """Send the job to its queue now; False if it had already left the set."""

@@ -11,9 +11,20 @@ import random
 from bisect import bisect
 from collections.abc import Iterable, Mapping
 
-__all__ = ["DEFAULT_QUEUE", "MAILERS_QUEUE", "PRIORITY_STEPS", "STORAGE_ANALYSIS_QUEUE",
-           "STORAGE_PURGE_QUEUE", "QUEUES_KEY", "WAKE_TOKENS_MAX", "fetch_order", "list_key",
-           "list_keys", "wake_key"]
+__all__ = [
+    "DEFAULT_QUEUE",
+    "MAILERS_QUEUE",
+    "PAUSED_KEY",
+    "PRIORITY_STEPS",
+    "QUEUES_KEY",
+    "STORAGE_ANALYSIS_QUEUE",
+    "STORAGE_PURGE_QUEUE",
+    "WAKE_TOKENS_MAX",
+    "fetch_order",
+    "list_key",
+    "list_keys",
+    "wake_key",
+]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
@@ -24,6 +35,7 @@ MAILERS_QUEUE = "mailers"
 STORAGE_ANALYSIS_QUEUE = "storage_analysis"
 STORAGE_PURGE_QUEUE = "storage_purge"
 QUEUES_KEY = "jobkit:queues"  # every queue a job was ever pushed to
+PAUSED_KEY = "jobkit:paused"  # queues workers must not fetch from (dashboard: pause/resume)
 WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
 
 

@@ -26,11 +26,12 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from jobkit import recovery
-from jobkit.queues import PRIORITY_STEPS, fetch_order, list_key, wake_key
+from jobkit.queues import PAUSED_KEY, PRIORITY_STEPS, fetch_order, list_key, wake_key
 
 __all__ = ["Channel", "Transport"]
 
 IDLE_WAIT_SECONDS = 1
+PAUSED_REFRESH_SECONDS = 1.0
 # Recovery is ours (recovery.py); kombu's sweep would re-queue long-running jobs of live workers.
 VISIBILITY_TIMEOUT_SECONDS = 30 * 24 * 3600
 
@@ -78,6 +79,8 @@ class Channel(kombu_redis.Channel):
         self.unacked_mutex_key = self.jobkit_identity.unacked_mutex_key
         self._waiting = False
         self._registered_consumer = False
+        self._paused_names: set[str] = set()
+        self._paused_read_at = float("-inf")
         super().__init__(*args, **kwargs)
         self.visibility_timeout = VISIBILITY_TIMEOUT_SECONDS
 
@@ -104,8 +107,18 @@ class Channel(kombu_redis.Channel):
             client = self._jobkit_client = super()._create_client()
         return client
 
+    def _paused(self) -> set[str]:
+        """Queues paused from the dashboard, read at most once a second."""
+        now = monotonic()
+        if now - self._paused_read_at >= PAUSED_REFRESH_SECONDS:
+            self._paused_read_at = now
+            names = self._create_client().smembers(PAUSED_KEY)
+            self._paused_names = {n.decode() if isinstance(n, bytes) else n for n in names}
+        return self._paused_names
+
     def _ordered_queues(self) -> list[str]:
-        active = self.active_queues
+        paused = self._paused()
+        active = [q for q in self.active_queues if q not in paused]
         configured = [q for q in self.jobkit_queue_weights if q in active]
         queues = configured + [q for q in active if q not in self.jobkit_queue_weights]
         return fetch_order(queues, self.jobkit_queue_weights, self.jobkit_queue_order)
@@ -113,7 +126,10 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: Any = None) -> None:
         queues = self._ordered_queues()
         if not queues:
-            return
+            if not self.active_queues:
+                return
+            self._waiting = True  # every queue is paused: sleep in Redis, then look again
+            queues = ["(paused)"]
         if self._waiting:
             command = ["BRPOP", *(wake_key(q) for q in queues), IDLE_WAIT_SECONDS]
         else:

@@ -1,4 +1,5 @@
-"""jobkit's web app (WSGI): mail previews and the development mail catcher's inbox.
+"""jobkit's web app (WSGI): dashboard, queues, busy workers, the scheduled / retry / dead sets,
+`/status.json`, mail previews and the development mail catcher's inbox.
 
 Mount it in any WSGI host (Flask, Django) or serve it with `jobkit web`:
 
@@ -15,8 +16,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobkit.config import current_settings
+from jobkit.web import dashboard, mail_pages, set_pages, status  # noqa: F401 - routes
 from jobkit.web.http import Request, Response, basic_auth_ok
-from jobkit.web.pages import router
+from jobkit.web.routes import router
 
 __all__ = ["create_app"]
 

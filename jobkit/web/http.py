@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Request", "Response", "Router", "basic_auth_ok"]
+__all__ = ["Request", "Response", "Router", "basic_auth_ok", "redirect"]
+
+MAX_FORM_BYTES = 1_000_000
 
 
 @dataclass
@@ -31,6 +33,15 @@ class Request:
     def query(self) -> dict[str, str]:
         parsed = parse_qs(self.environ.get("QUERY_STRING", ""))
         return {key: values[-1] for key, values in parsed.items()}
+
+    def form(self) -> dict[str, list[str]]:
+        """The url-encoded POST body (at most MAX_FORM_BYTES)."""
+        try:
+            length = min(int(self.environ.get("CONTENT_LENGTH") or 0), MAX_FORM_BYTES)
+        except ValueError:
+            length = 0
+        body = self.environ["wsgi.input"].read(length) if length else b""
+        return parse_qs(body.decode("utf-8", "replace"))
 
     @property
     def script_name(self) -> str:
@@ -61,7 +72,10 @@ class Router:
         self.routes: list[tuple[str, re.Pattern, Handler]] = []
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        compiled = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+        # <name> matches one path segment; <name:a|b> only those words.
+        compiled = re.compile("^" + re.sub(
+            r"<(\w+)(?::([^>]+))?>",
+            lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})", pattern) + "$")
 
         def register(handler: Handler) -> Handler:
             self.routes.append((method, compiled, handler))
@@ -99,3 +113,7 @@ def basic_auth_ok(environ: dict[str, Any]) -> bool | None:
         return False
     user, _, secret = given.partition(":")
     return hmac.compare_digest(user, username) & hmac.compare_digest(secret, password)
+
+
+def redirect(location: str) -> Response:
+    return Response("", "303 See Other", "text/plain", [("Location", location)])

@@ -1,31 +1,17 @@
-"""The pages: mail previews (Rails' /rails/mailers) and the mail catcher's inbox."""
+"""Mail pages: previews (Rails' /rails/mailers) and the development mail catcher's inbox."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from jobkit.mailer.catcher import Inbox
 from jobkit.mailer.errors import MailerError
 from jobkit.mailer.previews import all_previews, render_preview
-from jobkit.web.http import Request, Response, Router
-
-__all__ = ["router"]
-
-router = Router()
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-    autoescape=True, undefined=jinja2.StrictUndefined)
-
-
-def page(request: Request, template: str, **context: Any) -> Response:
-    html = _templates.get_template(template).render(root=request.script_name, **context)
-    return Response(html)
+from jobkit.web.http import Request, Response
+from jobkit.web.routes import page, router
 
 
 def _parts(message: EmailMessage) -> dict[str, Any]:
@@ -41,11 +27,6 @@ def _parts(message: EmailMessage) -> dict[str, Any]:
     headers = [(k, v) for k, v in message.items() if k.lower() != "content-type"]
     return {"headers": headers, "text": text.get_content() if text else None,
             "html": html.get_content() if html else None, "attachments": attachments}
-
-
-@router.route("GET", "/")
-def home(request: Request) -> Response:
-    return page(request, "home.html")
 
 
 @router.route("GET", "/mail/previews")

@@ -1,0 +1,83 @@
+"""Dashboard, queues and busy pages."""
+
+from __future__ import annotations
+
+import time
+
+from jobkit import api
+from jobkit.redis_client import get_redis
+from jobkit.web.csrf import csrf_ok
+from jobkit.web.http import Request, Response, redirect
+from jobkit.web.routes import page, router
+
+HISTORY_DAYS = 14
+PAGE_SIZE = 25
+REDIS_INFO_FIELDS = ("redis_version", "uptime_in_days", "connected_clients",
+                     "used_memory_human", "used_memory_peak_human", "maxmemory_policy")
+
+
+def forbidden() -> Response:
+    return Response("bad or missing CSRF token: reload the page and try again",
+                    "403 Forbidden", "text/plain")
+
+
+@router.route("GET", "/")
+def dashboard(request: Request) -> Response:
+    stats = api.Stats()
+    history = list(reversed(stats.history(HISTORY_DAYS).items()))
+    peak = max([1, *(max(p, f) for _, (p, f) in history)])
+    info = get_redis().info()
+    redis_info = {name: info.get(name) for name in REDIS_INFO_FIELDS}
+    return page(request, "dashboard.html", stats=stats, history=history, peak=peak,
+                redis_info=redis_info, queues=api.queues(),
+                sets={"scheduled": api.ScheduledSet().size(), "retries": api.RetrySet().size(),
+                      "dead": api.DeadSet().size()},
+                busy=len(api.processes()))
+
+
+@router.route("GET", "/queues")
+def queues(request: Request) -> Response:
+    return page(request, "queues.html", queues=api.queues())
+
+
+@router.route("GET", "/queues/<name>")
+def queue(request: Request) -> Response:
+    queue = api.Queue(request.params["name"])
+    start = _page_start(request)
+    return page(request, "queue.html", queue=queue, jobs=queue.jobs(start, PAGE_SIZE),
+                start=start, size=queue.size(), page_size=PAGE_SIZE)
+
+
+@router.route("POST", "/queues/<name>")
+def queue_action(request: Request) -> Response:
+    form = request.form()
+    if not csrf_ok(request, form):
+        return forbidden()
+    queue = api.Queue(request.params["name"])
+    action = (form.get("action") or [""])[-1]
+    if action == "pause":
+        queue.pause()
+    elif action == "resume":
+        queue.resume()
+    elif action == "clear":
+        queue.clear()
+    elif action == "delete":
+        job = queue.find((form.get("job_id") or [""])[-1])
+        if job is not None:
+            queue.delete(job)
+    else:
+        return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
+    return redirect(f"{request.script_name}/queues")
+
+
+@router.route("GET", "/busy")
+def busy(request: Request) -> Response:
+    return page(request, "busy.html", processes=api.processes(), now=time.time())
+
+
+def _page_start(request: Request) -> int:
+    try:
+        return max(0, int(request.query.get("start", "0")))
+    except ValueError:
+        return 0
+

@@ -1,0 +1,31 @@
+"""The one router every page module adds its routes to, and page rendering."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from jobkit.web.csrf import csrf_token
+from jobkit.web.http import Request, Response, Router
+
+__all__ = ["page", "router"]
+
+router = Router()
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=True, undefined=jinja2.StrictUndefined)
+_templates.filters["when"] = lambda stamp: (
+    "-" if not stamp else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(stamp))))
+
+
+def page(request: Request, template: str, **context: Any) -> Response:
+    token, cookie = csrf_token(request)
+    html = _templates.get_template(template).render(root=request.script_name, csrf=token,
+                                                     request=request, **context)
+    response = Response(html)
+    if cookie:
+        response.headers.append(("Set-Cookie", cookie))
+    return response

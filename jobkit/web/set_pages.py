@@ -1,0 +1,96 @@
+"""Scheduled, retry and dead sets: paged lists, search, detail, and actions (also in bulk)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobkit import api
+from jobkit.job_sets import JobEntry, JobSet
+from jobkit.web.csrf import csrf_ok
+from jobkit.web.dashboard import PAGE_SIZE, _page_start, forbidden
+from jobkit.web.http import Request, Response, redirect
+from jobkit.web.routes import page, router
+
+# set name in URLs -> (class, title, the verb that sends a job back to its queue)
+SETS: dict[str, tuple[type[JobSet], str, str]] = {
+    "scheduled": (api.ScheduledSet, "Scheduled", "run now"),
+    "retries": (api.RetrySet, "Retries", "retry now"),
+    "dead": (api.DeadSet, "Dead", "retry"),
+}
+
+
+def _set(request: Request) -> tuple[JobSet, str, str] | None:
+    found = SETS.get(request.params["set"])
+    if found is None:
+        return None
+    cls, title, verb = found
+    return cls(), title, verb
+
+
+def _by_key(job_set: JobSet, key: str) -> JobEntry | None:
+    score, _, job_id = key.partition("-")
+    try:
+        return job_set.fetch(float(score), job_id)
+    except ValueError:
+        return None
+
+
+@router.route("GET", "/<set:scheduled|retries|dead>")
+def listing(request: Request) -> Response:
+    found = _set(request)
+    if found is None:
+        return Response("not found", "404 Not Found", "text/plain")
+    job_set, title, verb = found
+    query = request.query.get("q", "").strip()
+    start = _page_start(request)
+    entries = job_set.search(query, limit=PAGE_SIZE) if query else job_set.page(start,
+                                                                                 PAGE_SIZE)
+    return page(request, "set.html", name=request.params["set"], title=title, verb=verb,
+                entries=entries, query=query, start=start, size=job_set.size(),
+                page_size=PAGE_SIZE, killable=request.params["set"] == "retries")
+
+
+@router.route("GET", "/<set:scheduled|retries|dead>/<key>")
+def detail(request: Request) -> Response:
+    found = _set(request)
+    entry = _by_key(found[0], request.params["key"]) if found else None
+    if entry is None:
+        return Response("no such job (it may have run or been deleted)", "404 Not Found",
+                        "text/plain")
+    job_set, title, verb = found
+    payload = entry.payload if isinstance(entry.payload, dict) else {}
+    return page(request, "entry.html", name=request.params["set"], title=title, verb=verb,
+                entry=entry, arguments=_readable(payload.get("args"), payload.get("kwargs")),
+                killable=request.params["set"] == "retries")
+
+
+def _readable(args: Any, kwargs: Any) -> str:
+    """The serialized arguments, pretty-printed (the page escapes them)."""
+    return json.dumps({"args": args, "kwargs": kwargs}, indent=2, ensure_ascii=False)
+
+
+@router.route("POST", "/<set:scheduled|retries|dead>")
+def act(request: Request) -> Response:
+    found = _set(request)
+    if found is None:
+        return Response("not found", "404 Not Found", "text/plain")
+    form = request.form()
+    if not csrf_ok(request, form):
+        return forbidden()
+    job_set = found[0]
+    action = (form.get("action") or [""])[-1]
+    if action == "delete_all":
+        job_set.clear()
+        return redirect(f"{request.script_name}/{request.params['set']}")
+    entries = [e for e in (_by_key(job_set, k) for k in form.get("key", [])) if e is not None]
+    if action == "all":
+        action, entries = (form.get("then") or [""])[-1], list(job_set)
+    handlers = {"push": job_set.push_now, "delete": job_set.delete,
+                "kill": getattr(job_set, "kill", None)}
+    handler = handlers.get(action)
+    if handler is None:
+        return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
+    for entry in entries:
+        handler(entry)
+    return redirect(f"{request.script_name}/{request.params['set']}")

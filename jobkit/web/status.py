@@ -1,0 +1,58 @@
+"""`GET /status.json`: is the job service working? In the shape of Shirasagi Job's status.
+
+`status` is "stuck" (HTTP 503) when a queue's next job has waited longer than `stuck_after`
+seconds (web: stuck_after in config, default 300), or when a non-empty queue has no live worker
+consuming it; otherwise "ok" (HTTP 200). `notice.notices` says what to check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from jobkit import api
+from jobkit.config import current_settings
+from jobkit.web.http import Request, Response
+from jobkit.web.routes import router
+
+DEFAULT_STUCK_AFTER_SECONDS = 300.0
+
+
+def service_status() -> tuple[bool, dict[str, Any]]:
+    settings = current_settings()
+    stuck_after = float(settings.web.get("stuck_after", DEFAULT_STUCK_AFTER_SECONDS))
+    workers = api.processes()
+    consumed = {queue for process in workers for queue in process.info.get("queues", [])}
+    sizes, latencies, notices = {}, {}, []
+    for queue in api.queues():
+        sizes[queue.name] = size = queue.size()
+        latencies[queue.name] = latency = round(queue.latency(), 3)
+        if size and latency > stuck_after:
+            notices.append(f"queue {queue.name!r}: the next job has waited {latency:.0f} s "
+                           f"(more than {stuck_after:.0f} s); check that workers are running "
+                           "and keeping up (jobkit processes, jobkit queues)")
+        if size and queue.name not in consumed:
+            notices.append(f"queue {queue.name!r} has {size} job(s) but no live worker "
+                           f"consumes it; start one: jobkit worker -q {queue.name}")
+    ok = not notices
+    body = {
+        "status": "ok" if ok else "stuck",
+        "notice": {"notices": notices},
+        "active_job": {"queue_adapter": settings.adapter},
+        "job": {"mode": "service", "polling_queues": settings.queue_names,
+                "stuck_after": stuck_after, "sizes": sizes, "latencies": latencies,
+                "workers": [{"id": p.id, "hostname": p.hostname, "pid": p.pid,
+                             "queues": p.info.get("queues", []), "beat_at": p.beat_at,
+                             "running": len(p.in_flight)} for p in workers]},
+        "item": {"name": "jobkit:processes", "current_count": len(workers),
+                 "updated": dt.datetime.now(dt.UTC).isoformat()},
+    }
+    return ok, body
+
+
+@router.route("GET", "/status.json")
+def status(request: Request) -> Response:
+    ok, body = service_status()
+    return Response(json.dumps(body, indent=2), "200 OK" if ok else "503 Service Unavailable",
+                    "application/json", [("Cache-Control", "no-store")])
