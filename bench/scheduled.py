@@ -16,13 +16,17 @@ Ctrl-C). The DB is flushed before every phase.
      = ``ZCARD jobkit:schedule == N``.
    * raw Celery: ``noop.apply_async(countdown=3600)`` one by one; parked = the worker pulled
      every message into its memory (``LLEN default == 0``). This has a time limit
-     (``--raw-timeout``); if it is reached, the row says how many jobs got there.
+     (``--raw-timeout``, default 180 s for enqueue + pull); if it is reached, enqueueing stops
+     and the figures are for the jobs the worker had pulled when RSS was read (the largest N
+     that fit), which the output says.
 
-2. **Poller move rate**. With no worker running, park N jobs all due at the same moment
-   (``NoopJob().set(wait_until=T)``), then time ``ScheduledSet().move_due(now=T)``: once from one
-   client, and once (after parking N again) from 4 racing threads, each with its own Redis
-   client, released together by a barrier. Afterwards the queue's list must hold exactly the N
-   messages that were parked, each once, and the set must be empty (OK / FAIL).
+2. **Poller move rate**. With no worker running, park N jobs all due at the same moment T
+   (``NoopJob().set(wait_until=T)``, T in whole seconds so every score is exactly T) and keep a
+   snapshot of the set. Each trial restores the snapshot (FLUSHDB + ZADD) and times
+   ``ScheduledSet().move_due(now=T)``: from one client, or from 4 racing threads, each with its
+   own Redis client, released together by a barrier. ``--repeat`` trials of each (interleaved);
+   the table gives the median and min-max. After every trial the queue's list must hold exactly
+   the N parked messages, each once, and the set must be empty (OK / FAIL).
 
 The exit status is 0 unless the benchmark itself crashes (this is a report, not a test).
 """
@@ -33,12 +37,13 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -158,7 +163,7 @@ def jobkit_side(jobs: ModuleType) -> Side:
 def raw_side(jobs: ModuleType, timeout: float) -> Side:
     def enqueue(n: int, deadline: float) -> int:
         for sent in range(n):
-            if sent % CHUNK == 0 and time.monotonic() > deadline:
+            if sent % 100 == 0 and time.monotonic() > deadline:
                 return sent
             jobs.noop.apply_async(countdown=DELAY_SECONDS)
         return n
@@ -187,20 +192,21 @@ def measure_memory(r: redis.Redis, url: str, side: Side, n: int, workdir: Path) 
         start = time.monotonic()
         sent = side.enqueue(n, start + side.timeout)
         enqueue_seconds = time.monotonic() - start
-        parked = wait_parked(r, side, n, sent, start + side.timeout)
+        wait_parked(r, side, n, sent, start + side.timeout)
         park_seconds = time.monotonic() - start
         time.sleep(SETTLE_SECONDS)
-        after = rss_kib(worker.pid)
+        after, parked = rss_kib(worker.pid), side.parked(r, sent)  # both as of now
         redis_delta = r.info("memory")["used_memory"] - redis_before
         unacked = r.hlen(UNACKED)
     finally:
         stop_process(worker, grace=10.0)
+    result = Memory(side.name, n, sent, parked, before, after, enqueue_seconds, park_seconds,
+                    redis_delta)
     print(f"  {side.name}: {sent:,} sent in {enqueue_seconds:.1f} s, {parked:,}/{n:,} parked "
-          f"after {park_seconds:.1f} s, RSS "
-          f"{before / MIB:.1f} -> {after / MIB:.1f} MiB; kombu unacked hash: {unacked:,}",
-          flush=True)
-    return Memory(side.name, n, sent, parked, before, after, enqueue_seconds, park_seconds,
-                  redis_delta)
+          f"after {park_seconds:.1f} s (+{SETTLE_SECONDS:g} s), RSS {_mib(before)} -> "
+          f"{_mib(after)} MiB = {result.per_job_kib:.2f} KiB/job; kombu unacked hash: "
+          f"{unacked:,}", flush=True)
+    return result
 
 
 # -- poller move rate -------------------------------------------------------------------------
@@ -211,18 +217,40 @@ def digest(message: str | bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def park_due(jobs: ModuleType, n: int, due: float) -> set[bytes]:
-    """Park `n` jobs due at `due`; returns the digests of the messages parked."""
+@dataclass
+class Parked:
+    """A snapshot of the scheduled set, to put back before every trial."""
+
+    due: float
+    members: list[bytes]
+    messages: set[bytes]  # digests of the messages the queue must end up holding
+
+
+def park_due(r: redis.Redis, jobs: ModuleType, n: int) -> Parked:
+    """Park `n` jobs all due at one moment (whole seconds: every score is exactly `due`)."""
     from jobkit import perform_all_later
     from jobkit.job_sets import ScheduledSet
 
+    r.flushdb()
+    due = float(int(time.time()) + DELAY_SECONDS)
     for sent in range(0, n, CHUNK):
         perform_all_later([jobs.NoopJob().set(wait_until=due)
                            for _ in range(min(CHUNK, n - sent))])
-    key = ScheduledSet().key
-    r = ScheduledSet().client
-    return {digest(json.loads(member)["message"])
-            for start in range(0, n, PAGE) for member in r.zrange(key, start, start + PAGE - 1)}
+    key = ScheduledSet(r).key
+    members = [m for start in range(0, n, PAGE) for m in r.zrange(key, start, start + PAGE - 1)]
+    return Parked(due, members, {digest(json.loads(m)["message"]) for m in members})
+
+
+def restore(r: redis.Redis, parked: Parked) -> None:
+    """An empty DB holding exactly the parked snapshot."""
+    from jobkit.job_sets import ScheduledSet
+
+    key = ScheduledSet(r).key
+    r.flushdb()
+    with r.pipeline(transaction=False) as pipe:
+        for start in range(0, len(parked.members), CHUNK):
+            pipe.zadd(key, dict.fromkeys(parked.members[start:start + CHUNK], parked.due))
+        pipe.execute()
 
 
 def queued_digests(r: redis.Redis) -> tuple[int, set[bytes]]:
@@ -233,28 +261,17 @@ def queued_digests(r: redis.Redis) -> tuple[int, set[bytes]]:
     return length, seen
 
 
-@dataclass
-class Move:
-    label: str
-    n: int
-    seconds: float
-    moved: list[int]
-    verdict: str
-
-    @property
-    def rate(self) -> float:
-        return self.n / self.seconds
-
-
-def verify(r: redis.Redis, n: int, parked: set[bytes], moved: list[int]) -> str:
+def verify(r: redis.Redis, parked: Parked, moved: list[int]) -> str:
+    """OK when the queue holds each parked message exactly once and the set is empty."""
     from jobkit.job_sets import ScheduledSet
 
+    n = len(parked.members)
     length, seen = queued_digests(r)
     left = ScheduledSet(r).size()
-    ok = length == n == len(seen) == sum(moved) and seen == parked and left == 0
+    same = seen == parked.messages
+    ok = length == n == len(seen) == sum(moved) and same and left == 0
     return (f"{'OK' if ok else 'FAIL'} ({length:,} in list, {len(seen):,} distinct, "
-            f"{'same as' if seen == parked else 'DIFFERENT from'} the {len(parked):,} parked; "
-            f"{left:,} left in set)")
+            f"{'same as' if same else 'DIFFERENT from'} the {n:,} parked; {left:,} left in set)")
 
 
 def move_single(url: str, due: float) -> tuple[float, list[int]]:
@@ -288,16 +305,45 @@ def move_racing(url: str, due: float, racers: int = RACERS) -> tuple[float, list
     return time.perf_counter() - start, moved
 
 
-def measure_move(r: redis.Redis, url: str, jobs: ModuleType, n: int, label: str,
-                 mover: Callable[[str, float], tuple[float, list[int]]]) -> Move:
-    r.flushdb()
-    due = float(int(time.time()) + DELAY_SECONDS)  # whole seconds: every score is exactly `due`
-    parked = park_due(jobs, n, due)
-    seconds, moved = mover(url, due)
-    result = Move(label, n, seconds, moved, verify(r, n, parked, moved))
-    print(f"  {label}: {n:,} in {seconds:.2f} s = {result.rate:,.0f} jobs/s; moved per poller "
-          f"{'/'.join(f'{m:,}' for m in moved)}; {result.verdict}", flush=True)
-    return result
+Mover = Callable[[str, float], tuple[float, list[int]]]
+
+
+@dataclass
+class Move:
+    label: str
+    mover: Mover
+    n: int
+    seconds: list[float] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+
+    def rates(self) -> list[float]:
+        return [self.n / s for s in self.seconds]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.startswith("OK") for v in self.verdicts)
+
+
+def trial(r: redis.Redis, url: str, parked: Parked, move: Move) -> None:
+    """Put the snapshot back, move it all once, check the queue."""
+    restore(r, parked)
+    seconds, moved = move.mover(url, parked.due)
+    move.seconds.append(seconds)
+    move.verdicts.append(verify(r, parked, moved))
+    print(f"  {move.label}: {move.n:,} in {seconds:.2f} s = {move.n / seconds:,.0f} jobs/s; "
+          f"moved per poller {'/'.join(f'{m:,}' for m in moved)}; {move.verdicts[-1]}",
+          flush=True)
+
+
+def measure_moves(r: redis.Redis, url: str, jobs: ModuleType, n: int, repeat: int
+                  ) -> list[Move]:
+    """`repeat` trials of each mover, interleaved, on the same parked snapshot."""
+    parked = park_due(r, jobs, n)
+    moves = [Move("1 poller", move_single, n), Move(f"{RACERS} racing pollers", move_racing, n)]
+    for i in range(repeat):
+        for move in moves if i % 2 == 0 else moves[::-1]:
+            trial(r, url, parked, move)
+    return moves
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -312,7 +358,7 @@ def print_memory_table(rows: list[Memory]) -> None:
     lines = [
         ("jobs parked / N", lambda m: f"{m.parked:,}/{m.n:,}"),
         ("enqueue time (s)", lambda m: f"{m.enqueue_seconds:,.1f}"),
-        ("time until all parked (s)", lambda m: f"{m.park_seconds:,.1f}"),
+        ("time until parked (s)", lambda m: f"{m.park_seconds:,.1f}"),
         ("main RSS before (MiB)", lambda m: _mib(m.before_kib)),
         ("main RSS after (MiB)", lambda m: _mib(m.after_kib)),
         ("main RSS delta (MiB)", lambda m: _mib(m.delta_kib)),
@@ -322,14 +368,21 @@ def print_memory_table(rows: list[Memory]) -> None:
     ]
     for label, cell in lines:
         print(f"{label:<32}" + "".join(f"{cell(m):>18}" for m in rows))
+    for m in rows:
+        if not m.complete:
+            print(f"NOTE: {m.side} did not park N={m.n:,} within its time limit; its figures "
+                  f"are for the {m.parked:,} it reached (the largest N that fit). Use "
+                  "--raw-timeout or --raw-n to change this.")
 
 
 def print_move_table(rows: list[Move]) -> None:
-    print(f"\n{'poller move_due, all due at once':<32}{'jobs':>10}{'seconds':>10}{'jobs/s':>12}"
+    print(f"\n{'poller move_due, all due at once':<32}{'jobs':>10}{'jobs/s median [min-max]':>28}"
           f"  check")
     for m in rows:
-        print(f"{m.label:<32}{m.n:>10,}{m.seconds:>10.2f}{m.rate:>12,.0f}  "
-              f"{m.verdict.split()[0]}")
+        rates = m.rates()
+        spread = f"{statistics.median(rates):,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]"
+        print(f"{m.label:<32}{m.n:>10,}{spread:>28}  "
+              f"{'OK' if m.ok else 'FAIL'} ({len(m.verdicts)} trials)")
 
 
 def print_context(url: str, r: redis.Redis, args: argparse.Namespace) -> None:
@@ -353,12 +406,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="delayed jobs per measurement")
     parser.add_argument("--raw-n", type=int, help="raw Celery ETA jobs (default: --n)")
+    parser.add_argument("--repeat", type=int, default=3, help="trials of each poller run")
     parser.add_argument("--raw-timeout", type=float, default=RAW_TIMEOUT_SECONDS,
                         help="seconds for raw Celery to enqueue and pull every ETA job")
     args = parser.parse_args(argv)
     args.raw_n = args.raw_n or args.n
-    if args.n < 1 or args.raw_n < 1 or args.raw_timeout <= 0:
-        parser.error("--n and --raw-n must be at least 1, --raw-timeout above 0")
+    if min(args.n, args.raw_n, args.repeat) < 1 or args.raw_timeout <= 0:
+        parser.error("--n, --raw-n and --repeat must be at least 1, --raw-timeout above 0")
     return args
 
 
@@ -370,8 +424,7 @@ def benchmark(url: str, args: argparse.Namespace, workdir: Path) -> None:
     memory = [measure_memory(r, url, jobkit_side(jobs), args.n, workdir),
               measure_memory(r, url, raw_side(jobs, args.raw_timeout), args.raw_n, workdir)]
     print("2. poller move rate", flush=True)
-    moves = [measure_move(r, url, jobs, args.n, "1 poller", move_single),
-             measure_move(r, url, jobs, args.n, f"{RACERS} racing pollers", move_racing)]
+    moves = measure_moves(r, url, jobs, args.n, args.repeat)
     print()
     print_memory_table(memory)
     print_move_table(moves)

@@ -60,6 +60,11 @@ class QueuedJob:
     def enqueued_at(self) -> float | None:
         return self.payload.get("enqueued_at")
 
+    @property
+    def ready_at(self) -> float | None:
+        """Since when it could run: its scheduled time if it had one, else its enqueue."""
+        return self.payload.get("scheduled_at") or self.payload.get("enqueued_at")
+
 
 def read_queued(list_key_: str, raw: bytes | str) -> QueuedJob:
     text = raw.decode() if isinstance(raw, bytes) else raw
@@ -97,7 +102,7 @@ class Queue:
         with self.client.pipeline(transaction=False) as pipe:
             for key in self.keys:
                 pipe.lindex(key, -1)
-            oldest = [read_queued(key, raw).enqueued_at for key, raw in
+            oldest = [read_queued(key, raw).ready_at for key, raw in
                       zip(self.keys, pipe.execute(), strict=True) if raw is not None]
         stamps = [stamp for stamp in oldest if stamp]
         return max(0.0, time.time() - min(stamps)) if stamps else 0.0

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import ssl
+from urllib.parse import parse_qs, urlsplit
+
 from celery import Celery, Task
 from celery.app.registry import TaskRegistry
 from celery.app.trace import build_tracer
@@ -71,6 +74,7 @@ def apply_settings(celery: Celery, settings: Settings) -> None:
     """Point an app at the settings' broker and queue order (again by the CLI after -C)."""
     celery.conf.update(
         broker_url=settings.redis_url,
+        broker_use_ssl=_tls_options(settings.redis_url),
         broker_transport="jobkit.transport:Transport",
         broker_transport_options={
             "jobkit_queue_weights": dict(settings.queues),
@@ -80,5 +84,18 @@ def apply_settings(celery: Celery, settings: Settings) -> None:
     )
 
 
-app = create_app(current_settings())
 
+
+
+def _tls_options(url: str) -> dict | None:
+    """TLS for rediss:// URLs. kombu turns it on from the URL scheme only for its own
+    transport names, so with jobkit's transport it must be said (certificates are checked
+    unless the URL says ssl_cert_reqs=none)."""
+    if not url.startswith("rediss://"):
+        return None
+    wanted = parse_qs(urlsplit(url).query).get("ssl_cert_reqs", ["required"])[-1].lower()
+    modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}
+    return {"ssl_cert_reqs": modes.get(wanted.removeprefix("cert_"), ssl.CERT_REQUIRED)}
+
+
+app = create_app(current_settings())

@@ -90,6 +90,8 @@ def config_check(config_path: str | None, environment: str | None) -> None:
         value = getattr(settings, field.name)
         if field.name == "redis_url":
             value = mask_url(value)
+        elif field.name == "mailer" and "smtp_url" in value:
+            value = {**value, "smtp_url": mask_url(value["smtp_url"])}
         elif field.name == "queues":
             value = ", ".join(f"{name}" if weight == 1 else f"{name},{weight}"
                               for name, weight in value)
@@ -252,8 +254,10 @@ def mailcatcher(host: str, port: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
-def web(host: str, port: int) -> None:
-    """Serve the web app (mail previews, inbox) with a small threaded server."""
+@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("-e", "--environment", help="Outside development, auth is required.")
+def web(host: str, port: int, config_path: str | None, environment: str | None) -> None:
+    """Serve the web app (dashboard, sets, status.json, mail) with a small threaded server."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIServer, make_server
 
@@ -262,6 +266,10 @@ def web(host: str, port: int) -> None:
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
+    try:
+        configure(config_path, environment)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     sys.path.insert(0, os.getcwd())
     with make_server(host, port, create_app(), server_class=Server) as server:
         click.echo(f"jobkit web: http://{host}:{port}/")

@@ -42,6 +42,7 @@ POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.delivery
+SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 MAILER_KEYS = frozenset({"delivery_method", "smtp_url", "file_dir", "timeout", "previews"})
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
@@ -248,6 +249,9 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
     values = {}
     for key, keys in chosen.items():
         raw = data[keys[0]] if len(keys) == 1 else data[environment][key]
+        if key in SECTIONS and len(keys) == 2 and isinstance(data.get(key), dict) \
+                and isinstance(raw, dict):
+            raw = {**data[key], **raw}  # an environment refines a section, key by key
         values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
     return values
 

@@ -107,15 +107,15 @@ class SidekiqSignals(bootsteps.StartStopStep):
 
     def _hand_back_and_exit(self, channel: Any) -> None:
         self._run_pending_acks()  # a job finished in time must not be handed back too
-        identity = getattr(channel, "jobkit_identity", None)
-        if identity is not None:
-            recovery.unregister(identity)  # every job still held: back to its queue
-        for pid in self._pool_children():
+        for pid in self._pool_children():  # stop them first, so no job runs twice
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+        identity = getattr(channel, "jobkit_identity", None)
+        if identity is not None:
+            recovery.unregister(identity)  # every job still held: back to its queue
         logger.warning("TERM: timeout reached; unfinished jobs handed back to their queues")
         logging.shutdown()
         os._exit(0)

@@ -39,14 +39,22 @@ _FETCH = """
 local n = #KEYS - 2
 for i = 1, n do
   local msg = redis.call('RPOP', KEYS[i])
-  if msg then
-    local props = cjson.decode(msg).properties
-    local tag = props.delivery_tag
-    local info = props.delivery_info or {}
-    redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
-    redis.call('HSET', KEYS[n + 1], tag, '[' .. msg .. ',' .. cjson.encode(info.exchange or '')
-      .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-    return {KEYS[i], msg}
+  while msg do
+    local ok, decoded = pcall(cjson.decode, msg)
+    local props = ok and type(decoded) == 'table' and decoded.properties
+    local tag = type(props) == 'table' and props.delivery_tag
+    if type(tag) == 'string' then
+      local info = props.delivery_info or {}
+      redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+      redis.call('HSET', KEYS[n + 1], tag, '[' .. msg .. ',' .. cjson.encode(info.exchange or '')
+        .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+      return {KEYS[i], msg}
+    end
+    -- Not a message a worker can take: keep it in the dead set rather than lose it.
+    redis.call('ZADD', 'jobkit:dead', ARGV[1], cjson.encode({list_key = KEYS[i], message = msg,
+      error_class = 'jobkit.UnreadableMessage', failed_at = tonumber(ARGV[1]),
+      error_message = 'not a kombu message (no JSON object with properties.delivery_tag)'}))
+    msg = redis.call('RPOP', KEYS[i])
   end
 end
 return false

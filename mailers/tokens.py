@@ -12,6 +12,8 @@ import hmac
 import os
 import time
 
+from jobkit.config import current_settings
+
 __all__ = ["InvalidToken", "make_token", "read_token"]
 
 DEV_SECRET = "development-only-secret"  # noqa: S105 - refused outside development
@@ -26,8 +28,7 @@ def _secret() -> bytes:
     secret = os.environ.get("SECRET_KEY")
     if secret:
         return secret.encode()
-    if os.environ.get("JOBKIT_ENV", os.environ.get("APP_ENV", "development")) in (
-            "development", "test"):
+    if current_settings().environment in ("development", "test"):  # also set by -e
         return DEV_SECRET.encode()
     raise RuntimeError("SECRET_KEY must be set to sign tokens outside development")
 

@@ -41,7 +41,7 @@ max_retries: 3
 poll_interval: 0.5
 require: [app.jobs, app.mailers]
 mailer: {delivery_method: test}
-web: {port: 9000}
+web: {stuck_after: 120}
 """)
     s = load_settings(path, environ={})
     assert s.redis_url == "redis://cache:6380/3"
@@ -51,7 +51,7 @@ web: {port: 9000}
     assert (s.queue_order, s.pool, s.timeout, s.max_retries) == ("strict", "threads", 8.5, 3)
     assert s.poll_interval == 0.5
     assert s.require == ("app.jobs", "app.mailers")
-    assert s.mailer == {"delivery_method": "test"} and s.web == {"port": 9000}
+    assert s.mailer == {"delivery_method": "test"} and s.web == {"stuck_after": 120}
 
 
 def test_sidekiq_yml_copied_as_is(tmp_path: Path) -> None:

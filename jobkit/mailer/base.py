@@ -9,7 +9,8 @@
     UserMailer.with_(user=user).welcome()         # parameterized: self.params["user"]
 
 Every public method a Mailer subclass defines is an action: called on the class it returns a
-MessageDelivery, which renders only when `.message`, `deliver_now` or `deliver_later` needs it.
+MessageDelivery, which renders only when `.message`, `deliver_now` or `deliver_later` needs it
+(`deliver_later` renders once in the caller to refuse bad input, and the worker renders again).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
+import jinja2
+
+from jobkit.errors import JobClassError
 from jobkit.mailer.attachments import Attachments
-from jobkit.mailer.errors import TemplateMissingError
+from jobkit.mailer.errors import TemplateError, TemplateMissingError
 from jobkit.mailer.message import build_message
 from jobkit.mailer.rendering import render_parts, template_dirs
 
@@ -114,7 +118,11 @@ class Mailer:
         if body is not None or html_body is not None:
             parts = {k: v for k, v in (("txt", body), ("html", html_body)) if v is not None}
         else:
-            parts = render_parts(type(self), template, self.layout, self._template_context())
+            try:
+                parts = render_parts(type(self), template, self.layout,
+                                     self._template_context())
+            except jinja2.TemplateError as exc:
+                raise TemplateError(f"{template}: {type(exc).__name__}: {exc}") from exc
         if not parts:
             looked = ", ".join(template_dirs(type(self))) or "(no templates folder found)"
             raise TemplateMissingError(f"no template {template}.txt.j2 or {template}.html.j2 "
@@ -189,6 +197,10 @@ class MessageDelivery:
         MailDeliveryJob with the mailer, action and arguments, not the rendered mail."""
         from jobkit.mailer.job import MailDeliveryJob
 
+        cls = self.mailer_class
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            raise JobClassError(f"{cls.__qualname__} cannot be imported by a worker: define "
+                                "mailers at the top level of an importable module")
         if self.message is None:
             return None
         return MailDeliveryJob.set(wait=wait, wait_until=wait_until, queue=queue,

@@ -16,6 +16,7 @@ Configured by the `mailer:` section of config/jobkit.yml:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -45,6 +46,8 @@ __all__ = [
 DEFAULT_SMTP_URL = "smtp://localhost:25"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_FILE_DIR = "tmp/mails"
+
+logger = logging.getLogger(__name__)
 
 #: The `test` delivery method's outbox (Action Mailer's `ActionMailer::Base.deliveries`).
 deliveries: list[EmailMessage] = []
@@ -95,9 +98,10 @@ def _mailer_settings() -> dict[str, Any]:
     return dict(current_settings().mailer)
 
 
-def deliver(message: EmailMessage) -> bool:
+def deliver(message: EmailMessage, on_sent: Callable[[], None] | None = None) -> bool:
     """Deliver through the interceptors, the configured method and the observers; False when
-    an interceptor stopped it."""
+    an interceptor stopped it. `on_sent` runs as soon as the method has handed the message
+    over, before the observers (whose errors are logged, never raised: the mail is gone)."""
     for interceptor in _interceptors:
         if interceptor.delivering_email(message) is False:
             return False
@@ -108,8 +112,13 @@ def deliver(message: EmailMessage) -> bool:
         raise ConfigError(f"mailer.delivery_method {method!r}: choose one of "
                           f"{', '.join(DELIVERY_METHODS)}")
     sender(message, settings)
+    if on_sent is not None:
+        on_sent()
     for observer in _observers:
-        observer.delivered_email(message)
+        try:
+            observer.delivered_email(message)
+        except Exception:
+            logger.exception("mail observer %r failed", observer)
     return True
 
 
@@ -132,10 +141,10 @@ def _deliver_smtp(message: EmailMessage, settings: dict[str, Any]) -> None:
     url = os.environ.get("SMTP_URL") or settings.get("smtp_url", DEFAULT_SMTP_URL)
     smtp = SmtpSettings.from_url(url, float(settings.get("timeout", DEFAULT_TIMEOUT_SECONDS)))
     try:
-        _run(aiosmtplib.send(message, hostname=smtp.hostname, port=smtp.port,
-                             username=smtp.username, password=smtp.password,
-                             use_tls=smtp.use_tls, start_tls=smtp.start_tls,
-                             timeout=smtp.timeout))
+        refused, _reply = _run(aiosmtplib.send(
+            message, hostname=smtp.hostname, port=smtp.port, username=smtp.username,
+            password=smtp.password, use_tls=smtp.use_tls, start_tls=smtp.start_tls,
+            timeout=smtp.timeout))
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         error = PermanentDeliveryError if all(500 <= c < 600 for c in codes) else \
@@ -147,6 +156,9 @@ def _deliver_smtp(message: EmailMessage, settings: dict[str, Any]) -> None:
         raise error(f"SMTP {exc.code} {exc.message}") from exc
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise TransientDeliveryError(f"SMTP {smtp.hostname}:{smtp.port}: {exc}") from exc
+    if refused:  # the others got it: raising would resend to them, so say it loudly instead
+        logger.warning("SMTP accepted %s but refused %s", message["Message-ID"],
+                       "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items()))
 
 
 def _run(coroutine: Any) -> Any:

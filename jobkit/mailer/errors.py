@@ -11,6 +11,7 @@ __all__ = [
     "MailerError",
     "MissingRecipientError",
     "PermanentDeliveryError",
+    "TemplateError",
     "TemplateMissingError",
     "TransientDeliveryError",
 ]
@@ -34,6 +35,10 @@ class MissingRecipientError(MailerError, ValueError):
 
 class TemplateMissingError(MailerError, LookupError):
     """Neither a text nor an HTML template (nor a body) for an action."""
+
+
+class TemplateError(MailerError):
+    """A template failed to render (syntax error, a name it uses is not set, ...)."""
 
 
 class DeliveryError(MailerError):

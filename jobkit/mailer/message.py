@@ -18,9 +18,12 @@ __all__ = ["ADDRESS_HEADERS", "build_message", "check_header"]
 
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+$")
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322: printable ASCII but ":"
 
 
 def check_header(name: str, value: str) -> str:
+    if not _HEADER_NAME.match(name):
+        raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
     if "\r" in value or "\n" in value:
         raise HeaderInjectionError(f"header {name}: value contains CR or LF: {value!r}")
     return value
