@@ -95,7 +95,8 @@ class Job:
 
     @classmethod
     def drain(cls) -> int:
-        """Perform this class's recorded jobs, and the ones they enqueue, until none is left."""
+        """Perform this class's recorded jobs (also those of this class they enqueue) until
+        none is left; other classes' jobs stay recorded, as in Sidekiq."""
         from jobkit import testing
 
         return testing.drain_all(cls)

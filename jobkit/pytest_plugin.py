@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from jobkit import testing
+from jobkit import api, testing
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 
@@ -69,11 +69,10 @@ class JobkitWorker:
         return wait_until(predicate, timeout=timeout, what=what)
 
     def idle(self, timeout: float = 15.0) -> None:
-        """Wait until every queue is empty and no job is in flight."""
+        """Wait until every queue is empty and no job is in flight (scheduled and retrying
+        jobs are not waited for: move them with `jobkit_advance`)."""
         def quiet() -> bool:
-            lists = [k for k in self.client.keys("*") if self.client.type(k) == b"list"
-                     and not k.startswith(b"jobkit:") and not k.startswith(b"_kombu")]
-            busy = any(self.client.llen(k) for k in lists)
+            busy = any(queue.size() for queue in api.queues(self.client))
             held = any(self.client.hlen(k) for k in self.client.keys("jobkit:unacked:*"))
             return not busy and not held
 

@@ -33,7 +33,7 @@ from typing import Any
 from jobkit import adapters
 from jobkit.adapters.base import Adapter
 from jobkit.adapters.inline import wire_copy
-from jobkit.arguments import deserialize
+from jobkit.arguments import deserialize, serialize_value
 from jobkit.config import current_settings, use_settings
 from jobkit.job import Job, job_class_path
 
@@ -111,6 +111,7 @@ class FakeAdapter(Adapter):
         self.enqueued: list[EnqueuedJob] = []
         self.performed: list[EnqueuedJob] = []
         self.perform_at_enqueue = perform_at_enqueue
+        self.clock_offset = 0.0  # seconds `advance` has moved time forward
 
     def enqueue(self, job: Job) -> None:
         record = EnqueuedJob(wire_copy(job))
@@ -214,11 +215,12 @@ def drain_all(job: type | str | None = None, until: float | None = None) -> int:
 def advance(seconds: float) -> int:
     """Move time forward for scheduled jobs, without sleeping.
 
-    Fake mode: perform every recorded job due within `seconds` from now. Real broker: push
+    Fake mode: perform every recorded job due by then (calls add up). Real broker: push
     every scheduled or retrying job due within `seconds` to its queue now. Returns how many."""
     adapter = adapters.current_adapter()
     if isinstance(adapter, FakeAdapter):
-        return drain_all(until=time.time() + seconds)
+        adapter.clock_offset += seconds  # successive calls add up, as time would
+        return drain_all(until=time.time() + adapter.clock_offset)
     from jobkit.job_sets import RetrySet, ScheduledSet
 
     now = time.time() + seconds
@@ -250,10 +252,11 @@ def _used_as_context_manager() -> bool:
     the assertion runs now. This lets one name serve Rails' plain and block forms without an
     assertion that silently checks nothing."""
     frame = sys._getframe(2)
-    for instruction in dis.get_instructions(frame.f_code):  # inline caches are skipped
-        if instruction.offset > frame.f_lasti:
-            return instruction.opname in ("BEFORE_WITH", "SETUP_WITH")
-    return False
+    following = [i.opname for i in dis.get_instructions(frame.f_code)  # caches are skipped
+                 if i.offset > frame.f_lasti][:2]
+    if following[:1] in (["BEFORE_WITH"], ["SETUP_WITH"]):  # CPython 3.11 to 3.13
+        return True
+    return following == ["COPY", "LOAD_SPECIAL"]  # CPython 3.14
 
 
 class _Counting:
@@ -307,13 +310,31 @@ def assert_no_enqueued_jobs(job: type | str | None = None, queue: str | None = N
         lambda: _listing(adapter.enqueued, "enqueued"), _used_as_context_manager())
 
 
+class _CountingPerformed(_Counting):
+    """Block form: jobs enqueued in the block are performed at once, as in Rails."""
+
+    def __enter__(self) -> None:
+        self.performing = _perform_during()
+        self.performing.__enter__()
+        super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.performing.__exit__(*exc)
+        super().__exit__(*exc)
+
+
 def assert_performed_jobs(n: int, job: type | str | None = None, queue: str | None = None
                           ) -> Any:
+    """As a call: jobs performed so far. As ``with``: jobs performed in the block, where every
+    job enqueued is performed at once."""
     adapter = _fake_adapter()
-    return _count_assertion(
-        lambda: len([r for r in adapter.performed if _matches(r, job, queue)]),
-        n, f"performed job(s){_which(job, queue)}",
-        lambda: _listing(adapter.performed, "performed"), _used_as_context_manager())
+    count = lambda: len([r for r in adapter.performed if _matches(r, job, queue)])  # noqa: E731
+    shown = lambda: _listing(adapter.performed, "performed")  # noqa: E731
+    what = f"performed job(s){_which(job, queue)}"
+    if _used_as_context_manager():
+        return _CountingPerformed(count, n, what, shown)
+    _check_count(count(), n, what, shown)
+    return None
 
 
 def _which(job: type | str | None, queue: str | None) -> str:
@@ -325,6 +346,11 @@ def _which(job: type | str | None, queue: str | None) -> str:
     return f" ({' '.join(parts)})" if parts else ""
 
 
+def _wire(value: Any) -> Any:
+    """Compare arguments as they travel: records by reference, not by object identity."""
+    return serialize_value(value, "expected")
+
+
 def _with(records: list[EnqueuedJob], label: str, job: type | str | None, args: list | None,
           kwargs: dict | None, queue: str | None, at: datetime | float | None,
           priority: int | None) -> EnqueuedJob:
@@ -332,9 +358,9 @@ def _with(records: list[EnqueuedJob], label: str, job: type | str | None, args: 
     for record in records:
         if not _matches(record, job, queue):
             continue
-        if args is not None and record.args != list(args):
+        if args is not None and record.payload["args"] != _wire(list(args)):
             continue
-        if kwargs is not None and record.kwargs != kwargs:
+        if kwargs is not None and record.payload["kwargs"] != _wire(kwargs):
             continue
         if priority is not None and record.priority != priority:
             continue
@@ -366,6 +392,8 @@ def assert_performed_with(job: type | str | None = None, args: list | None = Non
 
 # -- mail ----------------------------------------------------------------------------------------
 
+MAIL_JOB = "jobkit.mailer.job.MailDeliveryJob"
+
 def outbox() -> list:
     """Mail delivered with the `test` delivery method, oldest first."""
     from jobkit.mailer import deliveries
@@ -381,9 +409,18 @@ def _mail_listing() -> str:
 class _CountingEmails(_Counting):
     """Block form: mail jobs enqueued in the block are delivered at its end, as in Rails."""
 
+    def __enter__(self) -> None:
+        adapter = adapters.current_adapter()
+        self.earlier = {id(r) for r in getattr(adapter, "enqueued", [])}
+        super().__enter__()
+
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None and isinstance(adapters.current_adapter(), FakeAdapter):
-            drain_all("jobkit.mailer.job.MailDeliveryJob")
+        adapter = adapters.current_adapter()
+        if exc_type is None and isinstance(adapter, FakeAdapter):
+            for record in [r for r in adapter.enqueued if id(r) not in self.earlier
+                           and _matches(r, MAIL_JOB, None)]:
+                adapter.enqueued.remove(record)
+                adapter.perform(record)
         super().__exit__(exc_type, *exc)
 
 
@@ -408,15 +445,18 @@ def assert_enqueued_email_with(action: Any, args: list | None = None,
     """A recorded MailDeliveryJob for `UserMailer.welcome` (the action, as on the class)."""
     mailer, name = action.func.__self__, action.args[0]
     path = f"{mailer.__module__}.{mailer.__qualname__}"
-    for record in jobs("jobkit.mailer.job.MailDeliveryJob"):
-        got_mailer, got_action, got_args, _kwargs, got_params = record.args
+    adapter = _fake_adapter()
+    mail_jobs = [r for r in [*adapter.enqueued, *adapter.performed]
+                 if _matches(r, MAIL_JOB, None)]
+    for record in mail_jobs:
+        got_mailer, got_action, got_args, _kwargs, got_params = record.payload["args"]
         if (got_mailer, got_action) != (path, name):
             continue
-        if args is not None and got_args != list(args):
+        if args is not None and got_args != _wire(list(args)):
             continue
-        if params is not None and got_params != params:
+        if params is not None and got_params != _wire(params):
             continue
         return record
     raise AssertionError(f"no {mailer.__name__}.{name} mail enqueued with args={args} "
                          f"params={params}\n"
-                         f"{_listing(jobs('jobkit.mailer.job.MailDeliveryJob'), 'mail jobs')}")
+                         f"{_listing(mail_jobs, 'mail jobs')}")

@@ -204,3 +204,22 @@ def test_assert_emails_block_delivers_mail_enqueued_in_it(jobkit_fake, user: Use
 def test_helpers_need_a_mode() -> None:
     with pytest.raises(RuntimeError, match="no fake or inline mode is active"):
         testing.assert_enqueued_jobs(0)
+
+
+def test_block_forms_for_mail_and_performed_jobs_count_only_the_block(jobkit_fake,
+                                                                       user: User) -> None:
+    UserMailer.welcome(user).deliver_later()  # before the block: not delivered by it
+    with testing.assert_emails(0):
+        pass
+    with testing.assert_performed_jobs(2):
+        TaskLoggerJob.perform_later(1)
+        TaskLoggerJob.perform_later(2)
+    assert logged() == [1, 2]
+    MailDeliveryJob.drain()
+    testing.assert_enqueued_email_with(UserMailer.welcome, args=[user])  # performed: found
+
+
+def test_advance_adds_up(jobkit_fake) -> None:
+    TaskLoggerJob.set(wait=90).perform_later(1)
+    assert testing.advance(60) == 0
+    assert testing.advance(60) == 1
