@@ -39,9 +39,10 @@ class CeleryAdapter(Adapter):
         then wake tokens for the queues that got jobs now."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
+        scheduled = ScheduledSet()
         with get_redis().pipeline(transaction=False) as pipe:
             for job in jobs:
-                sent = self._message(job, pipe)
+                sent = self._message(job, pipe, scheduled)
                 if sent is not None:
                     ready[sent[0]].append(sent[1])
                     woken[job.queue_name] += 1
@@ -53,7 +54,8 @@ class CeleryAdapter(Adapter):
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
             pipe.execute()
 
-    def _message(self, job: Job, pipe: redis.client.Pipeline) -> tuple[str, str] | None:
+    def _message(self, job: Job, pipe: redis.client.Pipeline, scheduled: ScheduledSet
+                 ) -> tuple[str, str] | None:
         """The job's (list key, message) if it is due now; else parked in the scheduled set."""
         _check_importable(type(job))
         _warn_if_unconsumed(job.queue_name)
@@ -64,8 +66,8 @@ class CeleryAdapter(Adapter):
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
         job.provider_job_id = task_id
         if due is not None and due > time.time():
-            ScheduledSet().add(due, key, message, pipe=pipe, job_id=job.job_id,
-                               job_class=payload["job_class"], queue=job.queue_name)
+            scheduled.add(due, key, message, pipe=pipe, job_id=job.job_id,
+                          job_class=payload["job_class"], queue=job.queue_name)
             return None
         return key, message
 
