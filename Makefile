@@ -29,6 +29,8 @@ test: setup
 lint: setup
 	ruff check .
 
-## make bench: jobkit vs raw Celery, same private Redis, one run
+## make bench: jobkit vs raw Celery (enqueue, processing, delayed jobs) and raw aiosmtplib (mail)
 bench: setup
 	python bench/enqueue_perform.py
+	python bench/scheduled.py
+	python bench/mail.py
