@@ -37,6 +37,8 @@ DEFAULT_CONCURRENCY = 5
 DEFAULT_TIMEOUT_SECONDS = 25.0  # Heroku sends SIGKILL 30 s after SIGTERM
 DEFAULT_MAX_RETRIES = 25  # Sidekiq's default
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered below)
+DEFAULT_DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
+DEFAULT_DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: 6 months
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10.0  # a worker silent this long is dead: jobs put back
 POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
@@ -59,6 +61,8 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+    dead_max_jobs: int = DEFAULT_DEAD_MAX_JOBS
+    dead_timeout: float = DEFAULT_DEAD_TIMEOUT_SECONDS
     require: tuple[str, ...] = ()
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
@@ -136,6 +140,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "timeout": (lambda v: _is_number(v) and v >= 0, "seconds >= 0"),
     "poll_interval": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
     "heartbeat_timeout": (lambda v: _is_number(v) and v >= 1, "seconds >= 1"),
+    "dead_max_jobs": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
+    "dead_timeout": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
     "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
     "queue_order": (lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
     "redis_url": (lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
@@ -167,9 +173,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
             raise ConfigError(f"{where}: must be a module name or a list of them")
         return tuple(value)
-    if isinstance(value, str) and key in ("concurrency", "max_retries") and value.isdigit():
+    if isinstance(value, str) and key in ("concurrency", "max_retries", "dead_max_jobs") \
+            and value.isdigit():
         value = int(value)  # from ${VAR} interpolation
-    if isinstance(value, str) and key in ("timeout", "poll_interval", "heartbeat_timeout"):
+    if isinstance(value, str) and key in ("timeout", "poll_interval", "heartbeat_timeout",
+                                          "dead_timeout"):
         with contextlib.suppress(ValueError):
             value = float(value)
     check, expected = _CHECKS[key]

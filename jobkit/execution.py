@@ -65,7 +65,8 @@ class JobTask(Task):
         key, message = build_message(next_payload, str(uuid.uuid4()))
         info = {"job_id": job.job_id, "job_class": self.name, "queue": job.queue_name,
                 "payload": next_payload, "retry_count": job.executions - 1,
-                "failed_at": time.time(), **describe_error(error)}
+                "failed_at": time.time(),
+                **describe_error(error, type(job).backtrace)}
         if decision.action == "retry":
             RetrySet().add(time.time() + decision.delay, key, message, **info)
             raise Retry(f"retry in {decision.delay:.0f}s", exc=error, when=decision.delay)
@@ -87,7 +88,8 @@ class JobTask(Task):
         )
         job = payload if isinstance(payload, dict) else {}
         DeadSet().add(time.time(), key, message, job_id=job.get("job_id"), job_class=self.name,
-                      queue=queue, payload=payload, failed_at=time.time(), **describe_error(error))
+                      queue=queue, payload=payload, failed_at=time.time(),
+                      **describe_error(error, self.job_class.backtrace))
 
     def _stand_in(self, payload: dict) -> Job:
         """A job with the payload's identity but no arguments, for the retry policy when the

@@ -59,6 +59,8 @@ class Job:
     max_retries: ClassVar[int | None] = None
     #: False: a job out of retries is dropped instead of kept in the dead set.
     dead: ClassVar[bool] = True
+    #: Backtrace lines kept with a failure in the retry and dead sets (0: none).
+    backtrace: ClassVar[int] = 20
     #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
     failure_rules: ClassVar[tuple] = ()
 

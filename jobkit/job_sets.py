@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from jobkit.config import current_settings
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
@@ -26,9 +27,7 @@ __all__ = ["DeadSet", "JobEntry", "JobSet", "RetrySet", "ScheduledSet", "describ
 
 KEY_PREFIX = "jobkit:"
 PAGE_SIZE = 100
-DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
-DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: six months
-BACKTRACE_LINES = 20
+BACKTRACE_LINES = 20  # default for Job.backtrace
 
 # Push a member's message to its list, and a wake token for idle workers (queues.wake_key).
 _PUSH_ENTRY = """
@@ -244,25 +243,28 @@ class DeadSet(JobSet):
 
     def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
             ) -> None:
-        """Bury a job; the oldest beyond 10,000 entries or six months are let go."""
+        """Bury a job; the oldest beyond `dead_max_jobs` entries or `dead_timeout` seconds
+        (settings; Sidekiq's 10,000 and six months by default) are let go."""
         with self.client.pipeline() as own:
             target = pipe or own
             super().add(score, list_key, message, pipe=target, **info)
-            target.zremrangebyscore(self.key, "-inf", score - DEAD_TIMEOUT_SECONDS)
-            target.zremrangebyrank(self.key, 0, -DEAD_MAX_JOBS - 1)
+            settings = current_settings()
+            target.zremrangebyscore(self.key, "-inf", score - settings.dead_timeout)
+            target.zremrangebyrank(self.key, 0, -settings.dead_max_jobs - 1)
             if pipe is None:
                 own.execute()
 
 
-def describe_error(error: BaseException | str) -> dict[str, Any]:
-    """Error class, message and the end of the backtrace, for a set entry."""
+def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
+                   ) -> dict[str, Any]:
+    """Error class, message and the last `backtrace` lines of the backtrace (0: none)."""
     if isinstance(error, str):
         return {"error_class": "jobkit.Error", "error_message": error, "backtrace": []}
     lines = traceback.format_exception(error)
     return {
         "error_class": f"{type(error).__module__}.{type(error).__qualname__}",
         "error_message": str(error),
-        "backtrace": [line.rstrip() for line in lines][-BACKTRACE_LINES:],
+        "backtrace": [line.rstrip() for line in lines][-backtrace:] if backtrace else [],
     }
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 
+import jobkit
 from jobkit import Job, retry_on
 from jobkit.job_sets import DeadSet, RetrySet
 from jobkit.retries import decide, polynomially_longer, sidekiq_backoff
@@ -140,3 +141,24 @@ def test_max_retries_is_checked_at_definition() -> None:
 
     with pytest.raises(JobClassError, match="max_retries must be a whole number"):
         type("Bad", (Job,), {"max_retries": -1})
+
+
+def test_dead_set_limits_are_settings(r: redis.Redis) -> None:
+    jobkit.configure(dead_max_jobs=2, dead_timeout=100)
+    try:
+        now = __import__("time").time()
+        for i, age in enumerate([500, 10, 5, 1]):
+            DeadSet().add(now - age, "default", "{}", job_id=f"d{i}")
+    finally:
+        jobkit.configure()
+    assert [e.job_id for e in DeadSet()] == ["d3", "d2"]
+
+
+def test_backtrace_length_is_a_class_option() -> None:
+    from jobkit.job_sets import describe_error
+
+    try:
+        raise ValueError("x")
+    except ValueError as exc:
+        assert describe_error(exc, 0)["backtrace"] == []
+        assert 0 < len(describe_error(exc, 2)["backtrace"]) <= 2
