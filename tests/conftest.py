@@ -161,3 +161,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     worker = item.funcargs.get("worker") if hasattr(item, "funcargs") else None
     if report.failed and isinstance(worker, Worker):
         report.sections.append(("worker log (tail)", worker.output()[-4000:]))
+
+
+@pytest.fixture
+def make_user() -> Iterator[Callable[..., Any]]:
+    """Create saved users (SQLite, tests/models.py); deleted after the test."""
+    from tests.models import SqliteSession, User
+
+    session = SqliteSession()
+    made = []
+
+    def make(**fields: Any) -> User:
+        record = User(**fields)
+        session.add(record)
+        session.commit()
+        made.append(record)
+        return record
+
+    yield make
+    session = SqliteSession()
+    for record in made:
+        session.delete(session.merge(record))
+    session.commit()
+    SqliteSession.remove()

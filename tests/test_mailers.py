@@ -27,20 +27,13 @@ from mailers.tokens import InvalidToken, make_token, read_token
 from mailers.user_mailer import UserMailer
 from tests.conftest import SmtpServer, wait_for
 from tests.mailers_app import BareMailer, ReportMailer
-from tests.models import SqliteSession, User
+from tests.models import User
 from tests.test_worker_integration import dead_entries
 
 
 @pytest.fixture
-def user() -> Iterator[User]:
-    session = SqliteSession()
-    record = User(email="ada@example.com", name="Ada <Lovelace>")
-    session.add(record)
-    session.commit()
-    yield record
-    session.delete(record)
-    session.commit()
-    SqliteSession.remove()
+def user(make_user) -> User:
+    return make_user(email="ada@example.com", name="Ada <Lovelace>")
 
 
 @pytest.fixture

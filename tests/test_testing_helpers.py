@@ -29,15 +29,8 @@ def empty_logs(databases) -> Iterator[None]:
 
 
 @pytest.fixture
-def user() -> Iterator[User]:
-    session = SqliteSession()
-    record = User(email="grace@example.com", name="Grace")
-    session.add(record)
-    session.commit()
-    yield record
-    session.delete(record)
-    session.commit()
-    SqliteSession.remove()
+def user(make_user) -> User:
+    return make_user(email="grace@example.com", name="Grace")
 
 
 def test_fake_mode_records_and_drains(jobkit_fake) -> None:
