@@ -63,8 +63,11 @@ return false
 
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
-        # The fetch script already recorded the message, atomically with the pop.
-        virtual.QoS.append(self, message, delivery_tag)
+        if self.channel._registered_consumer:
+            # The fetch script already recorded the message, atomically with the pop.
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
 
 
 class Channel(kombu_redis.Channel):
@@ -132,6 +135,8 @@ class Channel(kombu_redis.Channel):
         return fetch_order(queues, self.jobkit_queue_weights, self.jobkit_queue_order)
 
     def _brpop_start(self, timeout: Any = None) -> None:
+        if not self._registered_consumer:  # replies to `celery inspect`, Flower: no acks
+            return super()._brpop_start(timeout)
         queues = self._ordered_queues()
         if not queues:
             if not self.active_queues:
@@ -149,6 +154,8 @@ class Channel(kombu_redis.Channel):
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> Any:
+        if not self._registered_consumer:
+            return super()._brpop_read(**options)
         if self._waiting:  # a wake token or the idle timeout: fetch next, either way
             self._waiting = False
             self._read_wake_reply(**options)

@@ -83,3 +83,14 @@ def test_cli_queues_scheduled_and_stats(r: redis.Redis) -> None:
     assert results(r, 1)[0]["task_id"] == 1
     assert runner.invoke(main, ["stats", "--days", "2"]).exit_code == 0
     assert runner.invoke(main, ["dead", "retry"]).exit_code == 2  # neither ids nor --all
+
+
+def test_celery_inspect_works_and_leaves_no_in_flight_keys(r: redis.Redis) -> None:
+    from jobkit.celery_app import app
+
+    wait_for(api.processes, what="the worker's heartbeat")
+    replies = app.control.inspect(timeout=2).ping()
+    assert replies and all(reply == {"ok": "pong"} for reply in replies.values())
+    live = r.smembers("jobkit:processes")
+    leftovers = {key.split(":", 2)[2] for key in r.keys("jobkit:unacked:*")}
+    assert leftovers <= live
