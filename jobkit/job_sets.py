@@ -211,6 +211,12 @@ class _DueSet(JobSet):
 
     run_now = JobSet.push_now
 
+    def kill(self, entry: JobEntry) -> bool:
+        """Move to the dead set now (one atomic step): it will not run by itself any more."""
+        moved = self.client.register_script(_MOVE_TO_SET)(
+            keys=[self.key, f"{KEY_PREFIX}{DeadSet.name}"], args=[entry.member, time.time()])
+        return bool(moved)
+
 
 class ScheduledSet(_DueSet):
     """Delayed jobs waiting for their time (see scheduling.py)."""
@@ -224,13 +230,6 @@ class RetrySet(_DueSet):
     name = "retry"
 
     retry = JobSet.push_now
-
-    def kill(self, entry: JobEntry) -> bool:
-        """Move to the dead set now (one atomic step), giving up on further attempts."""
-        dead = DeadSet(self.client)
-        moved = self.client.register_script(_MOVE_TO_SET)(keys=[self.key, dead.key],
-                                                          args=[entry.member, time.time()])
-        return bool(moved)
 
 
 class DeadSet(JobSet):

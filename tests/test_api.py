@@ -94,3 +94,11 @@ def test_celery_inspect_works_and_leaves_no_in_flight_keys(r: redis.Redis) -> No
     live = r.smembers("jobkit:processes")
     leftovers = {key.split(":", 2)[2] for key in r.keys("jobkit:unacked:*")}
     assert leftovers <= live
+
+
+def test_scheduled_job_can_be_killed_into_the_dead_set(r: redis.Redis) -> None:
+    job = TaskLoggerJob.set(wait=3600).perform_later(3)
+    [entry] = api.ScheduledSet().page()
+    assert api.ScheduledSet().kill(entry) and not api.ScheduledSet().kill(entry)
+    assert api.ScheduledSet().size() == 0
+    assert api.DeadSet().find(job.job_id) is not None

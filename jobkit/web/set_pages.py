@@ -48,7 +48,7 @@ def listing(request: Request) -> Response:
                                                                                  PAGE_SIZE)
     return page(request, "set.html", name=request.params["set"], title=title, verb=verb,
                 entries=entries, query=query, start=start, size=job_set.size(),
-                page_size=PAGE_SIZE, killable=request.params["set"] == "retries")
+                page_size=PAGE_SIZE, killable=request.params["set"] != "dead")
 
 
 @router.route("GET", "/<set:scheduled|retries|dead>/<key>")
@@ -62,7 +62,7 @@ def detail(request: Request) -> Response:
     payload = entry.payload if isinstance(entry.payload, dict) else {}
     return page(request, "entry.html", name=request.params["set"], title=title, verb=verb,
                 entry=entry, arguments=_readable(payload.get("args"), payload.get("kwargs")),
-                killable=request.params["set"] == "retries")
+                killable=request.params["set"] != "dead")
 
 
 def _readable(args: Any, kwargs: Any) -> str:
