@@ -291,6 +291,6 @@ def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
         f"{os.environ['JOBKIT_WEB_USERNAME']}:{os.environ['JOBKIT_WEB_PASSWORD']}"
         if os.environ.get("JOBKIT_WEB_USERNAME") and os.environ.get("JOBKIT_WEB_PASSWORD")
         else None)
-    if auth:
-        argv.append(f"--basic-auth={auth}")
+    if auth:  # through the environment, so `ps` does not show it
+        os.environ["FLOWER_BASIC_AUTH"] = auth
     os.execv(celery, [*argv, *flower_args])

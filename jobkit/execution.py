@@ -61,14 +61,16 @@ class JobTask(Task):
                         error)
             _call_hook(job.after_discard, error)
             return
-        next_payload = {**payload, "executions": job.executions}
+        retry_at = time.time() + decision.delay if decision.action == "retry" else None
+        next_payload = {**payload, "executions": job.executions,
+                        "scheduled_at": retry_at or payload.get("scheduled_at")}
         key, message = build_message(next_payload, str(uuid.uuid4()))
         info = {"job_id": job.job_id, "job_class": self.name, "queue": job.queue_name,
                 "payload": next_payload, "retry_count": job.executions - 1,
                 "failed_at": time.time(),
                 **describe_error(error, type(job).backtrace)}
         if decision.action == "retry":
-            RetrySet().add(time.time() + decision.delay, key, message, **info)
+            RetrySet().add(retry_at, key, message, **info)
             raise Retry(f"retry in {decision.delay:.0f}s", exc=error, when=decision.delay)
         if type(job).dead:
             DeadSet().add(time.time(), key, message, reason=decision.reason, **info)

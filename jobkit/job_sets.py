@@ -10,6 +10,7 @@ racing pollers, or two people clicking "retry", can neither lose nor duplicate a
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import traceback
@@ -96,7 +97,15 @@ class JobEntry:
 
     @property
     def payload(self) -> Any:
-        return self.data.get("payload")
+        """The job payload: stored with failures; read from the message otherwise."""
+        if "payload" in self.data:
+            return self.data["payload"]
+        try:
+            message = json.loads(self.data["message"])
+            body = base64.b64decode(message["body"])
+            return json.loads(body)[0][0]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
 
     @property
     def error_class(self) -> str | None:

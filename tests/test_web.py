@@ -179,6 +179,7 @@ def test_status_json_ok_then_stuck(client: Client, r: redis.Redis) -> None:
 
 
 def test_status_json_flags_a_queue_waiting_too_long(client: Client, r: redis.Redis) -> None:
+    wait_for(api.processes, what="the worker's heartbeat")
     api.Queue("default").pause()
     time.sleep(1.5)  # workers re-read the paused set at most once a second
     TaskLoggerJob.perform_later(1)
@@ -190,7 +191,18 @@ def test_status_json_flags_a_queue_waiting_too_long(client: Client, r: redis.Red
         jobkit.configure()
         api.Queue("default").resume()
     assert status == 503
-    assert "queue 'default': the next job has waited" in json.loads(body)["notice"]["notices"][0]
+    [notice] = json.loads(body)["notice"]["notices"]
+    assert "queue 'default': the next job has waited" in notice and "is paused" in notice
+
+
+def test_status_json_is_stuck_without_any_worker(client: Client, redis_server: str) -> None:
+    jobkit.configure(redis_url=redis_server.rsplit("/", 1)[0] + "/1")  # a db no worker uses
+    try:
+        status, _, body = client.get("/status.json")
+    finally:
+        jobkit.configure()
+    assert status == 503
+    assert json.loads(body)["notice"]["notices"][0].startswith("no live worker process")
 
 
 @pytest.fixture

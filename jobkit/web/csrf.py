@@ -36,4 +36,4 @@ def csrf_token(request: Request) -> tuple[str, str | None]:
 def csrf_ok(request: Request, form: dict[str, list[str]]) -> bool:
     cookie = _cookie_value(request)
     given = (form.get("csrf") or [""])[-1]
-    return bool(cookie) and hmac.compare_digest(cookie, given)
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), given.encode())

@@ -108,11 +108,12 @@ def basic_auth_ok(environ: dict[str, Any]) -> bool | None:
     if not header.startswith("Basic "):
         return False
     try:
-        given = base64.b64decode(header[6:]).decode()
-    except ValueError:
+        given = base64.b64decode(header[6:]).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
         return False
     user, _, secret = given.partition(":")
-    return hmac.compare_digest(user, username) & hmac.compare_digest(secret, password)
+    return hmac.compare_digest(user.encode(), username.encode()) & hmac.compare_digest(
+        secret.encode(), password.encode())
 
 
 def redirect(location: str) -> Response:

@@ -83,14 +83,21 @@ def act(request: Request) -> Response:
     if action == "delete_all":
         job_set.clear()
         return redirect(f"{request.script_name}/{request.params['set']}")
-    entries = [e for e in (_by_key(job_set, k) for k in form.get("key", [])) if e is not None]
-    if action == "all":
-        action, entries = (form.get("then") or [""])[-1], list(job_set)
+    every = action == "all"
+    if every:
+        action = (form.get("then") or [""])[-1]
     handlers = {"push": job_set.push_now, "delete": job_set.delete,
                 "kill": getattr(job_set, "kill", None)}
     handler = handlers.get(action)
     if handler is None:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
-    for entry in entries:
-        handler(entry)
+    if every:
+        while page_ := job_set.page(0, 100):  # each action takes the entry out of the set
+            for entry in page_:
+                handler(entry)
+    else:
+        for key in form.get("key", []):
+            entry = _by_key(job_set, key)
+            if entry is not None:
+                handler(entry)
     return redirect(f"{request.script_name}/{request.params['set']}")

@@ -1,8 +1,9 @@
 """`GET /status.json`: is the job service working? In the shape of Shirasagi Job's status.
 
-`status` is "stuck" (HTTP 503) when a queue's next job has waited longer than `stuck_after`
-seconds (web: stuck_after in config, default 300), or when a non-empty queue has no live worker
-consuming it; otherwise "ok" (HTTP 200). `notice.notices` says what to check.
+`status` is "stuck" (HTTP 503) when no worker process is alive, when a queue's next job has
+waited longer than `stuck_after` seconds (web: stuck_after in config, default 300), or when a
+non-empty queue has no live worker consuming it; otherwise "ok" (HTTP 200). `notice.notices`
+says what to check.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ def service_status() -> tuple[bool, dict[str, Any]]:
     workers = api.processes()
     consumed = {queue for process in workers for queue in process.info.get("queues", [])}
     sizes, latencies, notices = {}, {}, []
+    if not workers:
+        notices.append("no live worker process: start one (jobkit worker) and check that it "
+                       "reaches Redis")
     for queue in api.queues():
         sizes[queue.name] = size = queue.size()
         latencies[queue.name] = latency = round(queue.latency(), 3)
         if size and latency > stuck_after:
+            paused = " (the queue is paused: resume it on /queues)" if queue.paused() else ""
             notices.append(f"queue {queue.name!r}: the next job has waited {latency:.0f} s "
-                           f"(more than {stuck_after:.0f} s); check that workers are running "
-                           "and keeping up (jobkit processes, jobkit queues)")
+                           f"(more than {stuck_after:.0f} s){paused}; check that workers are "
+                           "running and keeping up (jobkit processes, jobkit queues)")
         if size and queue.name not in consumed:
             notices.append(f"queue {queue.name!r} has {size} job(s) but no live worker "
                            f"consumes it; start one: jobkit worker -q {queue.name}")
