@@ -23,7 +23,8 @@ dev: setup
 	  FLOWER_PORT=$(FLOWER_PORT) WEB_PORT=$(WEB_PORT) honcho start -f Procfile.dev
 
 ## make test: the whole suite against a private redis-server and real workers
-test: setup
+test:
+	@bin/setup test
 	python -m pytest
 
 lint: setup

@@ -149,9 +149,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                   "a redis://, rediss:// or unix:// URL"),
     "adapter": (lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
     "mailer": (lambda v: isinstance(v, dict) and set(v) <= MAILER_KEYS
-               and v.get("delivery_method", "smtp") in DELIVERY_METHODS,
+               and v.get("delivery_method", "smtp") in DELIVERY_METHODS
+               and isinstance(v.get("previews", []), list),
                f"a mapping of {', '.join(sorted(MAILER_KEYS))}; delivery_method one of "
-               f"{', '.join(DELIVERY_METHODS)}"),
+               f"{', '.join(DELIVERY_METHODS)}; previews a list of modules"),
     "web": (lambda v: isinstance(v, dict) and set(v) <= {"stuck_after"} and (
         "stuck_after" not in v or (_is_number(v["stuck_after"]) and v["stuck_after"] > 0)),
         "a mapping with stuck_after (seconds > 0)"),
@@ -217,7 +218,9 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
         if key not in _KEYS:
             raise _unknown_key(key, f"configure({key}=...)")
         if value is not None:
-            values[key] = _coerce(key, list(value) if key == "queues" else value, key)
+            if key == "queues":
+                value = [value] if isinstance(value, str) else list(value)
+            values[key] = _coerce(key, value, key)
     if "queue_order" not in values and any(w != 1 for _, w in values.get("queues", ())):
         values["queue_order"] = "weighted"  # Sidekiq: weights given means weighted order
     return Settings(environment=environment, **values)

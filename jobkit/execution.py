@@ -36,6 +36,12 @@ class JobTask(Task):
     def run(self, payload: Any) -> Any:
         stats.count("processed")
         try:
+            return self._run(payload)
+        finally:
+            references.release_all()  # sessions the locators opened for this job, on any path
+
+    def _run(self, payload: Any) -> Any:
+        try:
             job = Job.deserialize(payload, self.request.id, self.job_class)
         except JobkitError as exc:  # unreadable payload, unknown class, record gone: no retry
             stats.count("failed")
@@ -51,8 +57,6 @@ class JobTask(Task):
         except Exception as exc:
             stats.count("failed")
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
-        finally:
-            references.release_all()  # sessions the locators opened for this job
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
         decision = decide(job, error)

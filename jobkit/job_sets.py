@@ -171,7 +171,7 @@ class JobSet:
     def fetch(self, score: float, job_id: str) -> JobEntry | None:
         """The entry with this score and job id, read without scanning the set."""
         members = self.client.zrange(self.key, score, score, byscore=True, withscores=True)
-        return next((e for e in (_entry(m, s) for m, s in members) if e.job_id == job_id),
+        return next((e for e in (_entry(m, s) for m, s in members) if str(e.job_id) == job_id),
                     None)
 
     def search(self, text: str, limit: int = 100) -> list[JobEntry]:

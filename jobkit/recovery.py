@@ -105,6 +105,8 @@ def _beat_forever(ttl: float) -> None:
                 _beat(client, owner.jobkit_identity, ttl)
         except redis.RedisError as exc:
             logger.warning("jobkit heartbeat failed, will try again: %s", exc)
+        except Exception:  # a dead heartbeat thread would get this live worker reaped
+            logger.exception("jobkit heartbeat failed, will try again")
 
 
 def reap_dead_processes(client: redis.Redis | None = None) -> int:
@@ -155,7 +157,7 @@ def _restore_one(pipe: redis.client.Pipeline, unacked: str, index: str, tag: byt
     if raw is None:
         return 0
     message, _exchange, routing_key = json.loads(raw)
-    message["headers"]["redelivered"] = True
+    message.setdefault("headers", {})["redelivered"] = True
     message["properties"].setdefault("delivery_info", {})["redelivered"] = True
     key = list_key(routing_key, message["properties"].get("priority"))
     pipe.rpush(key, json.dumps(message))  # the front of the line, as kombu restores

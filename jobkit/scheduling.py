@@ -57,5 +57,7 @@ class SchedulePoller:
                     logger.debug("jobkit poller: moved %d due jobs", moved)
             except redis.RedisError as exc:
                 logger.warning("jobkit poller: Redis error, will try again: %s", exc)
+            except Exception:  # the poller must outlive any one bad entry
+                logger.exception("jobkit poller: error, will try again")
             if self._stopped.wait(self.interval * random.uniform(0.5, 1.0)):
                 return

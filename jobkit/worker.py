@@ -60,22 +60,43 @@ class Consumer(CeleryConsumer):
         """
         name = message.headers.get("task")
         reason = JobClassError(f"unknown job class {name!r}: {_why_unknown(name)}")
-        try:
-            payload = _payload_of(message)
-        except Exception:  # a body we cannot read is kept as it is
-            payload = None
-        raw = message._raw  # the envelope exactly as it came out of the Redis list
-        key = list_key(raw["properties"]["delivery_info"]["routing_key"],
-                       raw["properties"].get("priority"))
-        job = payload if isinstance(payload, dict) else {}
-        DeadSet().add(time.time(), key, json.dumps(raw), job_id=job.get("job_id"), job_class=name,
-                      queue=job.get("queue_name"), payload=payload, failed_at=time.time(),
-                      **describe_error(reason))
+        _keep(message, reason)
         logger.error("%s; the job is kept in the dead set: retry it once the code is deployed",
                      reason)
         message.reject_log_error(logger, self.connection_errors)
         signals.task_unknown.send(sender=self, message=message, exc=exc, name=name,
                                   id=message.headers.get("id"))
+
+    # Celery acks or rejects these and only logs them; keep them in the dead set first.
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _keep(message, exc)
+        super().on_invalid_task(body, message, exc)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        _keep(message, exc)
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _keep(message, "not a Celery task message")
+        super().on_unknown_message(body, message)
+
+
+def _keep(message: Any, reason: BaseException | str) -> None:
+    """Put a message the worker will not run in the dead set, exactly as received."""
+    try:
+        payload = _payload_of(message)
+    except Exception:  # a body we cannot read is kept as it is
+        payload = None
+    raw = message._raw  # the envelope exactly as it came out of the Redis list
+    properties = raw.get("properties", {})
+    key = list_key(properties.get("delivery_info", {}).get("routing_key", "default"),
+                   properties.get("priority"))
+    job = payload if isinstance(payload, dict) else {}
+    headers = raw.get("headers") or {}
+    DeadSet().add(time.time(), key, json.dumps(raw), job_id=job.get("job_id"),
+                  job_class=headers.get("task"), queue=job.get("queue_name"), payload=payload,
+                  failed_at=time.time(), **describe_error(reason))
 
 
 def _why_unknown(name: Any) -> str:

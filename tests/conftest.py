@@ -184,3 +184,12 @@ def make_user() -> Iterator[Callable[..., Any]]:
         session.delete(session.merge(record))
     session.commit()
     SqliteSession.remove()
+
+
+WORKER_BOOKKEEPING = ("jobkit:processes", "jobkit:heartbeat:", "jobkit:stat:", "_kombu.")
+
+
+def job_keys(client: redis.Redis) -> list[str]:
+    """Keys that hold jobs or traces of an enqueue (not a running worker's own bookkeeping)."""
+    keys = [k.decode() if isinstance(k, bytes) else k for k in client.keys("*")]
+    return [k for k in keys if not k.startswith(WORKER_BOOKKEEPING)]

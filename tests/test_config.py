@@ -167,3 +167,7 @@ def test_worker_reports_a_missing_required_module(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["worker", "-r", "app.not_there"])
     assert result.exit_code == 1
     assert "cannot import 'app.not_there' (from -r / require)" in result.output
+
+
+def test_configure_takes_one_queue_name_as_a_string() -> None:
+    assert load_settings(None, environ={}, queues="critical").queues == (("critical", 1),)

@@ -25,7 +25,7 @@ from jobkit.mailer import delivery as delivery_module
 from jobkit.mailer.previews import all_previews, render_preview
 from mailers.tokens import InvalidToken, make_token, read_token
 from mailers.user_mailer import UserMailer
-from tests.conftest import SmtpServer, wait_for
+from tests.conftest import SmtpServer, job_keys, wait_for
 from tests.mailers_app import BareMailer, ReportMailer
 from tests.models import User
 from tests.test_worker_integration import dead_entries
@@ -104,7 +104,7 @@ def test_bad_input_is_refused_and_nothing_enqueued(r: redis.Redis, call, error,
         call().deliver_later()
     with pytest.raises(error):
         call().deliver_now()
-    assert r.dbsize() == 0
+    assert job_keys(r) == []
 
 
 def test_action_arguments_are_checked_at_the_call() -> None:
@@ -118,7 +118,7 @@ def test_unserializable_argument_is_refused_at_deliver_later(r: redis.Redis) -> 
     assert UserMailer.welcome(sample_user()).message  # a sample object renders a preview...
     with pytest.raises(jobkit.SerializationError, match=r"args\[2\]\[0\]"):
         UserMailer.welcome(sample_user()).deliver_later()  # ...but cannot cross the wire
-    assert r.dbsize() == 0
+    assert job_keys(r) == []
 
 
 def test_deliver_now_with_test_method_interceptors_and_observers(outbox: list) -> None:

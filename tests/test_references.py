@@ -12,6 +12,7 @@ import redis
 import jobkit
 from jobkit import DeserializationError, GlobalID, SerializationError
 from jobkit.references import locate, to_global_id
+from tests.conftest import job_keys
 from tests.jobs import RESULTS
 from tests.models import Account, PgSession, SqliteSession, User, WelcomeJob
 from tests.test_worker_integration import dead_entries, results
@@ -82,7 +83,7 @@ def test_record_deleted_before_perform_goes_to_the_dead_set(
 def test_unsaved_record_cannot_be_enqueued(r: redis.Redis) -> None:
     with pytest.raises(SerializationError, match=r"args\[0\]: User has no primary key yet"):
         WelcomeJob.perform_later(User(email="new@example.com"), [])
-    assert r.dbsize() == 0
+    assert job_keys(r) == []
 
 
 def test_unknown_model_in_a_reference_is_clear() -> None:

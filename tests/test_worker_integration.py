@@ -16,7 +16,7 @@ import jobkit
 from jobkit import SerializationError
 from jobkit.job_sets import DeadSet, ScheduledSet
 from jobkit.queues import list_key
-from tests.conftest import Worker, wait_for
+from tests.conftest import Worker, job_keys, wait_for
 from tests.jobs import RESULTS, CallbackJob, EchoJob, FailingJob, TaskLoggerJob
 from tests.test_arguments import ROUND_TRIPS
 
@@ -116,7 +116,7 @@ def test_bad_arguments_leave_nothing_in_redis(r: redis.Redis) -> None:
         TaskLoggerJob.perform_later()
     with pytest.raises(SerializationError):
         jobkit.perform_all_later([TaskLoggerJob(1), EchoJob(object())])
-    assert r.dbsize() == 0
+    assert job_keys(r) == []
 
 
 def test_failed_job_goes_to_the_dead_set_with_its_error(r: redis.Redis) -> None:
@@ -200,3 +200,17 @@ def test_message_for_a_non_job_is_kept_too(r: redis.Redis) -> None:
     [dead] = dead_entries(r, 1)
     assert "is not a jobkit Job class" in dead.error_message or "cannot import" in (
         dead.error_message)
+
+
+def test_message_without_a_task_header_is_kept(r: redis.Redis) -> None:
+    raw = json.loads(_raw_message(r, "tests.jobs.TaskLoggerJob", {}))
+    raw["headers"] = {}
+    r.lpush("default", json.dumps(raw))
+    [dead] = dead_entries(r, 1)
+    assert dead.error_message == "not a Celery task message"
+    assert r.llen("default") == 0
+
+
+def test_empty_bulk_enqueue_is_fine(r: redis.Redis) -> None:
+    assert jobkit.perform_all_later([]) == []
+    assert TaskLoggerJob.perform_bulk([]) == []

@@ -48,7 +48,8 @@ class CeleryAdapter(Adapter):
                     woken[job.queue_name] += 1
             for key, messages in ready.items():
                 pipe.lpush(key, *messages)  # one command per list, same order as one by one
-            pipe.sadd(QUEUES_KEY, *{job.queue_name for job in jobs})  # for the API, dashboard
+            if jobs:
+                pipe.sadd(QUEUES_KEY, *{job.queue_name for job in jobs})  # for the dashboard
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
