@@ -10,7 +10,6 @@ Everything reads Redis in pages; nothing loads a whole queue or set.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import redis
 
+from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
 from jobkit.queues import PAUSED_KEY, QUEUES_KEY, list_key, list_keys
@@ -69,13 +69,9 @@ class QueuedJob:
 def read_queued(list_key_: str, raw: bytes | str) -> QueuedJob:
     text = raw.decode() if isinstance(raw, bytes) else raw
     try:
-        message = json.loads(text)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
+        args = read_task_args(text)
         payload = args[0] if args and isinstance(args[0], dict) else {"args": args}
-    except (ValueError, KeyError, TypeError, IndexError):
+    except ValueError:
         payload = {}
     return QueuedJob(text, list_key_, payload)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
-import importlib
 import math
 import uuid
 import zoneinfo
@@ -20,7 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from jobkit import references
-from jobkit.errors import DeserializationError, SerializationError
+from jobkit.errors import DeserializationError, JobClassError, SerializationError
+from jobkit.imports import import_object, require_importable
 
 __all__ = [
     "Serializer",
@@ -141,9 +141,10 @@ def _write_zoned(value: dt.datetime | dt.time, path: str) -> Any:
 
 def _write_enum(value: enum.Enum, path: str) -> Any:
     cls = type(value)
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
-        raise SerializationError(path, f"enum {cls.__qualname__} cannot be imported by a "
-                                       "worker: define it at the top level of a module")
+    try:
+        require_importable(cls, "enum")
+    except JobClassError as exc:
+        raise SerializationError(path, str(exc)) from None
     return [f"{cls.__module__}:{cls.__qualname__}", value.name]
 
 
@@ -209,10 +210,7 @@ def _read_zoned(parse: Callable[[str], Any]) -> Callable[[dict, str], Any]:
 
 def _read_enum(data: dict, path: str) -> Any:
     class_path, name = data["v"]
-    module_name, _, qualname = class_path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = import_object(class_path.replace(":", "."), "enum")
     if not (isinstance(obj, type) and issubclass(obj, enum.Enum)):
         raise DeserializationError(path, f"{class_path} is not an Enum")
     return obj[name]

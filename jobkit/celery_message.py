@@ -15,7 +15,7 @@ from typing import Any
 
 from jobkit.queues import MAX_PRIORITY, MIN_PRIORITY, list_key
 
-__all__ = ["build_message", "build_task_message"]
+__all__ = ["build_message", "build_task_message", "read_task_args"]
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
@@ -77,3 +77,19 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
         },
     }
     return list_key(queue, priority), _dumps(message)
+
+
+def read_task_args(message: str | bytes) -> list:
+    """The task's positional arguments inside a stored message (for a job: [payload]);
+    ValueError when the message cannot be read."""
+    try:
+        envelope = json.loads(message)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a task message: {exc!r}") from exc
+    if not isinstance(args, list):
+        raise ValueError("task arguments are not a list")
+    return args

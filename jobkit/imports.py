@@ -7,7 +7,7 @@ from typing import Any
 
 from jobkit.errors import JobClassError
 
-__all__ = ["import_fresh", "import_object"]
+__all__ = ["import_fresh", "import_object", "require_importable"]
 
 
 def import_fresh(module_name: str) -> Any:
@@ -48,3 +48,11 @@ def import_object(path: str, what: str) -> Any:
         return obj
     raise JobClassError(f"cannot import {what} {path}: {type(error).__name__}: {error}"
                         ) from error
+
+
+def require_importable(obj: Any, what: str) -> None:
+    """JobClassError when a worker could never import `obj` by its path (defined in
+    `__main__` or inside a function); workers find job, mailer and enum classes that way."""
+    if obj.__module__ == "__main__" or "<locals>" in obj.__qualname__:
+        raise JobClassError(f"{what} {obj.__module__}.{obj.__qualname__} cannot be imported by "
+                            "a worker: define it at the top level of an importable module")

@@ -10,7 +10,6 @@ racing pollers, or two people clicking "retry", can neither lose nor duplicate a
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import traceback
@@ -20,6 +19,7 @@ from typing import Any
 
 import redis
 
+from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
@@ -101,10 +101,8 @@ class JobEntry:
         if "payload" in self.data:
             return self.data["payload"]
         try:
-            message = json.loads(self.data["message"])
-            body = base64.b64decode(message["body"])
-            return json.loads(body)[0][0]
-        except (ValueError, KeyError, TypeError, IndexError):
+            return read_task_args(self.data["message"])[0]
+        except (ValueError, KeyError, IndexError):
             return None
 
     @property

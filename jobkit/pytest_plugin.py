@@ -27,10 +27,12 @@ def jobkit_fake() -> Iterator[testing.FakeAdapter]:
         yield adapter
 
 
-@pytest.fixture
-def jobkit_inline() -> Iterator[testing.FakeAdapter]:
+def _inline_mode() -> Iterator[testing.FakeAdapter]:
     with testing.inline() as adapter:
         yield adapter
+
+
+jobkit_inline = pytest.fixture(_inline_mode, name="jobkit_inline")
 
 
 @pytest.fixture
@@ -39,10 +41,8 @@ def jobkit_disable() -> Iterator[object]:
         yield adapter
 
 
-@pytest.fixture
-def perform_enqueued_jobs() -> Iterator[testing.FakeAdapter]:
-    with testing.inline() as adapter:
-        yield adapter
+# Rails' name for the same thing: every job enqueued in the test is performed at once.
+perform_enqueued_jobs = pytest.fixture(_inline_mode, name="perform_enqueued_jobs")
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from jobkit.errors import DeserializationError, SerializationError
+from jobkit.errors import DeserializationError, JobClassError, SerializationError
+from jobkit.imports import import_object
 
 __all__ = [
     "DjangoLocator",
@@ -82,20 +83,6 @@ class Locator:
         """Called after each perform: give back sessions opened by `find`."""
 
 
-def _import_path(path: str) -> Any:
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise LookupError(path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LookupError(path) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise LookupError(path) from exc
-
-
 class SQLAlchemyLocator(Locator):
     """SQLAlchemy models, named by import path (``gid://app/myapp.models.User/42``).
 
@@ -136,7 +123,10 @@ class SQLAlchemyLocator(Locator):
     def find(self, model: str, model_id: tuple[str, ...]) -> Any:
         from sqlalchemy import inspect
 
-        cls = _import_path(model)
+        try:
+            cls = import_object(model, "model")
+        except JobClassError as exc:
+            raise LookupError(model) from exc
         mapper = inspect(cls, raiseerr=False)
         if mapper is None or not hasattr(mapper, "primary_key") or not self._owns(cls):
             raise LookupError(model)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
-from jobkit.errors import JobClassError
+from jobkit.imports import require_importable
 from jobkit.job_sets import ScheduledSet
 from jobkit.queues import QUEUES_KEY, WAKE_TOKENS_MAX, wake_key
 from jobkit.redis_client import get_redis
@@ -58,7 +58,7 @@ class CeleryAdapter(Adapter):
     def _message(self, job: Job, pipe: redis.client.Pipeline, scheduled: ScheduledSet
                  ) -> tuple[str, str] | None:
         """The job's (list key, message) if it is due now; else parked in the scheduled set."""
-        _check_importable(type(job))
+        require_importable(type(job), "job class")
         _warn_if_unconsumed(job.queue_name)
         task_id = str(uuid.uuid4())
         payload = job.serialize()
@@ -79,12 +79,3 @@ def _warn_if_unconsumed(queue: str) -> None:
     if settings.environment == "development" and queue not in settings.queue_names:
         logger.warning("job enqueued to queue %r, which no configured worker consumes "
                        "(queues: %s)", queue, ", ".join(settings.queue_names))
-
-
-def _check_importable(cls: type) -> None:
-    """A worker finds a job class by import path; refuse classes it could never import."""
-    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        raise JobClassError(
-            f"{cls.__module__}.{cls.__qualname__} cannot be imported by a worker: define job "
-            "classes at the top level of an importable module"
-        )

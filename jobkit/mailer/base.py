@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import jinja2
 
-from jobkit.errors import JobClassError
+from jobkit.imports import require_importable
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import TemplateError, TemplateMissingError
 from jobkit.mailer.message import build_message
@@ -197,10 +197,7 @@ class MessageDelivery:
         MailDeliveryJob with the mailer, action and arguments, not the rendered mail."""
         from jobkit.mailer.job import MailDeliveryJob
 
-        cls = self.mailer_class
-        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
-            raise JobClassError(f"{cls.__qualname__} cannot be imported by a worker: define "
-                                "mailers at the top level of an importable module")
+        require_importable(self.mailer_class, "mailer")
         if self.message is None:
             return None
         return MailDeliveryJob.set(wait=wait, wait_until=wait_until, queue=queue,
