@@ -10,17 +10,31 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
+import redis
 
 from jobkit.config import configure, default_config_path, load_settings, parse_queue
 from jobkit.errors import ConfigError
+from jobkit.masking import mask_secrets, mask_url
 
-__all__ = ["main"]
+__all__ = ["main", "mask_url"]
 
 
-@click.group()
+class _Main(click.Group):
+    """Redis and settings errors end every command with one masked line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            raise click.ClickException(mask_secrets(
+                f"cannot reach Redis: {type(exc).__name__}: {exc}")) from None
+        except ConfigError as exc:
+            raise click.ClickException(mask_secrets(str(exc))) from None
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="jobkit")
 def main() -> None:
     """jobkit: background jobs on Celery + Redis, the Rails way."""
@@ -49,7 +63,7 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
             queues=[parse_queue(q, "-q") for q in queues] or None,
         )
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(mask_secrets(str(exc))) from None
     sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
     for module in (*settings.require, *require):
         try:
@@ -58,7 +72,14 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
             raise click.ClickException(f"cannot import {module!r} (from -r / require): {exc}"
                                        ) from None
     from jobkit.celery_app import app, apply_settings
+    from jobkit.redis_client import get_redis, refuse_cluster
 
+    try:
+        refuse_cluster(get_redis())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError:
+        pass  # not reachable yet: the worker retries and says so itself
     apply_settings(app, settings)
     argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
             "-P", settings.pool, "-l", loglevel]
@@ -82,7 +103,7 @@ def config_check(config_path: str | None, environment: str | None) -> None:
     try:
         settings = load_settings(path, environment)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         sys.exit(1)
     click.echo(f"# {path or '(no file: defaults and environment)'}, "
                f"environment {settings.environment}: OK")
@@ -90,27 +111,27 @@ def config_check(config_path: str | None, environment: str | None) -> None:
         value = getattr(settings, field.name)
         if field.name == "redis_url":
             value = mask_url(value)
-        elif field.name == "mailer" and "smtp_url" in value:
-            value = {**value, "smtp_url": mask_url(value["smtp_url"])}
+        elif field.name in ("mailer", "web"):
+            value = {k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()}
         elif field.name == "queues":
             value = ", ".join(f"{name}" if weight == 1 else f"{name},{weight}"
                               for name, weight in value)
-        click.echo(f"{field.name}: {value}")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ****."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        click.echo(f"{field.name}: {mask_secrets(str(value))}")
 
 
 def _when(stamp: float | None) -> str:
     if not stamp:
         return "-"
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(stamp)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of `text`, on one line."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @main.command("queues")
@@ -119,7 +140,7 @@ def queues_command() -> None:
     from jobkit import api
 
     click.echo(f"{'queue':<24} {'size':>8} {'latency':>10}")
-    for queue in api.queues():
+    for queue in api.queues():  # a name that is not UTF-8 shows its bytes escaped (\xff)
         click.echo(f"{queue.name:<24} {queue.size():>8} {queue.latency():>9.1f}s")
 
 
@@ -144,7 +165,10 @@ def processes_command() -> None:
         click.echo(f"{process.id}  beat {_when(process.beat_at)}  "
                    f"holding {len(process.in_flight)}")
         for job in process.in_flight:
-            click.echo(f"    {job.job_class} {job.job_id}")
+            if job.problem:
+                click.echo(f"    (unreadable: {job.problem}) {_short(job.text)}")
+            else:
+                click.echo(f"    {job.job_class} {job.job_id}")
 
 
 def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.Group:
@@ -159,24 +183,48 @@ def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.
         job_set = _job_set(set_name)
         click.echo(f"{job_set.size()} in {name}")
         for entry in job_set.page(0, limit):
+            if entry.problem:  # named by its key, which `delete` takes
+                click.echo(f"{_when(entry.score)}  (unreadable: {entry.problem})  {entry.key}  "
+                           f"{_short(entry.text)}")
+                continue
             error = f"  {entry.error_class}: {entry.error_message}" if entry.error_class else ""
-            click.echo(f"{_when(entry.score)}  {entry.job_class}  {entry.job_id}{error}")
+            click.echo(f"{_when(entry.score)}  {entry.job_class}  {entry.job_id or entry.key}"
+                       f"{error}")
 
     def act(action: str) -> click.Command:
-        @click.command(action, help=f"{action.capitalize()} entries by job id (or --all).")
+        @click.command(action, help=f"{action.capitalize()} entries by job id or by key as "
+                       "listed (or --all).")
         @click.argument("job_ids", nargs=-1)
         @click.option("--all", "everything", is_flag=True)
         def command(job_ids: tuple[str, ...], everything: bool) -> None:
             job_set = _job_set(set_name)
             if not job_ids and not everything:
                 raise click.UsageError("give job ids, or --all")
-            chosen = list(job_set) if everything else [job_set.find(i) for i in job_ids]
+            chosen = list(job_set) if everything else [
+                job_set.find(i) or job_set.fetch_key(i) for i in job_ids]
             missing = [i for i, entry in zip(job_ids, chosen, strict=False) if entry is None]
-            done = sum(1 for entry in chosen if entry is not None and (
-                job_set.delete(entry) if action == "delete" else job_set.push_now(entry)))
+            done, refused = 0, []
+            for entry in filter(None, chosen):
+                if action == "delete":
+                    done += bool(job_set.delete(entry))
+                    continue
+                reason = entry.unpushable_reason
+                if reason is None:
+                    try:
+                        done += bool(job_set.push_now(entry))
+                        continue
+                    except ValueError as exc:  # the set's own refusal (UnreadableEntryError)
+                        reason = str(exc)
+                refused.append(f"{entry.key} ({reason})")
             click.echo(f"{action}: {done} job(s)")
+            problems = []
+            if refused:
+                problems.append(f"refused, cannot be read: {', '.join(refused)}; delete them "
+                                f"with: jobkit {name} delete KEY")
             if missing:
-                raise click.ClickException(f"not in {name}: {', '.join(missing)}")
+                problems.append(f"not in {name}: {', '.join(missing)}")
+            if problems:
+                raise click.ClickException("\n".join(problems))
 
         return command
 
@@ -214,7 +262,7 @@ def mail_preview(spec: str, part: str) -> None:
     try:
         message = render_preview(spec)
     except MailerError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(mask_secrets(str(exc))) from None
     if part == "raw":
         click.echo(message.as_string())
         return
@@ -269,7 +317,7 @@ def web(host: str, port: int, config_path: str | None, environment: str | None) 
     try:
         configure(config_path, environment)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(mask_secrets(str(exc))) from None
     sys.path.insert(0, os.getcwd())
     with make_server(host, port, create_app(), server_class=Server) as server:
         click.echo(f"jobkit web: http://{host}:{port}/")

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from jobkit.errors import ConfigError
+from jobkit.masking import mask_url
 
 __all__ = [
     "DEFAULT_QUEUES",
@@ -47,11 +49,14 @@ DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.deli
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 MAILER_KEYS = frozenset({"delivery_method", "smtp_url", "file_dir", "timeout", "previews"})
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
+REDIS_URL_FORMS = ("a redis://, rediss://, unix:// or sentinel:// URL (several sentinels: "
+                   "sentinel://h1:26379;sentinel://h2:26379)")
 
 
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
+    sentinel_master: str | None = None
     adapter: str = "celery"
     concurrency: int = DEFAULT_CONCURRENCY
     queues: tuple[tuple[str, int], ...] = tuple((q, 1) for q in DEFAULT_QUEUES)
@@ -72,10 +77,16 @@ class Settings:
     def queue_names(self) -> list[str]:
         return [name for name, _ in self.queues]
 
+    def __repr__(self) -> str:  # never a password in a log line or a traceback
+        fields = ", ".join(f"{f.name}={_shown(getattr(self, f.name))}"
+                           for f in dataclasses.fields(self))
+        return f"Settings({fields})"
+
 
 # Environment variables that win over the file: URLs and secrets belong in the environment.
 ENV_OVERRIDES = {
     "REDIS_URL": ("redis_url", str),
+    "REDIS_SENTINEL_MASTER": ("sentinel_master", str),
     "JOBKIT_ADAPTER": ("adapter", str),
     "JOBKIT_POLL_INTERVAL": ("poll_interval", float),
     "JOBKIT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
@@ -144,9 +155,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "dead_timeout": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
     "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
     "queue_order": (lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
-    "redis_url": (lambda v: isinstance(v, str) and v.startswith(("redis://", "rediss://",
-                                                                  "unix://")),
-                  "a redis://, rediss:// or unix:// URL"),
+    "redis_url": (lambda v: _valid_redis_url(v), REDIS_URL_FORMS),
+    "sentinel_master": (lambda v: v is None or (isinstance(v, str) and v.strip() == v and v),
+                        "the name of the master the sentinels watch (a non-empty string)"),
     "adapter": (lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
     "mailer": (lambda v: isinstance(v, dict) and set(v) <= MAILER_KEYS
                and v.get("delivery_method", "smtp") in DELIVERY_METHODS
@@ -157,6 +168,50 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         "stuck_after" not in v or (_is_number(v["stuck_after"]) and v["stuck_after"] > 0)),
         "a mapping with stuck_after (seconds > 0)"),
 }
+
+
+def is_sentinel_url(url: str) -> bool:
+    """True for ``sentinel://host:port`` and kombu's ``sentinel://a:1;sentinel://b:2``."""
+    return isinstance(url, str) and url.startswith("sentinel://")
+
+
+def sentinel_hosts(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each sentinel in a sentinel URL (port 26379 when not given);
+    ValueError when one is malformed."""
+    hosts = []
+    for part in url.split(";"):
+        parts = urlsplit(part)
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError("each URL of the list must be sentinel://[:password@]host[:port]")
+        hosts.append((parts.hostname, parts.port or 26379))  # .port raises on a bad port
+    return hosts
+
+
+def _valid_redis_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if is_sentinel_url(value):
+        try:
+            sentinel_hosts(value)
+        except ValueError:
+            return False
+        return True
+    if not value.startswith(("redis://", "rediss://", "unix://")) or ";" in value.split("@")[-1]:
+        return False
+    try:
+        urlsplit(value).port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """repr(value) with any secret masked (a URL, or a mapping holding one)."""
+    if isinstance(value, str):
+        return repr(mask_url(value))
+    if isinstance(value, dict):
+        return repr({k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()})
+    return repr(value)
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -183,7 +238,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             value = float(value)
     check, expected = _CHECKS[key]
     if not check(value):
-        raise ConfigError(f"{where}: {value!r} is not valid: expected {expected}")
+        raise ConfigError(f"{where}: {_shown(value)} is not valid: expected {expected}")
     return value
 
 
@@ -212,7 +267,8 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
             try:
                 value = cast(environ[variable])
             except ValueError:
-                raise ConfigError(f"{variable}: invalid value {environ[variable]!r}") from None
+                raise ConfigError(f"{variable}: invalid value {_shown(environ[variable])}"
+                                  ) from None
             values[key] = _coerce(key, value, variable)
     for key, value in overrides.items():
         if key not in _KEYS:
@@ -223,7 +279,13 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
             values[key] = _coerce(key, value, key)
     if "queue_order" not in values and any(w != 1 for _, w in values.get("queues", ())):
         values["queue_order"] = "weighted"  # Sidekiq: weights given means weighted order
-    return Settings(environment=environment, **values)
+    settings = Settings(environment=environment, **values)
+    if is_sentinel_url(settings.redis_url) and not settings.sentinel_master:
+        raise ConfigError(
+            f"redis_url: {mask_url(settings.redis_url)!r} is a sentinel URL, so sentinel_master "
+            "(or REDIS_SENTINEL_MASTER) must name the master the sentinels watch, e.g. "
+            "sentinel_master: mymaster")
+    return settings
 
 
 def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def test_config_check_prints_resolved_settings_with_secrets_masked(tmp_path: Pat
     path = write(tmp_path, "redis_url: redis://:hunter2@db:6379/1\nqueues: [[a, 2], b]\n")
     result = CliRunner().invoke(main, ["config", "check", "-C", str(path)], env={"REDIS_URL": ""})
     assert result.exit_code == 0, result.output
-    assert "redis_url: redis://:****@db:6379/1" in result.output
+    assert "redis_url: redis://:***@db:6379/1" in result.output
     assert "hunter2" not in result.output
     assert "queues: a,2, b" in result.output and "queue_order: weighted" in result.output
 
@@ -153,7 +153,7 @@ def test_worker_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
 
 def test_mask_url_keeps_urls_without_passwords() -> None:
     assert mask_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
-    assert mask_url("rediss://user:pw@h:1/0") == "rediss://user:****@h:1/0"
+    assert mask_url("rediss://user:pw@h:1/0") == "rediss://user:***@h:1/0"
 
 
 def test_unknown_adapter_is_a_config_error(tmp_path: Path) -> None:
@@ -171,3 +171,107 @@ def test_worker_reports_a_missing_required_module(tmp_path: Path) -> None:
 
 def test_configure_takes_one_queue_name_as_a_string() -> None:
     assert load_settings(None, environ={}, queues="critical").queues == (("critical", 1),)
+
+
+# Sentinel, and secrets in config errors and in `config check`.
+
+
+@pytest.mark.parametrize("url", [
+    "sentinel://localhost:26379",
+    "sentinel://h1:26379;sentinel://h2:26380",
+    "sentinel://:s3cret@h1:26379;sentinel://:s3cret@h2:26380",
+    "sentinel://h1",
+])
+def test_sentinel_urls_are_accepted_with_a_master(url: str) -> None:
+    settings = load_settings(None, environ={"REDIS_URL": url, "REDIS_SENTINEL_MASTER": "mymaster"})
+    assert (settings.redis_url, settings.sentinel_master) == (url, "mymaster")
+
+
+def test_sentinel_master_from_the_file_and_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis_url: sentinel://h1:26379;sentinel://h2:26379\n"
+                           "sentinel_master: filemaster\n")
+    assert load_settings(path, environ={}).sentinel_master == "filemaster"
+    assert load_settings(path, environ={"REDIS_SENTINEL_MASTER": "envmaster"}).sentinel_master \
+        == "envmaster"
+    assert load_settings(path, environ={"REDIS_SENTINEL_MASTER": ""}).sentinel_master \
+        == "filemaster"  # empty counts as unset, as for REDIS_URL
+    assert load_settings(None, environ={}).sentinel_master is None
+
+
+def test_a_sentinel_url_without_a_master_names_both_settings_and_masks_the_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"REDIS_URL": "sentinel://:hunter2@h1:26379;sentinel://h2"})
+    message = str(caught.value)
+    assert "redis_url" in message and "sentinel_master" in message
+    assert "REDIS_SENTINEL_MASTER" in message
+    assert "hunter2" not in message and "sentinel://:***@h1:26379" in message
+
+
+@pytest.mark.parametrize("url", [
+    "sentinel://", "sentinel://h1:notaport", "sentinel://h1;redis://h2",
+    "sentinel://h1:26379;", "redis://a:1;redis://b:2", "localhost:6379",
+])
+def test_malformed_sentinel_and_multi_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid: expected a redis://, rediss://, unix:// "
+                                          "or sentinel:// URL"):
+        load_settings(None, environ={"REDIS_URL": url, "REDIS_SENTINEL_MASTER": "m"})
+
+
+def test_sentinel_master_must_be_a_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sentinel_master: 5 is not valid"):
+        load_settings(write(tmp_path, "sentinel_master: 5\n"), environ={})
+    with pytest.raises(ConfigError, match="sentinel_master: '' is not valid"):
+        load_settings(None, environ={}, sentinel_master="")
+
+
+@pytest.mark.parametrize("url", [
+    "redis//:hunter2@db:6379/0",           # the colon of the scheme forgotten
+    "redis:/:hunter2@db:6379/0",
+    "http://:hunter2@db:6379/0",           # another scheme
+    "redis://:hunter2",                    # no host
+    "db:6379?password=hunter2",
+    "sentinel://:hunter2@h1:x;sentinel://h2",
+])
+def test_a_mistyped_url_is_shown_masked_in_errors(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as from_variable:
+        load_settings(None, environ={"REDIS_URL": url})
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(write(tmp_path, f"redis_url: '{url}'\n"), environ={})
+    with pytest.raises(ConfigError) as from_configure:
+        load_settings(None, environ={}, redis_url=url)
+    for caught in (from_variable, from_file, from_configure):
+        assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+    result = CliRunner().invoke(main, ["config", "check"], env={"REDIS_URL": url,
+                                                                 "JOBKIT_CONFIG": ""})
+    assert result.exit_code == 1 and "hunter2" not in result.output
+
+
+def test_a_bad_mailer_mapping_is_shown_with_the_smtp_password_masked(tmp_path: Path) -> None:
+    path = write(tmp_path, "mailer: {smtp_url: 'smtp://u:hunter2@mail:25', bogus: 1}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert "hunter2" not in str(caught.value) and "smtp://u:***@mail:25" in str(caught.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://db:6379/0?password=hunter2", "redis://db:6379/0?password=***"),
+    ("redis://user:hunter2@db:6379/0", "redis://user:***@db:6379/0"),
+    ("rediss://:hunter2@db:6380/0?ssl_cert_reqs=none", "rediss://:***@db:6380/0?ssl_cert_reqs=none"),
+    ("unix://:hunter2@/tmp/redis.sock?db=2", "unix://:***@/tmp/redis.sock?db=2"),
+    ("sentinel://:hunter2@h1:26379;sentinel://:hunter2@h2:26379",
+     "sentinel://:***@h1:26379;sentinel://:***@h2:26379"),
+])
+def test_config_check_masks_every_password_shape(url: str, shown: str) -> None:
+    env = {"REDIS_URL": url, "REDIS_SENTINEL_MASTER": "mymaster", "JOBKIT_CONFIG": "",
+           "SMTP_URL": ""}
+    result = CliRunner().invoke(main, ["config", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"redis_url: {shown}\n" in result.output
+    assert "hunter2" not in result.output
+    assert ("sentinel_master: mymaster" in result.output)
+
+
+def test_settings_repr_masks_passwords() -> None:
+    settings = load_settings(None, environ={"REDIS_URL": "redis://:hunter2@db:6379/0"},
+                             mailer={"smtp_url": "smtp://u:hunter2@mail:25"})
+    assert "hunter2" not in repr(settings) and "redis://:***@db:6379/0" in repr(settings)
