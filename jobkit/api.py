@@ -11,7 +11,10 @@ Everything reads Redis in pages; nothing loads a whole queue or set.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,49 +43,133 @@ __all__ = [
 ]
 
 
+def _display(raw: bytes | str) -> str:
+    """Bytes from Redis as text for people: undecodable bytes shown as ``\\xNN``."""
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _name(raw: bytes | str) -> str | bytes:
+    """A name read from Redis: str when it is UTF-8, else the bytes themselves (so the keys
+    built from it still name what is stored)."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _display(value)
+    try:
+        return _display(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 @dataclass(frozen=True)
 class QueuedJob:
-    """A job waiting in a queue, as read from its message."""
+    """A job waiting in a queue, as read from its message.
 
-    message: str = field(repr=False)
-    list_key: str
+    `message` is the item exactly as stored (bytes from jobkit's clients), so `Queue.delete`
+    removes exactly it. An item that is not a readable task message has an empty `payload`
+    and `problem` says why; `text` shows it with undecodable bytes escaped."""
+
+    message: bytes | str = field(repr=False)
+    list_key: str | bytes
     payload: dict[str, Any] = field(repr=False)
+    problem: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The item for display: undecodable bytes and control characters as ``\\xNN``."""
+        return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}",
+                      _display(self.message))
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the message: names an item that has no usable job id."""
+        raw = self.message if isinstance(self.message, bytes) else self.message.encode(
+            "utf-8", "surrogateescape")
+        return "~" + hashlib.sha1(raw).hexdigest()[:16]
+
+    @property
+    def ident(self) -> str:
+        """The job id when it is a plain string, else `digest` (what the dashboard posts)."""
+        job_id = self.payload.get("job_id")
+        if isinstance(job_id, str) and job_id and _display(job_id) == job_id:
+            return job_id
+        return self.digest
 
     @property
     def job_id(self) -> str | None:
-        return self.payload.get("job_id")
+        return _text(self.payload.get("job_id"))
 
     @property
     def job_class(self) -> str | None:
-        return self.payload.get("job_class")
+        return _text(self.payload.get("job_class"))
+
+    @property
+    def args(self) -> Any:
+        """The arguments as stored (None when unreadable)."""
+        return self.payload.get("args")
 
     @property
     def enqueued_at(self) -> float | None:
-        return self.payload.get("enqueued_at")
+        return _number(self.payload.get("enqueued_at"))
 
     @property
     def ready_at(self) -> float | None:
         """Since when it could run: its scheduled time if it had one, else its enqueue."""
-        return self.payload.get("scheduled_at") or self.payload.get("enqueued_at")
+        return _number(self.payload.get("scheduled_at")) or self.enqueued_at
 
 
-def read_queued(list_key_: str, raw: bytes | str) -> QueuedJob:
-    text = raw.decode() if isinstance(raw, bytes) else raw
+def read_queued(list_key_: str | bytes, raw: bytes | str) -> QueuedJob:
+    """A queue item as a QueuedJob; never fails: an unreadable item gets `problem` set."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return QueuedJob(raw, list_key_, {}, f"not UTF-8 (byte {exc.start})")
+    else:
+        text = raw
     try:
         args = read_task_args(text)
-        payload = args[0] if args and isinstance(args[0], dict) else {"args": args}
-    except ValueError:
-        payload = {}
-    return QueuedJob(text, list_key_, payload)
+    except RecursionError:
+        return QueuedJob(raw, list_key_, {}, "JSON nested too deep")
+    except Exception as exc:  # any shape of stored item: read_task_args knows task messages
+        return QueuedJob(raw, list_key_, {}, f"not a task message ({type(exc).__name__})")
+    payload = args[0] if args and isinstance(args[0], dict) else {"args": args}
+    return QueuedJob(raw, list_key_, payload)
 
 
 class Queue:
-    """One queue: its lists (one per priority step), size, latency, jobs."""
+    """One queue: its lists (one per priority step), size, latency, jobs.
 
-    def __init__(self, name: str, client: redis.Redis | None = None) -> None:
-        self.name = name
+    `name` may be bytes (a queue name that is not UTF-8, as read from Redis): the keys are
+    then built from those bytes, and `name` shows it escaped."""
+
+    def __init__(self, name: str | bytes, client: redis.Redis | None = None) -> None:
+        self.raw_name = name if isinstance(name, bytes) else name.encode("utf-8",
+                                                                         "surrogateescape")
+        self.name = _display(name)
         self.client = client or get_redis()
-        self.keys = list_keys(name)
+        if isinstance(name, str) and _display(name) == name:
+            self.keys: list[str | bytes] = list(list_keys(name))
+        else:  # the same suffixes as keys.list_keys, on the stored bytes
+            suffixes = [key[1:].encode() for key in list_keys("x")]
+            self.keys = [self.raw_name + suffix for suffix in suffixes]
 
     def __repr__(self) -> str:
         return f"<Queue {self.name}>"
@@ -106,7 +193,9 @@ class Queue:
     def jobs(self, start: int = 0, count: int = 25) -> list[QueuedJob]:
         """Jobs in the order they will run (lower priority steps first), paged."""
         found: list[QueuedJob] = []
-        skip = start
+        skip = max(0, start)
+        if count <= 0:
+            return found
         for key in self.keys:
             length = self.client.llen(key)
             if skip >= length:
@@ -122,10 +211,11 @@ class Queue:
         return found
 
     def find(self, job_id: str) -> QueuedJob | None:
+        """The job with this job id, or this `ident` (a digest, for an unreadable item)."""
         start = 0
         while page := self.jobs(start, 100):
             for job in page:
-                if job.job_id == job_id:
+                if job_id in (job.job_id, job.ident):
                     return job
             start += len(page)
         return None
@@ -134,14 +224,14 @@ class Queue:
         return bool(self.client.lrem(job.list_key, 1, job.message))
 
     def paused(self) -> bool:
-        return bool(self.client.sismember(PAUSED_KEY, self.name))
+        return bool(self.client.sismember(PAUSED_KEY, self.raw_name))
 
     def pause(self) -> None:
         """Workers stop taking jobs from this queue (within about a second); jobs stay."""
-        self.client.sadd(PAUSED_KEY, self.name)
+        self.client.sadd(PAUSED_KEY, self.raw_name)
 
     def resume(self) -> None:
-        self.client.srem(PAUSED_KEY, self.name)
+        self.client.srem(PAUSED_KEY, self.raw_name)
 
     def clear(self) -> int:
         """Delete every waiting job; returns how many."""
@@ -157,14 +247,17 @@ def queues(client: redis.Redis | None = None) -> list[Queue]:
     """The configured queues, then any other queue jobs were pushed to, by name."""
     client = client or get_redis()
     configured = current_settings().queue_names
-    seen = sorted(q.decode() if isinstance(q, bytes) else q for q in client.smembers(QUEUES_KEY))
+    seen = sorted((_name(q) for q in client.smembers(QUEUES_KEY)), key=_display)
     names = configured + [name for name in seen if name not in configured]
     return [Queue(name, client) for name in names]
 
 
 @dataclass(frozen=True)
 class Process:
-    """A live worker process (consuming channel), from its heartbeat."""
+    """A live worker process (consuming channel), from its heartbeat.
+
+    Every property reads the heartbeat defensively: a field of the wrong type reads as absent
+    (None, or "?" for the host name)."""
 
     id: str
     info: dict[str, Any]
@@ -172,34 +265,63 @@ class Process:
 
     @property
     def hostname(self) -> str:
-        return self.info.get("hostname", "?")
+        return _text(self.info.get("hostname")) or "?"
 
     @property
     def pid(self) -> int | None:
-        return self.info.get("pid")
+        pid = self.info.get("pid")
+        return pid if type(pid) is int else None
 
     @property
     def beat_at(self) -> float | None:
-        return self.info.get("beat_at")
+        return _number(self.info.get("beat_at"))
+
+    @property
+    def queues(self) -> list[str]:
+        queues = self.info.get("queues")
+        if not isinstance(queues, list):
+            return []
+        return [q if isinstance(q, str) else _text(q) or "" for q in queues]
+
+    @property
+    def node(self) -> str | None:
+        return _text(self.info.get("node"))
+
+    @property
+    def concurrency(self) -> str | None:
+        return _text(self.info.get("concurrency"))
+
+
+def _held(raw: bytes | str) -> QueuedJob:
+    """One in-flight item ([message, exchange, routing key]) as a QueuedJob."""
+    try:
+        message, _exchange, routing_key = json.loads(raw)
+        priority = message.get("properties", {}).get("priority")
+        key = list_key(routing_key, priority if type(priority) is int else None)
+        return read_queued(key, json.dumps(message))
+    except Exception:  # any stored shape: shown as unreadable, never fatal
+        return read_queued("?", raw if isinstance(raw, bytes) else raw.encode())
 
 
 def processes(client: redis.Redis | None = None) -> list[Process]:
     """Worker processes whose heartbeat is alive, with the jobs each holds (running or
     prefetched)."""
     client = client or get_redis()
-    ids = sorted(i.decode() if isinstance(i, bytes) else i for i in client.smembers(PROCESSES_KEY))
+    ids = sorted(client.smembers(PROCESSES_KEY), key=_display)
     found = []
-    for process_id in ids:
-        beat = client.get(heartbeat_key(process_id))
+    for raw_id in ids:
+        # Keys from the id's exact bytes, so an id that is not UTF-8 still names its keys.
+        raw_id = raw_id if isinstance(raw_id, bytes) else raw_id.encode()
+        beat = client.get(heartbeat_key("").encode() + raw_id)
         if beat is None:
             continue
-        held = client.hvals(f"jobkit:unacked:{process_id}")
-        in_flight = []
-        for raw in held:
-            message, _exchange, routing_key = json.loads(raw)
-            key = list_key(routing_key, message.get("properties", {}).get("priority"))
-            in_flight.append(read_queued(key, json.dumps(message)))
-        found.append(Process(process_id, json.loads(beat), in_flight))
+        held = client.hvals(b"jobkit:unacked:" + raw_id)
+        try:
+            info = json.loads(beat)
+        except (ValueError, RecursionError):
+            info = None
+        found.append(Process(_display(raw_id), info if isinstance(info, dict) else {},
+                             [_held(raw) for raw in held]))
     return found
 
 

@@ -10,7 +10,10 @@ racing pollers, or two people clicking "retry", can neither lose nor duplicate a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -72,28 +75,72 @@ return {#due, moved}
 
 @dataclass(frozen=True)
 class JobEntry:
-    """One member of a set, as stored, with its score (a Unix time)."""
+    """One member of a set, as stored, with its score (a Unix time).
 
-    member: str
+    `member` is kept exactly as Redis returned it (bytes from jobkit's clients), so deleting or
+    moving the entry matches it even when it is not UTF-8 or not JSON. `data` is the decoded
+    JSON object, or {} when the member is unreadable: `problem` then says why, and `text`
+    shows the member with undecodable bytes escaped (``\\xff``)."""
+
+    member: bytes | str
     score: float
     data: dict[str, Any] = field(repr=False)
+    problem: str | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """The member's exact bytes."""
+        return self.member if isinstance(self.member, bytes) else self.member.encode(
+            "utf-8", "surrogateescape")
+
+    @property
+    def text(self) -> str:
+        """The member for display: undecodable bytes and control characters as ``\\xNN``."""
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}",
+                            self.raw.decode("utf-8", "backslashreplace"))
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the member: names an entry that has no usable job id."""
+        return "~" + hashlib.sha1(self.raw).hexdigest()[:16]
+
+    @property
+    def ident(self) -> str:
+        """The job id when it is a plain string, else `digest`."""
+        job_id = self.data.get("job_id")
+        if isinstance(job_id, str) and job_id and _printable(job_id) == job_id:
+            return job_id
+        return self.digest
 
     @property
     def key(self) -> str:
-        """`<score>-<job id>`: names the entry in URLs and forms (see JobSet.fetch)."""
-        return f"{self.score!r}-{self.job_id}"
+        """`<score>-<job id or digest>`: names the entry in URLs and forms (see fetch_key)."""
+        return f"{self.score!r}-{self.ident}"
+
+    @property
+    def pushable(self) -> bool:
+        """Whether it holds a message that can go back to a queue (retry, run now)."""
+        return self.problem is None and isinstance(self.data.get("list_key"), str) and bool(
+            self.data["list_key"]) and isinstance(self.data.get("message"), str)
+
+    @property
+    def unpushable_reason(self) -> str | None:
+        """Why it cannot be retried or run, or None."""
+        if self.pushable:
+            return None
+        return self.problem or "it holds no job message (list_key and message) to push"
 
     @property
     def job_id(self) -> str | None:
-        return self.data.get("job_id")
+        return _string(self.data.get("job_id"))
 
     @property
     def job_class(self) -> str | None:
-        return self.data.get("job_class")
+        return _string(self.data.get("job_class"))
 
     @property
     def queue(self) -> str | None:
-        return self.data.get("queue")
+        return _string(self.data.get("queue"))
 
     @property
     def payload(self) -> Any:
@@ -102,24 +149,34 @@ class JobEntry:
             return self.data["payload"]
         try:
             return read_task_args(self.data["message"])[0]
-        except (ValueError, KeyError, IndexError):
+        except Exception:  # any stored shape: an unreadable message has no payload to show
             return None
 
     @property
     def error_class(self) -> str | None:
-        return self.data.get("error_class")
+        return _string(self.data.get("error_class"))
 
     @property
     def error_message(self) -> str | None:
-        return self.data.get("error_message")
+        return _string(self.data.get("error_message"))
 
     @property
     def backtrace(self) -> list[str]:
-        return self.data.get("backtrace") or []
+        lines = self.data.get("backtrace")
+        if isinstance(lines, str):
+            return [_printable(line) for line in lines.splitlines()]
+        if isinstance(lines, list):
+            return [_printable(line if isinstance(line, str) else repr(line)) for line in lines]
+        return []
 
     @property
     def retry_count(self) -> int:
-        return self.data.get("retry_count", 0)
+        count = self.data.get("retry_count", 0)
+        return count if type(count) is int else 0
+
+    def field_text(self, name: str) -> str | None:
+        """Any stored field as display text (None when absent)."""
+        return _string(self.data.get(name))
 
 
 class JobSet:
@@ -158,19 +215,33 @@ class JobSet:
             start += len(page)
 
     def page(self, start: int = 0, count: int = 25) -> list[JobEntry]:
+        if count <= 0:
+            return []
         read = self.client.zrevrange if self.newest_first else self.client.zrange
-        return [_entry(m, s) for m, s in read(self.key, start, start + count - 1,
+        return [_entry(m, s) for m, s in read(self.key, max(0, start), max(0, start) + count - 1,
                                                 withscores=True)]
 
     def find(self, job_id: str) -> JobEntry | None:
-        """The entry of a job id (reads the whole set: prefer `fetch` when the score is known)."""
-        return next((entry for entry in self if entry.job_id == job_id), None)
+        """The entry of a job id, or of a digest (``~...``, for an entry without a usable job
+        id). Reads the whole set: prefer `fetch` when the score is known."""
+        return next((e for e in self if job_id in (e.job_id, e.ident)), None)
 
     def fetch(self, score: float, job_id: str) -> JobEntry | None:
-        """The entry with this score and job id, read without scanning the set."""
+        """The entry with this score and job id (or `ident`), read without scanning the set."""
         members = self.client.zrange(self.key, score, score, byscore=True, withscores=True)
-        return next((e for e in (_entry(m, s) for m, s in members) if str(e.job_id) == job_id),
-                    None)
+        return next((e for e in (_entry(m, s) for m, s in members)
+                     if job_id in (e.ident, e.job_id, str(e.data.get("job_id")))), None)
+
+    def fetch_key(self, key: str) -> JobEntry | None:
+        """The entry named by a `JobEntry.key` (``<score>-<job id>``), or None."""
+        match = _KEY.match(key or "")
+        if match is None:
+            return None
+        try:
+            score = float(match.group(1))
+        except ValueError:
+            return None
+        return None if math.isnan(score) else self.fetch(score, match.group(2))
 
     def search(self, text: str, limit: int = 100) -> list[JobEntry]:
         """Entries whose stored JSON contains `text` (class, id, argument, error...), scanned
@@ -274,6 +345,47 @@ def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
     }
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# `JobEntry.key`: a float's repr (1.5, 1e-05, -2.0, inf), a dash, the job id or digest.
+_KEY = re.compile(r"(-?(?:inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?))-(.*)\Z", re.DOTALL)
+
+
+def _printable(text: str) -> str:
+    """`text` that encodes to UTF-8: lone surrogates (from JSON ``\\ud800``) escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _string(value: Any) -> str | None:
+    """A stored field as display text: None stays None, other non-strings are their JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _printable(value)
+    try:
+        return _printable(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _entry(member: bytes | str, score: float) -> JobEntry:
-    text = member.decode() if isinstance(member, bytes) else member
-    return JobEntry(member=text, score=score, data=json.loads(text))
+    """A member as read, never failing: anything that is not a JSON object (not UTF-8, not
+    JSON, JSON of another type, nested too deep) is an entry with `problem` set."""
+    raw = member if isinstance(member, bytes) else member.encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return JobEntry(member, score, {}, f"not UTF-8 (byte {exc.start})")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        return JobEntry(member, score, {}, "JSON nested too deep")
+    except ValueError as exc:
+        return JobEntry(member, score, {}, f"not JSON ({exc.msg})"
+                        if isinstance(exc, json.JSONDecodeError) else "not JSON")
+    if not isinstance(data, dict):
+        return JobEntry(member, score, {}, f"JSON {type(data).__name__}, not an object")
+    return JobEntry(member, score, data)

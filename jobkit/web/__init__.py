@@ -12,10 +12,17 @@ Outside development it refuses every request unless HTTP basic auth is configure
 
 from __future__ import annotations
 
+import json
+import logging
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+
 from jobkit.config import current_settings
+from jobkit.errors import ConfigError
+from jobkit.masking import mask_secrets
 from jobkit.web import dashboard, mail_pages, set_pages, status  # noqa: F401 - routes
 from jobkit.web.http import Request, Response, basic_auth_ok
 from jobkit.web.routes import router
@@ -23,18 +30,45 @@ from jobkit.web.routes import router
 __all__ = ["create_app"]
 
 Auth = Callable[[dict[str, Any]], bool]
+logger = logging.getLogger(__name__)
 
 
 def create_app(auth: Auth | None = None) -> Callable[..., Iterable[bytes]]:
     """The WSGI app; `auth(environ) -> bool` lets the host framework's login decide."""
 
     def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        allowed = _allowed(environ, auth)
-        if allowed is not True:
-            return allowed(start_response)
-        return router.dispatch(Request(environ))(start_response)
+        allowed: Response | bool = False
+        try:
+            allowed = _allowed(environ, auth)
+            if allowed is not True:
+                return allowed(start_response)
+            response = router.dispatch(Request(environ))
+        except Exception as exc:  # a clear answer, with secrets masked, never a traceback
+            response = _error(environ, exc, shown=allowed is True)
+        return response(start_response)
 
     return app
+
+
+def _error(environ: dict[str, Any], exc: Exception, shown: bool) -> Response:
+    """The answer when a page fails: what went wrong (masked), as JSON for /status.json.
+    Before the request is authenticated, the details go to the log only."""
+    if isinstance(exc, redis.RedisError):
+        what, status = f"cannot read Redis: {type(exc).__name__}: {exc}", "503 Service Unavailable"
+    elif isinstance(exc, ConfigError):
+        what, status = f"jobkit's settings are not valid: {exc}", "500 Internal Server Error"
+    else:
+        what, status = f"internal error: {type(exc).__name__}: {exc}", "500 Internal Server Error"
+        logger.error("jobkit web: %s", mask_secrets("".join(traceback.format_exception(exc))))
+    what = mask_secrets(what)
+    if not shown:
+        logger.error("jobkit web: %s", what)
+        what = "jobkit web cannot serve this request: see the server's log"
+    if environ.get("PATH_INFO") == "/status.json":
+        body = {"status": "stuck", "notice": {"notices": [what]}}
+        return Response(json.dumps(body, indent=2), "503 Service Unavailable",
+                        "application/json", [("Cache-Control", "no-store")])
+    return Response(what, status, "text/plain")
 
 
 def _allowed(environ: dict[str, Any], auth: Auth | None) -> Response | bool:

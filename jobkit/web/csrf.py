@@ -29,7 +29,7 @@ def csrf_token(request: Request) -> tuple[str, str | None]:
     if existing:
         return existing, None
     token = secrets.token_urlsafe(32)
-    path = request.script_name or "/"
+    path = request.root or "/"
     return token, f"{COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict"
 
 

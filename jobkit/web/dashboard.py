@@ -40,7 +40,7 @@ def queues(request: Request) -> Response:
     return page(request, "queues.html", queues=api.queues())
 
 
-@router.route("GET", "/queues/<name>")
+@router.route("GET", "/queues/<name:.+>")
 def queue(request: Request) -> Response:
     queue = api.Queue(request.params["name"])
     start = _page_start(request)
@@ -48,12 +48,18 @@ def queue(request: Request) -> Response:
                 start=start, size=queue.size(), page_size=PAGE_SIZE)
 
 
-@router.route("POST", "/queues/<name>")
+@router.route("POST", "/queues/<name:.+>")
 def queue_action(request: Request) -> Response:
     form = request.form()
     if not csrf_ok(request, form):
         return forbidden()
     queue = api.Queue(request.params["name"])
+    # The forms also post the name: an action never lands on a queue other than the one shown.
+    posted = (form.get("queue") or [None])[-1]
+    if posted is not None and posted != queue.name:
+        return Response(f"the form names queue {posted!r} but the URL names {queue.name!r}: "
+                        "nothing was done; reload the page and try again", "400 Bad Request",
+                        "text/plain")
     action = (form.get("action") or [""])[-1]
     if action == "pause":
         queue.pause()
@@ -67,7 +73,7 @@ def queue_action(request: Request) -> Response:
             queue.delete(job)
     else:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
-    return redirect(f"{request.script_name}/queues")
+    return redirect(f"{request.root}/queues")
 
 
 @router.route("GET", "/busy")

@@ -9,9 +9,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
-__all__ = ["Request", "Response", "Router", "basic_auth_ok", "redirect"]
+__all__ = ["Request", "Response", "Router", "basic_auth_ok", "redirect", "url_part"]
 
 MAX_FORM_BYTES = 1_000_000
 
@@ -48,6 +48,11 @@ class Request:
         """Where the app is mounted, for links (e.g. /jobs inside a Flask app)."""
         return self.environ.get("SCRIPT_NAME", "").rstrip("/")
 
+    @property
+    def root(self) -> str:
+        """`script_name` URL-encoded, to start every link, form action and redirect."""
+        return quote(_wsgi_bytes(self.script_name), safe="/")
+
 
 @dataclass
 class Response:
@@ -57,7 +62,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
     def __call__(self, start_response: Callable) -> Iterable[bytes]:
-        body = self.body.encode() if isinstance(self.body, str) else self.body
+        # backslashreplace: a lone surrogate (from stored JSON) shows as \udc80, never a 500
+        body = self.body.encode("utf-8", "backslashreplace") if isinstance(self.body, str) \
+            else self.body
         headers = [("Content-Type", self.content_type), ("Content-Length", str(len(body))),
                    ("X-Content-Type-Options", "nosniff"), *self.headers]
         start_response(self.status, headers)
@@ -72,7 +79,8 @@ class Router:
         self.routes: list[tuple[str, re.Pattern, Handler]] = []
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        # <name> matches one path segment; <name:a|b> only those words.
+        # <name> matches one path segment; <name:a|b> only those words; <name:.+> the rest of
+        # the path, slashes included (the server has already decoded %2F to /).
         compiled = re.compile("^" + re.sub(
             r"<(\w+)(?::([^>]+))?>",
             lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})", pattern) + "$")
@@ -91,7 +99,7 @@ class Router:
                 continue
             allowed = True
             if method == request.method:
-                request.params = match.groupdict()
+                request.params = {key: _param(value) for key, value in match.groupdict().items()}
                 return handler(request)
         if allowed:
             return Response("method not allowed", "405 Method Not Allowed", "text/plain")
@@ -114,6 +122,31 @@ def basic_auth_ok(environ: dict[str, Any]) -> bool | None:
     user, _, secret = given.partition(":")
     return hmac.compare_digest(user.encode(), username.encode()) & hmac.compare_digest(
         secret.encode(), password.encode())
+
+
+def _wsgi_bytes(text: str) -> bytes:
+    """A WSGI string (PEP 3333: bytes decoded as latin-1) back to its bytes. A host that put
+    real Unicode in PATH_INFO (not PEP 3333) gets it encoded as UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _param(value: str) -> str:
+    """A path parameter as the name it encodes: the server percent-decoded it into latin-1
+    characters; the bytes are UTF-8, and bytes that are not stay as surrogates (Queue and
+    friends turn them back into the same bytes)."""
+    return _wsgi_bytes(value).decode("utf-8", "surrogateescape")
+
+
+def url_part(value: object) -> str:
+    """`value` (a name, key, id; str, bytes or number) for one URL path segment or query
+    value: every reserved character percent-encoded (quote with safe=""). The routes decode
+    it back with `_param`."""
+    if isinstance(value, bytes):
+        return quote(value, safe="")
+    return quote(str(value).encode("utf-8", "surrogateescape"), safe="")
 
 
 def redirect(location: str) -> Response:

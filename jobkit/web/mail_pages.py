@@ -10,7 +10,7 @@ from typing import Any
 from jobkit.mailer.catcher import Inbox
 from jobkit.mailer.errors import MailerError
 from jobkit.mailer.previews import all_previews, render_preview
-from jobkit.web.http import Request, Response
+from jobkit.web.http import Request, Response, url_part
 from jobkit.web.routes import page, router
 
 
@@ -34,7 +34,7 @@ def previews(request: Request) -> Response:
     return page(request, "previews.html", previews=all_previews())
 
 
-@router.route("GET", "/mail/previews/<spec>")
+@router.route("GET", "/mail/previews/<spec:.+>")
 def preview(request: Request) -> Response:
     spec = request.params["spec"]
     try:
@@ -44,7 +44,7 @@ def preview(request: Request) -> Response:
     if request.query.get("part") == "html":
         return _html_part(message)
     return page(request, "message.html", title=spec, **_parts(message),
-                html_url=f"{request.script_name}/mail/previews/{spec}?part=html")
+                html_url=f"{request.root}/mail/previews/{url_part(spec)}?part=html")
 
 
 @router.route("GET", "/mail/inbox")
@@ -68,7 +68,8 @@ def inbox_message(request: Request) -> Response:
         return _html_part(message)
     index = request.params["index"]
     return page(request, "message.html", title=message["Subject"] or "(no subject)",
-                **_parts(message), html_url=f"{request.script_name}/mail/inbox/{index}?part=html")
+                **_parts(message),
+                html_url=f"{request.root}/mail/inbox/{url_part(index)}?part=html")
 
 
 def _html_part(message: EmailMessage) -> Response:

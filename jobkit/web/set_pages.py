@@ -29,11 +29,20 @@ def _set(request: Request) -> tuple[JobSet, str, str] | None:
 
 
 def _by_key(job_set: JobSet, key: str) -> JobEntry | None:
-    score, _, job_id = key.partition("-")
-    try:
-        return job_set.fetch(float(score), job_id)
-    except ValueError:
-        return None
+    return job_set.fetch_key(key)
+
+
+def push(job_set: JobSet, entry: JobEntry) -> str | None:
+    """Send one entry to its queue; the reason it was refused, or None. An entry that holds
+    no readable job message stays where it is (delete it instead)."""
+    reason = entry.unpushable_reason
+    if reason is None:
+        try:
+            job_set.push_now(entry)
+            return None
+        except ValueError as exc:  # the set's own refusal (UnreadableEntryError)
+            reason = str(exc)
+    return f"{entry.key}: cannot be sent to a queue: {reason}"
 
 
 @router.route("GET", "/<set:scheduled|retries|dead>")
@@ -51,7 +60,7 @@ def listing(request: Request) -> Response:
                 page_size=PAGE_SIZE, killable=request.params["set"] != "dead")
 
 
-@router.route("GET", "/<set:scheduled|retries|dead>/<key>")
+@router.route("GET", "/<set:scheduled|retries|dead>/<key:.+>")
 def detail(request: Request) -> Response:
     found = _set(request)
     entry = _by_key(found[0], request.params["key"]) if found else None
@@ -62,12 +71,15 @@ def detail(request: Request) -> Response:
     payload = entry.payload if isinstance(entry.payload, dict) else {}
     return page(request, "entry.html", name=request.params["set"], title=title, verb=verb,
                 entry=entry, arguments=_readable(payload.get("args"), payload.get("kwargs")),
-                killable=request.params["set"] != "dead")
+                killable=request.params["set"] != "dead", refused=None)
 
 
 def _readable(args: Any, kwargs: Any) -> str:
     """The serialized arguments, pretty-printed (the page escapes them)."""
-    return json.dumps({"args": args, "kwargs": kwargs}, indent=2, ensure_ascii=False)
+    try:
+        return json.dumps({"args": args, "kwargs": kwargs}, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr({"args": args, "kwargs": kwargs})
 
 
 @router.route("POST", "/<set:scheduled|retries|dead>")
@@ -79,25 +91,37 @@ def act(request: Request) -> Response:
     if not csrf_ok(request, form):
         return forbidden()
     job_set = found[0]
+    back = f"{request.root}/{request.params['set']}"
     action = (form.get("action") or [""])[-1]
     if action == "delete_all":
         job_set.clear()
-        return redirect(f"{request.script_name}/{request.params['set']}")
+        return redirect(back)
     every = action == "all"
     if every:
         action = (form.get("then") or [""])[-1]
-    handlers = {"push": job_set.push_now, "delete": job_set.delete,
+    handlers = {"push": lambda entry: push(job_set, entry), "delete": job_set.delete,
                 "kill": getattr(job_set, "kill", None)}
     handler = handlers.get(action)
     if handler is None:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
+    refused: list[str] = []
     if every:
-        while page_ := job_set.page(0, 100):  # each action takes the entry out of the set
+        # Each action takes the entry out of the set, except a refused push: those stay at
+        # the front, so the next page starts after them.
+        while page_ := job_set.page(len(refused), 100):
             for entry in page_:
-                handler(entry)
+                if action == "push" and (reason := handler(entry)):
+                    refused.append(reason)
+                elif action != "push":
+                    handler(entry)
     else:
         for key in form.get("key", []):
             entry = _by_key(job_set, key)
-            if entry is not None:
-                handler(entry)
-    return redirect(f"{request.script_name}/{request.params['set']}")
+            if entry is not None and (reason := handler(entry)) and isinstance(reason, str):
+                refused.append(reason)
+    if refused:
+        lines = "\n".join(refused)
+        return Response(f"refused {len(refused)} entr{'y' if len(refused) == 1 else 'ies'} "
+                        f"(the others were done); delete them instead:\n{lines}\n",
+                        "409 Conflict", "text/plain")
+    return redirect(back)

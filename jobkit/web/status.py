@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 from typing import Any
 
 from jobkit import api
@@ -24,7 +25,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
     settings = current_settings()
     stuck_after = float(settings.web.get("stuck_after", DEFAULT_STUCK_AFTER_SECONDS))
     workers = api.processes()
-    consumed = {queue for process in workers for queue in process.info.get("queues", [])}
+    consumed = {queue for process in workers for queue in process.queues}
     sizes, latencies, notices = {}, {}, []
     if not workers:
         notices.append("no live worker process: start one (jobkit worker) and check that it "
@@ -39,7 +40,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
                            "running and keeping up (jobkit processes, jobkit queues)")
         if size and queue.name not in consumed:
             notices.append(f"queue {queue.name!r} has {size} job(s) but no live worker "
-                           f"consumes it; start one: jobkit worker -q {queue.name}")
+                           f"consumes it; start one: jobkit worker -q {shlex.quote(queue.name)}")
     ok = not notices
     body = {
         "status": "ok" if ok else "stuck",
@@ -48,7 +49,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
         "job": {"mode": "service", "polling_queues": settings.queue_names,
                 "stuck_after": stuck_after, "sizes": sizes, "latencies": latencies,
                 "workers": [{"id": p.id, "hostname": p.hostname, "pid": p.pid,
-                             "queues": p.info.get("queues", []), "beat_at": p.beat_at,
+                             "queues": p.queues, "beat_at": p.beat_at,
                              "running": len(p.in_flight)} for p in workers]},
         "item": {"name": "jobkit:processes", "current_count": len(workers),
                  "updated": dt.datetime.now(dt.UTC).isoformat()},
