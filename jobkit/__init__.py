@@ -15,6 +15,7 @@ from jobkit.errors import Abort as Abort
 from jobkit.errors import ConfigError as ConfigError
 from jobkit.errors import DeserializationError as DeserializationError
 from jobkit.errors import JobClassError as JobClassError
+from jobkit.errors import JobKilled as JobKilled
 from jobkit.errors import JobkitError as JobkitError
 from jobkit.errors import PayloadError as PayloadError
 from jobkit.errors import SerializationError as SerializationError
@@ -37,6 +38,7 @@ __all__ = [
     "GlobalID",
     "Job",
     "JobClassError",
+    "JobKilled",
     "JobkitError",
     "PayloadError",
     "SQLAlchemyLocator",

@@ -21,13 +21,12 @@ from typing import Any
 
 import redis
 
+from jobkit import keys
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
-from jobkit.queues import PAUSED_KEY, QUEUES_KEY, list_key, list_keys
-from jobkit.recovery import PROCESSES_KEY, heartbeat_key
+from jobkit.keys import list_key, list_keys
 from jobkit.redis_client import get_redis
-from jobkit.stats import stat_key
 
 __all__ = [
     "DeadSet",
@@ -224,14 +223,14 @@ class Queue:
         return bool(self.client.lrem(job.list_key, 1, job.message))
 
     def paused(self) -> bool:
-        return bool(self.client.sismember(PAUSED_KEY, self.raw_name))
+        return bool(self.client.sismember(keys.PAUSED, self.raw_name))
 
     def pause(self) -> None:
         """Workers stop taking jobs from this queue (within about a second); jobs stay."""
-        self.client.sadd(PAUSED_KEY, self.raw_name)
+        self.client.sadd(keys.PAUSED, self.raw_name)
 
     def resume(self) -> None:
-        self.client.srem(PAUSED_KEY, self.raw_name)
+        self.client.srem(keys.PAUSED, self.raw_name)
 
     def clear(self) -> int:
         """Delete every waiting job; returns how many."""
@@ -247,7 +246,7 @@ def queues(client: redis.Redis | None = None) -> list[Queue]:
     """The configured queues, then any other queue jobs were pushed to, by name."""
     client = client or get_redis()
     configured = current_settings().queue_names
-    seen = sorted((_name(q) for q in client.smembers(QUEUES_KEY)), key=_display)
+    seen = sorted((_name(q) for q in client.smembers(keys.QUEUES)), key=_display)
     names = configured + [name for name in seen if name not in configured]
     return [Queue(name, client) for name in names]
 
@@ -307,15 +306,15 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
     """Worker processes whose heartbeat is alive, with the jobs each holds (running or
     prefetched)."""
     client = client or get_redis()
-    ids = sorted(client.smembers(PROCESSES_KEY), key=_display)
+    ids = sorted(client.smembers(keys.PROCESSES), key=_display)
     found = []
     for raw_id in ids:
         # Keys from the id's exact bytes, so an id that is not UTF-8 still names its keys.
         raw_id = raw_id if isinstance(raw_id, bytes) else raw_id.encode()
-        beat = client.get(heartbeat_key("").encode() + raw_id)
+        beat = client.get(keys.heartbeat("").encode() + raw_id)
         if beat is None:
             continue
-        held = client.hvals(b"jobkit:unacked:" + raw_id)
+        held = client.hvals(keys.unacked("").encode() + raw_id)
         try:
             info = json.loads(beat)
         except (ValueError, RecursionError):
@@ -333,21 +332,21 @@ class Stats:
 
     @property
     def processed(self) -> int:
-        return int(self.client.get(stat_key("processed")) or 0)
+        return int(self.client.get(keys.stat("processed")) or 0)
 
     @property
     def failed(self) -> int:
-        return int(self.client.get(stat_key("failed")) or 0)
+        return int(self.client.get(keys.stat("failed")) or 0)
 
     def history(self, days: int = 30) -> dict[dt.date, tuple[int, int]]:
         """{day: (processed, failed)} for the last `days` days (UTC), newest first."""
         today = dt.datetime.now(dt.UTC).date()
         dates = [today - dt.timedelta(days=n) for n in range(days)]
-        keys = [stat_key(name, day) for day in dates for name in ("processed", "failed")]
-        values = [int(v or 0) for v in self.client.mget(keys)] if keys else []
+        names = [keys.stat(name, day) for day in dates for name in ("processed", "failed")]
+        values = [int(v or 0) for v in self.client.mget(names)] if names else []
         return {day: (values[2 * i], values[2 * i + 1]) for i, day in enumerate(dates)}
 
     def reset(self) -> None:
-        self.client.delete(stat_key("processed"), stat_key("failed"))
+        self.client.delete(keys.stat("processed"), keys.stat("failed"))
 
 

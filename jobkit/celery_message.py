@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from jobkit.queues import MAX_PRIORITY, MIN_PRIORITY, list_key
+from jobkit.keys import MAX_PRIORITY, MIN_PRIORITY, list_key
 
 __all__ = ["build_message", "build_task_message", "read_task_args"]
 

@@ -72,7 +72,14 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
             raise click.ClickException(f"cannot import {module!r} (from -r / require): {exc}"
                                        ) from None
     from jobkit.celery_app import app, apply_settings
+    from jobkit.redis_client import get_redis, refuse_cluster
 
+    try:
+        refuse_cluster(get_redis())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError:
+        pass  # not reachable yet: the worker retries and says so itself
     apply_settings(app, settings)
     argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
             "-P", settings.pool, "-l", loglevel]

@@ -6,6 +6,7 @@
     ├── PayloadError            a message is not a jobkit payload at all
     ├── JobClassError           a job class cannot be used or found by its import path
     ├── ConfigError             settings that cannot work
+    ├── JobKilled               the process running a job was killed (time limit, OOM, signal)
     └── Abort                   raised by a before_* callback to halt the chain
 """
 
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "DeserializationError",
     "JobClassError",
+    "JobKilled",
     "JobkitError",
     "PayloadError",
     "SerializationError",
@@ -54,6 +56,12 @@ class JobClassError(JobkitError):
 
 class ConfigError(JobkitError, ValueError):
     """Settings that cannot work; the message names the setting and the value."""
+
+
+class JobKilled(JobkitError):
+    """The job's run ended because its process was killed: the hard time limit, the OOM killer,
+    a signal to a pool process. Counts as a failed run for the retry policy (`retry_on` and
+    `discard_on` can name it)."""
 
 
 class Abort(JobkitError):  # noqa: N818 - mirrors Active Job's `throw :abort`

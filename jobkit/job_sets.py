@@ -22,55 +22,113 @@ from typing import Any
 
 import redis
 
+from jobkit import keys
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
-__all__ = ["DeadSet", "JobEntry", "JobSet", "RetrySet", "ScheduledSet", "describe_error"]
+__all__ = [
+    "DeadSet",
+    "JobEntry",
+    "JobSet",
+    "RetrySet",
+    "ScheduledSet",
+    "UnreadableEntryError",
+    "describe_error",
+    "entry_member",
+]
 
-KEY_PREFIX = "jobkit:"
 PAGE_SIZE = 100
 BACKTRACE_LINES = 20  # default for Job.backtrace
 
-# Push a member's message to its list, and a wake token for idle workers (queues.wake_key).
-_PUSH_ENTRY = """
+# The one writer of dead-set entries (every path buries through it, Lua and Python alike):
+# add the member, then let go of the oldest beyond `dead_timeout` seconds / `dead_max_jobs`.
+BURY_LUA = """
+local function bury(dead, score, member, max_jobs, keep_seconds)
+  redis.call('ZADD', dead, score, member)
+  redis.call('ZREMRANGEBYSCORE', dead, '-inf', score - tonumber(keep_seconds))
+  redis.call('ZREMRANGEBYRANK', dead, 0, -tonumber(max_jobs) - 1)
+end
+"""
+
+# A queue's wake list gets a token with each push, for idle workers (keys.wake_key); the
+# list key's priority suffix (keys.PRIORITY_SEPARATOR + step) is cut off to find the queue.
+WAKE_LUA = """
+local function wake(list_key, wake_prefix, wake_max)
+  local queue = string.match(list_key, '^(.-)\\6\\22%d$') or list_key
+  redis.call('LPUSH', wake_prefix .. queue, '1')
+  redis.call('LTRIM', wake_prefix .. queue, 0, tonumber(wake_max) - 1)
+end
+"""
+
+# Push a member's message to its list. A member that is not a readable entry is buried
+# (KEYS[2] is the dead set) rather than lost or left to break every later move.
+# ARGV[#ARGV-4 ..]: now, dead_max_jobs, dead_timeout, wake prefix, wake max.
+_PUSH_ENTRY = BURY_LUA + WAKE_LUA + """
 local function push(member)
-  local entry = cjson.decode(member)
+  local ok, entry = pcall(cjson.decode, member)
+  local n = #ARGV
+  if not ok or type(entry) ~= 'table' or type(entry.list_key) ~= 'string'
+      or type(entry.message) ~= 'string' or entry.list_key == '' then
+    bury(KEYS[2], tonumber(ARGV[n - 4]), cjson.encode({message = member,
+      error_class = 'jobkit.UnreadableEntry', failed_at = tonumber(ARGV[n - 4]),
+      error_message = 'not a jobkit set entry (JSON with list_key and message)'}),
+      ARGV[n - 3], ARGV[n - 2])
+    return false
+  end
   redis.call('LPUSH', entry.list_key, entry.message)
-  local queue = string.match(entry.list_key, '^(.-)\6\22%d$') or entry.list_key
-  redis.call('LPUSH', 'jobkit:wake:' .. queue, '1')
-  redis.call('LTRIM', 'jobkit:wake:' .. queue, 0, tonumber(ARGV[#ARGV]) - 1)
+  wake(entry.list_key, ARGV[n - 1], ARGV[n])
+  return true
 end
 """
 
 _PUSH_IF_REMOVED = _PUSH_ENTRY + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  push(ARGV[1])
+  if push(ARGV[1]) then return 1 end
+  return -1
+end
+return 0
+"""
+
+_MOVE_TO_DEAD = BURY_LUA + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  bury(KEYS[2], ARGV[2], ARGV[1], ARGV[3], ARGV[4])
   return 1
 end
 return 0
 """
 
-_MOVE_TO_SET = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  return 1
-end
-return 0
+_ADD_TO_DEAD = BURY_LUA + """
+bury(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return 1
 """
 
 _MOVE_DUE = _PUSH_ENTRY + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, member in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], member) == 1 then
-    push(member)
+  if redis.call('ZREM', KEYS[1], member) == 1 and push(member) then
     moved = moved + 1
   end
 end
 return {#due, moved}
 """
+
+
+def dead_limits() -> list[float]:
+    """ARGV for `bury`: dead_max_jobs, dead_timeout (settings)."""
+    settings = current_settings()
+    return [settings.dead_max_jobs, settings.dead_timeout]
+
+
+def push_args() -> list[Any]:
+    """The trailing ARGV of every script built on `_PUSH_ENTRY`."""
+    return [time.time(), *dead_limits(), keys.WAKE_PREFIX, WAKE_TOKENS_MAX]
+
+
+class UnreadableEntryError(ValueError):
+    """A set member that is not a jobkit entry: it was moved to the dead set, not pushed."""
 
 
 @dataclass(frozen=True)
@@ -183,19 +241,17 @@ class JobSet:
     """A sorted set of jobs scored by a Unix time."""
 
     name = ""
+    key = ""  # keys.py
     newest_first = False
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         self.client = client or get_redis()
-        self.key = f"{KEY_PREFIX}{self.name}"
         self._push_if_removed = self.client.register_script(_PUSH_IF_REMOVED)
 
     def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
             ) -> None:
         """Hold `message` (for list `list_key`) at `score`; pass `pipe` to batch."""
-        entry = {"list_key": list_key, "message": message, **info}
-        member = json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
-        (pipe or self.client).zadd(self.key, {member: score})
+        (pipe or self.client).zadd(self.key, {entry_member(list_key, message, **info): score})
 
     def size(self) -> int:
         return self.client.zcard(self.key)
@@ -255,9 +311,16 @@ class JobSet:
         return sorted(found, key=lambda e: e.score, reverse=self.newest_first)
 
     def push_now(self, entry: JobEntry) -> bool:
-        """Send the job to its queue now; False if it had already left the set."""
-        return bool(self._push_if_removed(keys=[self.key],
-                                          args=[entry.member, WAKE_TOKENS_MAX]))
+        """Send the job to its queue now; False if it had already left the set.
+
+        Raises UnreadableEntryError for a member that holds no message to push (it is kept
+        in the dead set instead)."""
+        pushed = self._push_if_removed(keys=[self.key, DeadSet.key],
+                                       args=[entry.member, *push_args()])
+        if pushed == -1:
+            raise UnreadableEntryError(f"entry {entry.key} holds no job message to push; it "
+                                       "is kept in the dead set")
+        return bool(pushed)
 
     def delete(self, entry: JobEntry) -> bool:
         return bool(self.client.zrem(self.key, entry.member))
@@ -282,7 +345,8 @@ class _DueSet(JobSet):
         now = time.time() if now is None else now
         moved = 0
         while True:
-            seen, count = self._move_due(keys=[self.key], args=[now, batch, WAKE_TOKENS_MAX])
+            seen, count = self._move_due(keys=[self.key, DeadSet.key],
+                                         args=[now, batch, *push_args()])
             moved += count
             if seen < batch:
                 return moved
@@ -291,8 +355,8 @@ class _DueSet(JobSet):
 
     def kill(self, entry: JobEntry) -> bool:
         """Move to the dead set now (one atomic step): it will not run by itself any more."""
-        moved = self.client.register_script(_MOVE_TO_SET)(
-            keys=[self.key, f"{KEY_PREFIX}{DeadSet.name}"], args=[entry.member, time.time()])
+        moved = self.client.register_script(_MOVE_TO_DEAD)(
+            keys=[self.key, DeadSet.key], args=[entry.member, time.time(), *dead_limits()])
         return bool(moved)
 
 
@@ -300,12 +364,14 @@ class ScheduledSet(_DueSet):
     """Delayed jobs waiting for their time (see scheduling.py)."""
 
     name = "schedule"
+    key = keys.SCHEDULE
 
 
 class RetrySet(_DueSet):
     """Failed jobs waiting for their next attempt."""
 
     name = "retry"
+    key = keys.RETRY
 
     retry = JobSet.push_now
 
@@ -314,6 +380,7 @@ class DeadSet(JobSet):
     """Jobs that will not run again until someone retries them (Sidekiq's Morgue)."""
 
     name = "dead"
+    key = keys.DEAD
     newest_first = True
 
     retry = JobSet.push_now
@@ -322,14 +389,9 @@ class DeadSet(JobSet):
             ) -> None:
         """Bury a job; the oldest beyond `dead_max_jobs` entries or `dead_timeout` seconds
         (settings; Sidekiq's 10,000 and six months by default) are let go."""
-        with self.client.pipeline() as own:
-            target = pipe or own
-            super().add(score, list_key, message, pipe=target, **info)
-            settings = current_settings()
-            target.zremrangebyscore(self.key, "-inf", score - settings.dead_timeout)
-            target.zremrangebyrank(self.key, 0, -settings.dead_max_jobs - 1)
-            if pipe is None:
-                own.execute()
+        self.client.register_script(_ADD_TO_DEAD)(
+            keys=[self.key], args=[score, entry_member(list_key, message, **info),
+                                   *dead_limits()], client=pipe)
 
 
 def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
@@ -343,6 +405,12 @@ def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
         "error_message": str(error),
         "backtrace": [line.rstrip() for line in lines][-backtrace:] if backtrace else [],
     }
+
+
+def entry_member(list_key: str, message: str, **info: Any) -> str:
+    """A set member: the message to push back to list `list_key`, and what people read."""
+    entry = {"list_key": list_key, "message": message, **info}
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

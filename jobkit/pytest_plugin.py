@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from jobkit import api, testing
+from jobkit import api, keys, testing
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 
@@ -73,7 +73,7 @@ class JobkitWorker:
         jobs are not waited for: move them with `jobkit_advance`)."""
         def quiet() -> bool:
             busy = any(queue.size() for queue in api.queues(self.client))
-            held = any(self.client.hlen(k) for k in self.client.keys("jobkit:unacked:*"))
+            held = any(self.client.hlen(k) for k in self.client.keys(keys.unacked("*")))
             return not busy and not held
 
         wait_until(quiet, timeout=timeout, what="the worker to go idle")

@@ -1,61 +1,29 @@
-"""Queue names and the Redis lists behind them.
+"""Queue conventions and the order in which a worker asks its queues for a job.
 
-kombu's Redis transport keeps one list per queue and priority step: priority 0-2 in ``<queue>``,
-3-5 in ``<queue>\\x06\\x163``, 6-8 in ``...6``, 9 in ``...9``, and fetches lower steps first. So a
-lower priority number runs first, as in Active Job's backends that support priority.
+The lists themselves are named in keys.py (kombu's layout, one list per priority step; lower
+steps are fetched first, so a lower priority number runs first, as in Active Job's backends).
 """
 
 from __future__ import annotations
 
 import random
-from bisect import bisect
 from collections.abc import Iterable, Mapping
 
 __all__ = [
     "DEFAULT_QUEUE",
     "MAILERS_QUEUE",
-    "PAUSED_KEY",
-    "PRIORITY_STEPS",
-    "QUEUES_KEY",
     "STORAGE_ANALYSIS_QUEUE",
     "STORAGE_PURGE_QUEUE",
     "WAKE_TOKENS_MAX",
     "fetch_order",
-    "list_key",
-    "list_keys",
-    "wake_key",
 ]
 
-PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
-PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
-MIN_PRIORITY, MAX_PRIORITY = 0, 9
 # The conventional queues (Rails'): everything, mail, Active-Storage-style analysis and purge.
 DEFAULT_QUEUE = "default"
 MAILERS_QUEUE = "mailers"
 STORAGE_ANALYSIS_QUEUE = "storage_analysis"
 STORAGE_PURGE_QUEUE = "storage_purge"
-QUEUES_KEY = "jobkit:queues"  # every queue a job was ever pushed to
-PAUSED_KEY = "jobkit:paused"  # queues workers must not fetch from (dashboard: pause/resume)
 WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
-
-
-def list_key(queue: str, priority: int | None) -> str:
-    """The Redis list a message of this priority waits in (kombu's `_q_for_pri`)."""
-    if not priority:
-        return queue
-    clamped = min(max(priority, MIN_PRIORITY), MAX_PRIORITY)
-    step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, clamped) - 1]
-    return f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
-
-
-def wake_key(queue: str) -> str:
-    """A list of tokens, one pushed with each job, that idle workers block on (transport.py)."""
-    return f"jobkit:wake:{queue}"
-
-
-def list_keys(queue: str) -> list[str]:
-    """Every list of a queue, first-served first."""
-    return [list_key(queue, step) for step in PRIORITY_STEPS]
 
 
 def fetch_order(queues: Iterable[str], weights: Mapping[str, int], order: str,

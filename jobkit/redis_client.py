@@ -1,23 +1,65 @@
-"""One Redis client per process and URL, for the publisher, the poller and the sets."""
+"""One Redis client per process and URL, for the publisher, the poller, the sets, the web app and
+the CLI; through Sentinel when the URL says `sentinel://`."""
 
 from __future__ import annotations
 
 import os
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 from jobkit.config import current_settings
+from jobkit.errors import ConfigError
 
-__all__ = ["get_redis"]
+__all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster"]
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+CLUSTER_REFUSAL = (
+    "Redis Cluster is not supported: jobkit's Lua scripts move a job between keys that Cluster "
+    "puts in different hash slots (queues, in-flight records, the scheduled, retry and dead "
+    "sets). Use one Redis primary, with replicas and Sentinel for failover (sentinel:// URL "
+    "and sentinel_master)."
+)
+
+_clients: dict[tuple[int, str, str | None], redis.Redis] = {}
 
 
 def get_redis(url: str | None = None) -> redis.Redis:
     """A client for `url` (default: the configured ``redis_url``), new after a fork."""
-    url = url or current_settings().redis_url
-    key = (os.getpid(), url)
+    settings = current_settings()
+    url = url or settings.redis_url
+    key = (os.getpid(), url, settings.sentinel_master)
     client = _clients.get(key)
     if client is None:
-        client = _clients[key] = redis.Redis.from_url(url)
+        client = _clients[key] = client_for(url, settings.sentinel_master)
     return client
+
+
+def client_for(url: str, sentinel_master: str | None = None) -> redis.Redis:
+    """A new client: plain for redis://, rediss:// and unix:// URLs; for kombu's
+    ``sentinel://h1:26379;sentinel://h2:26380`` form, one that asks the sentinels where the
+    master of `sentinel_master` is, and asks again after a failover."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url)
+    if not sentinel_master:
+        raise ConfigError("redis_url is a sentinel:// URL: set sentinel_master (or "
+                          "REDIS_SENTINEL_MASTER) to the name of the master to use")
+    sentinels, password, db = [], None, 0
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        sentinels.append((parsed.hostname or "localhost", parsed.port or 26379))
+        password = password or (unquote(parsed.password) if parsed.password else None)
+        if parsed.path.strip("/").isdigit():
+            db = int(parsed.path.strip("/"))
+    return Sentinel(sentinels, socket_timeout=5).master_for(
+        sentinel_master, password=password, db=db, socket_timeout=30)
+
+
+def refuse_cluster(client: redis.Redis) -> None:
+    """ConfigError (CLUSTER_REFUSAL) when `client` talks to a Redis Cluster node."""
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except redis.ResponseError:  # INFO cluster unknown or refused: not a cluster node
+        return
+    if enabled in (1, "1"):
+        raise ConfigError(CLUSTER_REFUSAL)

@@ -17,9 +17,10 @@ from collections import Counter
 
 import redis
 
+from jobkit import keys
 from jobkit.redis_client import get_redis
 
-__all__ = ["FLUSH_EVERY_SECONDS", "count", "flush", "stat_key"]
+__all__ = ["FLUSH_EVERY_SECONDS", "count", "flush"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ DAY_KEY_TTL_SECONDS = 5 * 365 * 24 * 3600  # Sidekiq keeps daily history five ye
 _pending: Counter[str] = Counter()
 _lock = threading.Lock()
 _flusher_pid: list[int] = []
-
-
-def stat_key(name: str, day: dt.date | None = None) -> str:
-    return f"jobkit:stat:{name}" + (f":{day.isoformat()}" if day else "")
 
 
 def count(name: str) -> None:
@@ -56,9 +53,9 @@ def flush(client: redis.Redis | None = None) -> None:
     try:
         with (client or get_redis()).pipeline(transaction=False) as pipe:
             for name, n in pending.items():
-                pipe.incrby(stat_key(name), n)
-                pipe.incrby(stat_key(name, today), n)
-                pipe.expire(stat_key(name, today), DAY_KEY_TTL_SECONDS)
+                pipe.incrby(keys.stat(name), n)
+                pipe.incrby(keys.stat(name, today), n)
+                pipe.expire(keys.stat(name, today), DAY_KEY_TTL_SECONDS)
             pipe.execute()
     except redis.RedisError as exc:
         logger.warning("jobkit stats not written, will try again: %s", exc)

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from jobkit.redis_client import get_redis
-from jobkit.worker import check_eviction_policy
+from jobkit.worker.boot import check_eviction_policy
 from tests.jobs import TaskLoggerJob
 
 

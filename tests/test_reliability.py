@@ -11,9 +11,9 @@ import pytest
 import redis
 
 import jobkit
+from jobkit import keys
 from jobkit.celery_message import build_message
 from jobkit.job_sets import DeadSet, ScheduledSet
-from jobkit.recovery import PROCESSES_KEY, heartbeat_key
 from tests.conftest import start_worker, wait_for
 from tests.jobs import CountJob
 
@@ -49,8 +49,8 @@ def test_no_job_lost_when_a_worker_dies_mid_run(r: redis.Redis, redis_server, tm
     assert DeadSet().size() == 0
     runs = int(r.get("test:runs"))
     assert JOBS <= runs <= JOBS + 10, "at least once, and only the in-flight few twice"
-    live = r.smembers(PROCESSES_KEY)  # the session's worker may be among them
-    assert all(r.exists(heartbeat_key(process_id)) for process_id in live)
+    live = r.smembers(keys.PROCESSES)  # the session's worker may be among them
+    assert all(r.exists(keys.heartbeat(process_id)) for process_id in live)
     leftovers = {key.split(":", 2)[2] for key in r.keys("jobkit:unacked*")}
     assert leftovers <= live, "stopped workers leave no in-flight keys"
 

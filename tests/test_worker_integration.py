@@ -15,7 +15,7 @@ import redis
 import jobkit
 from jobkit import SerializationError
 from jobkit.job_sets import DeadSet, ScheduledSet
-from jobkit.queues import list_key
+from jobkit.keys import list_key
 from tests.conftest import Worker, job_keys, wait_for
 from tests.jobs import RESULTS, CallbackJob, EchoJob, FailingJob, TaskLoggerJob
 from tests.test_arguments import ROUND_TRIPS

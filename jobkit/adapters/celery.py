@@ -14,7 +14,8 @@ from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.imports import require_importable
 from jobkit.job_sets import ScheduledSet
-from jobkit.queues import QUEUES_KEY, WAKE_TOKENS_MAX, wake_key
+from jobkit.keys import QUEUES, wake_key
+from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class CeleryAdapter(Adapter):
             for key, messages in ready.items():
                 pipe.lpush(key, *messages)  # one command per list, same order as one by one
             if jobs:
-                pipe.sadd(QUEUES_KEY, *{job.queue_name for job in jobs})  # for the dashboard
+                pipe.sadd(QUEUES, *{job.queue_name for job in jobs})  # for the dashboard
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)

@@ -13,11 +13,11 @@ from typing import Any
 import redis
 from aiosmtpd.controller import Controller
 
+from jobkit import keys
 from jobkit.redis_client import get_redis
 
-__all__ = ["CATCHER_KEY", "CaughtMail", "Inbox", "start_catcher"]
+__all__ = ["CaughtMail", "Inbox", "start_catcher"]
 
-CATCHER_KEY = "jobkit:mailcatcher"
 CATCHER_KEEP = 500
 
 
@@ -33,21 +33,21 @@ class Inbox:
         entry = {"received_at": time.time(), "mail_from": mail_from, "rcpt_tos": rcpt_tos,
                  "data": data.decode("utf-8", "replace")}
         with self.client.pipeline() as pipe:
-            pipe.lpush(CATCHER_KEY, json.dumps(entry))
-            pipe.ltrim(CATCHER_KEY, 0, CATCHER_KEEP - 1)
+            pipe.lpush(keys.MAIL_CATCHER, json.dumps(entry))
+            pipe.ltrim(keys.MAIL_CATCHER, 0, CATCHER_KEEP - 1)
             pipe.execute()
 
     def messages(self, start: int = 0, count: int = 50) -> list[CaughtMail]:
         """Newest first."""
-        raw = self.client.lrange(CATCHER_KEY, start, start + count - 1)
+        raw = self.client.lrange(keys.MAIL_CATCHER, start, start + count - 1)
         return [CaughtMail(json.loads(item)) for item in raw]
 
     def get(self, index: int) -> CaughtMail | None:
-        raw = self.client.lindex(CATCHER_KEY, index)
+        raw = self.client.lindex(keys.MAIL_CATCHER, index)
         return CaughtMail(json.loads(raw)) if raw is not None else None
 
     def clear(self) -> None:
-        self.client.delete(CATCHER_KEY)
+        self.client.delete(keys.MAIL_CATCHER)
 
 
 class _Handler:

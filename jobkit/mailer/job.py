@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from jobkit import keys
 from jobkit.imports import import_object
 from jobkit.job import Job
 from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
@@ -30,7 +31,7 @@ class MailDeliveryJob(Job):
     queue_as = MAILERS_QUEUE
 
     def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict) -> None:
-        mark = f"jobkit:mail:sent:{self.job_id}"
+        mark = keys.mail_sent(self.job_id)
         if _sent_before(mark):  # accepted by the server on an earlier run: never resend
             return
         mailer_class = _mailer_class(mailer)

@@ -1,5 +1,5 @@
-"""The poller that sends due scheduled and retry jobs to their queues, and puts back the
-in-flight jobs of dead workers (recovery.py).
+"""The poller: a thread in every worker that sends due scheduled and retry jobs to their queues,
+and puts back the in-flight jobs of dead workers (recovery.py).
 
 Why not Celery's ETA: Celery keeps ETA tasks in worker memory (~8 KiB each) and the Redis
 transport delivers them again after `visibility_timeout`, so long delays grow memory and
@@ -12,13 +12,18 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from typing import Any
 
 import redis
+from celery import bootsteps
 
+from jobkit.config import current_settings
 from jobkit.job_sets import RetrySet, ScheduledSet
-from jobkit.recovery import reap_dead_processes
+from jobkit.worker.membership import update_info
+from jobkit.worker.recovery import reap_dead_processes
 
-__all__ = ["SchedulePoller"]
+__all__ = ["SchedulePoller", "SchedulePollerStep"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +66,24 @@ class SchedulePoller:
                 logger.exception("jobkit poller: error, will try again")
             if self._stopped.wait(self.interval * random.uniform(0.5, 1.0)):
                 return
+
+
+class SchedulePollerStep(bootsteps.StartStopStep):
+    """Runs the scheduled-set poller for as long as the worker runs."""
+
+    label = "jobkit scheduled poller"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.poller: SchedulePoller | None = None
+
+    def start(self, parent: Any) -> None:
+        settings = current_settings()
+        update_info(node=getattr(parent, "hostname", None), queues=settings.queue_names,
+                    concurrency=getattr(parent, "concurrency", None), started_at=time.time())
+        self.poller = SchedulePoller(settings.poll_interval)
+        self.poller.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.poller is not None:
+            self.poller.stop()

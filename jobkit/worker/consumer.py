@@ -1,28 +1,20 @@
-"""What `jobkit worker` adds to a Celery worker: lazy job tasks, the dead set for unknown
-classes, and the scheduled-set poller."""
+"""The worker's consumer: lazy job tasks, and the dead set for messages Celery would drop."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
-import redis
-from celery import bootsteps, signals
+from celery import signals
 from celery.app.trace import build_tracer
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
-from jobkit.job_sets import DeadSet, describe_error
-from jobkit.queues import list_key
-from jobkit.recovery import process_info
-from jobkit.redis_client import get_redis
-from jobkit.scheduling import SchedulePoller
+from jobkit.keys import list_key
 
-__all__ = ["Consumer", "RedisPolicyCheck", "SchedulePollerStep", "check_eviction_policy"]
+__all__ = ["Consumer"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,20 +75,21 @@ class Consumer(CeleryConsumer):
 
 
 def _keep(message: Any, reason: BaseException | str) -> None:
-    """Put a message the worker will not run in the dead set, exactly as received."""
+    """Move a message the worker will not run from its in-flight keys to the dead set, in one
+    step, as received (the acknowledgement Celery sends after this finds nothing left)."""
     try:
         payload = _payload_of(message)
     except Exception:  # a body we cannot read is kept as it is
         payload = None
-    raw = message._raw  # the envelope exactly as it came out of the Redis list
+    raw = message._raw  # the envelope as it came out of the Redis list
     properties = raw.get("properties", {})
-    key = list_key(properties.get("delivery_info", {}).get("routing_key", "default"),
+    key = list_key(properties.get("delivery_info", {}).get("routing_key") or "default",
                    properties.get("priority"))
     job = payload if isinstance(payload, dict) else {}
     headers = raw.get("headers") or {}
-    DeadSet().add(time.time(), key, json.dumps(raw), job_id=job.get("job_id"),
-                  job_class=headers.get("task"), queue=job.get("queue_name"), payload=payload,
-                  failed_at=time.time(), **describe_error(reason))
+    message.channel.jobkit_bury(json.dumps(raw), key, reason, job_id=job.get("job_id"),
+                                job_class=headers.get("task"), queue=job.get("queue_name"),
+                                payload=payload)
 
 
 def _why_unknown(name: Any) -> str:
@@ -110,53 +103,3 @@ def _why_unknown(name: Any) -> str:
 def _payload_of(message: Any) -> Any:
     args, _kwargs, _embed = message.decode()
     return args[0]
-
-
-class SchedulePollerStep(bootsteps.StartStopStep):
-    """Runs the scheduled-set poller for as long as the worker runs."""
-
-    label = "jobkit scheduled poller"
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.poller: SchedulePoller | None = None
-
-    def start(self, parent: Any) -> None:
-        settings = current_settings()
-        process_info.update(node=getattr(parent, "hostname", None), queues=settings.queue_names,
-                            concurrency=getattr(parent, "concurrency", None),
-                            started_at=time.time())
-        self.poller = SchedulePoller(settings.poll_interval)
-        self.poller.start()
-
-    def stop(self, parent: Any) -> None:
-        if self.poller is not None:
-            self.poller.stop()
-
-
-def check_eviction_policy(client: redis.Redis) -> str | None:
-    """Warn loudly unless Redis is set never to evict keys; returns the policy seen.
-
-    An evicting Redis (allkeys-lru, volatile-*, ...) deletes queues and sets under memory
-    pressure, and the jobs in them are gone. INFO is used, not CONFIG GET, because managed
-    Redis services often disable CONFIG.
-    """
-    try:
-        policy = client.info("memory").get("maxmemory_policy")
-    except redis.RedisError as exc:
-        logger.warning("jobkit: could not read Redis's maxmemory-policy: %s", exc)
-        return None
-    if policy != "noeviction":
-        logger.warning(
-            "jobkit: Redis maxmemory-policy is %r. Under memory pressure Redis will DELETE "
-            "queued jobs. Set `maxmemory-policy noeviction` on this Redis.", policy)
-    return policy
-
-
-class RedisPolicyCheck(bootsteps.StartStopStep):
-    """At boot, the eviction-policy warning above."""
-
-    label = "jobkit redis policy check"
-
-    def start(self, parent: Any) -> None:
-        check_eviction_policy(get_redis())

@@ -32,12 +32,15 @@ from celery import bootsteps
 from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
-from jobkit import recovery
 from jobkit.config import current_settings
+from jobkit.worker import membership
 
-__all__ = ["SidekiqSignals"]
+__all__ = ["SidekiqSignals", "handing_back"]
 
 logger = logging.getLogger(__name__)
+
+#: True once TERM's timeout is reached and the worker hands its jobs back (request.py reads it).
+handing_back = False
 
 _ACK_CALLBACKS = ("ack_log_error", "reject_log_error")
 
@@ -97,15 +100,15 @@ class SidekiqSignals(bootsteps.StartStopStep):
         self.stopping = True
         timeout = current_settings().timeout
         logger.warning("TERM: shutting down; running jobs have %.0f s to finish", timeout)
-        task_consumer = self.consumer.task_consumer
-        channel = task_consumer.channel if task_consumer else None
         worker_state.should_stop = 0  # Celery's warm shutdown
         self.consumer.call_soon(lambda: None)  # wake the loop so it notices now
-        timer = threading.Timer(timeout, self._hand_back_and_exit, (channel,))
+        timer = threading.Timer(timeout, self._hand_back_and_exit)
         timer.daemon = True  # a worker that finishes in time exits without it
         timer.start()
 
-    def _hand_back_and_exit(self, channel: Any) -> None:
+    def _hand_back_and_exit(self) -> None:
+        global handing_back
+        handing_back = True  # children killed below are not failures of their jobs
         self._run_pending_acks()  # a job finished in time must not be handed back too
         for pid in self._pool_children():  # stop them first, so no job runs twice
             try:
@@ -113,9 +116,7 @@ class SidekiqSignals(bootsteps.StartStopStep):
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-        identity = getattr(channel, "jobkit_identity", None)
-        if identity is not None:
-            recovery.unregister(identity)  # every job still held: back to its queue
+        membership.leave()  # every job still held: back to its queue
         logger.warning("TERM: timeout reached; unfinished jobs handed back to their queues")
         logging.shutdown()
         os._exit(0)

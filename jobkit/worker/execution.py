@@ -6,6 +6,7 @@ discarded on purpose, or, if Redis cannot even take the failure record, back in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -17,7 +18,7 @@ from celery.exceptions import Reject, Retry
 
 from jobkit import references, stats
 from jobkit.celery_message import build_message, build_task_message
-from jobkit.errors import JobkitError
+from jobkit.errors import JobKilled, JobkitError
 from jobkit.job import Job
 from jobkit.job_sets import DeadSet, RetrySet, describe_error
 from jobkit.retries import decide
@@ -32,6 +33,7 @@ class JobTask(Task):
 
     job_class: type[Job]
     typing = False  # arguments are checked against perform() at enqueue, by jobkit
+    Request = "jobkit.worker.request:JobRequest"
 
     def run(self, payload: Any) -> Any:
         stats.count("processed")
@@ -57,6 +59,17 @@ class JobTask(Task):
         except Exception as exc:
             stats.count("failed")
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+
+    def record_kill(self, payload: Any, error: JobKilled) -> None:
+        """A run that ended with its process killed (request.py): in the worker's main
+        process, record it as a failure, per the retry policy, without performing."""
+        stats.count("failed")
+        if not isinstance(payload, dict) or not {"job_id", "queue_name", "executions"} <= set(
+                payload):
+            self._bury_as_received(payload, error)
+            return
+        with contextlib.suppress(Retry, JobKilled):  # recorded in the retry or dead set
+            self._after_failure(self._stand_in(payload), payload, error)
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
         decision = decide(job, error)

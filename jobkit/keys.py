@@ -1,0 +1,103 @@
+"""Every Redis key jobkit reads or writes, named in one place.
+
+Lua scripts never build a key name themselves: they receive each key through ``KEYS`` (or, for
+keys derived per item such as a queue's wake list, through a prefix passed in ``ARGV``), so a
+key can be renamed here alone. docs/architecture.md has the same table for people.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect
+
+__all__ = [
+    "DEAD",
+    "PAUSED",
+    "PRIORITY_SEPARATOR",
+    "PRIORITY_STEPS",
+    "PROCESSES",
+    "QUEUES",
+    "RETRY",
+    "SCHEDULE",
+    "WAKE_PREFIX",
+    "heartbeat",
+    "list_key",
+    "list_keys",
+    "mail_sent",
+    "stat",
+    "unacked",
+    "unacked_index",
+    "wake_key",
+]
+
+PREFIX = "jobkit:"
+
+# Queues: kombu's layout, one list per priority step (kombu.transport.redis.PRIORITY_STEPS and
+# Channel.sep): priority 0-2 in `<queue>`, 3-5 in `<queue>\x06\x163`, 6-8 `...6`, 9 `...9`.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+
+QUEUES = PREFIX + "queues"  # set: every queue a job was ever pushed to
+PAUSED = PREFIX + "paused"  # set: queues workers must not fetch from
+WAKE_PREFIX = PREFIX + "wake:"  # + queue: list of tokens idle workers block on
+
+# Sorted sets of jobs outside their queues, scored by a Unix time.
+SCHEDULE = PREFIX + "schedule"
+RETRY = PREFIX + "retry"
+DEAD = PREFIX + "dead"
+
+# Worker processes (jobkit/worker/recovery.py).
+PROCESSES = PREFIX + "processes"  # set of process ids
+
+
+def list_key(queue: str, priority: int | None) -> str:
+    """The Redis list a message of this priority waits in (kombu's `_q_for_pri`)."""
+    if not priority:
+        return queue
+    clamped = min(max(priority, MIN_PRIORITY), MAX_PRIORITY)
+    step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, clamped) - 1]
+    return f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
+
+
+def list_keys(queue: str) -> list[str]:
+    """Every list of a queue, first-served first."""
+    return [list_key(queue, step) for step in PRIORITY_STEPS]
+
+
+def queue_of(key: str) -> str:
+    """The queue a list key belongs to (the inverse of `list_key`)."""
+    return key.split(PRIORITY_SEPARATOR, 1)[0]
+
+
+def wake_key(queue: str) -> str:
+    """Wake tokens for idle workers of `queue`, one pushed with each job (worker/transport.py)."""
+    return WAKE_PREFIX + queue
+
+
+def heartbeat(process_id: str) -> str:
+    """String with a TTL: a live worker's heartbeat and what `jobkit processes` shows."""
+    return f"{PREFIX}heartbeat:{process_id}"
+
+
+def unacked(process_id: str) -> str:
+    """Hash: delivery tag -> [message, exchange, routing key], the process's in-flight jobs."""
+    return f"{PREFIX}unacked:{process_id}"
+
+
+def unacked_index(process_id: str) -> str:
+    """Sorted set: delivery tag -> when the process took it."""
+    return f"{PREFIX}unacked_index:{process_id}"
+
+
+def stat(name: str, day: dt.date | None = None) -> str:
+    """Counter `processed` / `failed`, total or for one day."""
+    return f"{PREFIX}stat:{name}" + (f":{day.isoformat()}" if day else "")
+
+
+def mail_sent(job_id: str) -> str:
+    """Set once a mail delivery job's message was accepted, so a retry never resends it."""
+    return f"{PREFIX}mail:sent:{job_id}"
+
+
+MAIL_CATCHER = PREFIX + "mailcatcher"  # list: mails the development catcher received

@@ -1,0 +1,156 @@
+"""A worker's heartbeat, written by a small process of its own.
+
+Why a process and not a thread: on the threads and solo pools a job that holds the GIL in C
+code (a long regex, a C extension) stops every other thread of the worker, so a heartbeat
+thread would stop too and another worker would start the job again while it still runs. This
+process shares no interpreter with the jobs: it beats for as long as the worker process exists
+and is not stopped (SIGSTOP, a frozen container), and stops when the worker is gone.
+
+The worker sends it one JSON line on stdin at start (Redis settings, identity, TTL, what
+`jobkit processes` shows), more lines to update that information, and `{"stop": true}` for a
+clean stop. When it finds its heartbeat key gone while the worker was alive (a partition or a
+pause longer than `heartbeat_timeout`), it says so in the worker's log: the jobs the worker
+held may have been handed to other workers.
+
+Run as `python -m jobkit.worker.heartbeat` by `HeartbeatProcess`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis
+
+from jobkit import keys
+
+__all__ = ["BEAT_EVERY_SECONDS", "HeartbeatProcess", "beat", "beat_interval"]
+
+logger = logging.getLogger(__name__)
+
+BEAT_EVERY_SECONDS = 2.0
+
+
+def beat_interval(ttl: float) -> float:
+    """Beat every 2 s, or every third of the TTL when that is shorter (5 missed beats = dead)."""
+    return min(BEAT_EVERY_SECONDS, ttl / 3)
+
+
+class HeartbeatProcess:
+    """The worker side: start the beating process and talk to it."""
+
+    def __init__(self, process_id: str, ttl: float, redis_url: str,
+                 sentinel_master: str | None, info: dict[str, Any]) -> None:
+        self.process_id = process_id
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobkit.worker.heartbeat"], stdin=subprocess.PIPE,
+            start_new_session=False, close_fds=True)
+        self._send({"id": process_id, "ttl": ttl, "redis_url": redis_url,
+                    "sentinel_master": sentinel_master, "parent": os.getpid(), "info": info})
+
+    def update(self, info: dict[str, Any]) -> None:
+        self._send({"info": info})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop beating; returns once the process has exited (it writes nothing after)."""
+        self._send({"stop": True})
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _send(self, line: dict[str, Any]) -> None:
+        if self.proc.poll() is not None or self.proc.stdin is None:
+            return
+        try:
+            self.proc.stdin.write(json.dumps(line).encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def _parent_alive(pid: int) -> bool:
+    """The worker exists and is not stopped or a zombie (read without its GIL: /proc)."""
+    if os.getppid() != pid:  # re-parented: the worker is gone
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): getppid is all we can tell
+    return state not in (b"T", b"t", b"Z", b"X")
+
+
+def beat(client: redis.Redis, process_id: str, ttl: float, info: dict[str, Any]) -> bool:
+    """Write the heartbeat, then (re)join the set; True if a heartbeat was still there."""
+    value = json.dumps({**info, "id": process_id, "beat_at": time.time()})
+    with client.pipeline() as pipe:
+        pipe.set(keys.heartbeat(process_id), value, px=int(ttl * 1000), get=True)
+        pipe.sadd(keys.PROCESSES, process_id)
+        previous, _ = pipe.execute()
+    return previous is not None
+
+
+def _read_lines(buffer: bytearray) -> tuple[list[dict[str, Any]], bool]:
+    """Lines waiting on stdin (without blocking); the flag is False at end of file."""
+    lines = []
+    while select.select([sys.stdin.buffer], [], [], 0)[0]:
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        if not chunk:
+            return lines, False
+        buffer.extend(chunk)
+        while b"\n" in buffer:
+            line, _, rest = bytes(buffer).partition(b"\n")
+            buffer[:] = rest
+            lines.append(json.loads(line))
+    return lines, True
+
+
+def main() -> None:
+    from jobkit.masking import mask_secrets
+    from jobkit.redis_client import client_for
+
+    logging.basicConfig(format="[%(asctime)s: %(levelname)s/heartbeat] %(message)s")
+    config = json.loads(sys.stdin.buffer.readline())
+    process_id, ttl, parent = config["id"], float(config["ttl"]), int(config["parent"])
+    info = {**config["info"], "pid": parent}
+    client = client_for(config["redis_url"], config["sentinel_master"])
+    every = beat_interval(ttl)
+    buffer = bytearray()
+    first, warned_at = True, 0.0
+    while True:
+        lines, open_ = _read_lines(buffer)
+        for line in lines:
+            if line.get("stop"):
+                return
+            info = {**line.get("info", info), "pid": parent}
+        if not _parent_alive(parent):
+            return
+        try:
+            if not beat(client, process_id, ttl, info) and not first:
+                logger.warning(
+                    "jobkit: worker %s was taken for dead: its heartbeat had expired (no beat "
+                    "for %.0f s: a partition or a pause). Jobs it held may have been handed to "
+                    "other workers and may run twice.", process_id, ttl)
+            first = False
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if now - warned_at > ttl:  # once per TTL, not every beat of an outage
+                warned_at = now
+                logger.warning("jobkit heartbeat failed, will try again: %s",
+                               mask_secrets(str(exc)))
+        if open_:
+            select.select([sys.stdin.buffer], [], [], every)
+        else:
+            time.sleep(every)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""This worker process's membership: one id, one set of in-flight keys and one heartbeat for
+as long as the process lives.
+
+Why per process and not per channel (kombu's unit): a reconnect (Redis restarted, a failover,
+a dropped connection) gives the consumer a new channel while the jobs fetched on the old one
+still run. Under a new identity those jobs would look abandoned and be handed out again; under
+the same identity they stay held by a live worker and are acknowledged when they finish.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from jobkit import keys
+from jobkit.config import current_settings
+from jobkit.redis_client import get_redis
+from jobkit.worker.heartbeat import HeartbeatProcess, beat
+from jobkit.worker.recovery import hand_back
+
+__all__ = ["Identity", "identity", "join", "leave", "process_info", "update_info"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The names of one worker process's keys in Redis (see keys.py)."""
+
+    id: str
+
+    @property
+    def unacked_key(self) -> str:
+        return keys.unacked(self.id)
+
+    @property
+    def unacked_index_key(self) -> str:
+        return keys.unacked_index(self.id)
+
+    @property
+    def heartbeat_key(self) -> str:
+        return keys.heartbeat(self.id)
+
+
+#: What the heartbeat tells the API and dashboard about this process (set by the worker).
+process_info: dict[str, Any] = {}
+
+_lock = threading.Lock()
+_identity: dict[int, Identity] = {}
+_heartbeat: dict[int, HeartbeatProcess] = {}
+
+
+def identity() -> Identity:
+    """This process's identity (`hostname:pid:random`), made once per process."""
+    pid = os.getpid()
+    with _lock:
+        if pid not in _identity:
+            _identity[pid] = Identity(f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+        return _identity[pid]
+
+
+def join() -> Identity:
+    """Beat once now, then keep beating from the heartbeat process; idempotent.
+
+    The first beat is written before anything is fetched, and before the id joins the set, so
+    a reaper never sees a fresh process without a heartbeat and the fetch finds it alive.
+    """
+    me = identity()
+    settings = current_settings()
+    info = _info()
+    beat(get_redis(), me.id, settings.heartbeat_timeout, info)
+    with _lock:
+        beating = _heartbeat.get(os.getpid())
+        if beating is None or beating.proc.poll() is not None:
+            _heartbeat[os.getpid()] = HeartbeatProcess(
+                me.id, settings.heartbeat_timeout, settings.redis_url,
+                settings.sentinel_master, info)
+        else:
+            beating.update(info)
+    return me
+
+
+def update_info(**info: Any) -> None:
+    """Add to what the heartbeat shows (node, queues, concurrency, start time)."""
+    process_info.update(info)
+    with _lock:
+        beating = _heartbeat.get(os.getpid())
+    if beating is not None:
+        beating.update(_info())
+
+
+def _info() -> dict[str, Any]:
+    return {**process_info, "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+def leave() -> int:
+    """A clean stop, once nothing runs any more: stop beating, put back every job still held
+    (fetched but never started), and leave the set. Returns how many went back."""
+    with _lock:
+        beating = _heartbeat.pop(os.getpid(), None)
+        me = _identity.get(os.getpid())
+    if beating is not None:
+        beating.stop()
+    if me is None:
+        return 0
+    get_redis().delete(me.heartbeat_key)
+    return hand_back(me.id)

@@ -1,0 +1,69 @@
+"""Celery's request for a job, with one change: a job whose process was killed goes back per
+its retry policy instead of being lost or requeued forever.
+
+Why: with `acks_late`, Celery acknowledges a job killed by the hard time limit (it is gone:
+in no queue and no set), and requeues a job whose pool process died (`task_reject_on_worker_lost`)
+as often as it dies, so a job that gets the OOM killer every time blocks its queue for good.
+Here both count as a failed run (`jobkit.JobKilled`, with the reason), recorded in the retry
+or dead set before the message is acknowledged, like any other failure (execution.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from billiard.einfo import ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded
+from celery.worker import state as worker_state
+from celery.worker.request import Request
+from celery.worker.state import task_ready
+
+from jobkit.errors import JobKilled
+from jobkit.worker import shutdown
+
+__all__ = ["JobRequest"]
+
+logger = logging.getLogger(__name__)
+
+
+class JobRequest(Request):
+    _jobkit_recorded = False
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if soft or not self._failure_is_the_jobs():
+            return super().on_timeout(soft, timeout)
+        task_ready(self)
+        logger.error("Hard time limit (%ss) exceeded for %s[%s]", timeout, self.name, self.id)
+        self._record_kill(f"hard time limit ({timeout:g} s) exceeded")
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError | TimeLimitExceeded) and self._failure_is_the_jobs():
+            task_ready(self)
+            self._record_kill(f"{type(exc).__name__}: {exc}")
+            return None
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def _failure_is_the_jobs(self) -> bool:
+        """Not when the worker itself killed its pool (cold shutdown, TERM's timeout): then
+        the job is handed back to its queue untouched."""
+        return not worker_state.should_terminate and not shutdown.handing_back
+
+    def _record_kill(self, reason: str) -> None:
+        if self._jobkit_recorded:  # the timeout and the lost process report one kill
+            return
+        self._jobkit_recorded = True
+        try:
+            self.task.record_kill(self.args[0] if self.args else None, JobKilled(reason))
+        except redis.RedisError:
+            logger.exception("cannot record killed job %s; handing it back to its queue",
+                             self.id)
+            self.reject(requeue=True)
+            return
+        self.acknowledge()
