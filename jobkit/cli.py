@@ -105,8 +105,10 @@ def config_check(config_path: str | None, environment: str | None) -> None:
     except ConfigError as exc:
         click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         sys.exit(1)
+    redis_note = _check_redis(settings)
     click.echo(f"# {path or '(no file: defaults and environment)'}, "
                f"environment {settings.environment}: OK")
+    click.echo(f"# redis: {redis_note}")
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if field.name == "redis_url":
@@ -117,6 +119,22 @@ def config_check(config_path: str | None, environment: str | None) -> None:
             value = ", ".join(f"{name}" if weight == 1 else f"{name},{weight}"
                               for name, weight in value)
         click.echo(f"{field.name}: {mask_secrets(str(value))}")
+
+
+def _check_redis(settings: Any) -> str:
+    """Refuse a Redis Cluster (exit 1, one line); otherwise say whether Redis answered."""
+    from jobkit.redis_client import client_for, refuse_cluster
+
+    try:
+        client = client_for(settings.redis_url, settings.sentinel_master, timeout=3)
+        refuse_cluster(client)
+        client.ping()
+    except ConfigError as exc:
+        click.echo(f"error: {mask_secrets(str(exc))}", err=True)
+        sys.exit(1)
+    except (redis.RedisError, OSError) as exc:
+        return f"not reachable now ({mask_secrets(str(exc))})"
+    return "reachable, not a cluster"
 
 
 def _when(stamp: float | None) -> str:

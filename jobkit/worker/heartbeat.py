@@ -76,16 +76,17 @@ class HeartbeatProcess:
             pass
 
 
-def _parent_alive(pid: int) -> bool:
-    """The worker exists and is not stopped or a zombie (read without its GIL: /proc)."""
+def _worker_state(pid: int) -> str:
+    """"gone", "stopped" (SIGSTOP, a frozen container, a zombie) or "running", read without
+    the worker's GIL: from getppid and /proc."""
     if os.getppid() != pid:  # re-parented: the worker is gone
-        return False
+        return "gone"
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             state = stat.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return True  # no /proc (not Linux): getppid is all we can tell
-    return state not in (b"T", b"t", b"Z", b"X")
+        return "running"  # no /proc (not Linux): getppid is all we can tell
+    return "stopped" if state in (b"T", b"t", b"Z", b"X") else "running"
 
 
 def beat(client: redis.Redis, process_id: str, ttl: float, info: dict[str, Any]) -> bool:
@@ -131,8 +132,12 @@ def main() -> None:
             if line.get("stop"):
                 return
             info = {**line.get("info", info), "pid": parent}
-        if not _parent_alive(parent):
+        state = _worker_state(parent)
+        if state == "gone":
             return
+        if state == "stopped":  # no beat: a frozen worker is taken for dead, as documented
+            time.sleep(every)
+            continue
         try:
             if not beat(client, process_id, ttl, info) and not first:
                 logger.warning(

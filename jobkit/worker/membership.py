@@ -22,7 +22,15 @@ from jobkit.redis_client import get_redis
 from jobkit.worker.heartbeat import HeartbeatProcess, beat
 from jobkit.worker.recovery import hand_back
 
-__all__ = ["Identity", "identity", "join", "leave", "process_info", "update_info"]
+__all__ = [
+    "Identity",
+    "identity",
+    "join",
+    "keep_beating",
+    "leave",
+    "process_info",
+    "update_info",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,14 @@ def join() -> Identity:
         else:
             beating.update(info)
     return me
+
+
+def keep_beating() -> None:
+    """Start the heartbeat process again if it died (the poller calls this every poll)."""
+    with _lock:
+        beating = _heartbeat.get(os.getpid())
+    if beating is not None and beating.proc.poll() is not None:
+        join()
 
 
 def update_info(**info: Any) -> None:

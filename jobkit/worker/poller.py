@@ -20,7 +20,7 @@ from celery import bootsteps
 
 from jobkit.config import current_settings
 from jobkit.job_sets import RetrySet, ScheduledSet
-from jobkit.worker.membership import update_info
+from jobkit.worker.membership import keep_beating, update_info
 from jobkit.worker.recovery import reap_dead_processes
 
 __all__ = ["SchedulePoller", "SchedulePollerStep"]
@@ -51,6 +51,7 @@ class SchedulePoller:
 
     def poll(self) -> int:
         """Move every due job now, and recover dead workers' jobs; returns how many moved."""
+        keep_beating()
         return sum(job_set.move_due() for job_set in self.sets) + reap_dead_processes(
             self.sets[0].client)
 

@@ -37,7 +37,7 @@ class JobRequest(Request):
             return super().on_timeout(soft, timeout)
         task_ready(self)
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", timeout, self.name, self.id)
-        self._record_kill(f"hard time limit ({timeout:g} s) exceeded")
+        self._record_kill(_why_killed(TimeLimitExceeded(timeout)))
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> Any:
@@ -46,7 +46,7 @@ class JobRequest(Request):
             exc = exc.exc
         if isinstance(exc, WorkerLostError | TimeLimitExceeded) and self._failure_is_the_jobs():
             task_ready(self)
-            self._record_kill(f"{type(exc).__name__}: {exc}")
+            self._record_kill(_why_killed(exc))
             return None
         return super().on_failure(exc_info, send_failed_event, return_ok)
 
@@ -67,3 +67,9 @@ class JobRequest(Request):
             self.reject(requeue=True)
             return
         self.acknowledge()
+
+
+def _why_killed(error: BaseException) -> str:
+    if isinstance(error, TimeLimitExceeded) and error.args:
+        return f"hard time limit ({float(error.args[0]):g} s) exceeded"
+    return f"{type(error).__name__}: {error}"

@@ -29,6 +29,7 @@ import time
 from time import monotonic
 from typing import Any
 
+import redis
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -39,6 +40,7 @@ from jobkit import keys
 from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
+from jobkit.redis_client import get_redis
 from jobkit.worker import membership
 from jobkit.worker.recovery import hand_back
 
@@ -51,6 +53,9 @@ PAUSED_REFRESH_SECONDS = 1.0
 BURY_AT_MOST = 100  # unreadable items buried by one fetch call, so a flood cannot block Redis
 RECONCILE_EVERY_SECONDS = 5.0
 ORPHAN_MIN_AGE_SECONDS = 2.0
+MASTER_CHECK_SECONDS = 1.0  # Sentinel: how often a worker asks where the master is
+MASTER_WAIT_SECONDS = 15.0  # Sentinel: how long a connection attempt waits for a master
+MASTER_RETRY_SECONDS = 0.25
 
 # KEYS: the lists in fetch order, then unacked, unacked_index, heartbeat, dead.
 # ARGV: now, dead max jobs, dead timeout, priority separator, bury at most.
@@ -191,9 +196,12 @@ class JobkitChannel:
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         """One synchronous client per channel, not one per ack: kombu builds a new redis.Redis
-        (and its callback table) for every MULTI, a fifth of a no-op job's cost."""
+        (and its callback table) for every MULTI, a fifth of a no-op job's cost. A closed
+        channel's acks go through the process's own client (same Redis, same keys)."""
         if asynchronous:
             return super()._create_client(asynchronous=True)
+        if self.connection is None:  # closed at a reconnect: its jobs still run and get acked
+            return get_redis()
         client = self.__dict__.get("_jobkit_client")
         if client is None or client.connection_pool is not self.pool:
             client = self._jobkit_client = super()._create_client()
@@ -340,8 +348,53 @@ class Channel(JobkitChannel, kombu_redis.Channel):
 
 
 class SentinelChannel(JobkitChannel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, following the master.
+
+    kombu asks the sentinels where the master is only when it connects. After `SENTINEL
+    FAILOVER` the old master stays writable until Sentinel demotes it, seconds later, and
+    whatever a worker did there in between is dropped at the demotion. So before a fetch, at
+    most every MASTER_CHECK_SECONDS, this channel asks the sentinels; when the master moved
+    it drops its connection, and the worker reconnects to the new master. A blocking read
+    that the demotion interrupts (``UNBLOCKED``) is a lost connection too, not a crash.
+    """
+
     from_transport_options = (kombu_redis.SentinelChannel.from_transport_options
                               + _JOBKIT_OPTIONS)
+    _master_checked_at = float("-inf")
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        self._follow_master()
+        return super()._brpop_start(timeout)
+
+    def _brpop_read(self, **options: Any) -> Any:
+        connection = self.client.connection
+        try:
+            return super()._brpop_read(**options)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("UNBLOCKED"):
+                raise
+            connection.disconnect()
+            raise redis.ConnectionError(f"Redis stopped being the master: {exc}") from None
+
+    def _follow_master(self) -> None:
+        now = monotonic()
+        manager = getattr(self, "_async_sentinel_manager", None)
+        connection = self.client.connection
+        if now - self._master_checked_at < MASTER_CHECK_SECONDS or manager is None \
+                or connection is None or connection.host is None:
+            return
+        self._master_checked_at = now
+        try:
+            master = tuple(manager.discover_master(self.master_name))
+        except (redis.ConnectionError, redis.TimeoutError):
+            return  # no master known right now: the connection in use says what goes on
+        if master != (connection.host, connection.port):
+            logger.warning("jobkit: the sentinels moved master %r from %s:%s to %s:%s; "
+                           "reconnecting", self.master_name, connection.host,
+                           connection.port, *master)
+            connection.disconnect()
+            raise redis.ConnectionError(f"master {self.master_name!r} moved to "
+                                        f"{master[0]}:{master[1]}")
 
 
 class Transport(kombu_redis.Transport):
@@ -349,4 +402,23 @@ class Transport(kombu_redis.Transport):
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport; a connection attempt waits for the sentinels to name a
+    reachable master (up to MASTER_WAIT_SECONDS) instead of failing at once: Celery waits
+    2, 4, 6... s between failed attempts, which would add up to long after the failover."""
+
     Channel = SentinelChannel
+
+    def establish_connection(self) -> Any:
+        deadline = monotonic() + MASTER_WAIT_SECONDS
+        while True:
+            try:
+                return super().establish_connection()
+            except self.connection_errors:
+                if monotonic() >= deadline or _stopping():
+                    raise
+                time.sleep(MASTER_RETRY_SECONDS)
+
+
+def _stopping() -> bool:
+    return any(flag not in (None, False)
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
