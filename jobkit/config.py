@@ -57,6 +57,7 @@ REDIS_URL_FORMS = ("a redis://, rediss://, unix:// or sentinel:// URL (several s
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     sentinel_master: str | None = None
+    wait_for_replicas: int = 0
     adapter: str = "celery"
     concurrency: int = DEFAULT_CONCURRENCY
     queues: tuple[tuple[str, int], ...] = tuple((q, 1) for q in DEFAULT_QUEUES)
@@ -87,6 +88,7 @@ class Settings:
 ENV_OVERRIDES = {
     "REDIS_URL": ("redis_url", str),
     "REDIS_SENTINEL_MASTER": ("sentinel_master", str),
+    "JOBKIT_WAIT_FOR_REPLICAS": ("wait_for_replicas", int),
     "JOBKIT_ADAPTER": ("adapter", str),
     "JOBKIT_POLL_INTERVAL": ("poll_interval", float),
     "JOBKIT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
@@ -148,6 +150,7 @@ def _is_number(value: Any) -> bool:
 _CHECKS: dict[str, tuple[Any, str]] = {
     "concurrency": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
     "max_retries": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+    "wait_for_replicas": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
     "timeout": (lambda v: _is_number(v) and v >= 0, "seconds >= 0"),
     "poll_interval": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
     "heartbeat_timeout": (lambda v: _is_number(v) and v >= 1, "seconds >= 1"),
@@ -229,7 +232,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
             raise ConfigError(f"{where}: must be a module name or a list of them")
         return tuple(value)
-    if isinstance(value, str) and key in ("concurrency", "max_retries", "dead_max_jobs") \
+    if isinstance(value, str) and key in ("concurrency", "max_retries", "dead_max_jobs",
+                                          "wait_for_replicas") \
             and value.isdigit():
         value = int(value)  # from ${VAR} interpolation
     if isinstance(value, str) and key in ("timeout", "poll_interval", "heartbeat_timeout",

@@ -19,6 +19,7 @@ __all__ = [
     "JobClassError",
     "JobKilled",
     "JobkitError",
+    "NotReplicatedError",
     "PayloadError",
     "SerializationError",
 ]
@@ -26,6 +27,11 @@ __all__ = [
 
 class JobkitError(Exception):
     """Root of every error jobkit raises on purpose."""
+
+
+class NotReplicatedError(JobkitError):
+    """An enqueue reached the Redis master but fewer replicas than `wait_for_replicas`
+    confirmed it in time: a failover may lose it, so it is not reported as enqueued."""
 
 
 class SerializationError(JobkitError, TypeError):

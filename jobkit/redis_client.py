@@ -3,11 +3,14 @@ the CLI; through Sentinel when the URL says `sentinel://`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from time import monotonic
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from jobkit.config import current_settings
 from jobkit.errors import ConfigError
@@ -20,6 +23,8 @@ CLUSTER_REFUSAL = (
     "sets). Use one Redis primary, with replicas and Sentinel for failover (sentinel:// URL "
     "and sentinel_master)."
 )
+
+MASTER_CHECK_SECONDS = 1.0  # how often a Sentinel client asks whether the master moved
 
 _clients: dict[tuple[int, str, str | None], redis.Redis] = {}
 
@@ -52,7 +57,26 @@ def client_for(url: str, sentinel_master: str | None = None) -> redis.Redis:
         if parsed.path.strip("/").isdigit():
             db = int(parsed.path.strip("/"))
     return Sentinel(sentinels, socket_timeout=5).master_for(
-        sentinel_master, password=password, db=db, socket_timeout=30)
+        sentinel_master, connection_pool_class=FollowingPool, password=password, db=db,
+        socket_timeout=30)
+
+
+class FollowingPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool asks where the master is only when it opens a connection, so
+    after `SENTINEL FAILOVER` it goes on writing to the old master (writable until Sentinel
+    demotes it, seconds later, and then emptied). This one asks the sentinels again, at most
+    every MASTER_CHECK_SECONDS, when a connection is taken; when the master moved, the idle
+    connections to the old one are closed and the next command goes to the new one."""
+
+    _checked_at = float("-inf")
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = monotonic()
+        if now - self._checked_at >= MASTER_CHECK_SECONDS:
+            self._checked_at = now
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self.get_master_address()  # closes idle connections when the master moved
+        return super().get_connection(*args, **kwargs)
 
 
 def refuse_cluster(client: redis.Redis) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
+from jobkit.errors import NotReplicatedError
 from jobkit.imports import require_importable
 from jobkit.job_sets import ScheduledSet
 from jobkit.keys import QUEUES, wake_key
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+REPLICA_WAIT_MS = 1000  # wait_for_replicas: how long an enqueue waits for replicas (WAIT)
 
 
 class CeleryAdapter(Adapter):
@@ -54,7 +57,14 @@ class CeleryAdapter(Adapter):
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
-            pipe.execute()
+            replicas = current_settings().wait_for_replicas
+            if replicas:
+                pipe.wait(replicas, REPLICA_WAIT_MS)
+            results = pipe.execute()
+        if replicas and results[-1] < replicas:
+            raise NotReplicatedError(
+                f"enqueue confirmed by {results[-1]} replica(s) of the {replicas} wanted "
+                f"(wait_for_replicas) within {REPLICA_WAIT_MS} ms: not counted as enqueued")
 
     def _message(self, job: Job, pipe: redis.client.Pipeline, scheduled: ScheduledSet
                  ) -> tuple[str, str] | None:
