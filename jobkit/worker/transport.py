@@ -35,6 +35,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis import exceptions as redis_errors
 
 from jobkit import keys
 from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
@@ -277,12 +278,16 @@ class JobkitChannel:
         body Celery cannot decode...), move it from the in-flight keys to the dead set."""
         try:
             self.connection._deliver(loads(bytes_to_str(item)), keys.queue_of(list_key))
-        except self.connection_errors + self.channel_errors:
+        except self.connection_errors:
             raise  # the message stays in flight; _reconcile hands it back after a reconnect
         except Exception as exc:
             logger.error("jobkit: a message from %r cannot be delivered (%s: %s); kept in the "
                          "dead set", list_key, type(exc).__name__, mask_secrets(str(exc)))
-            self.jobkit_bury(item, list_key, exc)
+            try:
+                self.jobkit_bury(item, list_key, exc)
+            except self.connection_errors + (redis_errors.RedisError,):
+                logger.exception("jobkit: cannot bury it now; it stays in flight and is "
+                                 "handed back later")
 
     def jobkit_bury(self, item: bytes | str, list_key: str, reason: BaseException | str,
                     **info: Any) -> None:
@@ -299,6 +304,8 @@ class JobkitChannel:
         self._create_client().register_script(_BURY_IN_FLIGHT)(
             keys=[self.unacked_key, self.unacked_index_key, keys.DEAD],
             args=[tag, now, member, *dead_limits()])
+        if tag in self.qos._delivered:  # free its prefetch slot, or the channel stops fetching
+            virtual.QoS.ack(self.qos, tag)
 
     def _not_alive(self) -> None:
         self._waiting = True  # wait a moment in Redis: the heartbeat process writes it again
