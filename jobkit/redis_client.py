@@ -40,12 +40,14 @@ def get_redis(url: str | None = None) -> redis.Redis:
     return client
 
 
-def client_for(url: str, sentinel_master: str | None = None) -> redis.Redis:
+def client_for(url: str, sentinel_master: str | None = None, timeout: float | None = None
+               ) -> redis.Redis:
     """A new client: plain for redis://, rediss:// and unix:// URLs; for kombu's
     ``sentinel://h1:26379;sentinel://h2:26380`` form, one that asks the sentinels where the
-    master of `sentinel_master` is, and asks again after a failover."""
+    master of `sentinel_master` is, and asks again after a failover. `timeout`: seconds for
+    connecting and for each reply (default: none for plain URLs; 5 and 30 s with Sentinel)."""
     if not url.startswith("sentinel://"):
-        return redis.Redis.from_url(url)
+        return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     if not sentinel_master:
         raise ConfigError("redis_url is a sentinel:// URL: set sentinel_master (or "
                           "REDIS_SENTINEL_MASTER) to the name of the master to use")
@@ -56,9 +58,9 @@ def client_for(url: str, sentinel_master: str | None = None) -> redis.Redis:
         password = password or (unquote(parsed.password) if parsed.password else None)
         if parsed.path.strip("/").isdigit():
             db = int(parsed.path.strip("/"))
-    return Sentinel(sentinels, socket_timeout=5).master_for(
+    return Sentinel(sentinels, socket_timeout=timeout or 5).master_for(
         sentinel_master, connection_pool_class=FollowingPool, password=password, db=db,
-        socket_timeout=30)
+        socket_timeout=timeout or 30)
 
 
 class FollowingPool(SentinelConnectionPool):

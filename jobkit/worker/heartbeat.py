@@ -122,10 +122,10 @@ def main() -> None:
     config = json.loads(sys.stdin.buffer.readline())
     process_id, ttl, parent = config["id"], float(config["ttl"]), int(config["parent"])
     info = {**config["info"], "pid": parent}
-    client = client_for(config["redis_url"], config["sentinel_master"])
     every = beat_interval(ttl)
+    client = client_for(config["redis_url"], config["sentinel_master"], timeout=max(every, 1.0))
     buffer = bytearray()
-    first, warned_at = True, 0.0
+    first, warned_at, beaten_at = True, 0.0, time.monotonic()
     while True:
         lines, open_ = _read_lines(buffer)
         for line in lines:
@@ -139,12 +139,16 @@ def main() -> None:
             time.sleep(every)
             continue
         try:
-            if not beat(client, process_id, ttl, info) and not first:
+            found = beat(client, process_id, ttl, info)
+            # A beat sent into a partition can reach Redis after it heals and write the
+            # heartbeat again, so a long silence counts as much as a missing key.
+            silent = time.monotonic() - beaten_at
+            if not first and (not found or silent > ttl):
                 logger.warning(
-                    "jobkit: worker %s was taken for dead: its heartbeat had expired (no beat "
-                    "for %.0f s: a partition or a pause). Jobs it held may have been handed to "
-                    "other workers and may run twice.", process_id, ttl)
-            first = False
+                    "jobkit: worker %s was taken for dead: no heartbeat for %.0f s (a "
+                    "partition or a pause; the limit is %.0f s). Jobs it held may have been "
+                    "handed to other workers and may run twice.", process_id, silent, ttl)
+            first, beaten_at = False, time.monotonic()
         except redis.RedisError as exc:
             now = time.monotonic()
             if now - warned_at > ttl:  # once per TTL, not every beat of an outage

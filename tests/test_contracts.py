@@ -1,0 +1,120 @@
+"""The kombu and Celery internals jobkit builds on, pinned: when an upgrade renames or reshapes
+one, this fails naming the symbol (pyproject.toml pins celery and kombu to 5.7.x).
+
+Each entry says where jobkit relies on it. Behaviour is covered by the real-worker tests; these
+catch the silent kind of break, where an override stops being called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+# (module, dotted attribute, parameters its signature must have, who relies on it)
+CONTRACTS = [
+    ("kombu.transport.redis", "Channel._brpop_start", ["timeout"], "worker/transport.py"),
+    ("kombu.transport.redis", "Channel._brpop_read", [], "worker/transport.py"),
+    ("kombu.transport.redis", "Channel._in_poll", None, "worker/transport.py"),
+    ("kombu.transport.redis", "Channel._brpop_sent_at", None, "worker/transport.py"),
+    ("kombu.transport.redis", "Channel._create_client", ["asynchronous"],
+     "worker/transport.py"),
+    ("kombu.transport.redis", "Channel.from_transport_options", None, "worker/transport.py"),
+    ("kombu.transport.redis", "Channel._fanout_queues", None, "worker/transport.py"),
+    ("kombu.transport.redis", "Channel.unacked_key", None, "worker/transport.py"),
+    ("kombu.transport.redis", "Channel.unacked_index_key", None, "worker/transport.py"),
+    ("kombu.transport.redis", "QoS.append", ["message", "delivery_tag"],
+     "worker/transport.py: the fetch script records instead"),
+    ("kombu.transport.redis", "QoS.restore_visible", [], "worker/transport.py: switched off"),
+    ("kombu.transport.redis", "QoS.ack", ["delivery_tag"], "acks of in-flight keys"),
+    ("kombu.transport.redis", "QoS.reject", ["delivery_tag", "requeue"], "requeue"),
+    ("kombu.transport.redis", "SentinelChannel._sentinel_managed_pool", [],
+     "worker/transport.py: SentinelChannel"),
+    ("kombu.transport.redis", "SentinelTransport", None, "worker/transport.py"),
+    ("kombu.transport.virtual", "QoS.restore_unacked_once", ["stderr"],
+     "worker/transport.py: no hand-back when a channel closes"),
+    ("kombu.transport.virtual", "QoS._delivered", None, "worker/transport.py: held tags"),
+    ("kombu.transport.virtual", "Channel.basic_consume", ["queue", "no_ack", "callback"],
+     "worker/transport.py: membership joins at the first acked consumer"),
+    ("kombu.transport.virtual", "Transport._deliver", ["message", "queue"],
+     "worker/transport.py: _deliver_or_bury"),
+    ("celery.worker.state", "requests", None, "worker/transport.py: held tags"),
+    ("celery.worker.state", "reserved_requests", None, "worker/transport.py: held tags"),
+    ("celery.worker.state", "active_requests", None, "worker/transport.py: held tags"),
+    ("celery.worker.state", "scheduled_requests", None, "worker/transport.py: held tags"),
+    ("celery.worker.state", "should_terminate", None, "worker/request.py"),
+    ("celery.worker.state", "task_ready", ["request"], "worker/request.py"),
+    ("celery.worker.request", "Request.on_timeout", ["soft", "timeout"], "worker/request.py"),
+    ("celery.worker.request", "Request.on_failure",
+     ["exc_info", "send_failed_event", "return_ok"], "worker/request.py"),
+    ("celery.worker.request", "Request.acknowledge", [], "worker/request.py"),
+    ("celery.worker.request", "Request.reject", ["requeue"], "worker/request.py"),
+    ("celery.worker.request", "Request.message", None, "worker/transport.py: held tags"),
+    ("celery.app.task", "Task.Request", None, "worker/execution.py: JobTask.Request"),
+    ("celery.worker.consumer.consumer", "Consumer.on_unknown_task",
+     ["body", "message", "exc"], "worker/consumer.py"),
+    ("celery.worker.consumer.consumer", "Consumer.on_invalid_task",
+     ["body", "message", "exc"], "worker/consumer.py"),
+    ("celery.worker.consumer.consumer", "Consumer.on_decode_error", ["message", "exc"],
+     "worker/consumer.py"),
+    ("celery.worker.consumer.consumer", "Consumer.on_unknown_message", ["body", "message"],
+     "worker/consumer.py"),
+    ("celery.worker.consumer.consumer", "Consumer.call_soon", ["p"], "worker/shutdown.py"),
+    ("kombu.asynchronous.hub", "Hub._pop_ready", [], "worker/shutdown.py"),
+    ("celery.signals", "worker_shutdown", None, "worker/app.py: membership.leave"),
+    ("celery.signals", "worker_process_init", None, "worker/shutdown.py"),
+    ("celery.app.registry", "TaskRegistry.__missing__", None, "worker/app.py: JobRegistry"),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "parameters", "user"), CONTRACTS,
+                         ids=[f"{m}.{n}" for m, n, _, _ in CONTRACTS])
+def test_internal_we_rely_on_is_still_there(module: str, name: str,
+                                            parameters: list[str] | None, user: str) -> None:
+    target = importlib.import_module(module)
+    for part in name.split("."):
+        if isinstance(target, type) and part not in dir(target) and _instance_attribute(
+                target, part):
+            return  # set in __init__ (checked by reading the source below)
+        assert hasattr(target, part), f"{module}.{name} is gone (relied on by {user})"
+        target = getattr(target, part)
+    if parameters is not None:
+        signature = inspect.signature(target)
+        missing = [p for p in parameters if p not in signature.parameters]
+        assert not missing, (f"{module}.{name} lost parameters {missing} "
+                             f"(relied on by {user}): now {signature}")
+
+
+def _instance_attribute(cls: type, name: str) -> bool:
+    """`name` is assigned as `self.<name>` somewhere in `cls`'s own source."""
+    try:
+        return f"self.{name}" in inspect.getsource(cls)
+    except (OSError, TypeError):
+        return False
+
+
+def test_kombu_closes_a_channel_through_restore_unacked_once() -> None:
+    """Our QoS.restore_unacked_once only keeps jobs from being handed back if kombu's channel
+    close still goes through it."""
+    from kombu.transport import virtual
+
+    source = inspect.getsource(virtual.Channel.close)
+    assert "restore_unacked_once" in source, "kombu.transport.virtual.Channel.close changed"
+
+
+def test_celery_sends_worker_shutdown_after_stopping_the_pool() -> None:
+    """membership.leave (at worker_shutdown) hands back what is still held: safe only once the
+    pool has stopped, i.e. after WorkController._shutdown."""
+    from celery.worker.worker import WorkController
+
+    source = inspect.getsource(WorkController.stop)
+    assert source.index("_shutdown(") < source.index("_send_worker_shutdown"), \
+        "celery.worker.worker.WorkController.stop: worker_shutdown no longer follows _shutdown"
+
+
+def test_celery_ack_on_a_hard_time_limit_goes_through_request_on_timeout() -> None:
+    from celery.worker.request import Request
+
+    source = inspect.getsource(Request.on_timeout)
+    assert "acks_on_timeout" in source, "celery.worker.request.Request.on_timeout changed"
