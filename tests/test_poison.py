@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import jobkit
@@ -25,7 +25,7 @@ from jobkit import keys
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings, use_settings
 from jobkit.testing_services import RedisServer, wait_until
-from tests.conftest import start_worker, wait_for
+from tests.conftest import start_worker
 from tests.jobs import CountJob
 
 QUEUE = "poison"
@@ -187,10 +187,16 @@ def push_and_account(client: redis.Redis, worker: Any, items: list[Item]) -> Non
         missing = [(item.data[:300], item.runs_as) for item in unaccounted()]
         pytest.fail(f"not accounted for: {missing}; queue length {client.llen(QUEUE)}\n"
                     f"{worker.output()[-3000:]}")
-    wait_for(lambda: sum(client.hlen(k) for k in client.keys(keys.unacked("*"))) == 0,
-             what="nothing left in flight")
+    try:
+        wait_until(lambda: not in_flight(client), timeout=15)
+    except TimeoutError:
+        pytest.fail(f"left in flight: {in_flight(client)}\n{worker.output()[-3000:]}")
     assert worker.proc.poll() is None, worker.output()[-3000:]
     assert "Unrecoverable error" not in worker.output(), worker.output()[-3000:]
+
+
+def in_flight(client: redis.Redis) -> list[bytes]:
+    return [value for key in client.keys(keys.unacked("*")) for value in client.hvals(key)]
 
 
 def test_the_shapes_the_issue_names(server: RedisServer, poisoned_worker: Any) -> None:
@@ -202,7 +208,9 @@ def test_the_shapes_the_issue_names(server: RedisServer, poisoned_worker: Any) -
     assert "not JSON" in reasons
 
 
+# No shrinking: each example drains a real worker, and a failure prints its items whole.
 @settings(max_examples=20, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(items=st.lists(st.one_of(mutated_envelopes(), junk()), min_size=5, max_size=25))
 def test_generated_items(server: RedisServer, poisoned_worker: Any, items: list[Item]) -> None:

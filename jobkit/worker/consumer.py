@@ -87,9 +87,9 @@ def _keep(message: Any, reason: BaseException | str) -> None:
                    properties.get("priority"))
     job = payload if isinstance(payload, dict) else {}
     headers = raw.get("headers") or {}
-    message.channel.jobkit_bury(json.dumps(raw), key, reason, job_id=job.get("job_id"),
-                                job_class=headers.get("task"), queue=job.get("queue_name"),
-                                payload=payload)
+    message.channel.jobkit_bury(message.delivery_tag, json.dumps(raw), key, reason,
+                                job_id=job.get("job_id"), job_class=headers.get("task"),
+                                queue=job.get("queue_name"), payload=payload)
 
 
 def _why_unknown(name: Any) -> str:

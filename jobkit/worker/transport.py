@@ -42,7 +42,7 @@ from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
 from jobkit.redis_client import get_redis
-from jobkit.worker import membership
+from jobkit.worker import envelope, membership
 from jobkit.worker.recovery import hand_back
 
 __all__ = ["Channel", "SentinelChannel", "SentinelTransport", "Transport"]
@@ -53,6 +53,9 @@ IDLE_WAIT_SECONDS = 1
 PAUSED_REFRESH_SECONDS = 1.0
 BURY_AT_MOST = 100  # unreadable items buried by one fetch call, so a flood cannot block Redis
 RECONCILE_EVERY_SECONDS = 5.0
+# Redis really gone. Not kombu's `connection_errors`: it counts KeyError as one, and a message
+# without a header Celery needs raises KeyError, which must bury it, not reconnect forever.
+_CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 ORPHAN_MIN_AGE_SECONDS = 2.0
 MASTER_CHECK_SECONDS = 1.0  # Sentinel: how often a worker asks where the master is
 MASTER_WAIT_SECONDS = 15.0  # Sentinel: how long a connection attempt waits for a master
@@ -60,9 +63,10 @@ MASTER_RETRY_SECONDS = 0.25
 
 # KEYS: the lists in fetch order, then unacked, unacked_index, heartbeat, dead.
 # ARGV: now, dead max jobs, dead timeout, priority separator, bury at most.
-# Returns {list, message}; false when every list is empty; 0 when it buried its quota of
-# unreadable items (fetch again); -1 when this worker's heartbeat is missing (taken for dead:
-# it fetches nothing until its heartbeat is back, so the reaper never takes a job it just took).
+# Returns {list, message, delivery tag}; false when every list is empty; 0 when it buried
+# its quota of unreadable items (fetch again); -1 when this worker's heartbeat is missing
+# (taken for dead: it fetches nothing until its heartbeat is back, so the reaper never takes a
+# job it just took).
 _FETCH = BURY_LUA + """
 local n = #KEYS - 4
 local unacked, index, heartbeat, dead = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KEYS[n + 4]
@@ -118,7 +122,7 @@ for i = 1, n do
       redis.call('ZADD', index, now, tag)
       redis.call('HSET', unacked, tag, '[' .. msg .. ',' .. cjson.encode(info.exchange or '')
         .. ',' .. cjson.encode(queue) .. ']')
-      return {KEYS[i], msg}
+      return {KEYS[i], msg, tag}
     end
     bury(dead, now, cjson.encode({list_key = KEYS[i], message = msg, failed_at = now,
       error_class = 'jobkit.UnreadableMessage', error_message = why}), ARGV[2], ARGV[3])
@@ -269,35 +273,39 @@ class JobkitChannel:
             self._waiting = True  # every queue was empty: block on the wake lists next
             raise kombu_redis.Empty()
         self._said_not_alive = False
-        list_key, item = reply
-        self._deliver_or_bury(bytes_to_str(list_key), item)
+        list_key, item, tag = reply
+        self._deliver_or_bury(bytes_to_str(list_key), item, bytes_to_str(tag))
         return True
 
-    def _deliver_or_bury(self, list_key: str, item: bytes) -> None:
+    def _deliver_or_bury(self, list_key: str, item: bytes, tag: str) -> None:
         """Hand the message to the consumer; if anything about it breaks that (not UTF-8, a
         body Celery cannot decode...), move it from the in-flight keys to the dead set."""
         try:
-            self.connection._deliver(loads(bytes_to_str(item)), keys.queue_of(list_key))
-        except self.connection_errors:
+            raw = loads(bytes_to_str(item))
+            why = envelope.problem(raw)
+            if why is not None:
+                logger.error("jobkit: a message from %r cannot run (%s); kept in the dead set",
+                             list_key, why)
+                self.jobkit_bury(tag, item, list_key, why,
+                                 error_class="jobkit.UnreadableMessage")
+                return
+            self.connection._deliver(raw, keys.queue_of(list_key))
+        except _CONNECTION_ERRORS:
             raise  # the message stays in flight; _reconcile hands it back after a reconnect
         except Exception as exc:
             logger.error("jobkit: a message from %r cannot be delivered (%s: %s); kept in the "
                          "dead set", list_key, type(exc).__name__, mask_secrets(str(exc)))
             try:
-                self.jobkit_bury(item, list_key, exc)
-            except self.connection_errors + (redis_errors.RedisError,):
+                self.jobkit_bury(tag, item, list_key, exc)
+            except redis_errors.RedisError:
                 logger.exception("jobkit: cannot bury it now; it stays in flight and is "
                                  "handed back later")
 
-    def jobkit_bury(self, item: bytes | str, list_key: str, reason: BaseException | str,
-                    **info: Any) -> None:
-        """Move an in-flight message to the dead set, in one step (the one path for messages
-        this worker took but will not run)."""
+    def jobkit_bury(self, tag: str, item: bytes | str, list_key: str,
+                    reason: BaseException | str, **info: Any) -> None:
+        """Move the in-flight message `tag` to the dead set, in one step (the one path for
+        messages this worker took but will not run)."""
         text = item.decode("utf-8", "backslashreplace") if isinstance(item, bytes) else item
-        try:
-            tag = loads(text)["properties"]["delivery_tag"]
-        except Exception:  # the fetch script checked it; an item it let through has a tag
-            tag = ""
         now = time.time()
         member = entry_member(list_key, text, failed_at=now, **{**describe_error(reason),
                                                                 **info})

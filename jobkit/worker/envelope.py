@@ -1,0 +1,91 @@
+"""What Celery needs of a task message before it can hold it safely.
+
+Why: Celery reads a message's headers and body at several moments: when it arrives, when a
+pool process frees up (`Request.execute_using_pool` unpacks `timelimit`), when it is acked. A
+header of the wrong type breaks the later ones outside any handler, and the whole consumer
+stops (`Unrecoverable error`). The fetch script already checks the envelope (transport.py);
+this checks, before Celery sees the message, the task fields Celery reads, so a malformed
+message is buried with a reason instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+__all__ = ["problem"]
+
+_STR = (str,)
+_OPTIONAL_STR = (str, type(None))
+_OPTIONAL_INT = (int, type(None))
+# header: the types Celery's protocol 2 allows (celery/app/amqp.py as_task_v2).
+_HEADERS: dict[str, tuple[type, ...]] = {
+    "id": _STR,
+    "task": _STR,
+    "lang": _OPTIONAL_STR,
+    "root_id": _OPTIONAL_STR,
+    "parent_id": _OPTIONAL_STR,
+    "group": _OPTIONAL_STR,
+    "shadow": _OPTIONAL_STR,
+    "origin": _OPTIONAL_STR,
+    "argsrepr": _OPTIONAL_STR,
+    "kwargsrepr": _OPTIONAL_STR,
+    "eta": _OPTIONAL_STR,
+    "expires": _OPTIONAL_STR,
+    "retries": _OPTIONAL_INT,
+    "group_index": _OPTIONAL_INT,
+    "replaced_task_nesting": _OPTIONAL_INT,
+    "ignore_result": (bool, type(None)),
+    "stamps": (dict, type(None)),
+    "stamped_headers": (list, type(None)),
+    "timelimit": (list, type(None)),
+}
+_EMBED = ("callbacks", "errbacks", "chain")
+
+
+def problem(raw: dict[str, Any]) -> str | None:
+    """Why Celery cannot hold this message safely, or None."""
+    properties = raw.get("properties")
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_info"),
+                                                           dict):
+        return "properties or properties.delivery_info is not an object"
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict):
+        return "headers is not an object"
+    for name, types in _HEADERS.items():
+        if name in headers and not _is(headers[name], types):
+            return f"header {name!r} is a {type(headers[name]).__name__}"
+        if name in ("id", "task") and name not in headers:
+            return f"no {name!r} header (not a Celery task message, protocol 2)"
+    limit = headers.get("timelimit")
+    if limit is not None and (len(limit) != 2 or not all(
+            _is(value, (int, float, type(None))) for value in limit)):
+        return "header 'timelimit' is not [hard, soft] seconds"
+    return _body_problem(raw)
+
+
+def _body_problem(raw: dict[str, Any]) -> str | None:
+    body = raw.get("body")
+    try:
+        if raw.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body, validate=True)
+        decoded = json.loads(body)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        return f"body cannot be decoded: {exc}"
+    if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[0], list)
+            and isinstance(decoded[1], dict) and isinstance(decoded[2], dict | None)):
+        return "body is not [args list, kwargs object, embed object]"
+    embed = decoded[2] or {}
+    for name in _EMBED:
+        if not _is(embed.get(name), (list, type(None))):
+            return f"body's {name} is not a list"
+    if not _is(embed.get("chord"), (dict, type(None))):
+        return "body's chord is not an object"
+    return None
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    """isinstance, but a bool is not an int here (JSON true is not a number)."""
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
