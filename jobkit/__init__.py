@@ -17,6 +17,7 @@ from jobkit.errors import DeserializationError as DeserializationError
 from jobkit.errors import JobClassError as JobClassError
 from jobkit.errors import JobKilled as JobKilled
 from jobkit.errors import JobkitError as JobkitError
+from jobkit.errors import NotReplicatedError as NotReplicatedError
 from jobkit.errors import PayloadError as PayloadError
 from jobkit.errors import SerializationError as SerializationError
 from jobkit.job import ConfiguredJob as ConfiguredJob
@@ -39,6 +40,7 @@ __all__ = [
     "Job",
     "JobClassError",
     "JobKilled",
+    "NotReplicatedError",
     "JobkitError",
     "PayloadError",
     "SQLAlchemyLocator",

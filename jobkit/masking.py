@@ -78,6 +78,7 @@ def _secret_spans(part: str, bare_userinfo: bool) -> list[tuple[int, int]]:
     elif slashes >= 0:
         # No @: `redis://:pw` or `redis://user:pw` (the host forgotten). A port is digits.
         authority = re.split(r"[/?#]", part[begin:], maxsplit=1)[0]
+        authority = authority.rstrip("'\",;)}]>.")  # the quotes and commas of a repr
         if not authority.startswith("["):  # [::1]:6379
             colon = authority.find(":")
             if colon >= 0 and not _PORT.fullmatch(authority[colon + 1:]):

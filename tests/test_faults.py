@@ -6,6 +6,7 @@ Each test runs its own redis-server, so restarting it disturbs no other test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,9 +19,11 @@ import redis
 
 import jobkit
 from jobkit import keys
+from jobkit.celery_message import build_task_message
 from jobkit.config import current_settings, use_settings
 from jobkit.job_sets import DeadSet, RetrySet
 from jobkit.testing_services import JOBKIT, RedisServer, free_port, stop_process
+from jobkit.worker.recovery import hand_back, reap_dead_processes
 from tests.conftest import ROOT, start_worker, wait_for
 from tests.fault_jobs import DONE, STARTS, GilJob, KillableJob, MarkJob
 
@@ -269,3 +272,38 @@ def test_redis_cluster_is_refused_with_one_line(cluster_node: int) -> None:
         assert result.returncode != 0, (command, result.stdout, result.stderr)
         assert "Redis Cluster is not supported" in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_the_reaper_moves_only_what_a_dead_worker_held_and_spares_one_that_came_back(
+        own_redis: RedisServer) -> None:
+    """recovery.hand_back re-checks the heartbeat inside its atomic step and removes exactly
+    the entries it moved (the reaper's decision may be stale by the time it acts)."""
+    r = own_redis.client
+    process_id = "host:1:cafe"
+
+    def hold(tag: str) -> None:
+        _key, message = build_task_message("tests.jobs.NoopJob", tag, [{}], "faults", 0)
+        data = json.loads(message)
+        data["properties"]["delivery_tag"] = tag
+        r.hset(keys.unacked(process_id), tag, json.dumps([data, "", "faults"]))
+        r.zadd(keys.unacked_index(process_id), {tag: time.time()})
+
+    hold("a")
+    hold("b")
+    r.sadd(keys.PROCESSES, process_id)
+    r.set(keys.heartbeat(process_id), "{}", px=60_000)  # it came back: beating again
+    assert hand_back(process_id, if_dead=True) == -1
+    assert r.hlen(keys.unacked(process_id)) == 2 and r.llen("faults") == 0
+    r.delete(keys.heartbeat(process_id))  # dead now
+    assert hand_back(process_id, ["a"], if_dead=True) == 1  # only what it was asked to move
+    assert r.hkeys(keys.unacked(process_id)) == [b"b"]
+    assert r.sismember(keys.PROCESSES, process_id), "forgotten while it still held a job"
+    hold("c")  # a fetch that landed after the reaper looked
+    assert reap_dead_processes(r) == 2
+    assert r.llen("faults") == 3
+    assert not r.exists(keys.unacked(process_id), keys.unacked_index(process_id))
+    assert not r.sismember(keys.PROCESSES, process_id)
+    restored = [json.loads(m) for m in r.lrange("faults", 0, -1)]
+    assert {m["properties"]["delivery_tag"] for m in restored} == {"a", "b", "c"}
+    assert all(m["headers"]["redelivered"] for m in restored)
+    assert not r.keys("jobkit:reaping:*"), "no lock is left behind"

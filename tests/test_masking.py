@@ -145,3 +145,9 @@ def test_never_fails_and_keeps_text_without_secrets(text: str) -> None:
     assert isinstance(masked, str) and isinstance(mask_url(text), str)
     if "@" not in text and "=" not in text and "//" not in text and ":" not in text:
         assert masked == text
+
+
+def test_a_url_without_password_inside_a_repr_keeps_its_port() -> None:
+    shown = mask_secrets(str({"smtp_url": "smtp://localhost:25", "timeout": 10}))
+    assert shown == "{'smtp_url': 'smtp://localhost:25', 'timeout': 10}"
+    assert mask_secrets("'redis://u:secret'") == "'redis://u:***'"
