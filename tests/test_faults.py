@@ -241,8 +241,9 @@ def test_a_job_whose_pool_process_is_killed_goes_to_the_retry_set(
 
 @pytest.fixture
 def cluster_node(tmp_path: Path) -> Iterator[int]:
-    """A one-node Redis Cluster owning every slot; yields its port."""
-    port = free_port()
+    """A one-node Redis Cluster owning every slot; yields its port (at most 55535: the
+    cluster bus listens 10,000 ports higher)."""
+    port = next(p for p in iter(free_port, None) if p <= 55535)
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),

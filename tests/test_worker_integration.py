@@ -207,7 +207,8 @@ def test_message_without_a_task_header_is_kept(r: redis.Redis) -> None:
     raw["headers"] = {}
     r.lpush("default", json.dumps(raw))
     [dead] = dead_entries(r, 1)
-    assert dead.error_message == "not a Celery task message"
+    assert dead.error_message == "no 'task' header (not a Celery task message, protocol 2)"
+    assert dead.error_class == "jobkit.UnreadableMessage"
     assert r.llen("default") == 0
 
 

@@ -22,8 +22,8 @@ _OPTIONAL_STR = (str, type(None))
 _OPTIONAL_INT = (int, type(None))
 # header: the types Celery's protocol 2 allows (celery/app/amqp.py as_task_v2).
 _HEADERS: dict[str, tuple[type, ...]] = {
-    "id": _STR,
     "task": _STR,
+    "id": _STR,
     "lang": _OPTIONAL_STR,
     "root_id": _OPTIONAL_STR,
     "parent_id": _OPTIONAL_STR,

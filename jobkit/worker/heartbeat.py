@@ -143,11 +143,16 @@ def main() -> None:
             # A beat sent into a partition can reach Redis after it heals and write the
             # heartbeat again, so a long silence counts as much as a missing key.
             silent = time.monotonic() - beaten_at
-            if not first and (not found or silent > ttl):
+            if not first and silent > ttl:
                 logger.warning(
                     "jobkit: worker %s was taken for dead: no heartbeat for %.0f s (a "
                     "partition or a pause; the limit is %.0f s). Jobs it held may have been "
                     "handed to other workers and may run twice.", process_id, silent, ttl)
+            elif not first and not found:
+                logger.warning(
+                    "jobkit: worker %s was taken for dead: its heartbeat was gone from Redis "
+                    "(expired, or Redis lost its data). Jobs it held may have been handed to "
+                    "other workers and may run twice.", process_id)
             first, beaten_at = False, time.monotonic()
         except redis.RedisError as exc:
             now = time.monotonic()

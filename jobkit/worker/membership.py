@@ -24,6 +24,7 @@ from jobkit.worker.recovery import hand_back
 
 __all__ = [
     "Identity",
+    "beat_now",
     "identity",
     "join",
     "keep_beating",
@@ -75,10 +76,9 @@ def join() -> Identity:
     The first beat is written before anything is fetched, and before the id joins the set, so
     a reaper never sees a fresh process without a heartbeat and the fetch finds it alive.
     """
-    me = identity()
+    me = beat_now()
     settings = current_settings()
     info = _info()
-    beat(get_redis(), me.id, settings.heartbeat_timeout, info)
     with _lock:
         beating = _heartbeat.get(os.getpid())
         if beating is None or beating.proc.poll() is not None:
@@ -87,6 +87,13 @@ def join() -> Identity:
                 settings.sentinel_master, info)
         else:
             beating.update(info)
+    return me
+
+
+def beat_now() -> Identity:
+    """Write this process's heartbeat now, from the worker itself."""
+    me = identity()
+    beat(get_redis(), me.id, current_settings().heartbeat_timeout, _info())
     return me
 
 

@@ -189,7 +189,6 @@ class JobkitChannel:
         self._paused_read_at = float("-inf")
         self._reconciled_at = float("-inf")
         self._suspects: set[str] = set()
-        self._said_not_alive = False
         super().__init__(*args, **kwargs)
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
@@ -272,7 +271,6 @@ class JobkitChannel:
         if not reply:
             self._waiting = True  # every queue was empty: block on the wake lists next
             raise kombu_redis.Empty()
-        self._said_not_alive = False
         list_key, item, tag = reply
         self._deliver_or_bury(bytes_to_str(list_key), item, bytes_to_str(tag))
         return True
@@ -316,11 +314,18 @@ class JobkitChannel:
             virtual.QoS.ack(self.qos, tag)
 
     def _not_alive(self) -> None:
-        self._waiting = True  # wait a moment in Redis: the heartbeat process writes it again
-        if not self._said_not_alive:
-            self._said_not_alive = True
-            logger.warning("jobkit: this worker's heartbeat is missing in Redis (taken for "
-                           "dead?); it fetches nothing until its heartbeat is back")
+        """The fetch found this worker's heartbeat gone (it was taken for dead, or Redis lost
+        its data): beat now, then fetch. The reaper's script checks the heartbeat in the same
+        atomic step as its move, so nothing fetched after this beat can be taken back."""
+        logger.warning("jobkit: this worker's heartbeat was missing in Redis (taken for dead, "
+                       "or Redis lost its data); beating again before it fetches")
+        try:
+            membership.beat_now()
+        except _CONNECTION_ERRORS:
+            raise
+        except redis_errors.RedisError as exc:  # say, a read-only replica: wait, then again
+            logger.warning("jobkit: heartbeat not written: %s", mask_secrets(str(exc)))
+            self._waiting = True
 
     def _reconcile(self) -> None:
         """Hand back in-flight jobs that nothing in this process holds any more.
