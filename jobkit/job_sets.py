@@ -53,10 +53,11 @@ end
 """
 
 # A queue's wake list gets a token with each push, for idle workers (keys.wake_key); the
-# list key's priority suffix (keys.PRIORITY_SEPARATOR + step) is cut off to find the queue.
+# list key's priority suffix (`sep`, keys.PRIORITY_SEPARATOR, + step) is cut off to find the
+# queue.
 WAKE_LUA = """
-local function wake(list_key, wake_prefix, wake_max)
-  local queue = string.match(list_key, '^(.-)\\6\\22%d$') or list_key
+local function wake(list_key, wake_prefix, wake_max, sep)
+  local queue = string.match(list_key, '^(.-)' .. sep .. '%d$') or list_key
   redis.call('LPUSH', wake_prefix .. queue, '1')
   redis.call('LTRIM', wake_prefix .. queue, 0, tonumber(wake_max) - 1)
 end
@@ -64,21 +65,21 @@ end
 
 # Push a member's message to its list. A member that is not a readable entry is buried
 # (KEYS[2] is the dead set) rather than lost or left to break every later move.
-# ARGV[#ARGV-4 ..]: now, dead_max_jobs, dead_timeout, wake prefix, wake max.
+# ARGV[#ARGV-5 ..]: now, dead_max_jobs, dead_timeout, wake prefix, wake max, separator.
 _PUSH_ENTRY = BURY_LUA + WAKE_LUA + """
 local function push(member)
   local ok, entry = pcall(cjson.decode, member)
   local n = #ARGV
   if not ok or type(entry) ~= 'table' or type(entry.list_key) ~= 'string'
       or type(entry.message) ~= 'string' or entry.list_key == '' then
-    bury(KEYS[2], tonumber(ARGV[n - 4]), cjson.encode({message = member,
-      error_class = 'jobkit.UnreadableEntry', failed_at = tonumber(ARGV[n - 4]),
+    bury(KEYS[2], tonumber(ARGV[n - 5]), cjson.encode({message = member,
+      error_class = 'jobkit.UnreadableEntry', failed_at = tonumber(ARGV[n - 5]),
       error_message = 'not a jobkit set entry (JSON with list_key and message)'}),
-      ARGV[n - 3], ARGV[n - 2])
+      ARGV[n - 4], ARGV[n - 3])
     return false
   end
   redis.call('LPUSH', entry.list_key, entry.message)
-  wake(entry.list_key, ARGV[n - 1], ARGV[n])
+  wake(entry.list_key, ARGV[n - 2], ARGV[n - 1], ARGV[n])
   return true
 end
 """
@@ -124,7 +125,8 @@ def dead_limits() -> list[float]:
 
 def push_args() -> list[Any]:
     """The trailing ARGV of every script built on `_PUSH_ENTRY`."""
-    return [time.time(), *dead_limits(), keys.WAKE_PREFIX, WAKE_TOKENS_MAX]
+    return [time.time(), *dead_limits(), keys.WAKE_PREFIX, WAKE_TOKENS_MAX,
+            keys.PRIORITY_SEPARATOR]
 
 
 class UnreadableEntryError(ValueError):

@@ -308,3 +308,41 @@ def test_the_reaper_moves_only_what_a_dead_worker_held_and_spares_one_that_came_
     assert {m["properties"]["delivery_tag"] for m in restored} == {"a", "b", "c"}
     assert all(m["headers"]["redelivered"] for m in restored)
     assert not r.keys("jobkit:reaping:*"), "no lock is left behind"
+
+
+def test_term_to_the_whole_process_group_keeps_the_heartbeat_while_jobs_finish(
+        own_redis: RedisServer, tmp_path: Path) -> None:
+    """Heroku sends TERM to every process of a dyno: the heartbeat must go on beating while a
+    threads worker finishes a job longer than heartbeat_timeout, so nobody runs it again."""
+    r = own_redis.client
+    stopping = worker(own_redis, tmp_path / "stopping.log", "-P", "threads", "-c", "1")
+    enqueue(MarkJob, "finishing", seconds=3 * HEARTBEAT_TIMEOUT)
+    wait_for(lambda: starts(r).get("finishing"), what="the job to start")
+    other = worker(own_redis, tmp_path / "other.log", "-P", "threads", "-c", "1")
+    try:
+        os.killpg(stopping.proc.pid, signal.SIGTERM)
+        wait_for(lambda: "finishing" in done(r), timeout=3 * HEARTBEAT_TIMEOUT + 15,
+                 what="the job to finish during the warm shutdown")
+        stopping.proc.wait(20)
+        assert starts(r) == {"finishing": 1}, "the job was started again while it ran"
+        assert "stopped beating" not in other.output()
+    finally:
+        other.stop()
+        stopping.stop()
+
+
+def test_term_to_a_prefork_process_group_hands_the_job_back(own_redis: RedisServer,
+                                                             tmp_path: Path) -> None:
+    """The pool process dies with the TERM: its job is handed back to its queue (not counted
+    as a failed run), and runs again from the start on another worker."""
+    r = own_redis.client
+    stopping = worker(own_redis, tmp_path / "stopping.log", "-P", "prefork", "-c", "1")
+    enqueue(MarkJob, "cut-short", seconds=30)
+    wait_for(lambda: starts(r).get("cut-short"), what="the job to start")
+    try:
+        os.killpg(stopping.proc.pid, signal.SIGTERM)
+        stopping.proc.wait(30)
+        assert RetrySet(r).size() == 0 and DeadSet(r).size() == 0, "counted as a failure"
+        assert r.llen("faults") == 1, "not handed back to its queue"
+    finally:
+        stopping.stop()

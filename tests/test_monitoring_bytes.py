@@ -13,6 +13,7 @@ import io
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import quote, unquote, urlencode
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -22,7 +23,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from jobkit import api
+from jobkit import api, keys
 from jobkit.celery_message import build_task_message
 from jobkit.cli import main
 from jobkit.job_sets import DeadSet, RetrySet, ScheduledSet
@@ -116,24 +117,29 @@ BAD_ITEMS = [
 ]
 
 
+# A queue no worker consumes: a worker would take these items (and bury them) at once.
+UNWATCHED = "reports"
+
+
 def test_unreadable_queue_items_do_not_break_monitoring(client: Client, raw: redis.Redis
                                                         ) -> None:
-    raw.lpush("default", task_message("good-1"))
+    raw.sadd(keys.QUEUES, UNWATCHED)
+    raw.lpush(UNWATCHED, task_message("good-1"))
     for item in BAD_ITEMS:
-        raw.rpush("default", item)  # the right end: the head, next to run
+        raw.rpush(UNWATCHED, item)  # the right end: the head, next to run
     odd = task_message("odd-1", enqueued_at="yesterday", scheduled_at=[1], job_class=["x"])
-    raw.rpush("default", odd)
-    for path in ("/", "/queues", "/queues/default", "/queues/default?start=3"):
+    raw.rpush(UNWATCHED, odd)
+    for path in ("/", "/queues", f"/queues/{UNWATCHED}", f"/queues/{UNWATCHED}?start=3"):
         status, _, page = client.get(path)
         assert status == 200, (path, page[:300])
-    _, _, page = client.get("/queues/default")
+    _, _, page = client.get(f"/queues/{UNWATCHED}")
     assert "not UTF-8" in page and r"\xff\xfe" in page and "good-1" in page
     status, headers, body = client.get("/status.json")
     assert status == 503 and headers["Content-Type"] == "application/json"
-    assert json.loads(body)["job"]["sizes"]["default"] == len(BAD_ITEMS) + 2
+    assert json.loads(body)["job"]["sizes"][UNWATCHED] == len(BAD_ITEMS) + 2
     code, output = cli("queues")
-    assert code == 0 and "default" in output
-    queue = api.Queue("default")
+    assert code == 0 and UNWATCHED in output
+    queue = api.Queue(UNWATCHED)
     jobs = queue.jobs(0, 100)
     assert len(jobs) == len(BAD_ITEMS) + 2 and queue.latency() >= 0
     assert [job.job_id for job in jobs if job.problem is None] == ["odd-1", "good-1"]
@@ -142,17 +148,18 @@ def test_unreadable_queue_items_do_not_break_monitoring(client: Client, raw: red
 
 def test_an_unreadable_queue_item_is_deleted_by_its_exact_bytes(client: Client,
                                                                 raw: redis.Redis) -> None:
-    raw.rpush("default", b"\xff keep me", b"\xff delete me", b"\xff keep me")
-    _, _, page = client.get("/queues/default")
+    raw.sadd(keys.QUEUES, UNWATCHED)
+    raw.rpush(UNWATCHED, b"\xff keep me", b"\xff delete me", b"\xff keep me")
+    _, _, page = client.get(f"/queues/{UNWATCHED}")
     forms = re.findall(r'<tr><td class="error">unreadable.*?</tr>', page, re.DOTALL)
     assert len(forms) == 3
     # the row of "\xff delete me" posts that item's digest
     [row] = [f for f in forms if "delete me" in f]
     ident = re.search(r'name="job_id" value="([^"]+)"', row).group(1)
-    status, _, _ = client.post("/queues/default", {"action": "delete", "job_id": ident,
-                                                   "queue": "default"})
+    status, _, _ = client.post(f"/queues/{UNWATCHED}", {"action": "delete", "job_id": ident,
+                                                   "queue": UNWATCHED})
     assert status == 303
-    assert raw.lrange("default", 0, -1) == [b"\xff keep me", b"\xff keep me"]
+    assert raw.lrange(UNWATCHED, 0, -1) == [b"\xff keep me", b"\xff keep me"]
 
 
 # Members of the sorted sets: each must list, page, search, show, delete; none may crash.
@@ -177,8 +184,9 @@ BAD_MEMBERS = [
 def test_unreadable_set_members_do_not_break_pages_api_or_cli(
         client: Client, raw: redis.Redis, set_cls: type, path: str) -> None:
     job_set = set_cls()
+    later = time.time() + 3600  # not due: no worker's poller moves them meanwhile
     for score, member in enumerate(BAD_MEMBERS, start=1):
-        raw.zadd(job_set.key, {member: float(score)})
+        raw.zadd(job_set.key, {member: later + score})
     raw.zadd(job_set.key, {b'{"job_id": "later"}': 1e300})  # a time no clock can show
     entries = list(job_set)
     assert len(entries) == len(BAD_MEMBERS) + 1
@@ -207,8 +215,9 @@ def test_unreadable_set_members_do_not_break_pages_api_or_cli(
 def test_delete_acts_on_the_exact_member_and_retry_is_refused(
         client: Client, raw: redis.Redis, set_cls: type, path: str) -> None:
     job_set = set_cls()
+    later = time.time() + 3600  # not due: no worker's poller moves them meanwhile
     for score, member in enumerate(BAD_MEMBERS, start=1):
-        raw.zadd(job_set.key, {member: float(score)})
+        raw.zadd(job_set.key, {member: later + score})
     raw.zadd(job_set.key, {b"\xff twin": 50.0, b"\xfe twin": 50.0})  # same score
     [twin] = [e for e in job_set if e.raw == b"\xfe twin"]
     status, _, body = client.post(f"/{path}", {"action": "push", "key": twin.key})
@@ -236,10 +245,11 @@ def test_delete_acts_on_the_exact_member_and_retry_is_refused(
 def test_cli_refuses_to_retry_unreadable_entries_and_deletes_them_by_key(
         raw: redis.Redis) -> None:
     dead = DeadSet()
-    raw.zadd(dead.key, {b"\xff garbage": 1.0, b"[1]": 2.0})
+    now = time.time()  # recent: every bury lets go of entries older than dead_timeout
+    raw.zadd(dead.key, {b"\xff garbage": now - 3, b"[1]": now - 2})
     good = {"list_key": "default", "message": task_message("fine-1"), "job_id": "fine-1",
             "job_class": "tests.jobs.TaskLoggerJob"}
-    raw.zadd(dead.key, {json.dumps(good): 3.0})
+    raw.zadd(dead.key, {json.dumps(good): now - 1})
     code, output = cli("dead", "retry", "--all")
     assert code == 1 and "retry: 1 job(s)" in output and "refused, cannot be read" in output
     assert "jobkit dead delete KEY" in output

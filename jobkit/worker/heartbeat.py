@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -48,9 +49,11 @@ class HeartbeatProcess:
     def __init__(self, process_id: str, ttl: float, redis_url: str,
                  sentinel_master: str | None, info: dict[str, Any]) -> None:
         self.process_id = process_id
+        # Its own session: a TERM or Ctrl-C to the worker's process group (Heroku, a
+        # terminal) must not stop the beats while the worker finishes its jobs.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jobkit.worker.heartbeat"], stdin=subprocess.PIPE,
-            start_new_session=False, close_fds=True)
+            start_new_session=True, close_fds=True)
         self._send({"id": process_id, "ttl": ttl, "redis_url": redis_url,
                     "sentinel_master": sentinel_master, "parent": os.getpid(), "info": info})
 
@@ -118,6 +121,9 @@ def main() -> None:
     from jobkit.masking import mask_secrets
     from jobkit.redis_client import client_for
 
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGTSTP, signal.SIGTTIN):
+        signal.signal(signum, signal.SIG_IGN)  # the worker's signals; it stops when told to
     logging.basicConfig(format="[%(asctime)s: %(levelname)s/heartbeat] %(message)s")
     config = json.loads(sys.stdin.buffer.readline())
     process_id, ttl, parent = config["id"], float(config["ttl"]), int(config["parent"])

@@ -59,7 +59,7 @@ for _, tag in ipairs(tags) do
       local list = queue
       if step > 0 then list = queue .. sep .. step end
       redis.call('RPUSH', list, cjson.encode(message))  -- the front: workers pop the right end
-      wake(list, ARGV[6], ARGV[7])
+      wake(list, ARGV[6], ARGV[7], sep)
       moved = moved + 1
     else
       bury(dead, now, cjson.encode({message = raw, failed_at = now,

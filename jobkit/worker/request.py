@@ -33,7 +33,7 @@ class JobRequest(Request):
     _jobkit_recorded = False
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        if soft or not self._failure_is_the_jobs():
+        if soft or shutdown.handing_back:
             return super().on_timeout(soft, timeout)
         task_ready(self)
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", timeout, self.name, self.id)
@@ -44,16 +44,13 @@ class JobRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
-        if isinstance(exc, WorkerLostError | TimeLimitExceeded) and self._failure_is_the_jobs():
+        killed_for_its_time = isinstance(exc, TimeLimitExceeded) and not shutdown.handing_back
+        lost = isinstance(exc, WorkerLostError) and not _worker_is_stopping()
+        if killed_for_its_time or lost:
             task_ready(self)
             self._record_kill(_why_killed(exc))
             return None
         return super().on_failure(exc_info, send_failed_event, return_ok)
-
-    def _failure_is_the_jobs(self) -> bool:
-        """Not when the worker itself killed its pool (cold shutdown, TERM's timeout): then
-        the job is handed back to its queue untouched."""
-        return not worker_state.should_terminate and not shutdown.handing_back
 
     def _record_kill(self, reason: str) -> None:
         if self._jobkit_recorded:  # the timeout and the lost process report one kill
@@ -67,6 +64,14 @@ class JobRequest(Request):
             self.reject(requeue=True)
             return
         self.acknowledge()
+
+
+def _worker_is_stopping() -> bool:
+    """A pool process lost while the worker stops (TERM to the whole process group, as Heroku
+    sends it; a cold shutdown; TERM's timeout) is not the job's failure: Celery hands the job
+    back to its queue (`task_reject_on_worker_lost`), to start over."""
+    return (shutdown.terminating or shutdown.handing_back or worker_state.should_stop is not None
+            or worker_state.should_terminate is not None)
 
 
 def _why_killed(error: BaseException) -> str:

@@ -35,11 +35,14 @@ from celery.worker import state as worker_state
 from jobkit.config import current_settings
 from jobkit.worker import membership
 
-__all__ = ["SidekiqSignals", "handing_back"]
+__all__ = ["SidekiqSignals", "handing_back", "terminating"]
 
 logger = logging.getLogger(__name__)
 
-#: True once TERM's timeout is reached and the worker hands its jobs back (request.py reads it).
+#: Read by request.py: pool processes lost from now on die with the worker, not by their jobs.
+#: `terminating`: TERM received (set in the handler itself, before the loop can see a pool
+#: process that got the same TERM die); `handing_back`: TERM's timeout reached.
+terminating = False
 handing_back = False
 
 _ACK_CALLBACKS = ("ack_log_error", "reject_log_error")
@@ -69,7 +72,10 @@ class SidekiqSignals(bootsteps.StartStopStep):
                 signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        global terminating
         if os.getpid() == self.main_pid:
+            if signum == signal.SIGTERM:
+                terminating = True
             self.inbox.put(signum)
 
     def _dispatch(self) -> None:
