@@ -8,6 +8,7 @@ import datetime as dt
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +122,37 @@ def config_check(config_path: str | None, environment: str | None) -> None:
         click.echo(f"{field.name}: {mask_secrets(str(value))}")
 
 
+REDIS_CHECK_SECONDS = 3.0
+
+
 def _check_redis(settings: Any) -> str:
-    """Refuse a Redis Cluster (exit 1, one line); otherwise say whether Redis answered."""
+    """Refuse a Redis Cluster (exit 1, one line); otherwise say whether Redis answered within
+    REDIS_CHECK_SECONDS (in a thread: unresponsive sentinels would retry for minutes)."""
     from jobkit.redis_client import client_for, refuse_cluster
 
-    try:
-        client = client_for(settings.redis_url, settings.sentinel_master, timeout=3)
-        refuse_cluster(client)
-        client.ping()
-    except ConfigError as exc:
-        click.echo(f"error: {mask_secrets(str(exc))}", err=True)
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            client = client_for(settings.redis_url, settings.sentinel_master,
+                                timeout=REDIS_CHECK_SECONDS)
+            refuse_cluster(client)
+            client.ping()
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=check, name="jobkit-config-check", daemon=True)
+    thread.start()
+    thread.join(REDIS_CHECK_SECONDS + 1)
+    if not outcome:
+        return f"not reachable now (no answer within {REDIS_CHECK_SECONDS:.0f} s)"
+    error = outcome[0]
+    if isinstance(error, ConfigError):
+        click.echo(f"error: {mask_secrets(str(error))}", err=True)
         sys.exit(1)
-    except (redis.RedisError, OSError) as exc:
-        return f"not reachable now ({mask_secrets(str(exc))})"
+    if error is not None:
+        return f"not reachable now ({mask_secrets(str(error))})"
     return "reachable, not a cluster"
 
 

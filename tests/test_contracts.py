@@ -1,5 +1,6 @@
-"""The kombu and Celery internals jobkit builds on, pinned: when an upgrade renames or reshapes
-one, this fails naming the symbol (pyproject.toml pins celery and kombu to 5.7.x).
+"""The kombu, Celery and redis-py internals jobkit's worker builds on, pinned: when an upgrade
+renames or reshapes one, this fails naming the symbol (pyproject.toml pins celery and kombu to
+5.7.x).
 
 Each entry says where jobkit relies on it. Behaviour is covered by the real-worker tests; these
 catch the silent kind of break, where an override stops being called.
@@ -32,6 +33,21 @@ CONTRACTS = [
     ("kombu.transport.redis", "SentinelChannel._sentinel_managed_pool", [],
      "worker/transport.py: SentinelChannel"),
     ("kombu.transport.redis", "SentinelTransport", None, "worker/transport.py"),
+    ("kombu.transport.redis", "SentinelChannel._async_sentinel_manager", None,
+     "worker/transport.py: SentinelChannel follows the master"),
+    ("kombu.transport.redis", "Transport.establish_connection", [],
+     "worker/transport.py: SentinelTransport retries quickly"),
+    ("kombu.transport.redis", "Channel.active_queues", None, "worker/transport.py: order"),
+    ("kombu.transport.virtual", "QoS._on_collect", None,
+     "worker/transport.py: QoS.restore_unacked_once"),
+    ("kombu.transport.virtual", "Message._raw", None, "worker/consumer.py: _keep"),
+    ("redis.client", "Redis.parse_response", ["connection", "command_name"],
+     "worker/transport.py: _brpop_read"),
+    ("celery.worker.state", "should_stop", None, "worker/shutdown.py, worker/request.py"),
+    ("celery.worker.consumer.consumer", "Consumer.task_consumer", None, "worker/shutdown.py"),
+    ("celery.worker.consumer.consumer", "Consumer.cancel_task_queue", ["queue"],
+     "worker/shutdown.py: TSTP"),
+    ("celery.concurrency.prefork", "TaskPool._get_info", [], "worker/shutdown.py: pool.info"),
     ("kombu.transport.virtual", "QoS.restore_unacked_once", ["stderr"],
      "worker/transport.py: no hand-back when a channel closes"),
     ("kombu.transport.virtual", "QoS._delivered", None, "worker/transport.py: held tags"),
@@ -92,6 +108,20 @@ def _instance_attribute(cls: type, name: str) -> bool:
         return f"self.{name}" in inspect.getsource(cls)
     except (OSError, TypeError):
         return False
+
+
+def test_kombu_sentinel_channel_takes_master_name_from_the_transport_options() -> None:
+    from kombu.transport.redis import SentinelChannel
+
+    assert "master_name" in SentinelChannel.from_transport_options, \
+        "kombu.transport.redis.SentinelChannel.from_transport_options lost master_name"
+
+
+def test_kombu_qos_marks_a_restored_state() -> None:
+    """QoS.restore_unacked_once sets `_delivered.restored` as kombu's own does."""
+    from kombu.transport import virtual
+
+    assert "restored" in inspect.getsource(virtual.QoS), "kombu's _delivered.restored changed"
 
 
 def test_kombu_closes_a_channel_through_restore_unacked_once() -> None:
