@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,13 @@ import redis
 
 from jobkit import Job
 
-STARTS = "fault:starts"  # hash: name -> how many times the job started
+STARTS = "fault:starts:"  # + name: a set with one id per run, so a retried write counts once
 DONE = "fault:done"  # set of names that finished
+
+
+def _started(name: str) -> None:
+    run = uuid.uuid4().hex
+    _write(lambda r: r.sadd(STARTS + name, run))
 
 
 def _write(command: Callable[[redis.Redis], Any], within: float = 60.0) -> Any:
@@ -33,7 +39,7 @@ class MarkJob(Job):
     """Starts, sleeps `seconds` (releasing the GIL), finishes."""
 
     def perform(self, name: str, seconds: float = 0.0) -> None:
-        _write(lambda r: r.hincrby(STARTS, name, 1))
+        _started(name)
         time.sleep(seconds)
         _write(lambda r: r.sadd(DONE, name))
 
@@ -43,7 +49,7 @@ class GilJob(Job):
     not release it), as a long regex or a C extension would."""
 
     def perform(self, name: str, seconds: int) -> None:
-        _write(lambda r: r.hincrby(STARTS, name, 1))
+        _started(name)
         ctypes.PyDLL(None).sleep(seconds)
         _write(lambda r: r.sadd(DONE, name))
 
@@ -54,7 +60,7 @@ class KillableJob(Job):
     max_retries = 1
 
     def perform(self, name: str, seconds: float) -> None:
-        _write(lambda r: r.hincrby(STARTS, name, 1))
+        _started(name)
         _write(lambda r: r.set(f"fault:pid:{name}", os.getpid()))
         time.sleep(seconds)
         _write(lambda r: r.sadd(DONE, name))

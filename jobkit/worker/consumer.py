@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
 
 from celery import signals
 from celery.app.trace import build_tracer
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from jobkit.errors import JobClassError
@@ -58,6 +60,27 @@ class Consumer(CeleryConsumer):
         message.reject_log_error(logger, self.connection_errors)
         signals.task_unknown.send(sender=self, message=message, exc=exc, name=name,
                                   id=message.headers.get("id"))
+
+    def on_close(self) -> None:
+        """At a reconnect, keep the jobs fetched but not started.
+
+        Celery forgets them, as their delivery tags "can't be acked anyway" on a new channel,
+        and counts on the broker to deliver them again: kombu's hand-back on close. With
+        jobkit's transport they stay in this worker's own in-flight keys and acks from the old
+        channel still work, so they run here, once. Forgetting them would hand them back while
+        a prefork pool process may already be running one (Celery discards its record of a job
+        written to a pool process that has not confirmed it yet, but the process runs it).
+        Only ETA requests (plain Celery countdown messages) are forgotten, their timers
+        cancelled, for the transport to hand back (transport.Channel._reconcile).
+        """
+        for request in tuple(worker_state.scheduled_requests):
+            entry = getattr(request, "_eta_timer_entry", None)
+            if entry is not None and self.timer is not None:
+                with contextlib.suppress(Exception):
+                    self.timer.cancel(entry)
+            if request not in worker_state.reserved_requests:
+                worker_state.requests.pop(request.id, None)
+        worker_state.scheduled_requests.clear()
 
     # Celery acks or rejects these and only logs them; keep them in the dead set first.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 from typing import Any
 
@@ -59,6 +60,9 @@ def problem(raw: dict[str, Any]) -> str | None:
             return f"header {name!r} is a {type(headers[name]).__name__}"
         if name in ("id", "task") and name not in headers:
             return f"no {name!r} header (not a Celery task message, protocol 2)"
+    for name in ("eta", "expires"):
+        if headers.get(name) is not None and not _is_time(headers[name]):
+            return f"header {name!r} is not an ISO 8601 time Celery can use"
     limit = headers.get("timelimit")
     if limit is not None and (len(limit) != 2 or not all(
             _is(value, (int, float, type(None))) for value in limit)):
@@ -84,6 +88,18 @@ def _body_problem(raw: dict[str, Any]) -> str | None:
     if not _is(embed.get("chord"), (dict, type(None))):
         return "body's chord is not an object"
     return None
+
+
+def _is_time(text: str) -> bool:
+    """Celery parses these with fromisoformat and converts them between time zones; a time it
+    cannot convert (year 9999 at -14:00) would have it drop the message."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+        (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+        parsed.astimezone()  # to the worker's local zone, as Celery does too
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from jobkit import keys
 from jobkit.config import current_settings
 from jobkit.redis_client import get_redis
@@ -30,6 +32,8 @@ __all__ = [
     "keep_beating",
     "leave",
     "process_info",
+    "send_unsent_acks",
+    "unsent_acks",
     "update_info",
 ]
 
@@ -55,6 +59,10 @@ class Identity:
 
 #: What the heartbeat tells the API and dashboard about this process (set by the worker).
 process_info: dict[str, Any] = {}
+
+#: Delivery tags whose acknowledgement Redis did not take (transport.QoS.ack); sent again by
+#: `send_unsent_acks` after the reconnect, and never handed back meanwhile.
+unsent_acks: set[str] = set()
 
 _lock = threading.Lock()
 _identity: dict[int, Identity] = {}
@@ -118,6 +126,19 @@ def _info() -> dict[str, Any]:
     return {**process_info, "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
+def send_unsent_acks(client: redis.Redis) -> None:
+    """Write the acknowledgements a dropped connection lost (removing a job twice is harmless)."""
+    tags = list(unsent_acks)
+    if not tags:
+        return
+    me = identity()
+    with client.pipeline() as pipe:
+        pipe.hdel(me.unacked_key, *tags)
+        pipe.zrem(me.unacked_index_key, *tags)
+        pipe.execute()
+    unsent_acks.difference_update(tags)
+
+
 def leave() -> int:
     """A clean stop, once nothing runs any more: stop beating, put back every job still held
     (fetched but never started), and leave the set. Returns how many went back."""
@@ -128,5 +149,7 @@ def leave() -> int:
         beating.stop()
     if me is None:
         return 0
-    get_redis().delete(me.heartbeat_key)
+    client = get_redis()
+    send_unsent_acks(client)
+    client.delete(me.heartbeat_key)
     return hand_back(me.id)

@@ -37,6 +37,23 @@ _HAND_BACK = BURY_LUA + WAKE_LUA + """
 local unacked, index, heartbeat, processes, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if ARGV[2] == 'alive' and redis.call('EXISTS', heartbeat) == 1 then return -1 end
 local now, sep = tonumber(ARGV[3]), ARGV[8]
+
+-- A record is '[' .. message .. ',' .. exchange .. ',' .. queue .. ']' (the fetch script's).
+-- The message is cut out exactly as it was taken, never decoded and encoded again: cjson would
+-- change numbers and empty arrays, and refuses Infinity, which Python's json writes.
+local function parse(raw)
+  local ok, record = pcall(cjson.decode, raw)
+  if not ok or type(record) ~= 'table' then return nil end
+  local message, exchange, queue = record[1], record[2], record[3]
+  if type(message) ~= 'table' or type(message.properties) ~= 'table'
+      or type(exchange) ~= 'string' or type(queue) ~= 'string' or queue == '' then
+    return nil
+  end
+  local tail = ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(queue) .. ']'
+  if string.sub(raw, 1, 1) ~= '[' or string.sub(raw, -#tail) ~= tail then return nil end
+  return string.sub(raw, 2, #raw - #tail), queue, tonumber(message.properties.priority) or 0
+end
+
 local tags = {}
 if ARGV[9] == '*' then tags = redis.call('HKEYS', unacked) else
   for i = 9, #ARGV do tags[#tags + 1] = ARGV[i] end
@@ -45,20 +62,12 @@ local moved = 0
 for _, tag in ipairs(tags) do
   local raw = redis.call('HGET', unacked, tag)
   if raw then
-    redis.call('HDEL', unacked, tag)
-    redis.call('ZREM', index, tag)
-    local ok, record = pcall(cjson.decode, raw)
-    local message = ok and type(record) == 'table' and record[1]
-    local queue = ok and type(record) == 'table' and record[3]
-    local props = type(message) == 'table' and message.properties
-    if type(props) == 'table' and type(queue) == 'string' and queue ~= '' then
-      if type(props.delivery_info) == 'table' then props.delivery_info.redelivered = true end
-      if type(message.headers) == 'table' then message.headers.redelivered = true end
-      local priority = tonumber(props.priority) or 0
+    local ok, message, queue, priority = pcall(parse, raw)
+    if ok and message then
       local step = (priority >= 9 and 9) or (priority >= 6 and 6) or (priority >= 3 and 3) or 0
       local list = queue
       if step > 0 then list = queue .. sep .. step end
-      redis.call('RPUSH', list, cjson.encode(message))  -- the front: workers pop the right end
+      redis.call('RPUSH', list, message)  -- the front: workers pop the right end
       wake(list, ARGV[6], ARGV[7], sep)
       moved = moved + 1
     else
@@ -66,6 +75,8 @@ for _, tag in ipairs(tags) do
         error_class = 'jobkit.UnreadableMessage',
         error_message = 'unreadable in-flight record of worker ' .. ARGV[1]}), ARGV[4], ARGV[5])
     end
+    redis.call('HDEL', unacked, tag)  -- only once the message is back, or in the dead set
+    redis.call('ZREM', index, tag)
   end
 end
 if ARGV[9] == '*' and redis.call('HLEN', unacked) == 0

@@ -122,10 +122,15 @@ class SidekiqSignals(bootsteps.StartStopStep):
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-        membership.leave()  # every job still held: back to its queue
-        logger.warning("TERM: timeout reached; unfinished jobs handed back to their queues")
-        logging.shutdown()
-        os._exit(0)
+        try:
+            membership.leave()  # every job still held: back to its queue
+            logger.warning("TERM: timeout reached; unfinished jobs handed back to their queues")
+        except Exception:  # Redis away: the jobs stay in flight, recovery puts them back
+            logger.exception("TERM: timeout reached; the jobs could not be handed back now, "
+                             "other workers put them back once this one's heartbeat expires")
+        finally:
+            logging.shutdown()
+            os._exit(0)
 
     def _run_pending_acks(self) -> None:
         hub = self.consumer.hub

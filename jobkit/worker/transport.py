@@ -85,6 +85,9 @@ local function problem(msg)
   if type(props) ~= 'table' then return 'no properties object' end
   local tag = props.delivery_tag
   if type(tag) ~= 'string' or tag == '' then return 'no properties.delivery_tag string' end
+  if not string.find(tag, '^[ -~]+$') then
+    return 'properties.delivery_tag is not printable ASCII'
+  end
   local info = props.delivery_info
   if type(info) ~= 'table' then return 'no properties.delivery_info object' end
   if not (optional(info.exchange, 'string') and optional(info.routing_key, 'string')) then
@@ -152,6 +155,27 @@ class QoS(kombu_redis.QoS):
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """Remove the job from the in-flight keys. An acknowledgement that Redis did not take
+        (the connection dropped) is kept and sent again after the reconnect, so a job that
+        finished is not handed back as abandoned and run again."""
+        if not self.channel._registered_consumer:
+            return super().ack(delivery_tag)
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        except _CONNECTION_ERRORS as exc:
+            membership.unsent_acks.add(bytes_to_str(delivery_tag))
+            logger.warning("jobkit: acknowledgement of %s not written (%s); it is sent again "
+                           "after the reconnect", bytes_to_str(delivery_tag),
+                           mask_secrets(str(exc)))
+        virtual.QoS.ack(self, delivery_tag)
+        return None
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self.channel._registered_consumer and not requeue:
+            return self.ack(delivery_tag)  # the same for Redis: the job leaves the keys
+        return super().reject(delivery_tag, requeue)
 
     def restore_unacked_once(self, stderr: Any = None) -> Any:
         """kombu hands back what the channel holds when it closes; a worker's jobs may still
@@ -340,6 +364,7 @@ class JobkitChannel:
             return
         self._reconciled_at = now
         client = self._create_client()
+        membership.send_unsent_acks(client)
         held = client.zrange(self.unacked_index_key, 0, time.time() - ORPHAN_MIN_AGE_SECONDS,
                              byscore=True)
         unheld = {bytes_to_str(tag) for tag in held} - _tags_held_by_this_process(self)
@@ -351,8 +376,9 @@ class JobkitChannel:
 
 
 def _tags_held_by_this_process(channel: Any) -> set[str]:
-    """Delivery tags of every message Celery still holds here, and of the channel's own."""
-    tags = set(channel.qos._delivered)
+    """Delivery tags of every message Celery still holds here, of the channel's own, and of
+    acknowledgements not yet written."""
+    tags = set(channel.qos._delivered) | membership.unsent_acks
     requests = (*worker_state.requests.values(), *worker_state.reserved_requests,
                 *worker_state.active_requests, *worker_state.scheduled_requests)
     for request in requests:
