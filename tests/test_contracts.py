@@ -78,6 +78,11 @@ CONTRACTS = [
      "worker/consumer.py"),
     ("celery.worker.consumer.consumer", "Consumer.call_soon", ["p"], "worker/shutdown.py"),
     ("kombu.asynchronous.hub", "Hub._pop_ready", [], "worker/shutdown.py"),
+    ("celery.worker.consumer.consumer", "Consumer.on_close", [],
+     "worker/consumer.py: reserved jobs kept across a reconnect"),
+    ("celery.worker.request", "Request._eta_timer_entry", None, "worker/consumer.py: on_close"),
+    ("kombu.transport.redis", "QoS._remove_from_indices", ["delivery_tag"],
+     "worker/transport.py: QoS.ack"),
     ("celery.signals", "worker_shutdown", None, "worker/app.py: membership.leave"),
     ("celery.signals", "worker_process_init", None, "worker/shutdown.py"),
     ("celery.app.registry", "TaskRegistry.__missing__", None, "worker/app.py: JobRegistry"),
@@ -131,6 +136,16 @@ def test_kombu_closes_a_channel_through_restore_unacked_once() -> None:
 
     source = inspect.getsource(virtual.Channel.close)
     assert "restore_unacked_once" in source, "kombu.transport.virtual.Channel.close changed"
+
+
+def test_celery_calls_on_close_after_a_lost_connection() -> None:
+    """Consumer.on_close (reserved jobs kept) must still be what Celery calls when it lost the
+    connection, before it reconnects."""
+    from celery.worker.consumer.consumer import Consumer
+
+    source = inspect.getsource(Consumer.start)
+    assert "self.on_close()" in source and "on_connection_error_after_connected" in source, \
+        "celery.worker.consumer.consumer.Consumer.start no longer calls on_close on reconnect"
 
 
 def test_celery_sends_worker_shutdown_after_stopping_the_pool() -> None:

@@ -62,7 +62,8 @@ class Consumer(CeleryConsumer):
                                   id=message.headers.get("id"))
 
     def on_close(self) -> None:
-        """At a reconnect, keep the jobs fetched but not started.
+        """At a reconnect (and when the consumer closes at shutdown), keep the jobs fetched but
+        not started.
 
         Celery forgets them, as their delivery tags "can't be acked anyway" on a new channel,
         and counts on the broker to deliver them again: kombu's hand-back on close. With
@@ -71,7 +72,8 @@ class Consumer(CeleryConsumer):
         a prefork pool process may already be running one (Celery discards its record of a job
         written to a pool process that has not confirmed it yet, but the process runs it).
         Only ETA requests (plain Celery countdown messages) are forgotten, their timers
-        cancelled, for the transport to hand back (transport.Channel._reconcile).
+        cancelled, for the transport to hand back (transport.Channel._reconcile). At shutdown,
+        a kept job either starts within `timeout` or is handed back by membership.leave.
         """
         for request in tuple(worker_state.scheduled_requests):
             entry = getattr(request, "_eta_timer_entry", None)
