@@ -18,6 +18,7 @@ from collections import Counter
 import redis
 
 from jobkit import keys
+from jobkit.masking import mask_secrets
 from jobkit.redis_client import get_redis
 
 __all__ = ["FLUSH_EVERY_SECONDS", "count", "flush"]
@@ -58,7 +59,7 @@ def flush(client: redis.Redis | None = None) -> None:
                 pipe.expire(keys.stat(name, today), DAY_KEY_TTL_SECONDS)
             pipe.execute()
     except redis.RedisError as exc:
-        logger.warning("jobkit stats not written, will try again: %s", exc)
+        logger.warning("jobkit stats not written, will try again: %s", mask_secrets(str(exc)))
         with _lock:
             _pending.update(pending)
 

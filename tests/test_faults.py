@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -379,3 +380,47 @@ def test_term_to_a_prefork_process_group_hands_the_job_back(own_redis: RedisServ
         assert r.llen("faults") == 1, "not handed back to its queue"
     finally:
         stopping.stop()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server speaking only TLS, with a self-signed certificate; yields a
+    rediss:// URL (certificate checks off, as for Heroku's TLS plans)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-auth-clients", "no",
+         "--save", "", "--dir", str(tmp_path), "--logfile", str(tmp_path / "redis.log")],
+        start_new_session=True)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
+    try:
+        client = redis.Redis.from_url(url)
+        wait_for(lambda: _answers(client), what="the TLS redis-server")
+        before = current_settings()
+        jobkit.configure(redis_url=url)
+        try:
+            yield url
+        finally:
+            use_settings(before)
+    finally:
+        stop_process(proc)
+
+
+def test_rediss_urls_keep_working(tls_redis: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(tls_redis)
+    proc = start_worker(tls_redis, tmp_path / "tls.log", "-q", "faults", "-c", "1", env=FAST)
+    try:
+        enqueue(MarkJob, "over-tls")
+        wait_for(lambda: "over-tls" in done(client), what="the job to run over TLS")
+        wait_for(lambda: held(client) == 0, what="its acknowledgement")
+        assert client.exists(*[keys.heartbeat(i.decode())
+                               for i in client.smembers(keys.PROCESSES)]), "no heartbeat"
+        assert_alive(proc)
+    finally:
+        proc.stop()

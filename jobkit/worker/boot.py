@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 
+from jobkit.masking import mask_secrets
 from jobkit.redis_client import get_redis
 
 __all__ = ["RedisPolicyCheck", "check_eviction_policy"]
@@ -25,7 +26,8 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
     try:
         policy = client.info("memory").get("maxmemory_policy")
     except redis.RedisError as exc:
-        logger.warning("jobkit: could not read Redis's maxmemory-policy: %s", exc)
+        logger.warning("jobkit: could not read Redis's maxmemory-policy: %s",
+                       mask_secrets(str(exc)))
         return None
     if policy != "noeviction":
         logger.warning(

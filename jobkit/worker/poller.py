@@ -20,6 +20,7 @@ from celery import bootsteps
 
 from jobkit.config import current_settings
 from jobkit.job_sets import RetrySet, ScheduledSet
+from jobkit.masking import mask_secrets
 from jobkit.worker.membership import keep_beating, update_info
 from jobkit.worker.recovery import reap_dead_processes
 
@@ -62,7 +63,8 @@ class SchedulePoller:
                 if moved:
                     logger.debug("jobkit poller: moved %d due jobs", moved)
             except redis.RedisError as exc:
-                logger.warning("jobkit poller: Redis error, will try again: %s", exc)
+                logger.warning("jobkit poller: Redis error, will try again: %s",
+                               mask_secrets(str(exc)))
             except Exception:  # the poller must outlive any one bad entry
                 logger.exception("jobkit poller: error, will try again")
             if self._stopped.wait(self.interval * random.uniform(0.5, 1.0)):
