@@ -129,8 +129,9 @@ class WorkerProcess:
 
 
 class SentinelSetup:
-    """A master redis-server, one replica and one sentinel (`redis-sentinel`, or
-    `redis-server --sentinel`) on free ports of 127.0.0.1, data in a temp dir.
+    """A master redis-server, one replica and one sentinel (`redis-server --sentinel`, the
+    program Debian also installs as redis-sentinel) on free ports of 127.0.0.1, data in a temp
+    dir.
 
     Sentinel is tuned for tests: the master is down after `down_after_ms` without answers
     and a failover times out after `failover_timeout_ms`. Ready when the replica is in sync
@@ -142,8 +143,7 @@ class SentinelSetup:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (Debian: apt-get install "
-                               "redis-server redis-sentinel)")
-        sentinel = shutil.which("redis-sentinel")
+                               "redis-server)")
         self.master_name = master_name
         self.dir = Path(tempfile.mkdtemp(prefix="jobkit-sentinel-"))
         self.procs: dict[int, subprocess.Popen] = {}  # port -> redis-server
@@ -164,8 +164,7 @@ class SentinelSetup:
                 f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {master_name} 1\n"
                 f"sentinel known-replica {master_name} 127.0.0.1 {second}\n")
-            command = [sentinel, str(config)] if sentinel else [binary, str(config),
-                                                                "--sentinel"]
+            command = [binary, str(config), "--sentinel"]
             self.sentinel_proc = subprocess.Popen(command, start_new_session=True)
             self.url = f"sentinel://127.0.0.1:{self.sentinel_port}"
             self.sentinel = redis.Redis(port=self.sentinel_port, decode_responses=True)
