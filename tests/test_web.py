@@ -149,10 +149,12 @@ def test_scheduled_run_now_and_retry_kill(client: Client, r: redis.Redis) -> Non
 
 
 def test_large_set_is_paged_in_redis(client: Client, r: redis.Redis) -> None:
+    start = time.time() - 100_000  # recent: a bury lets go of entries older than dead_timeout
     with r.pipeline(transaction=False) as pipe:
         for i in range(100_000):
             pipe.zadd("jobkit:dead", {json.dumps({"list_key": "default", "message": "{}",
-                                                  "job_id": f"j{i}", "job_class": "Big"}): i})
+                                                  "job_id": f"j{i}", "job_class": "Big"}):
+                                      start + i})
         pipe.execute()
     status, _, html = client.get("/dead?start=50000")
     assert status == 200 and "(100000)" in html
