@@ -248,13 +248,13 @@ def test_cli_refuses_to_retry_unreadable_entries_and_deletes_them_by_key(
     dead = DeadSet()
     now = time.time()  # recent: every bury lets go of entries older than dead_timeout
     raw.zadd(dead.key, {b"\xff garbage": now - 3, b"[1]": now - 2})
-    good = {"list_key": "default", "message": task_message("fine-1"), "job_id": "fine-1",
-            "job_class": "tests.jobs.TaskLoggerJob"}
+    good = {"list_key": UNWATCHED, "message": task_message("fine-1", UNWATCHED),
+            "job_id": "fine-1", "job_class": "tests.jobs.TaskLoggerJob"}
     raw.zadd(dead.key, {json.dumps(good): now - 1})
     code, output = cli("dead", "retry", "--all")
     assert code == 1 and "retry: 1 job(s)" in output and "refused, cannot be read" in output
     assert "jobkit dead delete KEY" in output
-    assert api.Queue("default").find("fine-1") is not None and dead.size() == 2
+    assert api.Queue(UNWATCHED).find("fine-1") is not None and dead.size() == 2
     [garbage] = [e for e in dead if e.raw == b"\xff garbage"]
     code, output = cli("dead", "retry", garbage.key)
     assert code == 1 and garbage.key in output and dead.size() == 2
@@ -310,14 +310,14 @@ NAMES = ["default?x", "a/b", "a b", "%2F", "#frag", "ünï中文", "a%20b", "x&a
 
 @pytest.fixture
 def named_queues(raw: redis.Redis) -> list[str]:
-    for name in ["default", "a", "b", "x", *NAMES]:
+    for name in [UNWATCHED, "a", "b", "x", *NAMES]:
         raw.sadd("jobkit:queues", name)
         raw.lpush(name, task_message(f"job-of-{name}", queue=name))
     return NAMES
 
 
 def queue_sizes(raw: redis.Redis) -> dict[str, int]:
-    return {name: raw.llen(name) for name in ["default", "a", "b", "x", *NAMES]}
+    return {name: raw.llen(name) for name in [UNWATCHED, "a", "b", "x", *NAMES]}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -363,9 +363,10 @@ def test_delete_one_job_in_a_queue_with_an_odd_name(client: Client, raw: redis.R
 def test_set_entries_with_odd_job_ids_open_and_delete(client: Client, raw: redis.Redis,
                                                       job_id: str) -> None:
     dead = DeadSet()
+    now = time.time()  # recent: a bury lets go of entries older than dead_timeout
     for other in ("a", "x", "b"):
-        dead.add(100.0, "default", task_message(other), job_id=other, job_class="X")
-    dead.add(100.0, "default", task_message(job_id), job_id=job_id, job_class="Odd")
+        dead.add(now, "default", task_message(other), job_id=other, job_class="X")
+    dead.add(now, "default", task_message(job_id), job_id=job_id, job_class="Odd")
     _, _, page = client.get("/dead")
     [entry] = [e for e in dead if e.job_id == job_id]
     link = f"/dead/{quote(entry.key, safe='')}"
