@@ -88,6 +88,9 @@ ISSUE_SHAPES = {
     "body not base64": lambda m: m.__setitem__("body", "%%% not base64 %%%"),
     "body base64 of bytes that are not UTF-8": lambda m: m.__setitem__("body", b64(b"\xff\xfe")),
     "body base64 of JSON that is not a list": lambda m: m.__setitem__("body", b64(b'{"a":1}')),
+    "body's args not a list": lambda m: m.__setitem__("body", b64(b'[5, {}, {}]')),
+    "body's callbacks a number": lambda m: m.__setitem__(
+        "body", b64(json.dumps([[1], {}, {"callbacks": 5, "chord": "x"}]).encode())),
     "headers null": lambda m: m.__setitem__("headers", None),
     "headers a list": lambda m: m.__setitem__("headers", [1, 2]),
     "unknown task": lambda m: m["headers"].__setitem__("task", "no.such.Task"),

@@ -71,6 +71,9 @@ def problem(raw: dict[str, Any]) -> str | None:
 
 
 def _body_problem(raw: dict[str, Any]) -> str | None:
+    """Decoded here although Celery decodes it again: Celery accepts some bodies it then
+    cannot run (`[5, {}, {}]` fails in the pool process and is acknowledged, so the job is
+    lost; a number for `callbacks` breaks after the run), and only this check buries them."""
     body = raw.get("body")
     try:
         if raw.get("properties", {}).get("body_encoding") == "base64":
