@@ -24,6 +24,7 @@ pushed by other producers (plain Celery) are found within IDLE_WAIT_SECONDS.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from time import monotonic
@@ -41,7 +42,7 @@ from jobkit import keys
 from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import MASTER_CHECK_SECONDS, get_redis
 from jobkit.worker import envelope, membership
 from jobkit.worker.recovery import hand_back
 
@@ -53,11 +54,10 @@ IDLE_WAIT_SECONDS = 1
 PAUSED_REFRESH_SECONDS = 1.0
 BURY_AT_MOST = 100  # unreadable items buried by one fetch call, so a flood cannot block Redis
 RECONCILE_EVERY_SECONDS = 5.0
+ORPHAN_MIN_AGE_SECONDS = 2.0
 # Redis really gone. Not kombu's `connection_errors`: it counts KeyError as one, and a message
 # without a header Celery needs raises KeyError, which must bury it, not reconnect forever.
 _CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-ORPHAN_MIN_AGE_SECONDS = 2.0
-MASTER_CHECK_SECONDS = 1.0  # Sentinel: how often a worker asks where the master is
 MASTER_WAIT_SECONDS = 15.0  # Sentinel: how long a connection attempt waits for a master
 MASTER_RETRY_SECONDS = 0.25
 
@@ -66,7 +66,7 @@ MASTER_RETRY_SECONDS = 0.25
 # Returns {list, message, delivery tag}; false when every list is empty; 0 when it buried
 # its quota of unreadable items (fetch again); -1 when this worker's heartbeat is missing
 # (taken for dead: it fetches nothing until its heartbeat is back, so the reaper never takes a
-# job it just took).
+# job it just took). Sent by its SHA: the script is 3 KB, and this runs once per job.
 _FETCH = BURY_LUA + """
 local n = #KEYS - 4
 local unacked, index, heartbeat, dead = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KEYS[n + 4]
@@ -136,6 +136,7 @@ for i = 1, n do
 end
 return false
 """
+_FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
 
 # KEYS: unacked, unacked_index, dead. ARGV: tag, now, member, dead max jobs, dead timeout.
 _BURY_IN_FLIGHT = BURY_LUA + """
@@ -266,7 +267,7 @@ class JobkitChannel:
             self._reconcile()
             lists = [keys.list_key(queue, step) for queue in queues
                      for step in keys.PRIORITY_STEPS]
-            command = ["EVAL", _FETCH, len(lists) + 4, *lists, self.unacked_key,
+            command = ["EVALSHA", _FETCH_SHA, len(lists) + 4, *lists, self.unacked_key,
                        self.unacked_index_key, membership.identity().heartbeat_key, keys.DEAD,
                        time.time(), *dead_limits(), keys.PRIORITY_SEPARATOR, BURY_AT_MOST]
         self._in_poll = self.client.connection
@@ -276,9 +277,12 @@ class JobkitChannel:
     def _brpop_read(self, **options: Any) -> Any:
         if not self._registered_consumer:
             return super()._brpop_read(**options)
-        command = "BRPOP" if self._waiting else "EVAL"
+        command = "BRPOP" if self._waiting else "EVALSHA"
         try:
             reply = self.client.parse_response(self.client.connection, command, **options)
+        except redis_errors.NoScriptError:  # a new or restarted Redis: load it, fetch again
+            self._create_client().script_load(_FETCH)
+            raise kombu_redis.Empty() from None
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
@@ -354,10 +358,12 @@ class JobkitChannel:
     def _reconcile(self) -> None:
         """Hand back in-flight jobs that nothing in this process holds any more.
 
-        After a reconnect Celery forgets the messages it had fetched but not started, and a
-        fetch whose reply was lost leaves a message nobody knows about. A tag seen unheld at
-        two looks in a row, and older than ORPHAN_MIN_AGE_SECONDS, is such a job. Runs on the
-        event loop before a fetch is sent, so no fetch reply is pending at that moment.
+        That is a fetch whose reply a dropped connection lost (the job never reached Celery),
+        and a plain-Celery ETA message, which Celery forgets at a reconnect (consumer.on_close
+        keeps every other job). A tag seen unheld at two looks in a row, and older than
+        ORPHAN_MIN_AGE_SECONDS, is such a job. Runs on the event loop before a fetch is sent,
+        so no fetch reply is pending at that moment. First, acknowledgements a drop cut off
+        are written.
         """
         now = monotonic()
         if now - self._reconciled_at < RECONCILE_EVERY_SECONDS:
@@ -379,9 +385,7 @@ def _tags_held_by_this_process(channel: Any) -> set[str]:
     """Delivery tags of every message Celery still holds here, of the channel's own, and of
     acknowledgements not yet written."""
     tags = set(channel.qos._delivered) | membership.unsent_acks
-    requests = (*worker_state.requests.values(), *worker_state.reserved_requests,
-                *worker_state.active_requests, *worker_state.scheduled_requests)
-    for request in requests:
+    for request in tuple(worker_state.requests.values()):  # reserved, running and ETA ones
         message = getattr(request, "message", None)
         tag = getattr(message, "delivery_tag", None)
         if tag is not None:
