@@ -11,17 +11,15 @@ Everything reads Redis in pages; nothing loads a whole queue or set.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from jobkit import keys
+from jobkit import display, keys
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
@@ -42,13 +40,6 @@ __all__ = [
 ]
 
 
-def _display(raw: bytes | str) -> str:
-    """Bytes from Redis as text for people: undecodable bytes shown as ``\\xNN``."""
-    if isinstance(raw, str):
-        return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def _name(raw: bytes | str) -> str | bytes:
     """A name read from Redis: str when it is UTF-8, else the bytes themselves (so the keys
     built from it still name what is stored)."""
@@ -64,17 +55,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return _display(value)
-    try:
-        return _display(json.dumps(value, ensure_ascii=False))
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 @dataclass(frozen=True)
@@ -93,31 +73,25 @@ class QueuedJob:
     @property
     def text(self) -> str:
         """The item for display: undecodable bytes and control characters as ``\\xNN``."""
-        return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}",
-                      _display(self.message))
+        return display.escaped(self.message)
 
     @property
     def digest(self) -> str:
         """A short hash of the message: names an item that has no usable job id."""
-        raw = self.message if isinstance(self.message, bytes) else self.message.encode(
-            "utf-8", "surrogateescape")
-        return "~" + hashlib.sha1(raw).hexdigest()[:16]
+        return display.digest(self.message)
 
     @property
     def ident(self) -> str:
         """The job id when it is a plain string, else `digest` (what the dashboard posts)."""
-        job_id = self.payload.get("job_id")
-        if isinstance(job_id, str) and job_id and _display(job_id) == job_id:
-            return job_id
-        return self.digest
+        return display.ident(self.payload.get("job_id"), self.message)
 
     @property
     def job_id(self) -> str | None:
-        return _text(self.payload.get("job_id"))
+        return display.field_text(self.payload.get("job_id"))
 
     @property
     def job_class(self) -> str | None:
-        return _text(self.payload.get("job_class"))
+        return display.field_text(self.payload.get("job_class"))
 
     @property
     def args(self) -> Any:
@@ -160,11 +134,10 @@ class Queue:
     then built from those bytes, and `name` shows it escaped."""
 
     def __init__(self, name: str | bytes, client: redis.Redis | None = None) -> None:
-        self.raw_name = name if isinstance(name, bytes) else name.encode("utf-8",
-                                                                         "surrogateescape")
-        self.name = _display(name)
+        self.raw_name = display.as_bytes(name)
+        self.name = display.shown(name)
         self.client = client or get_redis()
-        if isinstance(name, str) and _display(name) == name:
+        if isinstance(name, str) and display.shown(name) == name:
             self.keys: list[str | bytes] = list(list_keys(name))
         else:  # the same suffixes as keys.list_keys, on the stored bytes
             suffixes = [key[1:].encode() for key in list_keys("x")]
@@ -246,7 +219,7 @@ def queues(client: redis.Redis | None = None) -> list[Queue]:
     """The configured queues, then any other queue jobs were pushed to, by name."""
     client = client or get_redis()
     configured = current_settings().queue_names
-    seen = sorted((_name(q) for q in client.smembers(keys.QUEUES)), key=_display)
+    seen = sorted((_name(q) for q in client.smembers(keys.QUEUES)), key=display.shown)
     names = configured + [name for name in seen if name not in configured]
     return [Queue(name, client) for name in names]
 
@@ -264,7 +237,7 @@ class Process:
 
     @property
     def hostname(self) -> str:
-        return _text(self.info.get("hostname")) or "?"
+        return display.field_text(self.info.get("hostname")) or "?"
 
     @property
     def pid(self) -> int | None:
@@ -280,15 +253,15 @@ class Process:
         queues = self.info.get("queues")
         if not isinstance(queues, list):
             return []
-        return [q if isinstance(q, str) else _text(q) or "" for q in queues]
+        return [q if isinstance(q, str) else display.field_text(q) or "" for q in queues]
 
     @property
     def node(self) -> str | None:
-        return _text(self.info.get("node"))
+        return display.field_text(self.info.get("node"))
 
     @property
     def concurrency(self) -> str | None:
-        return _text(self.info.get("concurrency"))
+        return display.field_text(self.info.get("concurrency"))
 
 
 def _held(raw: bytes | str) -> QueuedJob:
@@ -306,7 +279,7 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
     """Worker processes whose heartbeat is alive, with the jobs each holds (running or
     prefetched)."""
     client = client or get_redis()
-    ids = sorted(client.smembers(keys.PROCESSES), key=_display)
+    ids = sorted(client.smembers(keys.PROCESSES), key=display.shown)
     found = []
     for raw_id in ids:
         # Keys from the id's exact bytes, so an id that is not UTF-8 still names its keys.
@@ -319,7 +292,7 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
             info = json.loads(beat)
         except (ValueError, RecursionError):
             info = None
-        found.append(Process(_display(raw_id), info if isinstance(info, dict) else {},
+        found.append(Process(display.shown(raw_id), info if isinstance(info, dict) else {},
                              [_held(raw) for raw in held]))
     return found
 

@@ -10,7 +10,6 @@ racing pollers, or two people clicking "retry", can neither lose nor duplicate a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -22,7 +21,7 @@ from typing import Any
 
 import redis
 
-from jobkit import keys
+from jobkit import display, keys
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.queues import WAKE_TOKENS_MAX
@@ -150,27 +149,22 @@ class JobEntry:
     @property
     def raw(self) -> bytes:
         """The member's exact bytes."""
-        return self.member if isinstance(self.member, bytes) else self.member.encode(
-            "utf-8", "surrogateescape")
+        return display.as_bytes(self.member)
 
     @property
     def text(self) -> str:
         """The member for display: undecodable bytes and control characters as ``\\xNN``."""
-        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}",
-                            self.raw.decode("utf-8", "backslashreplace"))
+        return display.escaped(self.member)
 
     @property
     def digest(self) -> str:
         """A short hash of the member: names an entry that has no usable job id."""
-        return "~" + hashlib.sha1(self.raw).hexdigest()[:16]
+        return display.digest(self.member)
 
     @property
     def ident(self) -> str:
         """The job id when it is a plain string, else `digest`."""
-        job_id = self.data.get("job_id")
-        if isinstance(job_id, str) and job_id and _printable(job_id) == job_id:
-            return job_id
-        return self.digest
+        return display.ident(self.data.get("job_id"), self.member)
 
     @property
     def key(self) -> str:
@@ -192,15 +186,15 @@ class JobEntry:
 
     @property
     def job_id(self) -> str | None:
-        return _string(self.data.get("job_id"))
+        return display.field_text(self.data.get("job_id"))
 
     @property
     def job_class(self) -> str | None:
-        return _string(self.data.get("job_class"))
+        return display.field_text(self.data.get("job_class"))
 
     @property
     def queue(self) -> str | None:
-        return _string(self.data.get("queue"))
+        return display.field_text(self.data.get("queue"))
 
     @property
     def payload(self) -> Any:
@@ -214,19 +208,20 @@ class JobEntry:
 
     @property
     def error_class(self) -> str | None:
-        return _string(self.data.get("error_class"))
+        return display.field_text(self.data.get("error_class"))
 
     @property
     def error_message(self) -> str | None:
-        return _string(self.data.get("error_message"))
+        return display.field_text(self.data.get("error_message"))
 
     @property
     def backtrace(self) -> list[str]:
         lines = self.data.get("backtrace")
         if isinstance(lines, str):
-            return [_printable(line) for line in lines.splitlines()]
+            return [display.printable(line) for line in lines.splitlines()]
         if isinstance(lines, list):
-            return [_printable(line if isinstance(line, str) else repr(line)) for line in lines]
+            return [display.printable(line if isinstance(line, str) else repr(line))
+                    for line in lines]
         return []
 
     @property
@@ -236,7 +231,7 @@ class JobEntry:
 
     def field_text(self, name: str) -> str | None:
         """Any stored field as display text (None when absent)."""
-        return _string(self.data.get(name))
+        return display.field_text(self.data.get(name))
 
 
 class JobSet:
@@ -415,36 +410,14 @@ def entry_member(list_key: str, message: str, **info: Any) -> str:
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # `JobEntry.key`: a float's repr (1.5, 1e-05, -2.0, inf), a dash, the job id or digest.
 _KEY = re.compile(r"(-?(?:inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?))-(.*)\Z", re.DOTALL)
-
-
-def _printable(text: str) -> str:
-    """`text` that encodes to UTF-8: lone surrogates (from JSON ``\\ud800``) escaped."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-def _string(value: Any) -> str | None:
-    """A stored field as display text: None stays None, other non-strings are their JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return _printable(value)
-    try:
-        return _printable(json.dumps(value, ensure_ascii=False))
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _entry(member: bytes | str, score: float) -> JobEntry:
     """A member as read, never failing: anything that is not a JSON object (not UTF-8, not
     JSON, JSON of another type, nested too deep) is an entry with `problem` set."""
-    raw = member if isinstance(member, bytes) else member.encode("utf-8", "surrogateescape")
+    raw = display.as_bytes(member)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

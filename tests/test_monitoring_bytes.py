@@ -7,6 +7,7 @@ through a real wsgiref server.
 
 from __future__ import annotations
 
+import base64
 import html
 import http.client
 import io
@@ -144,6 +145,20 @@ def test_unreadable_queue_items_do_not_break_monitoring(client: Client, raw: red
     assert len(jobs) == len(BAD_ITEMS) + 2 and queue.latency() >= 0
     assert [job.job_id for job in jobs if job.problem is None] == ["odd-1", "good-1"]
     assert queue.find("good-1").job_id == "good-1"
+
+
+def test_a_job_id_with_a_lone_surrogate_is_shown_escaped(client: Client,
+                                                         raw: redis.Redis) -> None:
+    message = json.loads(task_message("lone"))
+    payload = [[{"job_class": "X", "job_id": "\ud800-lone", "args": []}], {}, {}]
+    message["body"] = base64.b64encode(json.dumps(payload).encode()).decode()  # JSON "\ud800"
+    raw.sadd(keys.QUEUES, UNWATCHED)
+    raw.lpush(UNWATCHED, json.dumps(message))
+    [job] = api.Queue(UNWATCHED).jobs(0, 10)
+    assert job.job_id == "\\ud800-lone" and job.ident == job.digest
+    assert api.Queue(UNWATCHED).find(job.ident) == job
+    status, _, page = client.get(f"/queues/{UNWATCHED}")
+    assert status == 200 and "\\ud800-lone" in page
 
 
 def test_an_unreadable_queue_item_is_deleted_by_its_exact_bytes(client: Client,
