@@ -336,6 +336,7 @@ class _DueSet(JobSet):
     def __init__(self, client: redis.Redis | None = None) -> None:
         super().__init__(client)
         self._move_due = self.client.register_script(_MOVE_DUE)
+        self._move_to_dead = self.client.register_script(_MOVE_TO_DEAD)
 
     def move_due(self, now: float | None = None, batch: int = PAGE_SIZE) -> int:
         """Push every job due by `now` to its queue; returns how many moved."""
@@ -352,8 +353,8 @@ class _DueSet(JobSet):
 
     def kill(self, entry: JobEntry) -> bool:
         """Move to the dead set now (one atomic step): it will not run by itself any more."""
-        moved = self.client.register_script(_MOVE_TO_DEAD)(
-            keys=[self.key, DeadSet.key], args=[entry.member, time.time(), *dead_limits()])
+        moved = self._move_to_dead(keys=[self.key, DeadSet.key],
+                                   args=[entry.member, time.time(), *dead_limits()])
         return bool(moved)
 
 
@@ -382,11 +383,15 @@ class DeadSet(JobSet):
 
     retry = JobSet.push_now
 
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        super().__init__(client)
+        self._add = self.client.register_script(_ADD_TO_DEAD)
+
     def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
             ) -> None:
         """Bury a job; the oldest beyond `dead_max_jobs` entries or `dead_timeout` seconds
         (settings; Sidekiq's 10,000 and six months by default) are let go."""
-        self.client.register_script(_ADD_TO_DEAD)(
+        self._add(
             keys=[self.key], args=[score, entry_member(list_key, message, **info),
                                    *dead_limits()], client=pipe)
 

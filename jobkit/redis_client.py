@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from jobkit.config import current_settings
+from jobkit.config import current_settings, is_sentinel_url, sentinel_hosts
 from jobkit.errors import ConfigError
 
 __all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster"]
@@ -46,19 +46,18 @@ def client_for(url: str, sentinel_master: str | None = None, timeout: float | No
     ``sentinel://h1:26379;sentinel://h2:26380`` form, one that asks the sentinels where the
     master of `sentinel_master` is, and asks again after a failover. `timeout`: seconds for
     connecting and for each reply (default: none for plain URLs; 5 and 30 s with Sentinel)."""
-    if not url.startswith("sentinel://"):
+    if not is_sentinel_url(url):
         return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     if not sentinel_master:
         raise ConfigError("redis_url is a sentinel:// URL: set sentinel_master (or "
                           "REDIS_SENTINEL_MASTER) to the name of the master to use")
-    sentinels, password, db = [], None, 0
+    password, db = None, 0  # the Redis password and db: from whichever URL of the list says
     for part in url.split(";"):
         parsed = urlsplit(part.strip())
-        sentinels.append((parsed.hostname or "localhost", parsed.port or 26379))
         password = password or (unquote(parsed.password) if parsed.password else None)
         if parsed.path.strip("/").isdigit():
             db = int(parsed.path.strip("/"))
-    return Sentinel(sentinels, socket_timeout=timeout or 5).master_for(
+    return Sentinel(sentinel_hosts(url), socket_timeout=timeout or 5).master_for(
         sentinel_master, connection_pool_class=FollowingPool, password=password, db=db,
         socket_timeout=timeout or 30)
 

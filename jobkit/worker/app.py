@@ -13,7 +13,7 @@ from celery.app.registry import TaskRegistry
 from celery.app.trace import build_tracer
 from celery.exceptions import NotRegistered
 
-from jobkit.config import Settings
+from jobkit.config import Settings, is_sentinel_url
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.worker import membership
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> Celery:
 
 def apply_settings(celery: Celery, settings: Settings) -> None:
     """Point an app at the settings' broker and queue order (again by the CLI after -C)."""
-    sentinel = settings.redis_url.startswith("sentinel://")
+    sentinel = is_sentinel_url(settings.redis_url)
     options: dict = {"jobkit_queue_weights": dict(settings.queues),
                      "jobkit_queue_order": settings.queue_order}
     if sentinel:
