@@ -58,13 +58,10 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
            queues: tuple[str, ...], require: tuple[str, ...], pool: str | None, loglevel: str,
            hostname: str | None, celery_args: tuple[str, ...]) -> None:
     """Run a worker: a Celery worker on jobkit's app. Extra arguments go to Celery."""
-    try:
-        settings = configure(
-            config_path, environment, concurrency=concurrency, pool=pool,
-            queues=[parse_queue(q, "-q") for q in queues] or None,
-        )
-    except ConfigError as exc:
-        raise click.ClickException(mask_secrets(str(exc))) from None
+    settings = configure(  # a ConfigError becomes one masked line (_Main.invoke)
+        config_path, environment, concurrency=concurrency, pool=pool,
+        queues=[parse_queue(q, "-q") for q in queues] or None,
+    )
     sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
     for module in (*settings.require, *require):
         try:
@@ -75,12 +72,8 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     from jobkit.celery_app import app, apply_settings
     from jobkit.redis_client import get_redis, refuse_cluster
 
-    try:
-        refuse_cluster(get_redis())
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    except redis.RedisError:
-        pass  # not reachable yet: the worker retries and says so itself
+    with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
+        refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
     apply_settings(app, settings)
     argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
             "-P", settings.pool, "-l", loglevel]
@@ -238,7 +231,7 @@ def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.
             if not job_ids and not everything:
                 raise click.UsageError("give job ids, or --all")
             chosen = list(job_set) if everything else [
-                job_set.find(i) or job_set.fetch_key(i) for i in job_ids]
+                job_set.fetch_key(i) or job_set.find(i) for i in job_ids]
             missing = [i for i, entry in zip(job_ids, chosen, strict=False) if entry is None]
             done, refused = 0, []
             for entry in filter(None, chosen):
@@ -351,10 +344,7 @@ def web(host: str, port: int, config_path: str | None, environment: str | None) 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
-    try:
-        configure(config_path, environment)
-    except ConfigError as exc:
-        raise click.ClickException(mask_secrets(str(exc))) from None
+    configure(config_path, environment)
     sys.path.insert(0, os.getcwd())
     with make_server(host, port, create_app(), server_class=Server) as server:
         click.echo(f"jobkit web: http://{host}:{port}/")
