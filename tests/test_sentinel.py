@@ -82,9 +82,10 @@ class Enqueuer(threading.Thread):
 
 
 def survive(setup: SentinelSetup, r: redis.Redis, record_url: str, tmp_path: Path,
-            fail_over, wait_for_replicas: int = 0) -> dict:
+            fail_over, wait_for_replicas: int = 0) -> None:
     """Start a worker and the enqueuer, fail over with `fail_over()`, go on enqueuing; check
-    that every acknowledged job ran and the worker lives. Returns the measured figures."""
+    that every acknowledged job ran and the worker lives. Prints the measured figures (the
+    ones docs/reliability.md quotes; run with -s)."""
     jobkit.configure(redis_url=setup.url, sentinel_master=MASTER,
                      wait_for_replicas=wait_for_replicas)
     worker = WorkerProcess(setup.url, "-c", "4", "-P", "threads", cwd=ROOT,
@@ -113,12 +114,11 @@ def survive(setup: SentinelSetup, r: redis.Redis, record_url: str, tmp_path: Pat
             wait_for(lambda: not missing(), timeout=25, what="every acknowledged job to run")
         finally:
             lost = missing()
-            runs = dict(zip(r.zrange(DONE, 0, -1), r.zrange(DONE, 0, -1, withscores=True),
-                            strict=True))
-            times = sorted(at for _, at in runs.values())
+            runs = dict(r.zrange(DONE, 0, -1, withscores=True))  # job number -> when it ran
+            times = sorted(runs.values())
             around = [t for t in times if t >= failed_at - 1]
             gaps = [b - a for a, b in zip(around, around[1:], strict=False)]
-            first_after = min((at for name, at in runs.values()
+            first_after = min((at for name, at in runs.items()
                                if enqueuer.acked.get(int(name), 0) > switched_at), default=None)
             figures = {
                 "acked": len(acked), "failed_enqueues": len(enqueuer.failed),
@@ -136,7 +136,6 @@ def survive(setup: SentinelSetup, r: redis.Redis, record_url: str, tmp_path: Pat
         SentinelCountJob.perform_later(-1)
         wait_for(lambda: r.zscore(DONE, "-1") is not None, timeout=15,
                  what="a job enqueued after everything to run")
-        return figures
     finally:
         enqueuer.stop()
         worker.stop()
