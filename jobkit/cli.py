@@ -17,6 +17,7 @@ import redis
 
 from jobkit.config import configure, default_config_path, load_settings, parse_queue
 from jobkit.errors import ConfigError
+from jobkit.job_sets import UnreadableEntryError
 from jobkit.masking import mask_secrets, mask_url
 
 __all__ = ["main", "mask_url"]
@@ -238,14 +239,10 @@ def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.
                 if action == "delete":
                     done += bool(job_set.delete(entry))
                     continue
-                reason = entry.unpushable_reason
-                if reason is None:
-                    try:
-                        done += bool(job_set.push_now(entry))
-                        continue
-                    except ValueError as exc:  # the set's own refusal (UnreadableEntryError)
-                        reason = str(exc)
-                refused.append(f"{entry.key} ({reason})")
+                try:
+                    done += bool(job_set.push_now(entry))
+                except UnreadableEntryError as exc:
+                    refused.append(f"{entry.key} ({exc})")
             click.echo(f"{action}: {done} job(s)")
             problems = []
             if refused:

@@ -310,13 +310,16 @@ class JobSet:
     def push_now(self, entry: JobEntry) -> bool:
         """Send the job to its queue now; False if it had already left the set.
 
-        Raises UnreadableEntryError for a member that holds no message to push (it is kept
-        in the dead set instead)."""
+        Raises UnreadableEntryError, saying why, for a member that holds no message to push:
+        it stays where it is (the script moves one it finds unreadable to the dead set)."""
+        reason = entry.unpushable_reason
+        if reason is not None:
+            raise UnreadableEntryError(reason)
         pushed = self._push_if_removed(keys=[self.key, DeadSet.key],
                                        args=[entry.member, *push_args()])
         if pushed == -1:
-            raise UnreadableEntryError(f"entry {entry.key} holds no job message to push; it "
-                                       "is kept in the dead set")
+            raise UnreadableEntryError("it holds no job message to push; it is kept in the "
+                                       "dead set")
         return bool(pushed)
 
     def delete(self, entry: JobEntry) -> bool:

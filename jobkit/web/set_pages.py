@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from jobkit import api
-from jobkit.job_sets import JobEntry, JobSet
+from jobkit.job_sets import JobEntry, JobSet, UnreadableEntryError
 from jobkit.web.csrf import csrf_ok
 from jobkit.web.dashboard import PAGE_SIZE, _page_start, forbidden
 from jobkit.web.http import Request, Response, redirect
@@ -28,21 +28,14 @@ def _set(request: Request) -> tuple[JobSet, str, str] | None:
     return cls(), title, verb
 
 
-def _by_key(job_set: JobSet, key: str) -> JobEntry | None:
-    return job_set.fetch_key(key)
-
-
 def push(job_set: JobSet, entry: JobEntry) -> str | None:
     """Send one entry to its queue; the reason it was refused, or None. An entry that holds
     no readable job message stays where it is (delete it instead)."""
-    reason = entry.unpushable_reason
-    if reason is None:
-        try:
-            job_set.push_now(entry)
-            return None
-        except ValueError as exc:  # the set's own refusal (UnreadableEntryError)
-            reason = str(exc)
-    return f"{entry.key}: cannot be sent to a queue: {reason}"
+    try:
+        job_set.push_now(entry)
+    except UnreadableEntryError as exc:
+        return f"{entry.key}: cannot be sent to a queue: {exc}"
+    return None
 
 
 @router.route("GET", "/<set:scheduled|retries|dead>")
@@ -63,7 +56,7 @@ def listing(request: Request) -> Response:
 @router.route("GET", "/<set:scheduled|retries|dead>/<key:.+>")
 def detail(request: Request) -> Response:
     found = _set(request)
-    entry = _by_key(found[0], request.params["key"]) if found else None
+    entry = found[0].fetch_key(request.params["key"]) if found else None
     if entry is None:
         return Response("no such job (it may have run or been deleted)", "404 Not Found",
                         "text/plain")
@@ -71,7 +64,7 @@ def detail(request: Request) -> Response:
     payload = entry.payload if isinstance(entry.payload, dict) else {}
     return page(request, "entry.html", name=request.params["set"], title=title, verb=verb,
                 entry=entry, arguments=_readable(payload.get("args"), payload.get("kwargs")),
-                killable=request.params["set"] != "dead", refused=None)
+                killable=request.params["set"] != "dead")
 
 
 def _readable(args: Any, kwargs: Any) -> str:
@@ -99,8 +92,11 @@ def act(request: Request) -> Response:
     every = action == "all"
     if every:
         action = (form.get("then") or [""])[-1]
-    handlers = {"push": lambda entry: push(job_set, entry), "delete": job_set.delete,
-                "kill": getattr(job_set, "kill", None)}
+    # Each handler returns why it refused an entry, or None.
+    kill = getattr(job_set, "kill", None)
+    handlers = {"push": lambda entry: push(job_set, entry),
+                "delete": lambda entry: job_set.delete(entry) and None,
+                "kill": kill and (lambda entry: kill(entry) and None)}
     handler = handlers.get(action)
     if handler is None:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
@@ -109,15 +105,11 @@ def act(request: Request) -> Response:
         # Each action takes the entry out of the set, except a refused push: those stay at
         # the front, so the next page starts after them.
         while page_ := job_set.page(len(refused), 100):
-            for entry in page_:
-                if action == "push" and (reason := handler(entry)):
-                    refused.append(reason)
-                elif action != "push":
-                    handler(entry)
+            refused += filter(None, map(handler, page_))
     else:
         for key in form.get("key", []):
-            entry = _by_key(job_set, key)
-            if entry is not None and (reason := handler(entry)) and isinstance(reason, str):
+            entry = job_set.fetch_key(key)
+            if entry is not None and (reason := handler(entry)):
                 refused.append(reason)
     if refused:
         lines = "\n".join(refused)
