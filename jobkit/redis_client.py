@@ -25,6 +25,9 @@ CLUSTER_REFUSAL = (
 )
 
 MASTER_CHECK_SECONDS = 1.0  # how often a Sentinel client asks whether the master moved
+# A sentinel's answer is tiny: wait this long for one, so that a sentinel that is down costs
+# an enqueue at most this much at the once-a-second master check (FollowingPool).
+SENTINEL_REPLY_SECONDS = 1.0
 
 _clients: dict[tuple[int, str, str | None], redis.Redis] = {}
 
@@ -45,7 +48,8 @@ def client_for(url: str, sentinel_master: str | None = None, timeout: float | No
     """A new client: plain for redis://, rediss:// and unix:// URLs; for kombu's
     ``sentinel://h1:26379;sentinel://h2:26380`` form, one that asks the sentinels where the
     master of `sentinel_master` is, and asks again after a failover. `timeout`: seconds for
-    connecting and for each reply (default: none for plain URLs; 5 and 30 s with Sentinel)."""
+    connecting and for each reply (default: none for plain URLs; with Sentinel, 1 s for
+    the sentinels and 30 s for the master)."""
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     if not sentinel_master:
@@ -57,7 +61,8 @@ def client_for(url: str, sentinel_master: str | None = None, timeout: float | No
         password = password or (unquote(parsed.password) if parsed.password else None)
         if parsed.path.strip("/").isdigit():
             db = int(parsed.path.strip("/"))
-    return Sentinel(sentinel_hosts(url), socket_timeout=timeout or 5).master_for(
+    return Sentinel(sentinel_hosts(url), socket_timeout=timeout or SENTINEL_REPLY_SECONDS
+                    ).master_for(
         sentinel_master, connection_pool_class=FollowingPool, password=password, db=db,
         socket_timeout=timeout or 30)
 
