@@ -27,8 +27,10 @@ test:
 	@bin/setup test
 	python -m pytest
 
+## make lint: ruff, and pyright (basic) on jobkit/ and the sample user module in tests/typing/
 lint: setup
 	ruff check .
+	pyright
 
 ## make bench: jobkit vs raw Celery (enqueue, processing, delayed jobs) and raw aiosmtplib (mail)
 bench: setup
