@@ -1,6 +1,9 @@
 """jobkit: Active Job and Sidekiq ergonomics on Celery + Redis."""
 
+import importlib.metadata
+
 from jobkit.adapters import use_adapter as use_adapter
+from jobkit.adapters.base import Adapter as Adapter
 from jobkit.arguments import Serializer as Serializer
 from jobkit.arguments import register_serializer as register_serializer
 from jobkit.callbacks import after_enqueue as after_enqueue
@@ -25,13 +28,20 @@ from jobkit.job import Job as Job
 from jobkit.job import perform_all_later as perform_all_later
 from jobkit.references import DjangoLocator as DjangoLocator
 from jobkit.references import GlobalID as GlobalID
+from jobkit.references import Locator as Locator
 from jobkit.references import SQLAlchemyLocator as SQLAlchemyLocator
 from jobkit.references import register_locator as register_locator
 from jobkit.retries import discard_on as discard_on
 from jobkit.retries import retry_on as retry_on
 
+try:
+    __version__ = importlib.metadata.version("jobkit")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "Abort",
+    "Adapter",
     "ConfigError",
     "ConfiguredJob",
     "DeserializationError",
@@ -42,11 +52,13 @@ __all__ = [
     "JobKilled",
     "NotReplicatedError",
     "JobkitError",
+    "Locator",
     "PayloadError",
     "SQLAlchemyLocator",
     "SerializationError",
     "Serializer",
     "Settings",
+    "__version__",
     "after_enqueue",
     "after_perform",
     "around_enqueue",
