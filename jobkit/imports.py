@@ -7,7 +7,12 @@ from typing import Any
 
 from jobkit.errors import JobClassError
 
-__all__ = ["import_fresh", "import_object", "require_importable"]
+__all__ = ["class_path", "import_fresh", "import_object", "require_importable"]
+
+
+def class_path(cls: type) -> str:
+    """The import path that names a class on the wire (the inverse of `import_object`)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def import_fresh(module_name: str) -> Any:

@@ -1,4 +1,8 @@
-"""The Job base class: Active Job's API (and Sidekiq's aliases) over jobkit's adapters."""
+"""The Job base class: Active Job's API (and Sidekiq's aliases) over jobkit's adapters.
+
+The class methods are typed against each subclass's `perform`, so a type checker sees
+``MyJob.perform_later(...)`` return a ``MyJob`` and checks its arguments (see `_Performs`).
+"""
 
 from __future__ import annotations
 
@@ -7,53 +11,111 @@ import functools
 import inspect
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    ParamSpec,
+    Protocol,
+    Self,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from jobkit import arguments, callbacks
 from jobkit.adapters import current_adapter
 from jobkit.errors import JobClassError
-from jobkit.imports import import_object
+from jobkit.imports import class_path, import_object
+from jobkit.job_options import check_class_options
 from jobkit.payload import Payload, from_timestamp, to_timestamp
 from jobkit.queues import DEFAULT_QUEUE
 
-__all__ = ["ConfiguredJob", "Job", "job_class_path", "perform_all_later", "resolve_job_class"]
+if TYPE_CHECKING:
+    from jobkit.adapters.test import EnqueuedJob
+    from jobkit.retries import DiscardOn, RetryOn
+
+__all__ = ["ConfiguredJob", "Job", "perform_all_later", "resolve_job_class"]
 
 
 Seconds = int | float | dt.timedelta
 When = dt.datetime | int | float
 
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+J = TypeVar("J", bound="Job")
+J_co = TypeVar("J_co", bound="Job", covariant=True)
+T_co = TypeVar("T_co", covariant=True)
 
-class _ClassOrInstance:
-    """`Job.perform_now(*args)` builds and runs a job; `job.perform_now()` runs that one."""
 
-    def __init__(self, on_class: Callable, on_instance: Callable) -> None:
-        self.on_class = on_class
-        self.on_instance = on_instance
-        functools.update_wrapper(self, on_instance)
+class _Performs(Protocol[P, R_co, J_co]):
+    """What a type checker reads off a Job subclass: `perform`'s parameters (P) and result
+    (R), and the class itself (J, from `enqueue`, which returns the job)."""
 
-    def __get__(self, obj: Any, owner: type) -> Callable:
+    def perform(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def enqueue(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                queue: str | None = None, priority: int | None = None) -> J_co: ...
+
+
+class _WithOptions(Protocol[T_co]):
+    """`set(...)`: the enqueue options, checked by name."""
+
+    def __call__(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                 queue: str | None = None, priority: int | None = None) -> T_co: ...
+
+
+class _Set:
+    """`MyJob.set(...)` binds options to the class (a ConfiguredJob); `job.set(...)` applies
+    them to that job (e.g. for `perform_all_later`)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[_Performs[P, R, J]]
+                ) -> _WithOptions[ConfiguredJob[P, R, J]]: ...
+
+    @overload
+    def __get__(self, obj: J, owner: Any) -> _WithOptions[J]: ...
+
+    def __get__(self, obj: Any, owner: Any) -> Any:
         if obj is None:
-            return functools.partial(self.on_class, owner)
-        return functools.partial(self.on_instance, obj)
+            return functools.partial(ConfiguredJob, owner)
+        return obj._set_options
+
+
+class _PerformNow:
+    """`MyJob.perform_now(*args)` builds and runs a job; `job.perform_now()` runs that one."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[_Performs[P, R, Any]]) -> Callable[P, R]: ...
+
+    @overload
+    def __get__(self, obj: _Performs[..., R, Any], owner: Any) -> Callable[[], R]: ...
+
+    def __get__(self, obj: Any, owner: Any) -> Any:
+        if obj is None:
+            return owner._perform_new
+        return obj._perform_this
 
 
 class _RecordedJobs:
     """`MyJob.jobs` in tests: the recorded jobs of that class (Sidekiq's `HardJob.jobs`)."""
 
-    def __get__(self, obj: Any, owner: type[Job]) -> list:
-        from jobkit import testing
-
-        return testing.jobs(owner)
+    def __get__(self, obj: Any, owner: type[Job]) -> list[EnqueuedJob]:
+        return current_adapter().recorder().jobs(owner)
 
 
 class Job:
     """Subclass, define ``perform(self, ...)``, then ``MyJob.perform_later(...)``.
 
-    Class options: ``queue_as`` (a queue name, or a callable taking the job) and ``priority``
-    (0 runs first; None for the queue's default).
+    Class options: ``queue_as`` (a queue name, or a callable taking the job), ``priority``
+    (0 runs first; None for the queue's default), ``max_retries``, ``dead``, ``backtrace``.
+    Any other lower-case class attribute holding data is refused when the class is defined
+    (a typo would be ignored otherwise); declare your own with an annotation.
     """
 
-    queue_as: ClassVar[str | Callable[[Job], str]] = DEFAULT_QUEUE
+    queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
     priority: int | None = None
     #: Retries after the first failure before the dead set; None: the `max_retries` setting.
     max_retries: ClassVar[int | None] = None
@@ -62,12 +124,13 @@ class Job:
     #: Backtrace lines kept with a failure in the retry and dead sets (0: none).
     backtrace: ClassVar[int] = 20
     #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
-    failure_rules: ClassVar[tuple] = ()
+    failure_rules: ClassVar[tuple[RetryOn | DiscardOn, ...]] = ()
 
     _callbacks: ClassVar[dict[str, list[str]]] = callbacks.collect(object)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        check_class_options(cls)
         if not (isinstance(cls.queue_as, str) and cls.queue_as) and not callable(cls.queue_as):
             raise JobClassError(f"{cls.__qualname__}.queue_as must be a queue name or a callable")
         _check_priority(cls.priority, f"{cls.__qualname__}.priority")
@@ -91,7 +154,7 @@ class Job:
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
 
-    # -- in tests (fake mode, see jobkit.testing) -------------------------------------------------
+    # -- in tests (the `test` adapter, fake and inline modes: see jobkit.testing) ------------
 
     jobs = _RecordedJobs()
 
@@ -99,16 +162,12 @@ class Job:
     def drain(cls) -> int:
         """Perform this class's recorded jobs (also those of this class they enqueue) until
         none is left; other classes' jobs stay recorded, as in Sidekiq."""
-        from jobkit import testing
-
-        return testing.drain_all(cls)
+        return current_adapter().recorder().drain(cls)
 
     @classmethod
     def clear(cls) -> None:
         """Forget this class's recorded jobs."""
-        from jobkit import testing
-
-        testing.clear(cls)
+        current_adapter().recorder().clear(cls)
 
     # -- failure hooks (documented no-ops: override what you need) -----------------------------
 
@@ -124,53 +183,51 @@ class Job:
         """Active Job's `after_discard`: called on the worker when a job is discarded."""
 
     def __repr__(self) -> str:
-        return f"<{job_class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"
+        return f"<{class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"
 
     # -- enqueueing ---------------------------------------------------------------------------
 
     @classmethod
-    def perform_later(cls, *args: Any, **kwargs: Any) -> Job:
+    def perform_later(cls: type[_Performs[P, Any, J]], *args: P.args, **kwargs: P.kwargs) -> J:
         """Enqueue a job with these arguments; returns the job (see `successfully_enqueued`)."""
         return cls(*args, **kwargs).enqueue()
 
-    def _set_class(cls, *, wait: Seconds | None = None, wait_until: When | None = None,
-                   queue: str | None = None, priority: int | None = None) -> ConfiguredJob:
-        return ConfiguredJob(cls, wait=wait, wait_until=wait_until, queue=queue, priority=priority)
-
-    def _set_instance(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                      queue: str | None = None, priority: int | None = None) -> Job:
-        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
-        return self
-
-    set = _ClassOrInstance(_set_class, _set_instance)
+    set = _Set()
     set.__doc__ = """Enqueue options: ``MyJob.set(wait=300, queue="low").perform_later(1)``
     on the class; on a job (e.g. for `perform_all_later`), ``MyJob(1).set(queue="low")``."""
 
     @classmethod
-    def perform_async(cls, *args: Any, **kwargs: Any) -> Job:
+    def perform_async(cls: type[_Performs[P, Any, J]], *args: P.args, **kwargs: P.kwargs) -> J:
         """Sidekiq's name for `perform_later`."""
-        return cls.perform_later(*args, **kwargs)
+        return cls(*args, **kwargs).enqueue()
 
     @classmethod
-    def perform_in(cls, interval: Seconds, *args: Any, **kwargs: Any) -> Job:
+    def perform_in(cls: type[_Performs[P, Any, J]], interval: Seconds, *args: P.args,
+                   **kwargs: P.kwargs) -> J:
         """Sidekiq: run after `interval` (seconds or timedelta)."""
-        return cls.set(wait=interval).perform_later(*args, **kwargs)
+        return cls(*args, **kwargs).enqueue(wait=interval)
 
     @classmethod
-    def perform_at(cls, when: When, *args: Any, **kwargs: Any) -> Job:
+    def perform_at(cls: type[_Performs[P, Any, J]], when: When, *args: P.args,
+                   **kwargs: P.kwargs) -> J:
         """Sidekiq: run at `when` (an aware datetime or Unix seconds)."""
-        return cls.set(wait_until=when).perform_later(*args, **kwargs)
+        return cls(*args, **kwargs).enqueue(wait_until=when)
 
     @classmethod
-    def perform_bulk(cls, args_list: Iterable[Iterable[Any]]) -> list[Job]:
+    def perform_bulk(cls, args_list: Iterable[Iterable[Any]]) -> list[Self]:
         """Sidekiq: enqueue one job per argument list, in one round trip."""
         return perform_all_later([cls(*args) for args in args_list])
 
     def enqueue(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                queue: str | None = None, priority: int | None = None) -> Job:
+                queue: str | None = None, priority: int | None = None) -> Self:
         """Enqueue this job through the enqueue callbacks and the current adapter."""
         self._prepare(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
         callbacks.run_callbacks(self, "enqueue", self._enqueue_now)
+        return self
+
+    def _set_options(self, *, wait: Seconds | None = None, wait_until: When | None = None,
+                     queue: str | None = None, priority: int | None = None) -> Self:
+        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
         return self
 
     def _enqueue_now(self) -> None:
@@ -218,7 +275,7 @@ class Job:
         """The payload dict for this job; SerializationError names a bad argument."""
         args, kwargs = arguments.serialize(self.arguments, self.kwargs)
         return Payload(
-            job_class=job_class_path(type(self)),
+            job_class=class_path(type(self)),
             job_id=self.job_id,
             queue_name=self.queue_name or DEFAULT_QUEUE,
             priority=self.priority,
@@ -235,8 +292,8 @@ class Job:
         """Rebuild a job from its payload: class located (or `job_class`, when the caller
         already knows the class the payload names), arguments (and records) loaded."""
         payload = Payload.from_dict(data)
-        known = job_class is not None and job_class_path(job_class) == payload.job_class
-        cls = job_class if known else resolve_job_class(payload.job_class)
+        cls = job_class if job_class is not None and class_path(job_class) == payload.job_class \
+            else resolve_job_class(payload.job_class)
         args, kwargs = arguments.deserialize(payload.args, payload.kwargs)
         job = cls(*args, **kwargs)
         job.job_id = payload.job_id
@@ -250,7 +307,7 @@ class Job:
 
     # -- performing ---------------------------------------------------------------------------
 
-    def _perform_now_instance(self) -> Any:
+    def _perform_this(self) -> Any:
         self.executions += 1
         _, result = callbacks.run_callbacks(
             self, "perform", lambda: self.perform(*self.arguments, **self.kwargs)
@@ -258,39 +315,45 @@ class Job:
         return result
 
     @classmethod
-    def _perform_now_class(cls, *args: Any, **kwargs: Any) -> Any:
+    def _perform_new(cls, *args: Any, **kwargs: Any) -> Any:
         job = cls(*args, **kwargs)
         job.check_arguments()
         job.queue_name = job._queue_from_class()
-        return job._perform_now_instance()
+        return job._perform_this()
 
-    perform_now = _ClassOrInstance(_perform_now_class.__func__, _perform_now_instance)
+    perform_now = _PerformNow()
 
 
-class ConfiguredJob:
+class ConfiguredJob(Generic[P, R, J]):
     """A job class with enqueue options bound, as returned by `Job.set(...)`."""
 
-    def __init__(self, job_class: type[Job], **options: Any) -> None:
+    def __init__(self, job_class: type[J], *, wait: Seconds | None = None,
+                 wait_until: When | None = None, queue: str | None = None,
+                 priority: int | None = None) -> None:
+        _due_time(wait, wait_until)  # fail early on bad options
         self.job_class = job_class
-        self.options = options
-        _due_time(options.get("wait"), options.get("wait_until"))  # fail early on bad options
+        self.options: dict[str, Any] = dict(wait=wait, wait_until=wait_until, queue=queue,
+                                            priority=priority)
 
-    def perform_later(self, *args: Any, **kwargs: Any) -> Job:
+    def perform_later(self, *args: P.args, **kwargs: P.kwargs) -> J:
         return self.job_class(*args, **kwargs).enqueue(**self.options)
 
-    perform_async = perform_later
+    def perform_async(self, *args: P.args, **kwargs: P.kwargs) -> J:
+        """Sidekiq's name for `perform_later`."""
+        return self.perform_later(*args, **kwargs)
 
-    def perform_now(self, *args: Any, **kwargs: Any) -> Any:
+    def perform_now(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run now, in this process, on the bound queue and priority (a delay is ignored)."""
         job = self.job_class(*args, **kwargs)
-        job._prepare(queue=self.options.get("queue"), priority=self.options.get("priority"))
-        return job.perform_now()
+        job._prepare(queue=self.options["queue"], priority=self.options["priority"])
+        return cast(R, job._perform_this())
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
         return f"<{self.job_class.__qualname__}.set({shown})>"
 
 
-def perform_all_later(jobs: Iterable[Job]) -> list[Job]:
+def perform_all_later(jobs: Iterable[J]) -> list[J]:
     """Enqueue many jobs in one round trip. As in Active Job, enqueue callbacks do not run."""
     jobs = list(jobs)
     for job in jobs:
@@ -301,11 +364,6 @@ def perform_all_later(jobs: Iterable[Job]) -> list[Job]:
     for job in jobs:
         job.successfully_enqueued = True
     return jobs
-
-
-def job_class_path(cls: type) -> str:
-    """The import path that names a job class on the wire and in Celery."""
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def resolve_job_class(path: str) -> type[Job]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from jobkit.config import current_settings
 
 if TYPE_CHECKING:
     from jobkit.job import Job
+
+J = TypeVar("J", bound="Job")
 
 __all__ = [
     "POLYNOMIALLY_LONGER",
@@ -79,7 +81,8 @@ class RetryOn:
             return sidekiq_backoff(executions - 1)
         if callable(self.wait):
             return float(self.wait(executions))
-        return self.wait + random.random() * self.wait * self.jitter
+        seconds = float(self.wait)  # a number: __post_init__ refused anything else
+        return seconds + random.random() * seconds * self.jitter
 
 
 @dataclass(frozen=True)
@@ -98,18 +101,20 @@ def _check_exceptions(exceptions: tuple, where: str) -> None:
 
 def retry_on(*exceptions: type[BaseException], wait: Wait = DEFAULT_WAIT_SECONDS,
              attempts: int = DEFAULT_ATTEMPTS, jitter: float = DEFAULT_JITTER
-             ) -> Callable[[type[Job]], type[Job]]:
+             ) -> Callable[[type[J]], type[J]]:
     """Class decorator: retry on these exceptions, `attempts` runs in all, then dead set."""
     return _add_rule(RetryOn(exceptions, wait, attempts, jitter))
 
 
-def discard_on(*exceptions: type[BaseException]) -> Callable[[type[Job]], type[Job]]:
+def discard_on(*exceptions: type[BaseException]) -> Callable[[type[J]], type[J]]:
     """Class decorator: on these exceptions, drop the job (then call `after_discard`)."""
     return _add_rule(DiscardOn(exceptions))
 
 
-def _add_rule(rule: RetryOn | DiscardOn) -> Callable[[type[Job]], type[Job]]:
-    def decorate(cls: type[Job]) -> type[Job]:
+def _add_rule(rule: RetryOn | DiscardOn) -> Callable[[type[J]], type[J]]:
+    """A class decorator that adds `rule` and returns the class itself (its type kept)."""
+
+    def decorate(cls: type[J]) -> type[J]:
         cls.failure_rules = (rule, *cls.failure_rules)  # newest first; parents' stay untouched
         return cls
 

@@ -22,24 +22,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import dis
-import json
+import functools
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import Any
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from jobkit import adapters
 from jobkit.adapters.base import Adapter
-from jobkit.adapters.inline import wire_copy
-from jobkit.arguments import deserialize, serialize_value
-from jobkit.config import current_settings, use_settings
-from jobkit.job import Job, job_class_path
+from jobkit.adapters.test import EnqueuedJob, TestAdapter
+from jobkit.arguments import serialize_value
+from jobkit.config import Settings, current_settings, use_settings
+from jobkit.imports import class_path
+from jobkit.job import Job
+
+if TYPE_CHECKING:
+    from jobkit.mailer.base import MessageDelivery
 
 __all__ = [
     "EnqueuedJob",
-    "FakeAdapter",
+    "JobFilter",
+    "TestAdapter",
     "advance",
     "assert_emails",
     "assert_enqueued_email_with",
@@ -60,80 +66,25 @@ __all__ = [
     "performed",
 ]
 
-
-@dataclass
-class EnqueuedJob:
-    """A recorded job, readable in assertions."""
-
-    payload: dict[str, Any]
-
-    @property
-    def job_class(self) -> str:
-        return self.payload["job_class"]
-
-    @property
-    def job_id(self) -> str:
-        return self.payload["job_id"]
-
-    @property
-    def queue(self) -> str:
-        return self.payload["queue_name"]
-
-    @property
-    def priority(self) -> int | None:
-        return self.payload["priority"]
-
-    @property
-    def at(self) -> float | None:
-        return self.payload["scheduled_at"]
-
-    @property
-    def args(self) -> list:
-        return deserialize(self.payload["args"], self.payload["kwargs"])[0]
-
-    @property
-    def kwargs(self) -> dict:
-        return deserialize(self.payload["args"], self.payload["kwargs"])[1]
-
-    def __repr__(self) -> str:
-        shown = ", ".join([*(repr(a) for a in self.payload["args"]),
-                           *(f"{k}={v!r}" for k, v in self.payload["kwargs"].items())])
-        when = f" at={self.at}" if self.at else ""
-        return f"{self.job_class}({shown}) queue={self.queue!r}{when}"
-
-
-class FakeAdapter(Adapter):
-    """Records each job's payload (after a JSON round trip); performs only when told to."""
-
-    name = "fake"
-
-    def __init__(self, perform_at_enqueue: bool = False) -> None:
-        self.enqueued: list[EnqueuedJob] = []
-        self.performed: list[EnqueuedJob] = []
-        self.perform_at_enqueue = perform_at_enqueue
-        self.clock_offset = 0.0  # seconds `advance` has moved time forward
-
-    def enqueue(self, job: Job) -> None:
-        record = EnqueuedJob(wire_copy(job))
-        if self.perform_at_enqueue:
-            self.perform(record)
-        else:
-            self.enqueued.append(record)
-
-    def perform(self, record: EnqueuedJob) -> Any:
-        self.performed.append(record)
-        return Job.deserialize(json.loads(json.dumps(record.payload))).perform_now()
+#: Which jobs a helper looks at: a Job class, its import path, or None for every class.
+JobFilter = type[Job] | str | None
 
 
 # -- modes -------------------------------------------------------------------------------------
 
-class _Mode(contextlib.ContextDecorator):
-    def __init__(self, adapter: Callable[[], Adapter], test_mail: bool) -> None:
+A = TypeVar("A", bound=Adapter)
+
+
+class _Mode(contextlib.ContextDecorator, Generic[A]):
+    """A mode: its adapter in force (and, for fake and inline, the test mail outbox) inside
+    the block or the decorated function."""
+
+    def __init__(self, adapter: Callable[[], A], test_mail: bool) -> None:
         self.make_adapter = adapter
         self.test_mail = test_mail
-        self._saved: list[tuple[Any, Any]] = []
+        self._saved: list[tuple[Adapter | None, Settings]] = []
 
-    def __enter__(self) -> Adapter:
+    def __enter__(self) -> A:
         adapter = self.make_adapter()
         settings = current_settings()
         previous = adapters.use_adapter(adapter)
@@ -144,72 +95,53 @@ class _Mode(contextlib.ContextDecorator):
             outbox().clear()
         return adapter
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         previous, settings = self._saved.pop()
         adapters.use_adapter(previous)
         use_settings(settings)
 
 
-def fake() -> _Mode:
+def fake() -> _Mode[TestAdapter]:
     """Record jobs instead of running them (Sidekiq::Testing.fake!)."""
-    return _Mode(FakeAdapter, test_mail=True)
+    return _Mode(TestAdapter, test_mail=True)
 
 
-def inline() -> _Mode:
+def inline() -> _Mode[TestAdapter]:
     """Perform each job at enqueue, after a JSON round trip (Sidekiq::Testing.inline!)."""
-    return _Mode(lambda: FakeAdapter(perform_at_enqueue=True), test_mail=True)
+    return _Mode(lambda: TestAdapter(perform_at_enqueue=True), test_mail=True)
 
 
-def disable() -> _Mode:
+def disable() -> _Mode[Adapter]:
     """Use the real broker (Sidekiq::Testing.disable!)."""
     return _Mode(lambda: adapters.build_adapter("celery"), test_mail=False)
 
 
-def _fake_adapter() -> FakeAdapter:
-    adapter = adapters.current_adapter()
-    if not isinstance(adapter, FakeAdapter):
-        raise RuntimeError("jobkit.testing: no fake or inline mode is active (use "
-                           "`with jobkit.testing.fake():` or the jobkit_fake fixture)")
-    return adapter
+def _recorder() -> TestAdapter:
+    return adapters.current_adapter().recorder()
 
 
 # -- reading and running recorded jobs -----------------------------------------------------------
 
-def _matches(record: EnqueuedJob, job: type | str | None, queue: str | None) -> bool:
-    name = job if isinstance(job, str) or job is None else job_class_path(job)
-    return (name is None or record.job_class == name) and (queue is None or record.queue == queue)
-
-
-def jobs(job: type | str | None = None, queue: str | None = None) -> list[EnqueuedJob]:
+def jobs(job: JobFilter = None, queue: str | None = None) -> list[EnqueuedJob]:
     """Recorded jobs not yet performed, optionally of one class and/or queue."""
-    return [r for r in _fake_adapter().enqueued if _matches(r, job, queue)]
+    return _recorder().jobs(job, queue)
 
 
-def performed(job: type | str | None = None, queue: str | None = None) -> list[EnqueuedJob]:
-    return [r for r in _fake_adapter().performed if _matches(r, job, queue)]
+def performed(job: JobFilter = None, queue: str | None = None) -> list[EnqueuedJob]:
+    """Recorded jobs performed so far, optionally of one class and/or queue."""
+    return [r for r in _recorder().performed if r.matches(job, queue)]
 
 
-def clear(job: type | str | None = None) -> None:
+def clear(job: JobFilter = None) -> None:
     """Forget recorded jobs (of one class, or all)."""
-    adapter = _fake_adapter()
-    adapter.enqueued[:] = [r for r in adapter.enqueued if not _matches(r, job, None)]
+    _recorder().clear(job)
 
 
-def drain_all(job: type | str | None = None, until: float | None = None) -> int:
+def drain_all(job: JobFilter = None, until: float | None = None) -> int:
     """Perform recorded jobs, and the jobs they enqueue, until none is left; returns how many.
 
     `until` (a Unix time) leaves jobs scheduled after it recorded, to travel in time."""
-    adapter = _fake_adapter()
-    count = 0
-    while True:
-        ready = [r for r in adapter.enqueued if _matches(r, job, None)
-                 and (until is None or (r.at or 0) <= until)]
-        if not ready:
-            return count
-        record = ready[0]
-        adapter.enqueued.remove(record)
-        adapter.perform(record)
-        count += 1
+    return _recorder().drain(job, until)
 
 
 def advance(seconds: float) -> int:
@@ -218,9 +150,9 @@ def advance(seconds: float) -> int:
     Fake mode: perform every recorded job due by then (calls add up). Real broker: push
     every scheduled or retrying job due within `seconds` to its queue now. Returns how many."""
     adapter = adapters.current_adapter()
-    if isinstance(adapter, FakeAdapter):
+    if isinstance(adapter, TestAdapter):
         adapter.clock_offset += seconds  # successive calls add up, as time would
-        return drain_all(until=time.time() + adapter.clock_offset)
+        return adapter.drain(until=time.time() + adapter.clock_offset)
     from jobkit.job_sets import RetrySet, ScheduledSet
 
     now = time.time() + seconds
@@ -229,7 +161,7 @@ def advance(seconds: float) -> int:
 
 @contextlib.contextmanager
 def _perform_during() -> Iterator[None]:
-    adapter = _fake_adapter()
+    adapter = _recorder()
     before, adapter.perform_at_enqueue = adapter.perform_at_enqueue, True
     try:
         yield
@@ -237,20 +169,22 @@ def _perform_during() -> Iterator[None]:
         adapter.perform_at_enqueue = before
 
 
-def perform_enqueued_jobs() -> Any:
-    """As a call: perform every recorded job (and what they enqueue). As ``with``: perform
-    each job enqueued inside the block at once."""
+def perform_enqueued_jobs() -> AbstractContextManager[None]:
+    """As a call: perform every recorded job (and what they enqueue) now. As ``with``:
+    perform each job enqueued inside the block at once."""
     if _used_as_context_manager():
         return _perform_during()
-    return drain_all()
+    drain_all()
+    return nullcontext()
 
 
 # -- assertions ------------------------------------------------------------------------------
 
 def _used_as_context_manager() -> bool:
     """Whether our caller's caller wrote ``with <call>:`` (CPython 3.11+ bytecode); otherwise
-    the assertion runs now. This lets one name serve Rails' plain and block forms without an
-    assertion that silently checks nothing."""
+    the assertion runs now (and returns a context manager that does nothing). This lets one
+    name serve Rails' plain and block forms without an assertion that silently checks
+    nothing."""
     frame = sys._getframe(2)
     following = [i.opname for i in dis.get_instructions(frame.f_code)  # caches are skipped
                  if i.offset > frame.f_lasti][:2]
@@ -259,7 +193,7 @@ def _used_as_context_manager() -> bool:
     return following == ["COPY", "LOAD_SPECIAL"]  # CPython 3.14
 
 
-class _Counting:
+class _Counting(AbstractContextManager[None]):
     """Check a count over what a block recorded."""
 
     def __init__(self, count: Callable[[], int], expected: int, what: str,
@@ -269,7 +203,7 @@ class _Counting:
     def __enter__(self) -> None:
         self.before = self.count()
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             _check_count(self.count() - self.before, self.expected, self.what, self.shown)
 
@@ -279,12 +213,12 @@ def _check_count(actual: int, expected: int, what: str, shown: Callable[[], str]
         raise AssertionError(f"expected {expected} {what}, got {actual}\n{shown()}")
 
 
-def _count_assertion(count: Callable[[], int], expected: int, what: str,
-                     shown: Callable[[], str], as_block: bool) -> Any:
+def _count_assertion(counting: _Counting, as_block: bool) -> AbstractContextManager[None]:
+    """The block form's context manager, or (plain call) the check done now."""
     if as_block:
-        return _Counting(count, expected, what, shown)
-    _check_count(count(), expected, what, shown)
-    return None
+        return counting
+    _check_count(counting.count(), counting.expected, counting.what, counting.shown)
+    return nullcontext()
 
 
 def _listing(records: list[EnqueuedJob], label: str) -> str:
@@ -292,22 +226,25 @@ def _listing(records: list[EnqueuedJob], label: str) -> str:
     return f"{label}:\n{lines}"
 
 
-def assert_enqueued_jobs(n: int, job: type | str | None = None, queue: str | None = None
-                         ) -> Any:
-    adapter = _fake_adapter()
-    return _count_assertion(
+def assert_enqueued_jobs(n: int, job: JobFilter = None, queue: str | None = None
+                         ) -> AbstractContextManager[None]:
+    """Jobs enqueued (performed ones included): as a call, so far; as ``with``, by the block."""
+    adapter = _recorder()
+    return _count_assertion(_Counting(
         lambda: len([r for r in [*adapter.enqueued, *adapter.performed]
-                     if _matches(r, job, queue)]),
+                     if r.matches(job, queue)]),
         n, f"enqueued job(s){_which(job, queue)}",
-        lambda: _listing(adapter.enqueued, "enqueued"), _used_as_context_manager())
+        lambda: _listing(adapter.enqueued, "enqueued")), _used_as_context_manager())
 
 
-def assert_no_enqueued_jobs(job: type | str | None = None, queue: str | None = None) -> Any:
-    adapter = _fake_adapter()
-    return _count_assertion(
-        lambda: len([r for r in adapter.enqueued if _matches(r, job, queue)]),
+def assert_no_enqueued_jobs(job: JobFilter = None, queue: str | None = None
+                            ) -> AbstractContextManager[None]:
+    """No job waiting to be performed: as a call, now; as ``with``, none added by the block."""
+    adapter = _recorder()
+    return _count_assertion(_Counting(
+        lambda: len(adapter.jobs(job, queue)),
         0, f"enqueued job(s){_which(job, queue)}",
-        lambda: _listing(adapter.enqueued, "enqueued"), _used_as_context_manager())
+        lambda: _listing(adapter.enqueued, "enqueued")), _used_as_context_manager())
 
 
 class _CountingPerformed(_Counting):
@@ -318,26 +255,24 @@ class _CountingPerformed(_Counting):
         self.performing.__enter__()
         super().__enter__()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.performing.__exit__(*exc)
-        super().__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
+        self.performing.__exit__(exc_type, *exc)
+        super().__exit__(exc_type, *exc)
 
 
-def assert_performed_jobs(n: int, job: type | str | None = None, queue: str | None = None
-                          ) -> Any:
+def assert_performed_jobs(n: int, job: JobFilter = None, queue: str | None = None
+                          ) -> AbstractContextManager[None]:
     """As a call: jobs performed so far. As ``with``: jobs performed in the block, where every
     job enqueued is performed at once."""
-    adapter = _fake_adapter()
-    count = lambda: len([r for r in adapter.performed if _matches(r, job, queue)])  # noqa: E731
-    shown = lambda: _listing(adapter.performed, "performed")  # noqa: E731
-    what = f"performed job(s){_which(job, queue)}"
-    if _used_as_context_manager():
-        return _CountingPerformed(count, n, what, shown)
-    _check_count(count(), n, what, shown)
-    return None
+    adapter = _recorder()
+    counting = _CountingPerformed(
+        lambda: len([r for r in adapter.performed if r.matches(job, queue)]),
+        n, f"performed job(s){_which(job, queue)}",
+        lambda: _listing(adapter.performed, "performed"))
+    return _count_assertion(counting, _used_as_context_manager())
 
 
-def _which(job: type | str | None, queue: str | None) -> str:
+def _which(job: JobFilter, queue: str | None) -> str:
     parts = []
     if job is not None:
         parts.append(job if isinstance(job, str) else job.__name__)
@@ -351,16 +286,16 @@ def _wire(value: Any) -> Any:
     return serialize_value(value, "expected")
 
 
-def _with(records: list[EnqueuedJob], label: str, job: type | str | None, args: list | None,
-          kwargs: dict | None, queue: str | None, at: datetime | float | None,
+def _with(records: list[EnqueuedJob], label: str, job: JobFilter, args: Sequence[Any] | None,
+          kwargs: Mapping[str, Any] | None, queue: str | None, at: datetime | float | None,
           priority: int | None) -> EnqueuedJob:
     wanted_at = at.timestamp() if isinstance(at, datetime) else at
     for record in records:
-        if not _matches(record, job, queue):
+        if not record.matches(job, queue):
             continue
         if args is not None and record.payload["args"] != _wire(list(args)):
             continue
-        if kwargs is not None and record.payload["kwargs"] != _wire(kwargs):
+        if kwargs is not None and record.payload["kwargs"] != _wire(dict(kwargs)):
             continue
         if priority is not None and record.priority != priority:
             continue
@@ -372,29 +307,30 @@ def _with(records: list[EnqueuedJob], label: str, job: type | str | None, args: 
     raise AssertionError(f"no {label} job matches {wanted}\n{_listing(records, label)}")
 
 
-def assert_enqueued_with(job: type | str | None = None, args: list | None = None,
-                         kwargs: dict | None = None, queue: str | None = None,
+def assert_enqueued_with(job: JobFilter = None, args: Sequence[Any] | None = None,
+                         kwargs: Mapping[str, Any] | None = None, queue: str | None = None,
                          at: datetime | float | None = None, priority: int | None = None
                          ) -> EnqueuedJob:
     """A recorded job matching every given field (`at` within a second); returns it."""
-    adapter = _fake_adapter()
+    adapter = _recorder()
     return _with([*adapter.enqueued, *adapter.performed], "enqueued", job, args, kwargs, queue,
                  at, priority)
 
 
-def assert_performed_with(job: type | str | None = None, args: list | None = None,
-                          kwargs: dict | None = None, queue: str | None = None,
+def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | None = None,
+                          kwargs: Mapping[str, Any] | None = None, queue: str | None = None,
                           at: datetime | float | None = None, priority: int | None = None
                           ) -> EnqueuedJob:
-    return _with(_fake_adapter().performed, "performed", job, args, kwargs, queue, at,
-                 priority)
+    """A performed job matching every given field (`at` within a second); returns it."""
+    return _with(_recorder().performed, "performed", job, args, kwargs, queue, at, priority)
 
 
 # -- mail ----------------------------------------------------------------------------------------
 
 MAIL_JOB = "jobkit.mailer.job.MailDeliveryJob"
 
-def outbox() -> list:
+
+def outbox() -> list[EmailMessage]:
     """Mail delivered with the `test` delivery method, oldest first."""
     from jobkit.mailer import deliveries
 
@@ -414,47 +350,48 @@ class _CountingEmails(_Counting):
         self.earlier = {id(r) for r in getattr(adapter, "enqueued", [])}
         super().__enter__()
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         adapter = adapters.current_adapter()
-        if exc_type is None and isinstance(adapter, FakeAdapter):
-            for record in [r for r in adapter.enqueued if id(r) not in self.earlier
-                           and _matches(r, MAIL_JOB, None)]:
+        if exc_type is None and isinstance(adapter, TestAdapter):
+            for record in [r for r in adapter.jobs(MAIL_JOB) if id(r) not in self.earlier]:
                 adapter.enqueued.remove(record)
                 adapter.perform(record)
         super().__exit__(exc_type, *exc)
 
 
-def assert_emails(n: int) -> Any:
+def assert_emails(n: int) -> AbstractContextManager[None]:
     """Mail delivered: as a call, so far; as ``with``, by the block (its deliver_later mail
     is delivered at the end of the block)."""
-    if _used_as_context_manager():
-        return _CountingEmails(lambda: len(outbox()), n, "email(s)", _mail_listing)
-    _check_count(len(outbox()), n, "email(s)", _mail_listing)
-    return None
+    return _count_assertion(_CountingEmails(lambda: len(outbox()), n, "email(s)",
+                                            _mail_listing), _used_as_context_manager())
 
 
-def assert_no_emails() -> Any:
-    if _used_as_context_manager():
-        return _CountingEmails(lambda: len(outbox()), 0, "email(s)", _mail_listing)
-    _check_count(len(outbox()), 0, "email(s)", _mail_listing)
-    return None
+def assert_no_emails() -> AbstractContextManager[None]:
+    """No mail delivered: as a call, so far; as ``with``, by the block."""
+    return _count_assertion(_CountingEmails(lambda: len(outbox()), 0, "email(s)",
+                                            _mail_listing), _used_as_context_manager())
 
 
-def assert_enqueued_email_with(action: Any, args: list | None = None,
-                               params: dict | None = None) -> EnqueuedJob:
-    """A recorded MailDeliveryJob for `UserMailer.welcome` (the action, as on the class)."""
+def assert_enqueued_email_with(action: Callable[..., MessageDelivery],
+                               args: Sequence[Any] | None = None,
+                               params: Mapping[str, Any] | None = None) -> EnqueuedJob:
+    """A recorded MailDeliveryJob for an action such as `UserMailer.welcome` (taken from the
+    class, not called); `args` and `params` are compared when given."""
+    if not (isinstance(action, functools.partial) and action.args
+            and isinstance(getattr(action.func, "__self__", None), type)):
+        raise TypeError(f"assert_enqueued_email_with takes a mailer action such as "
+                        f"UserMailer.welcome (not called), got {action!r}")
     mailer, name = action.func.__self__, action.args[0]
-    path = f"{mailer.__module__}.{mailer.__qualname__}"
-    adapter = _fake_adapter()
-    mail_jobs = [r for r in [*adapter.enqueued, *adapter.performed]
-                 if _matches(r, MAIL_JOB, None)]
+    path = class_path(mailer)
+    adapter = _recorder()
+    mail_jobs = [r for r in [*adapter.enqueued, *adapter.performed] if r.matches(MAIL_JOB)]
     for record in mail_jobs:
         got_mailer, got_action, got_args, _kwargs, got_params = record.payload["args"]
         if (got_mailer, got_action) != (path, name):
             continue
         if args is not None and got_args != _wire(list(args)):
             continue
-        if params is not None and got_params != _wire(params):
+        if params is not None and got_params != _wire(dict(params)):
             continue
         return record
     raise AssertionError(f"no {mailer.__name__}.{name} mail enqueued with args={args} "

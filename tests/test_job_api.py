@@ -46,7 +46,8 @@ def test_perform_later_returns_the_enqueued_job(recorded: TestAdapter) -> None:
     assert job.queue_name == "storage_analysis" and job.priority == 3
     assert job.scheduled_at is None
     assert job.enqueued_at.tzinfo is not None
-    [payload] = recorded.enqueued
+    [record] = recorded.enqueued
+    payload = record.payload
     assert payload["job_class"] == "tests.job_examples.AddJob"
     assert payload["job_id"] == job.job_id
     assert payload["args"] == [1, 2]
@@ -55,7 +56,7 @@ def test_perform_later_returns_the_enqueued_job(recorded: TestAdapter) -> None:
 def test_set_overrides_queue_and_priority(recorded: TestAdapter) -> None:
     job = AddJob.set(queue="mailers", priority=7).perform_later(1)
     assert (job.queue_name, job.priority) == ("mailers", 7)
-    assert recorded.enqueued[0]["queue_name"] == "mailers"
+    assert recorded.enqueued[0].queue == "mailers"
 
 
 @pytest.mark.parametrize("wait", [300, 300.0, dt.timedelta(minutes=5)])
@@ -157,9 +158,9 @@ def test_abort_in_before_perform_skips_perform(recorded: TestAdapter) -> None:
 def test_perform_all_later_and_bulk(recorded: TestAdapter) -> None:
     jobs = jobkit.perform_all_later([AddJob(1), ArgsJob("x", k=1)])
     assert [j.successfully_enqueued for j in jobs] == [True, True]
-    assert [p["job_class"].rsplit(".", 1)[1] for p in recorded.enqueued] == ["AddJob", "ArgsJob"]
+    assert [r.job_class.rsplit(".", 1)[1] for r in recorded.enqueued] == ["AddJob", "ArgsJob"]
     bulk = AddJob.perform_bulk([[1], [2, 3]])
-    assert [p["args"] for p in recorded.enqueued[2:]] == [[1], [2, 3]]
+    assert [r.args for r in recorded.enqueued[2:]] == [[1], [2, 3]]
     assert len({j.job_id for j in bulk}) == 2
 
 
@@ -277,3 +278,48 @@ def test_enum_a_worker_cannot_import_is_refused_at_enqueue(recorded: TestAdapter
 
     with pytest.raises(SerializationError, match=r"args\[0\]: enum .*Local cannot be imported"):
         ArgsJob.perform_later(Local.A)
+
+
+@pytest.mark.parametrize(("name", "value", "hint"), [
+    ("queue", "low", "did you mean queue_as?"),
+    ("retry", 3, "did you mean max_retries?"),
+    ("max_retires", 1, "did you mean max_retries?"),
+    ("priorty", 1, "did you mean priority?"),
+    ("queue_ass", lambda job: "low", "did you mean queue_as?"),
+    ("timeout", 30, "is not a job option. The options:"),
+])
+def test_an_unknown_class_option_is_refused_when_the_class_is_defined(
+        name: str, value: object, hint: str) -> None:
+    with pytest.raises(JobClassError) as refused:
+        type("TypoJob", (Job,), {name: value, "perform": lambda self: None})
+    message = str(refused.value)
+    assert message.startswith(f"TypoJob.{name} = ")
+    assert hint in message
+    assert "declare it with an annotation" in message
+
+
+def test_methods_constants_private_and_declared_attributes_are_not_options() -> None:
+    from typing import ClassVar
+
+    class TenantJob(Job):
+        tenant: ClassVar[str] = "acme"  # declared: the user's own
+        BATCH = 100
+        _cache: dict = {}
+        queue_as = staticmethod(lambda job: "default")
+
+        class Config:
+            pass
+
+        @property
+        def label(self) -> str:
+            return self.tenant
+
+        def perform(self) -> str:
+            return self.tenant
+
+    class OtherTenantJob(TenantJob):
+        tenant = "globex"  # declared by a parent: an option here
+
+    assert OtherTenantJob.perform_now() == "globex"
+    with pytest.raises(JobClassError, match="did you mean tenant"):
+        type("TypoTenantJob", (TenantJob,), {"tenants": "x"})

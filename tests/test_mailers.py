@@ -244,3 +244,12 @@ def test_password_reset_link_carries_a_signed_expiring_token() -> None:
 
 def test_email_policy_is_the_modern_one() -> None:
     assert render_preview("UserMailer.welcome").policy == email.policy.default
+
+
+@pytest.mark.parametrize("path", ["tests.jobs.EchoJob", "email.policy.default"])
+def test_a_delivery_job_naming_something_else_than_a_mailer_is_refused(path: str) -> None:
+    from jobkit.mailer.job import MailDeliveryJob
+
+    with pytest.raises(jobkit.mailer.MailerError, match=f"{path} is not a Mailer class"), \
+            jobkit.testing.inline():
+        MailDeliveryJob.perform_now(path, "welcome", [], {}, {})

@@ -152,8 +152,9 @@ def test_perform_enqueued_jobs_and_performed_assertions(jobkit_fake) -> None:
     TaskLoggerJob.perform_later(1)
     FanOutJob.perform_later([2])
     testing.assert_performed_jobs(0)
-    assert testing.perform_enqueued_jobs() == 3
-    testing.assert_performed_jobs(3)
+    testing.perform_enqueued_jobs()
+    testing.assert_performed_jobs(3)  # the two, and the one FanOutJob enqueued
+    assert testing.jobs() == []
     testing.assert_performed_jobs(2, job=TaskLoggerJob)
     testing.assert_performed_with(job=TaskLoggerJob, args=[2])
     with pytest.raises(AssertionError, match="no performed job matches"):
@@ -195,8 +196,11 @@ def test_assert_emails_block_delivers_mail_enqueued_in_it(jobkit_fake, user: Use
 
 
 def test_helpers_need_a_mode() -> None:
-    with pytest.raises(RuntimeError, match="no fake or inline mode is active"):
-        testing.assert_enqueued_jobs(0)
+    for helper in (lambda: testing.assert_enqueued_jobs(0), lambda: TaskLoggerJob.jobs,
+                   TaskLoggerJob.drain, testing.drain_all):
+        with pytest.raises(RuntimeError, match="jobs are not recorded with the 'celery' "
+                           "adapter: use `with jobkit.testing.fake"):
+            helper()
 
 
 def test_block_forms_for_mail_and_performed_jobs_count_only_the_block(jobkit_fake,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jobkit.adapters.test import TestAdapter
     from jobkit.job import Job
 
 
@@ -22,3 +23,10 @@ class Adapter:
         """Send many jobs; adapters with a cheaper bulk path override this."""
         for job in jobs:
             self.enqueue(job)
+
+    def recorder(self) -> TestAdapter:
+        """The adapter that records jobs for tests (`MyJob.jobs`, `jobkit.testing`); only the
+        `test` adapter is one, so any other says how to get it."""
+        raise RuntimeError(
+            f"jobs are not recorded with the {self.name!r} adapter: use "
+            "`with jobkit.testing.fake():`, the jobkit_fake fixture, or the `test` adapter")

@@ -20,7 +20,7 @@ from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
 if TYPE_CHECKING:
-    import redis
+    from redis.client import Pipeline
 
     from jobkit.job import Job
 
@@ -43,17 +43,19 @@ class CeleryAdapter(Adapter):
         then wake tokens for the queues that got jobs now."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
+        queues: set[str] = set()
         scheduled = ScheduledSet()
         with get_redis().pipeline(transaction=False) as pipe:
             for job in jobs:
-                sent = self._message(job, pipe, scheduled)
+                queue, sent = self._message(job, pipe, scheduled)
+                queues.add(queue)
                 if sent is not None:
                     ready[sent[0]].append(sent[1])
-                    woken[job.queue_name] += 1
+                    woken[queue] += 1
             for key, messages in ready.items():
                 pipe.lpush(key, *messages)  # one command per list, same order as one by one
-            if jobs:
-                pipe.sadd(QUEUES, *{job.queue_name for job in jobs})  # for the dashboard
+            if queues:
+                pipe.sadd(QUEUES, *queues)  # for the dashboard
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
@@ -66,27 +68,35 @@ class CeleryAdapter(Adapter):
                 f"enqueue confirmed by {results[-1]} replica(s) of the {replicas} wanted "
                 f"(wait_for_replicas) within {REPLICA_WAIT_MS} ms: not counted as enqueued")
 
-    def _message(self, job: Job, pipe: redis.client.Pipeline, scheduled: ScheduledSet
-                 ) -> tuple[str, str] | None:
-        """The job's (list key, message) if it is due now; else parked in the scheduled set."""
+    def _message(self, job: Job, pipe: Pipeline, scheduled: ScheduledSet
+                 ) -> tuple[str, tuple[str, str] | None]:
+        """The job's queue, and its (list key, message) if it is due now; else it is parked
+        in the scheduled set."""
         require_importable(type(job), "job class")
-        _warn_if_unconsumed(job.queue_name)
         task_id = str(uuid.uuid4())
         payload = job.serialize()
+        queue: str = payload["queue_name"]
+        _warn_if_unconsumed(queue)
         key, message = build_message(payload, task_id, repr(tuple(job.arguments)),
                                      repr(job.kwargs))
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
         job.provider_job_id = task_id
         if due is not None and due > time.time():
             scheduled.add(due, key, message, pipe=pipe, job_id=job.job_id,
-                          job_class=payload["job_class"], queue=job.queue_name)
-            return None
-        return key, message
+                          job_class=payload["job_class"], queue=queue)
+            return queue, None
+        return queue, (key, message)
+
+
+_warned_queues: set[str] = set()  # per process: a bulk enqueue warns once, not per job
 
 
 def _warn_if_unconsumed(queue: str) -> None:
-    """In development, say so when no configured worker would ever take this queue."""
+    """In development, say so (once per queue) when no configured worker would ever take
+    this queue."""
     settings = current_settings()
-    if settings.environment == "development" and queue not in settings.queue_names:
+    if settings.environment == "development" and queue not in settings.queue_names \
+            and queue not in _warned_queues:
+        _warned_queues.add(queue)
         logger.warning("job enqueued to queue %r, which no configured worker consumes "
                        "(queues: %s)", queue, ", ".join(settings.queue_names))

@@ -1,26 +1,122 @@
-"""Record jobs instead of running them (no Redis): the base of jobkit's test helpers."""
+"""The recording adapter: jobs are kept, not run, until a test says so (no Redis).
+
+One adapter serves the ``test`` setting, `jobkit.testing.fake()` / `inline()` and
+``MyJob.jobs``: whatever put it in force, the same records answer.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from jobkit.adapters.base import Adapter
+from jobkit.adapters.inline import perform_payload, wire_copy
+from jobkit.arguments import deserialize
+from jobkit.imports import class_path
 
 if TYPE_CHECKING:
     from jobkit.job import Job
 
+__all__ = ["EnqueuedJob", "TestAdapter"]
 
+
+@dataclass
+class EnqueuedJob:
+    """A recorded job: its payload exactly as a worker would receive it, readable in tests."""
+
+    payload: dict[str, Any]
+
+    @property
+    def job_class(self) -> str:
+        """The job class's import path, as on the wire."""
+        return self.payload["job_class"]
+
+    @property
+    def job_id(self) -> str:
+        return self.payload["job_id"]
+
+    @property
+    def queue(self) -> str:
+        return self.payload["queue_name"]
+
+    @property
+    def priority(self) -> int | None:
+        return self.payload["priority"]
+
+    @property
+    def at(self) -> float | None:
+        """When the job is due (Unix seconds), or None to run now."""
+        return self.payload["scheduled_at"]
+
+    @property
+    def args(self) -> list[Any]:
+        """The positional arguments as `perform` will get them (records loaded again)."""
+        return deserialize(self.payload["args"], self.payload["kwargs"])[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return deserialize(self.payload["args"], self.payload["kwargs"])[1]
+
+    def matches(self, job: type[Job] | str | None = None, queue: str | None = None) -> bool:
+        """Whether this record is of `job` (a class or its path) and on `queue`, when given."""
+        name = job if isinstance(job, str) or job is None else class_path(job)
+        return (name is None or self.job_class == name) and (queue is None or self.queue == queue)
+
+    def __repr__(self) -> str:
+        shown = ", ".join([*(repr(a) for a in self.payload["args"]),
+                           *(f"{k}={v!r}" for k, v in self.payload["kwargs"].items())])
+        when = f" at={self.at}" if self.at else ""
+        return f"{self.job_class}({shown}) queue={self.queue!r}{when}"
+
+
+@dataclass
 class TestAdapter(Adapter):
-    """Keeps every enqueued job's payload in `enqueued`, in order; performs nothing."""
+    """Records each job's payload after a JSON round trip (so an argument that could not
+    travel fails at enqueue, as in production); performs only when told to.
+
+    `perform_at_enqueue` makes it inline mode; `clock_offset` is how far `testing.advance`
+    has moved time forward.
+    """
 
     __test__ = False  # not a pytest test class
     name = "test"
 
-    def __init__(self) -> None:
-        self.enqueued: list[dict] = []
+    perform_at_enqueue: bool = False
+    enqueued: list[EnqueuedJob] = field(default_factory=list)
+    performed: list[EnqueuedJob] = field(default_factory=list)
+    clock_offset: float = 0.0
 
     def enqueue(self, job: Job) -> None:
-        self.enqueued.append(job.serialize())  # serializing proves the arguments would travel
+        record = EnqueuedJob(wire_copy(job))
+        if self.perform_at_enqueue:
+            self.perform(record)
+        else:
+            self.enqueued.append(record)
 
-    def clear(self) -> None:
-        self.enqueued.clear()
+    def recorder(self) -> TestAdapter:
+        return self
+
+    def perform(self, record: EnqueuedJob) -> Any:
+        """Run a record as a worker would (class found by its path), and remember it ran."""
+        self.performed.append(record)
+        return perform_payload(record.payload)
+
+    def jobs(self, job: type[Job] | str | None = None, queue: str | None = None
+             ) -> list[EnqueuedJob]:
+        """Recorded jobs not yet performed, of one class and/or queue when given."""
+        return [r for r in self.enqueued if r.matches(job, queue)]
+
+    def clear(self, job: type[Job] | str | None = None) -> None:
+        """Forget recorded jobs not yet performed (of one class, or all)."""
+        self.enqueued[:] = [r for r in self.enqueued if not r.matches(job)]
+
+    def drain(self, job: type[Job] | str | None = None, until: float | None = None) -> int:
+        """Perform recorded jobs, and the jobs they enqueue, until none is left; returns how
+        many. `until` (Unix seconds) leaves jobs due after it recorded."""
+        count = 0
+        while ready := [r for r in self.enqueued if r.matches(job)
+                        and (until is None or (r.at or 0) <= until)]:
+            self.enqueued.remove(ready[0])
+            self.perform(ready[0])
+            count += 1
+        return count

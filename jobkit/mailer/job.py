@@ -66,10 +66,11 @@ def _mark_sent(mark: str) -> None:
         logger.warning("could not record that %s was sent; a retry could resend it", mark)
 
 
-def _mailer_class(path: str) -> type:
-    from jobkit.mailer.base import Mailer
-
+def _mailer_class(path: str) -> Any:
+    """The mailer class a payload names. Checked by what it can do rather than against
+    `Mailer`: jobkit.mailer.base imports this module to enqueue, and never the reverse."""
     cls = import_object(path, "mailer class")
-    if not (isinstance(cls, type) and issubclass(cls, Mailer)):
+    if not (isinstance(cls, type) and callable(getattr(cls, "with_", None))
+            and callable(getattr(cls, "action_names", None))):
         raise MailerError(f"{path} is not a Mailer class")
     return cls

@@ -1,0 +1,66 @@
+"""A user's module as `make lint` type-checks it (pyright, basic): what jobkit's types promise.
+
+Every `assert_type` here is checked by pyright and is a no-op at runtime; the module is also
+imported by tests/test_typing.py, so the classes must be valid jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, assert_type
+
+import jobkit
+from jobkit import ConfiguredJob, Job, retry_on, testing
+from jobkit.testing import EnqueuedJob, TestAdapter
+
+
+class ImportError_(Exception):
+    pass
+
+
+@retry_on(ImportError_, attempts=3)
+class ImportJob(Job):
+    queue_as = "storage_analysis"
+    max_retries = 5
+    batch: ClassVar[int] = 100  # a class attribute of the user's own, declared
+
+    def perform(self, account_id: int, *, dry_run: bool = False) -> int:
+        return account_id
+
+
+def enqueue_things() -> None:
+    job = ImportJob.perform_later(1, dry_run=True)
+    assert_type(job, ImportJob)
+    assert_type(job.successfully_enqueued, bool)
+    assert_type(ImportJob.perform_async(2), ImportJob)
+    assert_type(ImportJob.perform_in(30, 3), ImportJob)
+    assert_type(ImportJob.perform_at(dt.datetime.now(dt.UTC), 4), ImportJob)
+    assert_type(ImportJob.perform_bulk([[5], [6]]), list[ImportJob])
+    assert_type(ImportJob.perform_now(7), int)
+    assert_type(ImportJob(8).perform_now(), int)
+
+    configured: ConfiguredJob[..., int, ImportJob] = ImportJob.set(
+        wait=dt.timedelta(minutes=5), queue="default", priority=1)
+    assert_type(configured.perform_later(9, dry_run=False), ImportJob)
+    assert_type(configured.perform_now(10), int)
+    assert_type(ImportJob(11).set(queue="default"), ImportJob)
+    assert_type(jobkit.perform_all_later([ImportJob(12), ImportJob(13)]), list[ImportJob])
+
+
+def in_a_test() -> None:
+    with testing.fake() as adapter:
+        assert_type(adapter, TestAdapter)
+        ImportJob.perform_later(1)
+        assert_type(ImportJob.jobs, list[EnqueuedJob])
+        assert_type(ImportJob.drain(), int)
+        record = testing.assert_enqueued_with(job=ImportJob, args=[1], queue="storage_analysis")
+        assert_type(record, EnqueuedJob)
+        assert_type(record.args, list[Any])
+        assert_type(testing.jobs(ImportJob), list[EnqueuedJob])
+        assert_type(testing.assert_enqueued_jobs(1), AbstractContextManager[None])
+        with testing.assert_enqueued_jobs(1, job=ImportJob):
+            ImportJob.perform_later(2)
+        with testing.assert_performed_jobs(1):
+            ImportJob.perform_later(3)
+        assert_type(testing.drain_all(), int)
