@@ -7,6 +7,7 @@ what was recorded.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -220,3 +221,33 @@ def test_advance_adds_up(jobkit_fake) -> None:
     TaskLoggerJob.set(wait=90).perform_later(1)
     assert testing.advance(60) == 0
     assert testing.advance(60) == 1
+
+
+@pytest.mark.parametrize("install", [
+    lambda: jobkit.use_adapter("test"),
+    lambda: jobkit.configure(adapter="test"),
+])
+def test_the_test_adapter_setting_records_what_fake_mode_does(install, r) -> None:
+    install()
+    try:
+        TaskLoggerJob.perform_later(5)
+        [record] = TaskLoggerJob.jobs
+        assert record.args == [5]
+        testing.assert_enqueued_with(job=TaskLoggerJob, args=[5])
+        assert TaskLoggerJob.drain() == 1
+        assert logged() == [5]
+        testing.assert_performed_jobs(1)
+    finally:
+        jobkit.use_adapter(None)
+        jobkit.configure()
+
+
+def test_an_unconsumed_queue_is_warned_about_once_per_queue(r, caplog) -> None:
+    nobody, no_one = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("nobody", "no_one"))
+    jobkit.configure(environment="development", queues=["default"])
+    jobkit.perform_all_later([TaskLoggerJob(n).set(queue=nobody) for n in range(300)])
+    TaskLoggerJob.set(queue=nobody).perform_later(1)
+    TaskLoggerJob.set(queue=no_one).perform_later(2)
+    warnings = [m for m in caplog.messages if "which no configured worker consumes" in m]
+    assert [w.split("'")[1] for w in warnings] == [nobody, no_one]
+    assert r.llen(nobody) == 301
