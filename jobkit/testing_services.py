@@ -22,9 +22,11 @@ from typing import Any
 
 import redis
 
-__all__ = ["RedisServer", "SentinelSetup", "WorkerProcess", "free_port", "stop_process",
-           "wait_until"]
+__all__ = ["JOBKIT_COMMAND", "RedisServer", "SentinelSetup", "WorkerProcess", "free_port",
+           "stop_process", "wait_until"]
 
+# The `jobkit` command run by this interpreter, wherever pip put the script (or none).
+JOBKIT_COMMAND = (sys.executable, "-m", "jobkit")
 JOBKIT = Path(sys.executable).with_name("jobkit")
 
 
@@ -32,6 +34,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH (Debian: apt-get install redis-server)")
+    return binary
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, every: float = 0.05,
@@ -62,10 +71,7 @@ class RedisServer:
     """A private redis-server on a free port, data in a temp dir."""
 
     def __init__(self, *, aof: bool = False) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            raise RuntimeError("redis-server is not on PATH (Debian: apt-get install "
-                               "redis-server)")
+        self.binary = _redis_server_binary()
         self.aof = aof
         self.dir = tempfile.mkdtemp(prefix="jobkit-redis-")
         self.port = free_port()
@@ -80,7 +86,11 @@ class RedisServer:
              "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
              "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log")],
             start_new_session=True)
-        wait_until(self._pings, what="redis-server to answer")
+        try:
+            wait_until(self._pings, what="redis-server to answer")
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         """Stop the server at once (SIGKILL): clients see their connections drop."""
@@ -99,7 +109,11 @@ class RedisServer:
 
 
 class WorkerProcess:
-    """A real `jobkit worker` subprocess, ready when started, with its log in a file."""
+    """A real `jobkit worker` subprocess, ready when started, with its log in a file.
+
+    Started as `python -m jobkit` by this interpreter, so no script needs to be on PATH. A
+    worker that does not get ready is stopped (its whole process group) before the error is
+    raised."""
 
     def __init__(self, redis_url: str, *args: str, cwd: str | os.PathLike | None = None,
                  env: dict[str, str] | None = None, log: Path | None = None) -> None:
@@ -108,16 +122,20 @@ class WorkerProcess:
                    "PYTHONUNBUFFERED": "1", **(env or {})}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [str(JOBKIT), "worker", "-l", "INFO", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-                 "--without-gossip", "--without-mingle", *args],
+                [*JOBKIT_COMMAND, "worker", "-l", "INFO", "-n",
+                 f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+                 *args],
                 cwd=cwd or os.getcwd(), env=environ, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         try:
-            wait_until(lambda: " ready." in self.output() or self.proc.poll() is not None,
-                       timeout=30, what="the worker to be ready")
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
+
+    def _wait_ready(self) -> None:
+        wait_until(lambda: " ready." in self.output() or self.proc.poll() is not None,
+                   timeout=30, what="the worker to be ready")
         if self.proc.poll() is not None:
             raise RuntimeError(f"worker exited early:\n{self.output()}")
 
@@ -140,10 +158,7 @@ class SentinelSetup:
 
     def __init__(self, master_name: str = "jobkit-test", down_after_ms: int = 1000,
                  failover_timeout_ms: int = 3000) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH (Debian: apt-get install "
-                               "redis-server)")
+        binary = _redis_server_binary()
         self.master_name = master_name
         self.dir = Path(tempfile.mkdtemp(prefix="jobkit-sentinel-"))
         self.procs: dict[int, subprocess.Popen] = {}  # port -> redis-server
