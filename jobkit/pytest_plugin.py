@@ -5,7 +5,9 @@
 - `perform_enqueued_jobs`: fake mode where every job is performed as it is enqueued.
 - `jobkit_advance`: move scheduled jobs forward without sleeping (`jobkit_advance(3600)`).
 - `jobkit_worker`: a private redis-server and a real worker for integration tests, started once
-  per session (from the test run's root directory) and emptied between tests.
+  per session (from the test run's root directory) and emptied between tests, once the worker
+  is idle. Override the session fixture `jobkit_worker_env` to give that worker environment
+  variables of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from jobkit import api, keys, testing
+from jobkit import api, testing
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 
@@ -73,33 +75,65 @@ class JobkitWorker:
         jobs are not waited for: move them with `jobkit_advance`)."""
         def quiet() -> bool:
             busy = any(queue.size() for queue in api.queues(self.client))
-            held = any(self.client.hlen(k) for k in self.client.keys(keys.unacked("*")))
-            return not busy and not held
+            return not busy and workers_idle(self.client)
 
         wait_until(quiet, timeout=timeout, what="the worker to go idle")
 
 
+def workers_idle(client: redis.Redis) -> bool:
+    """No live worker holds a job (running or prefetched), nor has one waiting in a queue it
+    fetches from."""
+    return not any(_has_work(client, process) for process in api.processes(client))
+
+
+def _has_work(client: redis.Redis, process: api.Process) -> bool:
+    fetched = (api.Queue(name, client) for name in process.queues)
+    return bool(process.in_flight) or any(q.size() and not q.paused() for q in fetched)
+
+
+def flush_when_idle(client: redis.Redis, timeout: float = 30.0) -> None:
+    """Empty the database once the workers are idle: a job still running would otherwise write
+    its results, retry or dead-set entry into the next test's empty database."""
+    wait_until(lambda: workers_idle(client), timeout=timeout,
+               what="the workers to finish the previous test's jobs")
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
-def _jobkit_worker_services(request: pytest.FixtureRequest) -> Iterator[tuple]:
+def jobkit_worker_env() -> dict[str, str]:
+    """Environment variables for the session's worker, on top of the test process's own:
+    override this fixture in conftest.py to add some."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def _jobkit_redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
-    saved = current_settings()
-    process = WorkerProcess(server.url, "-c", "2", cwd=str(request.config.rootpath))
-    try:
-        yield server, process
-    finally:
-        process.stop()
-        server.stop()
-        use_settings(saved)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env: dict[str, str],
+                           request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """The session's worker; if it fails to start, the error is raised for each test that
+    asks for it, and the redis-server is still stopped at the end of the session."""
+    process = WorkerProcess(_jobkit_redis_server.url, "-c", "2", cwd=request.config.rootpath,
+                            env=jobkit_worker_env,
+                            log=tmp_path_factory.mktemp("jobkit_worker") / "worker.log")
+    yield process
+    process.stop()
 
 
 @pytest.fixture
-def jobkit_worker(_jobkit_worker_services: tuple, monkeypatch: pytest.MonkeyPatch
-                  ) -> Iterator[JobkitWorker]:
-    server, process = _jobkit_worker_services
-    server.client.flushdb()
-    monkeypatch.setenv("REDIS_URL", server.url)
+def jobkit_worker(_jobkit_redis_server: RedisServer, _jobkit_worker_process: WorkerProcess,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitWorker]:
+    url = _jobkit_redis_server.url
+    flush_when_idle(_jobkit_redis_server.client)
+    monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()
-    configure(redis_url=server.url, adapter="celery")
+    configure(redis_url=url, adapter="celery")
     with testing.disable():
-        yield JobkitWorker(server.url, redis.Redis.from_url(server.url), process)
+        yield JobkitWorker(url, redis.Redis.from_url(url), _jobkit_worker_process)
     use_settings(saved)

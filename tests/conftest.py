@@ -1,6 +1,7 @@
 """Real services for the suite: a private redis-server and real `jobkit worker` processes.
 
-Both are started once per session, on free ports and temp dirs, and stopped by PID.
+The session's redis-server and worker are the pytest plugin's (`jobkit_worker`), so a run
+starts one of each; they use free ports and temp dirs and are stopped by PID.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis
 from aiosmtpd.controller import Controller
 
 import jobkit
+from jobkit.pytest_plugin import flush_when_idle
 from jobkit.testing_services import RedisServer, WorkerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,20 +38,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, every: floa
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    """A private redis-server for this session; yields its URL (never the shared 6379)."""
-    server = RedisServer()
-    os.environ["REDIS_URL"] = server.url
-    jobkit.configure()
-    yield server.url
-    server.stop()
+def redis_server(_jobkit_redis_server: RedisServer) -> Iterator[str]:
+    """The session's private redis-server (never the shared 6379), in REDIS_URL for the
+    session; yields its URL."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REDIS_URL", _jobkit_redis_server.url)
+        jobkit.configure()
+        yield _jobkit_redis_server.url
 
 
 @pytest.fixture
 def r(redis_server: str) -> Iterator[redis.Redis]:
-    """A client on the private server, emptied before each test."""
+    """A client on the private server, emptied before each test once the session worker has
+    finished the previous test's jobs."""
     client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
+    flush_when_idle(client)
     jobkit.use_adapter(None)
     jobkit.configure()
     yield client
@@ -112,45 +115,74 @@ def smtp(smtp_server: SmtpServer) -> SmtpServer:
 
 
 @pytest.fixture(scope="session")
-def worker(redis_server: str, smtp_server: SmtpServer,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker for the session, consuming the four conventional queues; its mail goes to
-    the session's SMTP server."""
-    late_code = tmp_path_factory.mktemp("late_code")
-    proc = start_worker(redis_server, tmp_path_factory.mktemp("worker") / "worker.log",
-                        "-c", "2", env={"PYTHONPATH": f"{late_code}:{ROOT}",
-                                        "SMTP_URL": smtp_server.url})
-    proc.late_code = late_code
-    yield proc
-    proc.stop()
+def late_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory on the session worker's PYTHONPATH, empty when it starts: code written
+    there later is code deployed to the worker after the web process."""
+    return tmp_path_factory.mktemp("late_code")
+
+
+@pytest.fixture(scope="session")
+def jobkit_worker_env(smtp_server: SmtpServer, late_code: Path) -> dict[str, str]:
+    """The session worker (the plugin's) sends its mail to the session's SMTP server and
+    imports from `late_code` too."""
+    return {"PYTHONPATH": os.pathsep.join([str(late_code), str(ROOT)]),
+            "SMTP_URL": smtp_server.url}
+
+
+@pytest.fixture(scope="session")
+def worker(redis_server: str, _jobkit_worker_process: Worker) -> Worker:
+    """The session's worker (the one `jobkit_worker` uses), consuming the four conventional
+    queues of config/jobkit.yml."""
+    return _jobkit_worker_process
+
+
+DB_DIR = pytest.StashKey[str]()
+TEST_ENV = pytest.StashKey[pytest.MonkeyPatch]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point tests/models.py at a SQLite file and PostgreSQL before any test module imports it.
+    """Point tests/models.py at a SQLite file and a table suffix before any test module imports
+    it (the workers inherit both); undone by `pytest_unconfigure`.
 
     PostgreSQL runs on this machine kind (standard port, trust auth); JOBKIT_TEST_PG_URL
-    overrides. The suite's table has a unique suffix and is dropped at the end.
+    overrides (tests/models.py). The suite's table has a unique suffix and is dropped at the end.
     """
-    db_dir = tempfile.mkdtemp(prefix="jobkit-test-db-")
-    config.jobkit_db_dir = db_dir
-    os.environ["JOBKIT_TEST_SQLITE_URL"] = f"sqlite:///{db_dir}/app.db"
-    os.environ.setdefault("JOBKIT_TEST_PG_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    os.environ["JOBKIT_TEST_TABLE_SUFFIX"] = uuid.uuid4().hex[:10]
+    db_dir = config.stash[DB_DIR] = tempfile.mkdtemp(prefix="jobkit-test-db-")
+    env = config.stash[TEST_ENV] = pytest.MonkeyPatch()
+    env.setenv("JOBKIT_TEST_SQLITE_URL", f"sqlite:///{db_dir}/app.db")
+    env.setenv("JOBKIT_TEST_TABLE_SUFFIX", uuid.uuid4().hex[:10])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def databases(pytestconfig: pytest.Config) -> Iterator[None]:
-    """The models' tables, created for the session and dropped after it."""
+def pytest_unconfigure(config: pytest.Config) -> None:
+    config.stash[TEST_ENV].undo()
+    shutil.rmtree(config.stash[DB_DIR], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_tables() -> None:
+    """The SQLite models' tables (tests/models.py, tests/example_app.py), in the session's
+    file, which goes with the session."""
     from tests import example_app, models
 
     assert example_app.Log.__table__ is not None  # its table is created with the others
     models.SqliteBase.metadata.create_all(models.sqlite_engine)
+
+
+@pytest.fixture(scope="session")
+def pg_tables() -> Iterator[None]:
+    """The PostgreSQL models' tables, created for the session and dropped after it: only the
+    tests that ask for them need a running PostgreSQL."""
+    from tests import models
+
     models.PgBase.metadata.create_all(models.pg_engine)
     yield
     models.PgBase.metadata.drop_all(models.pg_engine)
     models.pg_engine.dispose()
-    shutil.rmtree(pytestconfig.jobkit_db_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def databases(sqlite_tables: None, pg_tables: None) -> None:
+    """Every model's table, on both databases."""
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -164,7 +196,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture
-def make_user() -> Iterator[Callable[..., Any]]:
+def make_user(sqlite_tables: None) -> Iterator[Callable[..., Any]]:
     """Create saved users (SQLite, tests/models.py); deleted after the test."""
     from tests.models import SqliteSession, User
 

@@ -1,7 +1,9 @@
 """SQLAlchemy models on two real databases (SQLite file, PostgreSQL), with their locators.
 
-The test process and the worker both import this module; the URLs come from the environment
-that the `databases` fixture sets before the worker starts.
+The test process and the worker both import this module; the SQLite URL and the table suffix
+come from the environment that tests/conftest.py sets before any worker starts. Nothing here
+connects: the tables are made by the `sqlite_tables` and `pg_tables` fixtures, so only the
+tests that ask for them need the databases.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from tests.test_worker_integration import dead_entries, results
 
 
 @pytest.fixture
-def records() -> Iterator[tuple[User, list[Account]]]:
+def records(databases: None) -> Iterator[tuple[User, list[Account]]]:
     sqlite, pg = SqliteSession(), PgSession()
     user = User(email="ada@example.com")
     accounts = [Account(code="A/1,x", region=1, name="first"),

@@ -8,6 +8,7 @@ import json
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -166,7 +167,8 @@ def test_bad_argument_marker_is_kept_in_the_dead_set(r: redis.Redis) -> None:
 
 
 def test_unknown_job_class_is_kept_and_runs_once_deployed(
-        r: redis.Redis, worker: Worker, tmp_path, monkeypatch) -> None:
+        r: redis.Redis, worker: Worker, late_code: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     source = textwrap.dedent("""
         from jobkit import Job
         from tests.jobs import record
@@ -177,6 +179,7 @@ def test_unknown_job_class_is_kept_and_runs_once_deployed(
     """)
     (tmp_path / "shiny_jobs.py").write_text(source)  # deployed to the web process only
     monkeypatch.syspath_prepend(str(tmp_path))
+    request.addfinalizer(lambda: sys.modules.pop("shiny_jobs", None))
     import shiny_jobs
 
     job = shiny_jobs.ShinyNewJob.perform_later(5)
@@ -184,15 +187,16 @@ def test_unknown_job_class_is_kept_and_runs_once_deployed(
     assert dead.job_id == job.job_id
     assert "unknown job class 'shiny_jobs.ShinyNewJob'" in dead.error_message
     assert "No module named 'shiny_jobs'" in dead.error_message
-    assert "unknown job class 'shiny_jobs.ShinyNewJob'" in worker.output()
+    # The worker logs the error after it has written the dead-set entry.
+    wait_for(lambda: "unknown job class 'shiny_jobs.ShinyNewJob'" in worker.output(),
+             what="the worker to log the unknown job class")
 
-    (worker.late_code / "shiny_jobs.py").write_text(source)  # now deployed to the worker
+    (late_code / "shiny_jobs.py").write_text(source)  # now deployed to the worker
     assert DeadSet().retry(dead)
     assert not DeadSet().retry(dead), "a second retry of the same entry must do nothing"
     [done] = results(r, 1)
     assert done == {"job": "ShinyNewJob", "n": 5}
     assert DeadSet().size() == 0
-    sys.modules.pop("shiny_jobs", None)
 
 
 def test_message_for_a_non_job_is_kept_too(r: redis.Redis) -> None:
