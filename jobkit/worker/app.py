@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, Task, signals
@@ -39,11 +40,16 @@ class JobRegistry(TaskRegistry):
             job_class = resolve_job_class(name)
         except JobClassError as exc:
             raise NotRegistered(f"{name}: {exc}") from None
+        app = self.app
+        if app is None:
+            raise RuntimeError("JobRegistry used before create_app attached it to its app")
         task_class = type(job_class.__name__, (JobTask,), {
             "name": name, "job_class": job_class, "__module__": job_class.__module__,
         })
-        task = self.app.register_task(task_class())
-        task.__trace__ = build_tracer(name, task, self.app.loader, app=self.app)
+        task = cast(Task, app.register_task(task_class()))  # Celery returns what it was given
+        # Celery declares `__trace__ = None` on Task and stores each task's tracer there.
+        task.__trace__ = build_tracer(  # pyright: ignore[reportAttributeAccessIssue]
+            name, task, app.loader, app=app)
         return task
 
 
@@ -66,8 +72,9 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,
     )
-    celery.steps["worker"].update({SchedulePollerStep, RedisPolicyCheck})
-    celery.steps["consumer"].add(SidekiqSignals)
+    steps = cast(dict[str, set[type]], celery.steps)  # None only as Celery's class default
+    steps["worker"].update({SchedulePollerStep, RedisPolicyCheck})
+    steps["consumer"].add(SidekiqSignals)
     apply_settings(celery, settings)
     return celery
 

@@ -30,6 +30,8 @@ class _LazyStrategies(dict):
 
     def __missing__(self, name: str) -> Any:
         app = self.consumer.app
+        if app is None:
+            raise RuntimeError("jobkit's Consumer is made by a Celery worker, which gives its app")
         try:
             task = app.tasks[name]
         except KeyError:  # NotRegistered: on_unknown_task below takes over

@@ -74,7 +74,7 @@ def _body_problem(raw: dict[str, Any]) -> str | None:
     """Decoded here although Celery decodes it again: Celery accepts some bodies it then
     cannot run (`[5, {}, {}]` fails in the pool process and is acknowledged, so the job is
     lost; a number for `callbacks` breaks after the run), and only this check buries them."""
-    body = raw.get("body")
+    body: Any = raw.get("body")  # anything: a wrong type raises TypeError, caught below
     try:
         if raw.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body, validate=True)

@@ -32,6 +32,7 @@ class JobTask(Task):
     """The Celery task of one Job class: rebuild the job from its payload and perform it."""
 
     job_class: type[Job]
+    name: str  # the Job's import path, given by JobRegistry
     typing = False  # arguments are checked against perform() at enqueue, by jobkit
     Request = "jobkit.worker.request:JobRequest"
 
@@ -86,7 +87,7 @@ class JobTask(Task):
                 "payload": next_payload, "retry_count": job.executions - 1,
                 "failed_at": time.time(),
                 **describe_error(error, type(job).backtrace)}
-        if decision.action == "retry":
+        if retry_at is not None:
             RetrySet().add(retry_at, key, message, **info)
             raise Retry(f"retry in {decision.delay:.0f}s", exc=error, when=decision.delay)
         if type(job).dead:

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -79,8 +80,9 @@ class SidekiqSignals(bootsteps.StartStopStep):
             self.inbox.put(signum)
 
     def _dispatch(self) -> None:
-        actions = {signal.SIGTERM: self._term, signal.SIGTSTP: self._quiet,
-                   signal.SIGTTIN: log_thread_stacks}
+        actions: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self._term, signal.SIGTSTP: self._quiet,
+            signal.SIGTTIN: log_thread_stacks}
         while True:
             signum = self.inbox.get()
             try:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
+from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from celery.worker import state as worker_state
@@ -150,6 +152,8 @@ return 1
 class QoS(kombu_redis.QoS):
     """kombu's ack emulation, minus what a worker's own in-flight keys make wrong."""
 
+    _delivered: OrderedDict[str, Any]  # None only as kombu's class default; set in __init__
+
     def append(self, message: Any, delivery_tag: str) -> None:
         if self.channel._registered_consumer:
             # The fetch script already recorded the message, atomically with the pop.
@@ -185,7 +189,7 @@ class QoS(kombu_redis.QoS):
             return super().restore_unacked_once(stderr)
         self._on_collect.cancel()
         self._delivered.clear()
-        self._delivered.restored = True
+        cast(Any, self._delivered).restored = True  # kombu's flag, an attribute on the dict
         return None
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
@@ -195,8 +199,13 @@ class QoS(kombu_redis.QoS):
 
 _JOBKIT_OPTIONS = ("jobkit_queue_weights", "jobkit_queue_order")
 
+if TYPE_CHECKING:  # the mixin runs on kombu's channel (see Channel below): let pyright see it
+    _ChannelBase = kombu_redis.Channel
+else:
+    _ChannelBase = object
 
-class JobkitChannel:
+
+class JobkitChannel(_ChannelBase):
     """What jobkit adds to kombu's Redis channel (mixed into its plain and Sentinel ones)."""
 
     QoS = QoS
@@ -282,7 +291,7 @@ class JobkitChannel:
             reply = self.client.parse_response(self.client.connection, command, **options)
         except redis_errors.NoScriptError:  # a new or restarted Redis: load it, fetch again
             self._create_client().script_load(_FETCH)
-            raise kombu_redis.Empty() from None
+            raise Empty() from None
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
@@ -290,15 +299,15 @@ class JobkitChannel:
             self._in_poll = None
         if self._waiting:  # a wake token or the idle timeout: fetch next, either way
             self._waiting = False
-            raise kombu_redis.Empty()
+            raise Empty()
         if reply == 0:  # buried a batch of unreadable items: look again at once
-            raise kombu_redis.Empty()
+            raise Empty()
         if reply == -1:
             self._not_alive()
-            raise kombu_redis.Empty()
+            raise Empty()
         if not reply:
             self._waiting = True  # every queue was empty: block on the wake lists next
-            raise kombu_redis.Empty()
+            raise Empty()
         list_key, item, tag = reply
         self._deliver_or_bury(bytes_to_str(list_key), item, bytes_to_str(tag))
         return True
@@ -338,8 +347,9 @@ class JobkitChannel:
         self._create_client().register_script(_BURY_IN_FLIGHT)(
             keys=[self.unacked_key, self.unacked_index_key, keys.DEAD],
             args=[tag, now, member, *dead_limits()])
-        if tag in self.qos._delivered:  # free its prefetch slot, or the channel stops fetching
-            virtual.QoS.ack(self.qos, tag)
+        qos = cast(QoS, self.qos)  # our class: JobkitChannel.QoS
+        if tag in qos._delivered:  # free its prefetch slot, or the channel stops fetching
+            virtual.QoS.ack(qos, tag)
 
     def _not_alive(self) -> None:
         """The fetch found this worker's heartbeat gone (it was taken for dead, or Redis lost
@@ -410,6 +420,7 @@ class SentinelChannel(JobkitChannel, kombu_redis.SentinelChannel):
 
     from_transport_options = (kombu_redis.SentinelChannel.from_transport_options
                               + _JOBKIT_OPTIONS)
+    master_name: str  # a transport option; kombu refuses to connect without it
     _master_checked_at = float("-inf")
 
     def _brpop_start(self, timeout: Any = None) -> None:
