@@ -12,6 +12,7 @@ from jobkit.mailer.errors import InvalidAddressError as InvalidAddressError
 from jobkit.mailer.errors import MailerError as MailerError
 from jobkit.mailer.errors import MissingRecipientError as MissingRecipientError
 from jobkit.mailer.errors import PermanentDeliveryError as PermanentDeliveryError
+from jobkit.mailer.errors import TemplateError as TemplateError
 from jobkit.mailer.errors import TemplateMissingError as TemplateMissingError
 from jobkit.mailer.errors import TransientDeliveryError as TransientDeliveryError
 from jobkit.mailer.job import MailDeliveryJob as MailDeliveryJob
@@ -29,6 +30,7 @@ __all__ = [
     "MissingRecipientError",
     "PermanentDeliveryError",
     "Preview",
+    "TemplateError",
     "TemplateMissingError",
     "TransientDeliveryError",
     "deliveries",
