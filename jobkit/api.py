@@ -192,11 +192,12 @@ class Queue:
             start += len(page)
         return None
 
+    # redis-py annotates the values of LREM and SISMEMBER as str; stored bytes go as they are.
     def delete(self, job: QueuedJob) -> bool:
-        return bool(self.client.lrem(job.list_key, 1, job.message))
+        return bool(self.client.lrem(job.list_key, 1, job.message))  # pyright: ignore[reportArgumentType]
 
     def paused(self) -> bool:
-        return bool(self.client.sismember(keys.PAUSED, self.raw_name))
+        return bool(self.client.sismember(keys.PAUSED, self.raw_name))  # pyright: ignore[reportArgumentType]
 
     def pause(self) -> None:
         """Workers stop taking jobs from this queue (within about a second); jobs stay."""

@@ -17,9 +17,10 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import redis
+from redis.client import Pipeline
 
 from jobkit import display, keys
 from jobkit.celery_message import read_task_args
@@ -27,8 +28,12 @@ from jobkit.config import current_settings
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
+if TYPE_CHECKING:
+    from redis.typing import ZSetRangeResponse  # redis-py 8 (the dependency is redis>=5)
+
 __all__ = [
     "DeadSet",
+    "ErrorInfo",
     "JobEntry",
     "JobSet",
     "RetrySet",
@@ -122,7 +127,7 @@ def dead_limits() -> list[float]:
     return [settings.dead_max_jobs, settings.dead_timeout]
 
 
-def push_args() -> list[Any]:
+def push_args() -> list[float | str]:
     """The trailing ARGV of every script built on `_PUSH_ENTRY`."""
     return [time.time(), *dead_limits(), keys.WAKE_PREFIX, WAKE_TOKENS_MAX,
             keys.PRIORITY_SEPARATOR]
@@ -245,8 +250,8 @@ class JobSet:
         self.client = client or get_redis()
         self._push_if_removed = self.client.register_script(_PUSH_IF_REMOVED)
 
-    def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
-            ) -> None:
+    def add(self, score: float, list_key: str, message: str, pipe: Pipeline | None = None,
+            **info: object) -> None:
         """Hold `message` (for list `list_key`) at `score`; pass `pipe` to batch."""
         (pipe or self.client).zadd(self.key, {entry_member(list_key, message, **info): score})
 
@@ -262,7 +267,7 @@ class JobSet:
         read = self.client.zrevrange if self.newest_first else self.client.zrange
         while True:
             page = read(self.key, start, start + PAGE_SIZE - 1, withscores=True)
-            yield from (_entry(member, score) for member, score in page)
+            yield from _entries(page)
             if len(page) < PAGE_SIZE:
                 return
             start += len(page)
@@ -271,8 +276,8 @@ class JobSet:
         if count <= 0:
             return []
         read = self.client.zrevrange if self.newest_first else self.client.zrange
-        return [_entry(m, s) for m, s in read(self.key, max(0, start), max(0, start) + count - 1,
-                                                withscores=True)]
+        return _entries(read(self.key, max(0, start), max(0, start) + count - 1,
+                             withscores=True))
 
     def find(self, job_id: str) -> JobEntry | None:
         """The entry of a job id, or of a digest (``~...``, for an entry without a usable job
@@ -282,7 +287,7 @@ class JobSet:
     def fetch(self, score: float, job_id: str) -> JobEntry | None:
         """The entry with this score and job id (or `ident`), read without scanning the set."""
         members = self.client.zrange(self.key, score, score, byscore=True, withscores=True)
-        return next((e for e in (_entry(m, s) for m, s in members)
+        return next((e for e in _entries(members)
                      if job_id in (e.ident, e.job_id, str(e.data.get("job_id")))), None)
 
     def fetch_key(self, key: str) -> JobEntry | None:
@@ -328,7 +333,8 @@ class JobSet:
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         with self.client.pipeline() as pipe:
-            pipe.zcard(self.key).delete(self.key)
+            pipe.zcard(self.key)
+            pipe.delete(self.key)
             count, _ = pipe.execute()
         return count
 
@@ -390,8 +396,8 @@ class DeadSet(JobSet):
         super().__init__(client)
         self._add = self.client.register_script(_ADD_TO_DEAD)
 
-    def add(self, score: float, list_key: str, message: str, pipe: Any = None, **info: Any
-            ) -> None:
+    def add(self, score: float, list_key: str, message: str, pipe: Pipeline | None = None,
+            **info: object) -> None:
         """Bury a job; the oldest beyond `dead_max_jobs` entries or `dead_timeout` seconds
         (settings; Sidekiq's 10,000 and six months by default) are let go."""
         self._add(
@@ -399,8 +405,15 @@ class DeadSet(JobSet):
                                    *dead_limits()], client=pipe)
 
 
-def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
-                   ) -> dict[str, Any]:
+class ErrorInfo(TypedDict):
+    """The error fields of a set entry (what the dashboard shows)."""
+
+    error_class: str
+    error_message: str
+    backtrace: list[str]
+
+
+def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES) -> ErrorInfo:
     """Error class, message and the last `backtrace` lines of the backtrace (0: none)."""
     if isinstance(error, str):
         return {"error_class": "jobkit.Error", "error_message": error, "backtrace": []}
@@ -412,7 +425,7 @@ def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES
     }
 
 
-def entry_member(list_key: str, message: str, **info: Any) -> str:
+def entry_member(list_key: str, message: str, **info: object) -> str:
     """A set member: the message to push back to list `list_key`, and what people read."""
     entry = {"list_key": list_key, "message": message, **info}
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=repr)
@@ -420,6 +433,12 @@ def entry_member(list_key: str, message: str, **info: Any) -> str:
 
 # `JobEntry.key`: a float's repr (1.5, 1e-05, -2.0, inf), a dash, the job id or digest.
 _KEY = re.compile(r"(-?(?:inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?))-(.*)\Z", re.DOTALL)
+
+
+def _entries(scored: ZSetRangeResponse) -> list[JobEntry]:
+    """The entries of a ZRANGE ... WITHSCORES reply (redis-py types it as any ZRANGE reply)."""
+    return [_entry(member, score)
+            for member, score in cast(list[tuple[bytes | str, float]], scored)]
 
 
 def _entry(member: bytes | str, score: float) -> JobEntry:

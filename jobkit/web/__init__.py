@@ -16,7 +16,7 @@ import json
 import logging
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -71,7 +71,7 @@ def _error(environ: dict[str, Any], exc: Exception, shown: bool) -> Response:
     return Response(what, status, "text/plain")
 
 
-def _allowed(environ: dict[str, Any], auth: Auth | None) -> Response | bool:
+def _allowed(environ: dict[str, Any], auth: Auth | None) -> Response | Literal[True]:
     if auth is not None:
         return True if auth(environ) else Response("forbidden", "403 Forbidden", "text/plain")
     verdict = basic_auth_ok(environ)

@@ -57,7 +57,7 @@ def listing(request: Request) -> Response:
 def detail(request: Request) -> Response:
     found = _set(request)
     entry = found[0].fetch_key(request.params["key"]) if found else None
-    if entry is None:
+    if found is None or entry is None:
         return Response("no such job (it may have run or been deleted)", "404 Not Found",
                         "text/plain")
     job_set, title, verb = found
