@@ -77,7 +77,7 @@ def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, 
         try:
             result.append(body())
         except Abort as exc:  # Abort is for callbacks; from the body it is a plain error
-            raise _AbortFromBody() from exc
+            raise _AbortFromBody(exc) from exc
 
     try:
         for name in chain[f"before_{event}"]:
@@ -86,7 +86,7 @@ def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, 
     except Abort:
         return False, None
     except _AbortFromBody as wrapped:
-        raise wrapped.__cause__ from None
+        raise wrapped.abort from None
     if not result:
         return False, None
     for name in reversed(chain[f"after_{event}"]):
@@ -96,6 +96,10 @@ def run_callbacks(job: Any, event: str, body: Callable[[], Any]) -> tuple[bool, 
 
 class _AbortFromBody(Exception):
     """Carries an Abort raised by perform() itself past the callbacks' Abort handling."""
+
+    def __init__(self, abort: Abort) -> None:
+        super().__init__(abort)
+        self.abort = abort
 
 
 def _around(job: Any, names: list[str], innermost: Callable[[], None]) -> None:

@@ -26,8 +26,8 @@ class Payload:
     job_id: str
     queue_name: str
     priority: int | None
-    args: list
-    kwargs: dict
+    args: list[Any]
+    kwargs: dict[str, Any]
     executions: int
     enqueued_at: float | None
     scheduled_at: float | None
@@ -56,7 +56,8 @@ class Payload:
         for key, kinds in _SHAPE.items():
             if not isinstance(data.get(key), kinds):
                 raise PayloadError(f"payload field {key!r} is missing or of the wrong type")
-        return cls(**{key: data.get(key) for key in _SHAPE})
+        fields: dict[str, Any] = {key: data.get(key) for key in _SHAPE}  # checked just above
+        return cls(**fields)
 
 
 _NUMBER_OR_NONE = (int, float, type(None))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 __all__ = [
     "DEFAULT_QUEUE",
@@ -26,8 +27,14 @@ STORAGE_PURGE_QUEUE = "storage_purge"
 WAKE_TOKENS_MAX = 100  # per queue; enough to wake every idle worker of a busy queue
 
 
+class RandomSource(Protocol):
+    """What fetch_order draws from: the random module itself, or a seeded random.Random."""
+
+    def random(self) -> float: ...
+
+
 def fetch_order(queues: Iterable[str], weights: Mapping[str, int], order: str,
-                rng: random.Random | random.Random = random) -> list[str]:
+                rng: RandomSource = random) -> list[str]:
     """The queues to ask, first to last, for one fetch.
 
     ``strict``: as given, so a later queue is served only when every earlier one is empty.

@@ -168,7 +168,7 @@ class DjangoLocator(Locator):
             return None
         if not isinstance(obj, Model):
             return None
-        return obj._meta.label
+        return obj._meta.label  # pyright: ignore[reportAttributeAccessIssue]  # set by Django's metaclass
 
     def primary_key(self, obj: Any) -> tuple[Any, ...]:
         return (obj.pk,)

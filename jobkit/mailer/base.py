@@ -46,7 +46,9 @@ class _Action:
         self.name = name
         self.function = function
         self.signature = inspect.signature(function)
-        functools.update_wrapper(self, function)
+        # typeshed wants a callable wrapper; update_wrapper only copies attributes (name,
+        # doc, __wrapped__), which this descriptor takes as well.
+        functools.update_wrapper(self, function)  # pyright: ignore[reportArgumentType]
 
     def __get__(self, obj: Any, owner: type[Mailer]) -> Callable:
         if obj is not None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
+from typing import cast
 
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import HeaderInjectionError, InvalidAddressError, MissingRecipientError
@@ -82,7 +83,10 @@ def _set_body(message: EmailMessage, parts: Mapping[str, str], attachments: Atta
             message.set_content(html, subtype="html")
         else:
             message.add_alternative(html, subtype="html")
-        html_part = message if text is None else message.get_payload()[-1]
+        # After add_alternative the payload is the list of parts, html last (typeshed
+        # cannot tell a multipart payload from a plain one).
+        html_part = message if text is None else cast(list[EmailMessage],
+                                                      message.get_payload())[-1]
         for inline in attachments.inline.values():
             maintype, subtype = inline.mime_type.split("/", 1)
             html_part.add_related(inline.content, maintype, subtype, cid=inline.content_id,
