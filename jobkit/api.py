@@ -37,6 +37,7 @@ __all__ = [
     "Stats",
     "processes",
     "queues",
+    "read_queued",
 ]
 
 

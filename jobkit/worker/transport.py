@@ -1,6 +1,6 @@
 """kombu's Redis transport, with Sidekiq's queue order and a fetch that cannot lose a job.
 
-Why our own (checked against kombu 5.7, pinned in pyproject.toml; see KOMBU_NOTES.md and
+Why our own (checked against kombu 5.7, pinned in pyproject.toml; see docs/architecture.md and
 tests/test_contracts.py):
 - Order: kombu rotates queues round-robin and orders its BRPOP keys priority-major. Sidekiq
   users expect strict order (a later queue only when all earlier ones are empty) or weighted
