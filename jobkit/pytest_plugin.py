@@ -19,17 +19,18 @@ import pytest
 import redis
 
 from jobkit import api, testing
+from jobkit.adapters.base import Adapter
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 
 
 @pytest.fixture
-def jobkit_fake() -> Iterator[testing.FakeAdapter]:
+def jobkit_fake() -> Iterator[testing.TestAdapter]:
     with testing.fake() as adapter:
         yield adapter
 
 
-def _inline_mode() -> Iterator[testing.FakeAdapter]:
+def _inline_mode() -> Iterator[testing.TestAdapter]:
     with testing.inline() as adapter:
         yield adapter
 
@@ -38,7 +39,7 @@ jobkit_inline = pytest.fixture(_inline_mode, name="jobkit_inline")
 
 
 @pytest.fixture
-def jobkit_disable() -> Iterator[object]:
+def jobkit_disable() -> Iterator[Adapter]:
     with testing.disable() as adapter:
         yield adapter
 
