@@ -3,7 +3,11 @@
 JSON-native values pass through untouched (the fast path). Every other supported value becomes a
 marker object ``{"_jk": "<type>", "v": ...}``. A plain dict that happens to hold the key ``_jk``
 (or kombu's own ``__type__``) is written as a list of pairs, so user data is never misread as a
-marker. Anything else raises SerializationError naming the argument's path.
+marker. Anything else raises SerializationError naming the argument's path, and so does a
+value that some adapter or the worker could not carry: a string holding a surrogate (not UTF-8),
+an int of more digits than a worker's JSON reader takes, an Enum value that is not one member
+(combined flags), nesting deeper than MAX_DEPTH (or a container holding itself). Refused here,
+at enqueue, they fail the same way under every adapter.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import base64
 import datetime as dt
 import enum
 import math
+import sys
 import uuid
 import zoneinfo
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from jobkit import references
 from jobkit.errors import DeserializationError, JobClassError, SerializationError
@@ -34,7 +39,13 @@ __all__ = [
 MARKER = "_jk"
 # kombu's JSON decoder turns {"__type__": ...} into objects on its own, so that key is ours too.
 RESERVED_KEYS = frozenset({MARKER, "__type__"})
-_PLAIN = (str, int, bool, type(None))
+MAX_DEPTH = 100  # containers within containers, as many as Ruby's JSON (and so Sidekiq) reads
+# JSON writes an int as decimal text; Python reads and writes at most this many digits by
+# default (sys.set_int_max_str_digits), so a worker could not read a longer one.
+MAX_INT_DIGITS = sys.int_info.default_max_str_digits
+_INT_MAX = 10**MAX_INT_DIGITS - 1
+_INT_MIN = -_INT_MAX
+_SCALARS = (bool, type(None))
 
 
 class Serializer:
@@ -69,9 +80,13 @@ def register_serializer(serializer: Serializer) -> Serializer:
 
 def serialize(args: tuple | list, kwargs: dict) -> tuple[list, dict]:
     """Serialize a call's arguments; paths read ``args[i]...`` and ``kwargs['k']...``."""
+    if "__type__" in kwargs:  # the payload's kwargs object is sent as it is, so not escaped
+        raise SerializationError("kwargs['__type__']", "__type__ is kombu's JSON type marker; "
+                                 "a keyword argument cannot have that name")
     return (
-        [serialize_value(value, f"args[{i}]") for i, value in enumerate(args)],
-        {key: serialize_value(value, f"kwargs[{key!r}]") for key, value in kwargs.items()},
+        [_value(value, f"args[{i}]", 0) for i, value in enumerate(args)],
+        {key if key.isascii() else _text(key, f"kwargs<key {key!r}>"):
+            _value(value, f"kwargs[{key!r}]", 0) for key, value in kwargs.items()},
     )
 
 
@@ -86,66 +101,106 @@ def deserialize(args: list, kwargs: dict) -> tuple[list, dict]:
 
 
 def serialize_value(value: Any, path: str = "value") -> Any:
+    """One value as JSON-ready data; SerializationError names `path` (or where inside it)."""
+    return _value(value, path, 0)
+
+
+def _value(value: Any, path: str, depth: int) -> Any:
+    """`value` serialized; `depth` counts the containers it sits in."""
     kind = type(value)
-    if kind in _PLAIN:
+    if kind is str:
+        return value if value.isascii() else _text(value, path)
+    if kind is int:
+        return value if _INT_MIN <= value <= _INT_MAX else _too_many_digits(value, path)
+    if kind in _SCALARS:
         return value
     if kind is float:
         return value if math.isfinite(value) else _mark("float", repr(value))
+    if depth >= MAX_DEPTH:
+        raise SerializationError(path, f"nested more than {MAX_DEPTH} levels deep (or a "
+                                       "container holds itself)")
     if kind is list:
-        return [serialize_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if kind is dict:
-        return _serialize_dict(value, path)
-    return _serialize_other(value, path)
+        return _serialize_dict(value, path, depth)
+    return _serialize_other(value, path, depth)
+
+
+def _text(value: str, path: str) -> str:
+    """A string as it is, if UTF-8 can carry it (Redis and the Celery message are UTF-8)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SerializationError(path, f"{value[exc.start]!r} at index {exc.start} is a "
+                                           "surrogate, not text UTF-8 can carry (decoded with "
+                                           "surrogateescape? send bytes)") from None
+    return value
+
+
+def _too_many_digits(value: int, path: str) -> NoReturn:
+    raise SerializationError(path, f"an int of {value.bit_length()} bits has more than "
+                                   f"{MAX_INT_DIGITS} digits, more than a worker reads "
+                                   "(int_max_str_digits); send it as str or bytes")
 
 
 def _mark(kind: str, data: Any, **extra: Any) -> dict:
     return {MARKER: kind, "v": data, **extra}
 
 
-def _serialize_dict(value: dict, path: str) -> Any:
+def _serialize_dict(value: dict, path: str, depth: int) -> Any:
+    inner = depth + 1
     if all(type(key) is str for key in value) and RESERVED_KEYS.isdisjoint(value):
-        return {key: serialize_value(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return {
+            key if key.isascii() else _text(key, f"{path}<key {key!r}>"):
+                _value(item, f"{path}[{key!r}]", inner)
+            for key, item in value.items()
+        }
     return _mark("dict", [
-        [serialize_value(key, f"{path}<key {key!r}>"), serialize_value(item, f"{path}[{key!r}]")]
+        [_value(key, f"{path}<key {key!r}>", inner), _value(item, f"{path}[{key!r}]", inner)]
         for key, item in value.items()
     ])
 
 
-def _serialize_other(value: Any, path: str) -> Any:
+def _serialize_other(value: Any, path: str, depth: int) -> Any:
     for serializer in _custom.values():
         if serializer.handles(value):
-            return _mark("custom", serialize_value(serializer.serialize(value), path),
+            return _mark("custom", _value(serializer.serialize(value), path, depth + 1),
                          s=serializer.name)
     for kind, test, write in _BUILTINS:
         if test(value):
-            return _mark(kind, write(value, path))
+            return _mark(kind, write(value, path, depth))
     if isinstance(value, list):  # subclasses travel as their base type
-        return serialize_value(list(value), path)
+        return _value(list(value), path, depth)
     if isinstance(value, dict):
-        return _serialize_dict(dict(value), path)
+        return _serialize_dict(dict(value), path, depth)
     gid = references.to_global_id(value, path)
     if gid is not None:
         return _mark("gid", gid.uri)
     raise SerializationError(path, f"object of type {type(value).__name__} is not serializable")
 
 
-def _items(value: Any, path: str) -> list:
-    return [serialize_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+def _items(value: Any, path: str, depth: int) -> list:
+    return [_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
 
 
-def _write_zoned(value: dt.datetime | dt.time, path: str) -> Any:
+def _write_zoned(value: dt.datetime | dt.time, path: str, depth: int) -> Any:
     """The ISO text, plus the IANA zone name when there is one, so the zone round-trips too."""
     zone = value.tzinfo.key if isinstance(value.tzinfo, zoneinfo.ZoneInfo) else None
     return [value.isoformat(), zone, value.fold] if zone or value.fold else value.isoformat()
 
 
-def _write_enum(value: enum.Enum, path: str) -> Any:
+def _write_enum(value: enum.Enum, path: str, depth: int) -> Any:
+    """The class path and the member's name; a worker looks the member up by that name."""
     cls = type(value)
     try:
         require_importable(cls, "enum")
     except JobClassError as exc:
         raise SerializationError(path, str(exc)) from None
-    return [f"{cls.__module__}:{cls.__qualname__}", value.name]
+    if cls.__members__.get(value.name) is not value:  # e.g. Perm.R | Perm.W, named "R|W"
+        raise SerializationError(path, f"{value!r} is not one {cls.__qualname__} member "
+                                       "(combined flags?); send the members, e.g. as a set")
+    return [f"{cls.__module__}:{cls.__qualname__}", _text(value.name, path)]
 
 
 def _instance_of(kind: type) -> Callable[[Any], bool]:
@@ -153,15 +208,16 @@ def _instance_of(kind: type) -> Callable[[Any], bool]:
 
 
 # Order matters: Enum before the types its members may subclass, datetime before date.
-_BUILTINS: list[tuple[str, Callable[[Any], bool], Callable[[Any, str], Any]]] = [
+_BUILTINS: list[tuple[str, Callable[[Any], bool], Callable[[Any, str, int], Any]]] = [
     ("enum", _instance_of(enum.Enum), _write_enum),
     ("datetime", _instance_of(dt.datetime), _write_zoned),
-    ("date", _instance_of(dt.date), lambda v, p: v.isoformat()),
+    ("date", _instance_of(dt.date), lambda v, p, d: v.isoformat()),
     ("time", _instance_of(dt.time), _write_zoned),
-    ("timedelta", _instance_of(dt.timedelta), lambda v, p: [v.days, v.seconds, v.microseconds]),
-    ("decimal", _instance_of(Decimal), lambda v, p: str(v)),
-    ("uuid", _instance_of(uuid.UUID), lambda v, p: str(v)),
-    ("bytes", _instance_of(bytes), lambda v, p: base64.b64encode(v).decode("ascii")),
+    ("timedelta", _instance_of(dt.timedelta),
+     lambda v, p, d: [v.days, v.seconds, v.microseconds]),
+    ("decimal", _instance_of(Decimal), lambda v, p, d: str(v)),
+    ("uuid", _instance_of(uuid.UUID), lambda v, p, d: str(v)),
+    ("bytes", _instance_of(bytes), lambda v, p, d: base64.b64encode(v).decode("ascii")),
     ("tuple", _instance_of(tuple), _items),
     ("frozenset", _instance_of(frozenset), _items),
     ("set", _instance_of(set), _items),
@@ -230,9 +286,10 @@ def _read_dict(data: dict, path: str) -> dict:
 
 
 def _read_custom(data: dict, path: str) -> Any:
-    serializer = _custom.get(data.get("s"))
+    name = data.get("s")
+    serializer = _custom.get(name) if isinstance(name, str) else None
     if serializer is None:
-        raise DeserializationError(path, f"no serializer registered as {data.get('s')!r}")
+        raise DeserializationError(path, f"no serializer registered as {name!r}")
     return serializer.deserialize(deserialize_value(data["v"], path))
 
 

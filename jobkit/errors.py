@@ -7,10 +7,15 @@
     ├── JobClassError           a job class cannot be used or found by its import path
     ├── ConfigError             settings that cannot work
     ├── JobKilled               the process running a job was killed (time limit, OOM, signal)
+    ├── NotReplicatedError      an enqueue not confirmed by `wait_for_replicas` replicas in time
     └── Abort                   raised by a before_* callback to halt the chain
+
+The mailer's errors (jobkit.mailer.errors) are JobkitErrors too. Every one survives pickling.
 """
 
 from __future__ import annotations
+
+from typing import Any, Self
 
 __all__ = [
     "Abort",
@@ -26,7 +31,31 @@ __all__ = [
 
 
 class JobkitError(Exception):
-    """Root of every error jobkit raises on purpose."""
+    """Root of every error jobkit raises on purpose.
+
+    Every one survives pickling (a prefork pool sends a job's error to the main process): it is
+    rebuilt by calling its class with the arguments it was made with, so a subclass with its own
+    `__init__` (SerializationError's `path` and `reason`) needs nothing more.
+    """
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        error = super().__new__(cls, *args, **kwargs)
+        error._init_args = (args, kwargs)
+        return error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = getattr(self, "_init_args", (self.args, {}))
+        state = {**self.__dict__, "args": self.args}  # attributes set later, notes, args
+        state.pop("_init_args", None)
+        return _rebuild, (type(self), args, kwargs), state
+
+
+def _rebuild(cls: type[JobkitError], args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> JobkitError:
+    """Unpickle a jobkit error (pickle can pass keyword arguments to no constructor)."""
+    return cls(*args, **kwargs)
 
 
 class NotReplicatedError(JobkitError):
