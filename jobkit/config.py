@@ -2,16 +2,22 @@
 
 Precedence: defaults < top level of the file < the chosen environment's section < the
 variables in ENV_OVERRIDES (``REDIS_URL``, ``JOBKIT_ADAPTER``, ...) < `configure(...)`.
+
+Every value is checked as it is read, by the validator of its key (_VALIDATORS, and
+_SECTION_KEYS inside `mailer` and `web`), so a worker refuses to start on what would fail
+later (a duration of ``.inf``, an `smtp_url` with no host); the ConfigError names the file, line
+and key, the environment variable, or the `configure` keyword the value came from. Numbers
+are `Number`s: finite, bounded, never a bool. The file itself is read by jobkit.yaml_file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from jobkit.errors import ConfigError
-from jobkit.masking import mask_url
+from jobkit.masking import mask_secrets, mask_url
+from jobkit.yaml_file import read_yaml
 
 __all__ = [
     "DEFAULT_QUEUES",
@@ -46,11 +53,15 @@ POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.delivery
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")  # what jobkit.mailer.delivery connects with
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
-MAILER_KEYS = frozenset({"delivery_method", "smtp_url", "file_dir", "timeout", "previews"})
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 REDIS_URL_FORMS = ("a redis://, rediss://, unix:// or sentinel:// URL (several sentinels: "
                    "sentinel://h1:26379;sentinel://h2:26379)")
+SMTP_URL_FORMS = ("an smtp://, smtp+starttls:// or smtps:// URL with a host and, if any, a port "
+                  "from 1 to 65535 (e.g. smtp://mail.example:587)")
+MAX_WHOLE = 2**31 - 1  # any whole-number setting (and queue weight): a C int, a Redis integer
+MAX_SECONDS = 1_000_000_000  # any duration (~31 years): below threading.TIMEOUT_MAX (~292 years)
 
 
 @dataclass(frozen=True)
@@ -85,31 +96,104 @@ class Settings:
 
 
 # Environment variables that win over the file: URLs and secrets belong in the environment.
+# Their text is read like a value in the file (a number as its digits).
 ENV_OVERRIDES = {
-    "REDIS_URL": ("redis_url", str),
-    "REDIS_SENTINEL_MASTER": ("sentinel_master", str),
-    "JOBKIT_WAIT_FOR_REPLICAS": ("wait_for_replicas", int),
-    "JOBKIT_ADAPTER": ("adapter", str),
-    "JOBKIT_POLL_INTERVAL": ("poll_interval", float),
-    "JOBKIT_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
+    "REDIS_URL": "redis_url",
+    "REDIS_SENTINEL_MASTER": "sentinel_master",
+    "JOBKIT_WAIT_FOR_REPLICAS": "wait_for_replicas",
+    "JOBKIT_ADAPTER": "adapter",
+    "JOBKIT_POLL_INTERVAL": "poll_interval",
+    "JOBKIT_HEARTBEAT_TIMEOUT": "heartbeat_timeout",
 }
+ENVIRONMENT_VARIABLES = ("JOBKIT_ENV", "APP_ENV")  # choose the environment, in this order
 
 _KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment"}
 
+# A validator takes a value and where it came from ("file:line: key", a variable's name, a
+# configure() keyword) and returns the value to use, or raises a ConfigError naming `where`.
+Validator = Callable[[Any, str], Any]
+
+
+def _invalid(value: Any, where: str, expected: str) -> ConfigError:
+    return ConfigError(f"{where}: {_shown(value)} is not valid: expected {expected}")
+
+
+def _rule(check: Callable[[Any], Any], expected: str) -> Validator:
+    """A validator that keeps a value `check` accepts."""
+    def validate(value: Any, where: str) -> Any:
+        if not check(value):
+            raise _invalid(value, where, expected)
+        return value
+
+    return validate
+
+
+_WHOLE_TEXT = re.compile(r"[0-9]+")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric setting: a whole number (an int), or seconds (an int or a float), at least
+    `least` (above it when `above`) and at most MAX_WHOLE / MAX_SECONDS, so never infinite or
+    NaN. A bool is refused (True is an int to Python). Text is read as the number it spells
+    (``"5"`` from ``${VAR}`` or an environment variable); text with a unit (``"10s"``),
+    ``"inf"`` and ``"nan"`` are refused."""
+
+    whole: bool
+    least: float
+    above: bool = False
+
+    @property
+    def expected(self) -> str:
+        if self.whole:
+            return f"a whole number >= {self.least:g} (at most {MAX_WHOLE})"
+        return f"seconds {'>' if self.above else '>='} {self.least:g} (at most {MAX_SECONDS})"
+
+    def parse(self, value: Any) -> int | float | None:
+        """The number `value` stands for, or None when it is not a valid one."""
+        if isinstance(value, str):
+            text = value.strip()
+            if not (_WHOLE_TEXT if self.whole else _DECIMAL_TEXT).fullmatch(text):
+                return None
+            try:
+                value = int(text) if self.whole else float(text)
+            except ValueError:  # more digits than int() reads
+                return None
+        kinds = int if self.whole else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        high = MAX_WHOLE if self.whole else MAX_SECONDS
+        low_ok = value > self.least if self.above else value >= self.least
+        return value if low_ok and value <= high else None
+
+    def __call__(self, value: Any, where: str) -> int | float:
+        number = self.parse(value)
+        if number is None:
+            raise _invalid(value, where, self.expected)
+        return number
+
+
+WEIGHT = Number(whole=True, least=1)
+
 
 def parse_queue(spec: Any, where: str = "queues") -> tuple[str, int]:
-    """``"name"``, ``"name,3"`` or ``["name", 3]`` -> (name, weight)."""
+    """``"name"``, ``"name,3"`` or ``["name", 3]`` -> (name, weight); a weight is WEIGHT."""
     if isinstance(spec, str):
         name, _, weight = spec.partition(",")
-        spec = [name.strip(), int(weight) if weight.strip().isdigit() else weight or 1]
+        spec = [name.strip(), weight] if weight.strip() else [name.strip()]
     if not isinstance(spec, list | tuple) or len(spec) not in (1, 2):
-        raise ConfigError(f"{where}: a queue is a name or [name, weight], got {spec!r}")
+        raise ConfigError(f"{where}: a queue is a name or [name, weight], got {_shown(spec)}")
     name, weight = spec[0], spec[1] if len(spec) == 2 else 1
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: queue name must be a non-empty string, got {name!r}")
-    if type(weight) is not int or weight < 1:
-        raise ConfigError(f"{where}: weight of queue {name!r} must be a whole number >= 1")
-    return name, weight
+        raise ConfigError(f"{where}: queue name must be a non-empty string, got {_shown(name)}")
+    number = WEIGHT.parse(weight)
+    if number is None:
+        raise ConfigError(f"{where}: weight of queue {name!r} must be {WEIGHT.expected}, "
+                          f"not {_shown(weight)}")
+    return name, int(number)
 
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -140,37 +224,6 @@ def _strip_colons(data: Any) -> Any:
     if isinstance(data, list):
         return [_strip_colons(v) for v in data]
     return data
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# key: (check, what a valid value is) for the scalar settings.
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "concurrency": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
-    "max_retries": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
-    "wait_for_replicas": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
-    "timeout": (lambda v: _is_number(v) and v >= 0, "seconds >= 0"),
-    "poll_interval": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
-    "heartbeat_timeout": (lambda v: _is_number(v) and v >= 1, "seconds >= 1"),
-    "dead_max_jobs": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
-    "dead_timeout": (lambda v: _is_number(v) and v > 0, "seconds > 0"),
-    "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
-    "queue_order": (lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
-    "redis_url": (lambda v: _valid_redis_url(v), REDIS_URL_FORMS),
-    "sentinel_master": (lambda v: v is None or (isinstance(v, str) and v.strip() == v and v),
-                        "the name of the master the sentinels watch (a non-empty string)"),
-    "adapter": (lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
-    "mailer": (lambda v: isinstance(v, dict) and set(v) <= MAILER_KEYS
-               and v.get("delivery_method", "smtp") in DELIVERY_METHODS
-               and isinstance(v.get("previews", []), list),
-               f"a mapping of {', '.join(sorted(MAILER_KEYS))}; delivery_method one of "
-               f"{', '.join(DELIVERY_METHODS)}; previews a list of modules"),
-    "web": (lambda v: isinstance(v, dict) and set(v) <= {"stuck_after"} and (
-        "stuck_after" not in v or (_is_number(v["stuck_after"]) and v["stuck_after"] > 0)),
-        "a mapping with stuck_after (seconds > 0)"),
-}
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -208,42 +261,107 @@ def _valid_redis_url(value: Any) -> bool:
     return True
 
 
+def valid_smtp_url(url: Any) -> bool:
+    """True for a URL jobkit.mailer.delivery can connect with: a scheme of SMTP_SCHEMES, a
+    host, and a port (if any) from 1 to 65535."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        port = parts.port if parts else None  # ValueError: not a number, or above 65535
+    except ValueError:
+        return False
+    return parts is not None and parts.scheme in SMTP_SCHEMES and bool(parts.hostname) \
+        and port != 0
+
+
 def _shown(value: Any) -> str:
-    """repr(value) with any secret masked (a URL, or a mapping holding one)."""
+    """repr(value) with any secret masked (a URL, or a mapping or list holding one)."""
     if isinstance(value, str):
         return repr(mask_url(value))
     if isinstance(value, dict):
-        return repr({k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()})
-    return repr(value)
+        value = {k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()}
+    return mask_secrets(repr(value))
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
-    if key == "queues":
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}: must be a non-empty list of queue names")
-        queues = tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
-        names = [name for name, _ in queues]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ConfigError(f"{where}: queue {', '.join(map(repr, repeated))} listed twice")
-        return queues
-    if key == "require":
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where}: must be a module name or a list of them")
-        return tuple(value)
-    if isinstance(value, str) and key in ("concurrency", "max_retries", "dead_max_jobs",
-                                          "wait_for_replicas") \
-            and value.isdigit():
-        value = int(value)  # from ${VAR} interpolation
-    if isinstance(value, str) and key in ("timeout", "poll_interval", "heartbeat_timeout",
-                                          "dead_timeout"):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    check, expected = _CHECKS[key]
-    if not check(value):
-        raise ConfigError(f"{where}: {_shown(value)} is not valid: expected {expected}")
-    return value
+def _queues(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: must be a non-empty list of queue names")
+    queues = tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
+    names = [name for name, _ in queues]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: queue {', '.join(map(repr, repeated))} listed twice")
+    return queues
+
+
+def _require(value: Any, where: str) -> tuple[str, ...]:
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"{where}: must be a module name or a list of them")
+    return tuple(value)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+# Every setting: its validator. Numbers: finite, bounded, never a bool (see Number).
+_VALIDATORS: dict[str, Validator] = {
+    "concurrency": Number(whole=True, least=1),
+    "max_retries": Number(whole=True, least=0),
+    "wait_for_replicas": Number(whole=True, least=0),
+    "dead_max_jobs": Number(whole=True, least=1),
+    "timeout": Number(whole=False, least=0),
+    "poll_interval": Number(whole=False, least=0, above=True),
+    "heartbeat_timeout": Number(whole=False, least=1),
+    "dead_timeout": Number(whole=False, least=0, above=True),
+    "queues": _queues,
+    "require": _require,
+    "pool": _rule(lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
+    "queue_order": _rule(lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
+    "redis_url": _rule(_valid_redis_url, REDIS_URL_FORMS),
+    "sentinel_master": _rule(
+        lambda v: v is None or (isinstance(v, str) and v.strip() == v and v),
+        "the name of the master the sentinels watch (a non-empty string)"),
+    "adapter": _rule(lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
+}
+
+# The keys of the mappings in SECTIONS, each with its validator.
+_SECTION_KEYS: dict[str, dict[str, Validator]] = {
+    "mailer": {
+        "delivery_method": _rule(lambda v: v in DELIVERY_METHODS,
+                                 f"one of {', '.join(DELIVERY_METHODS)}"),
+        "smtp_url": _rule(valid_smtp_url, SMTP_URL_FORMS),
+        "file_dir": _rule(lambda v: isinstance(v, str) and v, "a directory (a non-empty string)"),
+        "timeout": Number(whole=False, least=0, above=True),
+        "previews": _rule(_names, "a list of module names"),
+    },
+    "web": {"stuck_after": Number(whole=False, least=0, above=True)},
+}
+MAILER_KEYS = frozenset(_SECTION_KEYS["mailer"])
+
+
+def _section(key: str, value: Any, where: str, where_of: Callable[[str], str]) -> dict:
+    """A `mailer` or `web` mapping, each of its values checked; `where_of(name)` says where
+    the value of `name` came from."""
+    validators = _SECTION_KEYS[key]
+    if not isinstance(value, dict):
+        raise _invalid(value, where, f"a mapping of {', '.join(sorted(validators))}")
+    for name in value:
+        if name not in validators:
+            near = difflib.get_close_matches(name, sorted(validators), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"{where_of(name)}: unknown key{hint}; {key} takes "
+                              f"{', '.join(sorted(validators))}")
+    return {name: validators[name](v, where_of(name)) for name, v in value.items()}
+
+
+def _coerce(key: str, value: Any, where: str,
+            where_of: Callable[[str], str] | None = None) -> Any:
+    """The value to use for setting `key`, or a ConfigError naming `where` (and, inside a
+    section, `where_of(name)`: by default ``where.name``)."""
+    if key in SECTIONS:
+        return _section(key, value, where, where_of or (lambda name: f"{where}.{name}"))
+    return _VALIDATORS[key](value, where)
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
@@ -252,28 +370,35 @@ def _unknown_key(key: str, where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown key{hint}")
 
 
+def _environment(environment: str | None, environ: Mapping[str, str]) -> str:
+    """The environment asked for, else the first of ENVIRONMENT_VARIABLES set, else
+    development; an unknown name is refused, naming the variable it came from."""
+    variable = None
+    if not environment:
+        variable = next((v for v in ENVIRONMENT_VARIABLES if environ.get(v)), None)
+        environment = environ[variable] if variable else "development"
+    if environment not in ENVIRONMENT_NAMES:
+        near = difflib.get_close_matches(environment, ENVIRONMENT_NAMES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        source = f"{variable}: " if variable else ""
+        raise ConfigError(f"{source}unknown environment {environment!r}{hint}; use one of "
+                          f"{', '.join(ENVIRONMENT_NAMES)}")
+    return environment
+
+
 def load_settings(path: str | os.PathLike | None = None, environment: str | None = None,
                   environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings from `path` (optional) for `environment`, the environment and overrides."""
     environ = os.environ if environ is None else environ
-    environment = environment or environ.get("JOBKIT_ENV") or environ.get("APP_ENV") \
-        or "development"
-    if environment not in ENVIRONMENT_NAMES:
-        near = difflib.get_close_matches(environment, ENVIRONMENT_NAMES, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"unknown environment {environment!r}{hint}; use one of "
-                          f"{', '.join(ENVIRONMENT_NAMES)}")
+    environment = _environment(environment, environ)
     values: dict[str, Any] = {}
     if path is not None:
         values.update(_read_file(Path(path), environment, environ))
-    for variable, (key, cast) in ENV_OVERRIDES.items():
+    for variable, key in ENV_OVERRIDES.items():
         if environ.get(variable):
-            try:
-                value = cast(environ[variable])
-            except ValueError:
-                raise ConfigError(f"{variable}: invalid value {_shown(environ[variable])}"
-                                  ) from None
-            values[key] = _coerce(key, value, variable)
+            values[key] = _coerce(key, environ[variable], variable)
+    if environ.get("SMTP_URL"):  # read by the mailer at each delivery; checked here all the same
+        _SECTION_KEYS["mailer"]["smtp_url"](environ["SMTP_URL"], "SMTP_URL")
     for key, value in overrides.items():
         if key not in _KEYS:
             raise _unknown_key(key, f"configure({key}=...)")
@@ -294,17 +419,8 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
 
 def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict[str, Any]:
     """The file's settings for `environment`; every error names the file, line and key."""
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)  # safe: no !!python tags, nothing executed
-        lines = _key_lines(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or exc
-        raise ConfigError(f"{path}:{line} not valid YAML: {problem}") from None
+    data, node = read_yaml(path)
+    lines = _key_lines(node)
     data = _strip_colons(data or {})
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
@@ -326,15 +442,30 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
     values = {}
     for key, keys in chosen.items():
         raw = data[keys[0]] if len(keys) == 1 else data[environment][key]
-        if key in SECTIONS and len(keys) == 2 and isinstance(data.get(key), dict) \
-                and isinstance(raw, dict):
-            raw = {**data[key], **raw}  # an environment refines a section, key by key
-        values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
+        if key in SECTIONS and isinstance(raw, dict):
+            values[key] = _read_section(data, keys, raw, where, environ)
+        else:
+            values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
     return values
 
 
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Line numbers of top-level keys and of keys one level inside environment sections."""
+def _read_section(data: dict, keys: tuple[str, ...], raw: dict, where: Callable[..., str],
+                  environ: Mapping[str, str]) -> dict:
+    """A `mailer` or `web` mapping; one in an environment section refines the top-level one
+    key by key. An error names the line of the key inside it."""
+    key = keys[-1]
+    top = data[key] if len(keys) == 2 and isinstance(data.get(key), dict) else {}
+
+    def where_of(name: str) -> str:
+        return where(*keys, name) if name in raw else where(key, name)
+
+    merged = {name: _interpolate(v, environ, where_of(name)) for name, v in {**top, **raw}.items()}
+    return _coerce(key, merged, where(*keys), where_of)
+
+
+def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
+    """Line numbers of top-level keys, of keys one level inside environment sections, and of
+    the keys inside SECTIONS (at the top level or in an environment section)."""
     lines: dict[tuple[str, ...], int] = {}
 
     def walk(node: yaml.Node | None, prefix: tuple[str, ...]) -> None:
@@ -344,10 +475,11 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
             if isinstance(key_node, yaml.ScalarNode):
                 keys = (*prefix, str(key_node.value).lstrip(":"))
                 lines[keys] = key_node.start_mark.line + 1
-                if not prefix and keys[0] in ENVIRONMENT_NAMES:
+                if (not prefix and keys[0] in ENVIRONMENT_NAMES) \
+                        or (keys[-1] in SECTIONS and len(keys) <= 2):
                     walk(value_node, keys)
 
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    walk(node, ())
     return lines
 
 

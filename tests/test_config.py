@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +14,7 @@ from click.testing import CliRunner
 
 from jobkit import ConfigError
 from jobkit.cli import main, mask_url
-from jobkit.config import DEFAULT_QUEUES, Settings, load_settings
+from jobkit.config import DEFAULT_QUEUES, Settings, load_settings, parse_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,9 +252,12 @@ def test_a_mistyped_url_is_shown_masked_in_errors(tmp_path: Path, url: str) -> N
 
 
 def test_a_bad_mailer_mapping_is_shown_with_the_smtp_password_masked(tmp_path: Path) -> None:
-    path = write(tmp_path, "mailer: {smtp_url: 'smtp://u:hunter2@mail:25', bogus: 1}\n")
+    path = write(tmp_path, "mailer: {smtp_url: 'smtp://u:hunter2@mail:99999'}\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={})
+    assert "hunter2" not in str(caught.value) and "smtp://u:***@mail:99999" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={}, mailer=["smtp://u:hunter2@mail:25"])
     assert "hunter2" not in str(caught.value) and "smtp://u:***@mail:25" in str(caught.value)
 
 
@@ -275,3 +283,200 @@ def test_settings_repr_masks_passwords() -> None:
     settings = load_settings(None, environ={"REDIS_URL": "redis://:hunter2@db:6379/0"},
                              mailer={"smtp_url": "smtp://u:hunter2@mail:25"})
     assert "hunter2" not in repr(settings) and "redis://:***@db:6379/0" in repr(settings)
+
+
+# What delivery, the poller or the heartbeat would choke on, refused when the settings load.
+
+NUMBER_KEYS = ["concurrency", "max_retries", "wait_for_replicas", "dead_max_jobs", "timeout",
+               "poll_interval", "heartbeat_timeout", "dead_timeout"]
+NOT_NUMBERS = [".inf", "-.inf", ".nan", "1.0e400", "true", "'10s'", "'inf'", "99999999999999",
+               "[1]"]
+
+
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+def test_numbers_are_finite_in_range_and_never_a_bool(tmp_path: Path, key: str,
+                                                      value: str) -> None:
+    path = write(tmp_path, f"concurrency: 2\n{key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"jobkit.yml:2: {key}: .* is not valid: expected "
+                                          r"(a whole number|seconds) >=? \d \(at most \d+\)"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("section, key", [("mailer", "timeout"), ("web", "stuck_after")])
+@pytest.mark.parametrize("value", [".inf", ".nan", "0", "-1", "true", "'10s'"])
+def test_seconds_inside_sections_are_checked_with_their_line(tmp_path: Path, section: str,
+                                                             key: str, value: str) -> None:
+    path = write(tmp_path, f"{section}:\n  {key}: 5\nproduction:\n  {section}:\n"
+                           f"    {key}: {value}\n")
+    load_settings(path, environ={})  # development: the top-level 5
+    with pytest.raises(ConfigError, match=rf"jobkit.yml:5: production.{section}.{key}: .* is "
+                                          r"not valid: expected seconds > 0"):
+        load_settings(path, "production", environ={})
+
+
+def test_numbers_from_variables_and_configure_name_where_they_came_from() -> None:
+    for variable in ("JOBKIT_POLL_INTERVAL", "JOBKIT_HEARTBEAT_TIMEOUT",
+                     "JOBKIT_WAIT_FOR_REPLICAS"):
+        for text in ("inf", "nan", "1e999", "10s", "true", "-1"):
+            with pytest.raises(ConfigError, match=f"^{variable}: '{text}' is not valid"):
+                load_settings(None, environ={variable: text})
+    for key, value in (("timeout", True), ("poll_interval", float("inf")),
+                       ("concurrency", 2.0), ("dead_timeout", float("nan"))):
+        with pytest.raises(ConfigError, match=f"^{key}: {value!r} is not valid"):
+            load_settings(None, environ={}, **{key: value})
+
+
+def test_numbers_as_text_and_at_the_bounds_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "concurrency: ${N}\ntimeout: '0'\npoll_interval: 1e-1\n"
+                           "dead_timeout: 1000000000\ndead_max_jobs: 2147483647\n"
+                           "mailer: {timeout: '${MAIL_TIMEOUT:-2.5}'}\n")
+    s = load_settings(path, environ={"N": " 3", "JOBKIT_HEARTBEAT_TIMEOUT": "1.5",
+                                     "JOBKIT_WAIT_FOR_REPLICAS": "2"})
+    assert (s.concurrency, s.timeout, s.poll_interval, s.heartbeat_timeout) == (3, 0, 0.1, 1.5)
+    assert (s.dead_timeout, s.dead_max_jobs, s.wait_for_replicas) == (10**9, 2**31 - 1, 2)
+    assert s.mailer == {"timeout": 2.5}
+    for text in ("dead_timeout: 1000000001\n", "dead_max_jobs: 2147483648\n"):
+        with pytest.raises(ConfigError, match="is not valid"):
+            load_settings(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize("url", [
+    "smtp://mail.example:99999", "smtp://mail.example:abc", "smtp://mail.example:0",
+    "smtp://", "smtp://:hunter2@", "smtp:mail.example", "http://mail.example",
+    "mail.example:25", "smtp://[::1:25", "file:///tmp/mails",
+])
+def test_a_malformed_smtp_url_is_refused_naming_the_key(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, f"mailer:\n  delivery_method: test\n  smtp_url: '{url}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert f"{tmp_path / 'jobkit.yml'}:3: mailer.smtp_url: " in str(caught.value)
+    assert "expected an smtp://, smtp+starttls:// or smtps:// URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigError, match="^SMTP_URL: .* is not valid"):
+        load_settings(None, environ={"SMTP_URL": url})
+    with pytest.raises(ConfigError, match="^mailer.smtp_url: .* is not valid"):
+        load_settings(None, environ={}, mailer={"smtp_url": url})
+
+
+@pytest.mark.parametrize("url", ["smtp://mail.example", "smtp+starttls://u:p%40ss@mail:587",
+                                 "smtps://mail.example:465", "smtp://[::1]:1025"])
+def test_smtp_urls_the_mailer_takes_are_accepted(url: str) -> None:
+    settings = load_settings(None, environ={"SMTP_URL": url}, mailer={"smtp_url": url})
+    assert settings.mailer == {"smtp_url": url}
+
+
+def test_mailer_keys_are_checked_one_by_one_with_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "mailer:\n  delivery_method: smtp\n  smpt_url: smtp://h\n")
+    with pytest.raises(ConfigError, match=r"jobkit.yml:3: mailer.smpt_url: unknown key \(did "
+                                          r"you mean 'smtp_url'\?\)"):
+        load_settings(path, environ={})
+    for text, message in (("file_dir: 5", "mailer.file_dir: 5 is not valid"),
+                          ("previews: [1]", "mailer.previews: [1] is not valid"),
+                          ("delivery_method: pigeon", "mailer.delivery_method: 'pigeon'")):
+        with pytest.raises(ConfigError, match=f"jobkit.yml:2: {re.escape(message)}"):
+            load_settings(write(tmp_path, f"mailer:\n  {text}\n"), environ={})
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "jobkit.yml"
+    path.write_bytes(b"concurrency: 2\n# caf\xe9 (Latin-1)\nqueues: [a]\n")
+    with pytest.raises(ConfigError, match=r"jobkit.yml:2: not UTF-8 \(byte 20 is 0xe9\)"):
+        load_settings(path, environ={})
+    path.write_bytes(b"\xff\xfec\x00o\x00")  # UTF-16
+    with pytest.raises(ConfigError, match="jobkit.yml:1: not UTF-8"):
+        load_settings(path, environ={})
+    path.write_bytes("\ufeffconcurrency: 3\n".encode())  # a UTF-8 byte order mark is fine
+    assert load_settings(path, environ={}).concurrency == 3
+    path.write_bytes(b"concurrency: 2\nqueues: [a\x00]\n")
+    with pytest.raises(ConfigError, match="jobkit.yml:2: not valid YAML: character #x0000"):
+        load_settings(path, environ={})
+
+
+def test_absurdly_deep_yaml_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    started = time.monotonic()
+    for text in ("concurrency: 2\nqueues: " + "[" * 10_000 + "]" * 10_000 + "\n",
+                 "queues: " + "{a: " * 100_000 + "\n",
+                 "queues:\n" + "".join("  " * i + "-\n" for i in range(1, 200))):
+        with pytest.raises(ConfigError, match=r"jobkit.yml:\d+: queues(\.a\.a\.\.\.)?: nested "
+                                              "more than 32 levels deep"):
+            load_settings(write(tmp_path, text), environ={})
+    chain = "".join(f"a{i}: &a{i} [[[[[[[[*a{i - 1}]]]]]]]]\n" for i in range(1, 200))
+    with pytest.raises(ConfigError, match="nested more than 32 levels deep"):
+        load_settings(write(tmp_path, "a0: &a0 x\n" + chain), environ={})  # deep via aliases
+    assert time.monotonic() - started < 10
+
+
+def test_a_yaml_bomb_or_a_recursive_alias_is_refused_quickly(tmp_path: Path) -> None:
+    laughs = ['lol: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"jobkit.yml:5: l4: more than 10000 values once "
+                                          "aliases are expanded"):
+        load_settings(write(tmp_path, "\n".join(laughs) + "\n"), environ={})
+    assert time.monotonic() - started < 5
+    with pytest.raises(ConfigError, match=r"jobkit.yml:1: queues: alias \*q is inside the "
+                                          "node &q it repeats"):
+        load_settings(write(tmp_path, "queues: &q [a, *q]\n"), environ={})
+
+
+def test_anchors_and_aliases_of_a_real_file_still_work(tmp_path: Path) -> None:
+    path = write(tmp_path, "mailer: &mail\n  delivery_method: test\n  timeout: 3\n"
+                           "queues: &queues [a, [b, 2]]\nproduction:\n  queues: *queues\n"
+                           "  mailer:\n    <<: *mail\n    timeout: 4\n")
+    s = load_settings(path, "production", environ={})
+    assert s.queues == (("a", 1), ("b", 2))
+    assert s.mailer == {"delivery_method": "test", "timeout": 4}
+
+
+@pytest.mark.parametrize("weight", ["1.5", "true", ".inf", "-1", "0", "'2.0'", "''", "null",
+                                    "2147483648", "[2]"])
+def test_a_weight_is_a_plain_whole_number(tmp_path: Path, weight: str) -> None:
+    path = write(tmp_path, f"queues:\n  - default\n  - [mailers, {weight}]\n")
+    with pytest.raises(ConfigError, match=r"jobkit.yml:1: queues\[1\]: weight of queue "
+                                          r"'mailers' must be a whole number >= 1 \(at most "
+                                          r"2147483647\), not "):
+        load_settings(path, environ={})
+
+
+def test_weights_as_digits_are_read_like_other_whole_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "queues:\n  - [a, '${A_WEIGHT:-3}']\n  - 'b, 2'\n  - [c, 1]\n")
+    assert load_settings(path, environ={}).queues == (("a", 3), ("b", 2), ("c", 1))
+    for spec in ("a,1.5", "a,.inf", "a,-1", "a,0", "a,true"):
+        with pytest.raises(ConfigError, match="^-q: weight of queue 'a' must be"):
+            parse_queue(spec, "-q")
+
+
+def test_an_unknown_environment_names_the_variable_it_came_from() -> None:
+    with pytest.raises(ConfigError, match="^APP_ENV: unknown environment 'qa'"):
+        load_settings(None, environ={"APP_ENV": "qa"})
+    with pytest.raises(ConfigError, match=r"^JOBKIT_ENV: unknown environment 'produciton' \(did "
+                                          "you mean 'production'"):
+        load_settings(None, environ={"APP_ENV": "staging", "JOBKIT_ENV": "produciton"})
+    with pytest.raises(ConfigError, match="^unknown environment 'qa'"):
+        load_settings(None, "qa", environ={})
+
+
+BAD_FILES = {
+    "inf.yml": (b"poll_interval: .inf\n", "inf.yml:1: poll_interval: inf is not valid"),
+    "smtp.yml": (b"mailer:\n  smtp_url: smtp://h:99999\n", "smtp.yml:2: mailer.smtp_url: "),
+    "latin1.yml": (b"# \xe9\n", "latin1.yml:1: not UTF-8"),
+    "deep.yml": (b"queues: " + b"[" * 10_000, "deep.yml:1: queues: nested more than"),
+    "weight.yml": (b"queues: [[a, 1.5]]\n", "weight.yml:1: queues[0]: weight of queue 'a'"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_config_check_and_the_worker_print_the_same_line(tmp_path: Path, name: str) -> None:
+    content, message = BAD_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    env = {"JOBKIT_POLL_INTERVAL": "", "SMTP_URL": "", "JOBKIT_CONFIG": ""}
+    check = subprocess.run([sys.executable, "-m", "jobkit", "config", "check", "-C", str(path)],
+                           capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert check.returncode == 1
+    assert check.stderr.startswith(f"error: {tmp_path}/{message}"), check.stderr
+    assert "Traceback" not in check.stderr + check.stdout
+    worker = CliRunner().invoke(main, ["worker", "-C", str(path)], env=env)
+    assert worker.exit_code == 1
+    assert f"Error: {tmp_path}/{message}" in worker.output
