@@ -15,7 +15,8 @@ from typing import Any
 import click
 import redis
 
-from jobkit.config import configure, default_config_path, load_settings, parse_queue
+from jobkit.config import configure, default_config_path, load_settings
+from jobkit.config_values import parse_queue
 from jobkit.errors import ConfigError
 from jobkit.job_sets import UnreadableEntryError
 from jobkit.masking import mask_secrets, mask_url

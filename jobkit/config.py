@@ -3,30 +3,43 @@
 Precedence: defaults < top level of the file < the chosen environment's section < the
 variables in ENV_OVERRIDES (``REDIS_URL``, ``JOBKIT_ADAPTER``, ...) < `configure(...)`.
 
-Every value is checked as it is read, by the validator of its key (_VALIDATORS, and
-_SECTION_KEYS inside `mailer` and `web`), so a worker refuses to start on what would fail
-later (a duration of ``.inf``, an `smtp_url` with no host); the ConfigError names the file, line
-and key, the environment variable, or the `configure` keyword the value came from. Numbers
-are `Number`s: finite, bounded, never a bool. The file itself is read by jobkit.yaml_file.
+Every value is checked as it is read, by the rule of its key (_VALIDATORS, and _SECTION_KEYS
+inside `mailer` and `web`; the rules themselves are in jobkit.config_values), so a worker
+refuses to start on what would fail later (a duration of ``.inf``, an `smtp_url` with no
+host); the ConfigError names the file, line and key, the environment variable, or the
+`configure` keyword the value came from. The file itself is read by jobkit.yaml_file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
+from jobkit.config_values import (
+    REDIS_URL_FORMS,
+    SMTP_URL_FORMS,
+    Number,
+    Validator,
+    invalid,
+    is_name_list,
+    is_sentinel_url,
+    module_names,
+    queue_list,
+    rule,
+    shown,
+    valid_redis_url,
+    valid_smtp_url,
+)
 from jobkit.errors import ConfigError
-from jobkit.masking import mask_secrets, mask_url
+from jobkit.masking import mask_url
 from jobkit.yaml_file import read_yaml
 
 __all__ = [
@@ -36,7 +49,6 @@ __all__ = [
     "current_settings",
     "load_settings",
     "use_settings",
-    "parse_queue",
 ]
 
 DEFAULT_CONFIG_PATH = "config/jobkit.yml"
@@ -53,15 +65,8 @@ POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.delivery
-SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")  # what jobkit.mailer.delivery connects with
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
-REDIS_URL_FORMS = ("a redis://, rediss://, unix:// or sentinel:// URL (several sentinels: "
-                   "sentinel://h1:26379;sentinel://h2:26379)")
-SMTP_URL_FORMS = ("an smtp://, smtp+starttls:// or smtps:// URL with a host and, if any, a port "
-                  "from 1 to 65535 (e.g. smtp://mail.example:587)")
-MAX_WHOLE = 2**31 - 1  # any whole-number setting (and queue weight): a C int, a Redis integer
-MAX_SECONDS = 1_000_000_000  # any duration (~31 years): below threading.TIMEOUT_MAX (~292 years)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class Settings:
         return [name for name, _ in self.queues]
 
     def __repr__(self) -> str:  # never a password in a log line or a traceback
-        fields = ", ".join(f"{f.name}={_shown(getattr(self, f.name))}"
+        fields = ", ".join(f"{f.name}={shown(getattr(self, f.name))}"
                            for f in dataclasses.fields(self))
         return f"Settings({fields})"
 
@@ -108,93 +113,6 @@ ENV_OVERRIDES = {
 ENVIRONMENT_VARIABLES = ("JOBKIT_ENV", "APP_ENV")  # choose the environment, in this order
 
 _KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment"}
-
-# A validator takes a value and where it came from ("file:line: key", a variable's name, a
-# configure() keyword) and returns the value to use, or raises a ConfigError naming `where`.
-Validator = Callable[[Any, str], Any]
-
-
-def _invalid(value: Any, where: str, expected: str) -> ConfigError:
-    return ConfigError(f"{where}: {_shown(value)} is not valid: expected {expected}")
-
-
-def _rule(check: Callable[[Any], Any], expected: str) -> Validator:
-    """A validator that keeps a value `check` accepts."""
-    def validate(value: Any, where: str) -> Any:
-        if not check(value):
-            raise _invalid(value, where, expected)
-        return value
-
-    return validate
-
-
-_WHOLE_TEXT = re.compile(r"[0-9]+")
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-@dataclass(frozen=True)
-class Number:
-    """A numeric setting: a whole number (an int), or seconds (an int or a float), at least
-    `least` (above it when `above`) and at most MAX_WHOLE / MAX_SECONDS, so never infinite or
-    NaN. A bool is refused (True is an int to Python). Text is read as the number it spells
-    (``"5"`` from ``${VAR}`` or an environment variable); text with a unit (``"10s"``),
-    ``"inf"`` and ``"nan"`` are refused."""
-
-    whole: bool
-    least: float
-    above: bool = False
-
-    @property
-    def expected(self) -> str:
-        if self.whole:
-            return f"a whole number >= {self.least:g} (at most {MAX_WHOLE})"
-        return f"seconds {'>' if self.above else '>='} {self.least:g} (at most {MAX_SECONDS})"
-
-    def parse(self, value: Any) -> int | float | None:
-        """The number `value` stands for, or None when it is not a valid one."""
-        if isinstance(value, str):
-            text = value.strip()
-            if not (_WHOLE_TEXT if self.whole else _DECIMAL_TEXT).fullmatch(text):
-                return None
-            try:
-                value = int(text) if self.whole else float(text)
-            except ValueError:  # more digits than int() reads
-                return None
-        kinds = int if self.whole else int | float
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return None
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        high = MAX_WHOLE if self.whole else MAX_SECONDS
-        low_ok = value > self.least if self.above else value >= self.least
-        return value if low_ok and value <= high else None
-
-    def __call__(self, value: Any, where: str) -> int | float:
-        number = self.parse(value)
-        if number is None:
-            raise _invalid(value, where, self.expected)
-        return number
-
-
-WEIGHT = Number(whole=True, least=1)
-
-
-def parse_queue(spec: Any, where: str = "queues") -> tuple[str, int]:
-    """``"name"``, ``"name,3"`` or ``["name", 3]`` -> (name, weight); a weight is WEIGHT."""
-    if isinstance(spec, str):
-        name, _, weight = spec.partition(",")
-        spec = [name.strip(), weight] if weight.strip() else [name.strip()]
-    if not isinstance(spec, list | tuple) or len(spec) not in (1, 2):
-        raise ConfigError(f"{where}: a queue is a name or [name, weight], got {_shown(spec)}")
-    name, weight = spec[0], spec[1] if len(spec) == 2 else 1
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: queue name must be a non-empty string, got {_shown(name)}")
-    number = WEIGHT.parse(weight)
-    if number is None:
-        raise ConfigError(f"{where}: weight of queue {name!r} must be {WEIGHT.expected}, "
-                          f"not {_shown(weight)}")
-    return name, int(number)
-
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -226,84 +144,6 @@ def _strip_colons(data: Any) -> Any:
     return data
 
 
-def is_sentinel_url(url: str) -> bool:
-    """True for ``sentinel://host:port`` and kombu's ``sentinel://a:1;sentinel://b:2``."""
-    return isinstance(url, str) and url.startswith("sentinel://")
-
-
-def sentinel_hosts(url: str) -> list[tuple[str, int]]:
-    """(host, port) of each sentinel in a sentinel URL (port 26379 when not given);
-    ValueError when one is malformed."""
-    hosts = []
-    for part in url.split(";"):
-        parts = urlsplit(part)
-        if parts.scheme != "sentinel" or not parts.hostname:
-            raise ValueError("each URL of the list must be sentinel://[:password@]host[:port]")
-        hosts.append((parts.hostname, parts.port or 26379))  # .port raises on a bad port
-    return hosts
-
-
-def _valid_redis_url(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    if is_sentinel_url(value):
-        try:
-            sentinel_hosts(value)
-        except ValueError:
-            return False
-        return True
-    if not value.startswith(("redis://", "rediss://", "unix://")) or ";" in value.split("@")[-1]:
-        return False
-    try:
-        urlsplit(value).port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        return False
-    return True
-
-
-def valid_smtp_url(url: Any) -> bool:
-    """True for a URL jobkit.mailer.delivery can connect with: a scheme of SMTP_SCHEMES, a
-    host, and a port (if any) from 1 to 65535."""
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        port = parts.port if parts else None  # ValueError: not a number, or above 65535
-    except ValueError:
-        return False
-    return parts is not None and parts.scheme in SMTP_SCHEMES and bool(parts.hostname) \
-        and port != 0
-
-
-def _shown(value: Any) -> str:
-    """repr(value) with any secret masked (a URL, or a mapping or list holding one)."""
-    if isinstance(value, str):
-        return repr(mask_url(value))
-    if isinstance(value, dict):
-        value = {k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()}
-    return mask_secrets(repr(value))
-
-
-def _queues(value: Any, where: str) -> tuple[tuple[str, int], ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: must be a non-empty list of queue names")
-    queues = tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
-    names = [name for name, _ in queues]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{where}: queue {', '.join(map(repr, repeated))} listed twice")
-    return queues
-
-
-def _require(value: Any, where: str) -> tuple[str, ...]:
-    value = [value] if isinstance(value, str) else value
-    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-        raise ConfigError(f"{where}: must be a module name or a list of them")
-    return tuple(value)
-
-
-def _names(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-
-
 # Every setting: its validator. Numbers: finite, bounded, never a bool (see Number).
 _VALIDATORS: dict[str, Validator] = {
     "concurrency": Number(whole=True, least=1),
@@ -314,26 +154,26 @@ _VALIDATORS: dict[str, Validator] = {
     "poll_interval": Number(whole=False, least=0, above=True),
     "heartbeat_timeout": Number(whole=False, least=1),
     "dead_timeout": Number(whole=False, least=0, above=True),
-    "queues": _queues,
-    "require": _require,
-    "pool": _rule(lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
-    "queue_order": _rule(lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
-    "redis_url": _rule(_valid_redis_url, REDIS_URL_FORMS),
-    "sentinel_master": _rule(
+    "queues": queue_list,
+    "require": module_names,
+    "pool": rule(lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
+    "queue_order": rule(lambda v: v in QUEUE_ORDERS, f"one of {', '.join(QUEUE_ORDERS)}"),
+    "redis_url": rule(valid_redis_url, REDIS_URL_FORMS),
+    "sentinel_master": rule(
         lambda v: v is None or (isinstance(v, str) and v.strip() == v and v),
         "the name of the master the sentinels watch (a non-empty string)"),
-    "adapter": _rule(lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
+    "adapter": rule(lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
 }
 
 # The keys of the mappings in SECTIONS, each with its validator.
 _SECTION_KEYS: dict[str, dict[str, Validator]] = {
     "mailer": {
-        "delivery_method": _rule(lambda v: v in DELIVERY_METHODS,
+        "delivery_method": rule(lambda v: v in DELIVERY_METHODS,
                                  f"one of {', '.join(DELIVERY_METHODS)}"),
-        "smtp_url": _rule(valid_smtp_url, SMTP_URL_FORMS),
-        "file_dir": _rule(lambda v: isinstance(v, str) and v, "a directory (a non-empty string)"),
+        "smtp_url": rule(valid_smtp_url, SMTP_URL_FORMS),
+        "file_dir": rule(lambda v: isinstance(v, str) and v, "a directory (a non-empty string)"),
         "timeout": Number(whole=False, least=0, above=True),
-        "previews": _rule(_names, "a list of module names"),
+        "previews": rule(is_name_list, "a list of module names"),
     },
     "web": {"stuck_after": Number(whole=False, least=0, above=True)},
 }
@@ -345,7 +185,7 @@ def _section(key: str, value: Any, where: str, where_of: Callable[[str], str]) -
     the value of `name` came from."""
     validators = _SECTION_KEYS[key]
     if not isinstance(value, dict):
-        raise _invalid(value, where, f"a mapping of {', '.join(sorted(validators))}")
+        raise invalid(value, where, f"a mapping of {', '.join(sorted(validators))}")
     for name in value:
         if name not in validators:
             near = difflib.get_close_matches(name, sorted(validators), n=1)

@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from jobkit.config import current_settings, is_sentinel_url, sentinel_hosts
+from jobkit.config import current_settings
+from jobkit.config_values import is_sentinel_url, sentinel_hosts
 from jobkit.errors import ConfigError
 
 __all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster"]

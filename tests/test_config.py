@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from jobkit import ConfigError
 from jobkit.cli import main, mask_url
-from jobkit.config import DEFAULT_QUEUES, Settings, load_settings, parse_queue
+from jobkit.config import DEFAULT_QUEUES, Settings, load_settings
+from jobkit.config_values import parse_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 

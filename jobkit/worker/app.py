@@ -14,7 +14,8 @@ from celery.app.registry import TaskRegistry
 from celery.app.trace import build_tracer
 from celery.exceptions import NotRegistered
 
-from jobkit.config import Settings, is_sentinel_url
+from jobkit.config import Settings
+from jobkit.config_values import is_sentinel_url
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.worker import membership

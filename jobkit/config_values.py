@@ -1,0 +1,207 @@
+"""What each setting's value may be: the rules jobkit.config checks every value with.
+
+A rule (`Validator`) takes a value and where it came from ("file:line: key", a variable's
+name, a `configure` keyword) and returns the value to use, or raises a ConfigError naming
+where. Numbers are `Number`s: finite, bounded, never a bool, so a worker refuses to start on
+what would fail later (a duration of ``.inf`` stops a timer; an `smtp_url` with no host fails
+every delivery).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from jobkit.errors import ConfigError
+from jobkit.masking import mask_secrets, mask_url
+
+__all__ = [
+    "MAX_SECONDS",
+    "MAX_WHOLE",
+    "WEIGHT",
+    "Number",
+    "Validator",
+    "is_sentinel_url",
+    "parse_queue",
+    "sentinel_hosts",
+    "valid_redis_url",
+    "valid_smtp_url",
+]
+
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")  # what jobkit.mailer.delivery connects with
+REDIS_URL_FORMS = ("a redis://, rediss://, unix:// or sentinel:// URL (several sentinels: "
+                   "sentinel://h1:26379;sentinel://h2:26379)")
+SMTP_URL_FORMS = ("an smtp://, smtp+starttls:// or smtps:// URL with a host and, if any, a port "
+                  "from 1 to 65535 (e.g. smtp://mail.example:587)")
+MAX_WHOLE = 2**31 - 1  # any whole-number setting (and queue weight): a C int, a Redis integer
+MAX_SECONDS = 1_000_000_000  # any duration (~31 years): below threading.TIMEOUT_MAX (~292 years)
+
+
+# A validator takes a value and where it came from ("file:line: key", a variable's name, a
+# configure() keyword) and returns the value to use, or raises a ConfigError naming `where`.
+Validator = Callable[[Any, str], Any]
+
+
+def invalid(value: Any, where: str, expected: str) -> ConfigError:
+    return ConfigError(f"{where}: {shown(value)} is not valid: expected {expected}")
+
+
+def rule(check: Callable[[Any], Any], expected: str) -> Validator:
+    """A validator that keeps a value `check` accepts."""
+    def validate(value: Any, where: str) -> Any:
+        if not check(value):
+            raise invalid(value, where, expected)
+        return value
+
+    return validate
+
+
+_WHOLE_TEXT = re.compile(r"[0-9]+")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric setting: a whole number (an int), or seconds (an int or a float), at least
+    `least` (above it when `above`) and at most MAX_WHOLE / MAX_SECONDS, so never infinite or
+    NaN. A bool is refused (True is an int to Python). Text is read as the number it spells
+    (``"5"`` from ``${VAR}`` or an environment variable); text with a unit (``"10s"``),
+    ``"inf"`` and ``"nan"`` are refused."""
+
+    whole: bool
+    least: float
+    above: bool = False
+
+    @property
+    def expected(self) -> str:
+        if self.whole:
+            return f"a whole number >= {self.least:g} (at most {MAX_WHOLE})"
+        return f"seconds {'>' if self.above else '>='} {self.least:g} (at most {MAX_SECONDS})"
+
+    def parse(self, value: Any) -> int | float | None:
+        """The number `value` stands for, or None when it is not a valid one."""
+        if isinstance(value, str):
+            text = value.strip()
+            if not (_WHOLE_TEXT if self.whole else _DECIMAL_TEXT).fullmatch(text):
+                return None
+            try:
+                value = int(text) if self.whole else float(text)
+            except ValueError:  # more digits than int() reads
+                return None
+        kinds = int if self.whole else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        high = MAX_WHOLE if self.whole else MAX_SECONDS
+        low_ok = value > self.least if self.above else value >= self.least
+        return value if low_ok and value <= high else None
+
+    def __call__(self, value: Any, where: str) -> int | float:
+        number = self.parse(value)
+        if number is None:
+            raise invalid(value, where, self.expected)
+        return number
+
+
+WEIGHT = Number(whole=True, least=1)
+
+
+def parse_queue(spec: Any, where: str = "queues") -> tuple[str, int]:
+    """``"name"``, ``"name,3"`` or ``["name", 3]`` -> (name, weight); a weight is WEIGHT."""
+    if isinstance(spec, str):
+        name, _, weight = spec.partition(",")
+        spec = [name.strip(), weight] if weight.strip() else [name.strip()]
+    if not isinstance(spec, list | tuple) or len(spec) not in (1, 2):
+        raise ConfigError(f"{where}: a queue is a name or [name, weight], got {shown(spec)}")
+    name, weight = spec[0], spec[1] if len(spec) == 2 else 1
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: queue name must be a non-empty string, got {shown(name)}")
+    number = WEIGHT.parse(weight)
+    if number is None:
+        raise ConfigError(f"{where}: weight of queue {name!r} must be {WEIGHT.expected}, "
+                          f"not {shown(weight)}")
+    return name, int(number)
+
+
+
+def is_sentinel_url(url: str) -> bool:
+    """True for ``sentinel://host:port`` and kombu's ``sentinel://a:1;sentinel://b:2``."""
+    return isinstance(url, str) and url.startswith("sentinel://")
+
+
+def sentinel_hosts(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each sentinel in a sentinel URL (port 26379 when not given);
+    ValueError when one is malformed."""
+    hosts = []
+    for part in url.split(";"):
+        parts = urlsplit(part)
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError("each URL of the list must be sentinel://[:password@]host[:port]")
+        hosts.append((parts.hostname, parts.port or 26379))  # .port raises on a bad port
+    return hosts
+
+
+def valid_redis_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if is_sentinel_url(value):
+        try:
+            sentinel_hosts(value)
+        except ValueError:
+            return False
+        return True
+    if not value.startswith(("redis://", "rediss://", "unix://")) or ";" in value.split("@")[-1]:
+        return False
+    try:
+        urlsplit(value).port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return True
+
+
+def valid_smtp_url(url: Any) -> bool:
+    """True for a URL jobkit.mailer.delivery can connect with: a scheme of SMTP_SCHEMES, a
+    host, and a port (if any) from 1 to 65535."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        port = parts.port if parts else None  # ValueError: not a number, or above 65535
+    except ValueError:
+        return False
+    return parts is not None and parts.scheme in SMTP_SCHEMES and bool(parts.hostname) \
+        and port != 0
+
+
+def shown(value: Any) -> str:
+    """repr(value) with any secret masked (a URL, or a mapping or list holding one)."""
+    if isinstance(value, str):
+        return repr(mask_url(value))
+    if isinstance(value, dict):
+        value = {k: mask_url(v) if isinstance(v, str) else v for k, v in value.items()}
+    return mask_secrets(repr(value))
+
+
+def queue_list(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: must be a non-empty list of queue names")
+    queues = tuple(parse_queue(q, f"{where}[{i}]") for i, q in enumerate(value))
+    names = [name for name, _ in queues]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: queue {', '.join(map(repr, repeated))} listed twice")
+    return queues
+
+
+def module_names(value: Any, where: str) -> tuple[str, ...]:
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"{where}: must be a module name or a list of them")
+    return tuple(value)
+
+
+def is_name_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
