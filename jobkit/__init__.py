@@ -20,6 +20,7 @@ from jobkit.errors import DeserializationError as DeserializationError
 from jobkit.errors import JobClassError as JobClassError
 from jobkit.errors import JobKilled as JobKilled
 from jobkit.errors import JobkitError as JobkitError
+from jobkit.errors import NotRecordingError as NotRecordingError
 from jobkit.errors import NotReplicatedError as NotReplicatedError
 from jobkit.errors import PayloadError as PayloadError
 from jobkit.errors import SerializationError as SerializationError
@@ -50,6 +51,7 @@ __all__ = [
     "Job",
     "JobClassError",
     "JobKilled",
+    "NotRecordingError",
     "NotReplicatedError",
     "JobkitError",
     "Locator",

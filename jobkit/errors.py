@@ -8,6 +8,7 @@
     ├── ConfigError             settings that cannot work
     ├── JobKilled               the process running a job was killed (time limit, OOM, signal)
     ├── NotReplicatedError      an enqueue not confirmed by `wait_for_replicas` replicas in time
+    ├── NotRecordingError       a test helper used where no adapter records jobs
     └── Abort                   raised by a before_* callback to halt the chain
 
 The mailer's errors (jobkit.mailer.errors) are JobkitErrors too. Every one survives pickling.
@@ -24,6 +25,7 @@ __all__ = [
     "JobClassError",
     "JobKilled",
     "JobkitError",
+    "NotRecordingError",
     "NotReplicatedError",
     "PayloadError",
     "SerializationError",
@@ -61,6 +63,12 @@ def _rebuild(cls: type[JobkitError], args: tuple[Any, ...], kwargs: dict[str, An
 class NotReplicatedError(JobkitError):
     """An enqueue reached the Redis master but fewer replicas than `wait_for_replicas`
     confirmed it in time: a failover may lose it, so it is not reported as enqueued."""
+
+
+class NotRecordingError(JobkitError, RuntimeError, AttributeError):
+    """`MyJob.jobs`, `drain` or a `jobkit.testing` helper used while the adapter in force does
+    not record jobs. An AttributeError too, so `hasattr(MyJob, "jobs")`, `inspect` and
+    `unittest.mock.create_autospec` treat `jobs` as absent outside tests."""
 
 
 class SerializationError(JobkitError, TypeError):

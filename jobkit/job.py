@@ -115,7 +115,7 @@ class Job:
     (a typo would be ignored otherwise); declare your own with an annotation.
     """
 
-    queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
+    queue_as: str | Callable[[Any], str] = DEFAULT_QUEUE  # a method `def queue_as(self)` too
     priority: int | None = None
     #: Retries after the first failure before the dead set; None: the `max_retries` setting.
     max_retries: ClassVar[int | None] = None
@@ -137,10 +137,21 @@ class Job:
         if cls.max_retries is not None and (type(cls.max_retries) is not int
                                             or cls.max_retries < 0):
             raise JobClassError(f"{cls.__qualname__}.max_retries must be a whole number >= 0")
+        if type(cls.dead) is not bool:
+            raise JobClassError(f"{cls.__qualname__}.dead must be True or False, "
+                                f"not {cls.dead!r}")
+        if type(cls.backtrace) is not int or cls.backtrace < 0:
+            raise JobClassError(f"{cls.__qualname__}.backtrace must be a whole number of "
+                                f"lines >= 0, not {cls.backtrace!r}")
         cls._callbacks = callbacks.collect(cls)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.arguments: list[Any] = list(args)
+    def __init__(self: _Performs[P, Any, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """A job with the arguments `perform` will get (checked at enqueue and, by a type
+        checker, here)."""
+        cast(Job, self)._setup(list(args), kwargs)
+
+    def _setup(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.arguments: list[Any] = args
         self.kwargs: dict[str, Any] = kwargs
         self.job_id: str = str(uuid.uuid4())
         self.provider_job_id: str | None = None
@@ -156,7 +167,7 @@ class Job:
 
     # -- in tests (the `test` adapter, fake and inline modes: see jobkit.testing) ------------
 
-    jobs = _RecordedJobs()
+    jobs: ClassVar[_RecordedJobs] = _RecordedJobs()
 
     @classmethod
     def drain(cls) -> int:
@@ -188,27 +199,29 @@ class Job:
     # -- enqueueing ---------------------------------------------------------------------------
 
     @classmethod
-    def perform_later(cls: type[_Performs[P, Any, J]], *args: P.args, **kwargs: P.kwargs) -> J:
+    def perform_later(cls: type[_Performs[P, Any, J]], /, *args: P.args, **kwargs: P.kwargs
+                      ) -> J:
         """Enqueue a job with these arguments; returns the job (see `successfully_enqueued`)."""
         return cls(*args, **kwargs).enqueue()
 
-    set = _Set()
+    set: ClassVar[_Set] = _Set()
     set.__doc__ = """Enqueue options: ``MyJob.set(wait=300, queue="low").perform_later(1)``
     on the class; on a job (e.g. for `perform_all_later`), ``MyJob(1).set(queue="low")``."""
 
     @classmethod
-    def perform_async(cls: type[_Performs[P, Any, J]], *args: P.args, **kwargs: P.kwargs) -> J:
+    def perform_async(cls: type[_Performs[P, Any, J]], /, *args: P.args, **kwargs: P.kwargs
+                      ) -> J:
         """Sidekiq's name for `perform_later`."""
         return cls(*args, **kwargs).enqueue()
 
     @classmethod
-    def perform_in(cls: type[_Performs[P, Any, J]], interval: Seconds, *args: P.args,
+    def perform_in(cls: type[_Performs[P, Any, J]], interval: Seconds, /, *args: P.args,
                    **kwargs: P.kwargs) -> J:
         """Sidekiq: run after `interval` (seconds or timedelta)."""
         return cls(*args, **kwargs).enqueue(wait=interval)
 
     @classmethod
-    def perform_at(cls: type[_Performs[P, Any, J]], when: When, *args: P.args,
+    def perform_at(cls: type[_Performs[P, Any, J]], when: When, /, *args: P.args,
                    **kwargs: P.kwargs) -> J:
         """Sidekiq: run at `when` (an aware datetime or Unix seconds)."""
         return cls(*args, **kwargs).enqueue(wait_until=when)
@@ -315,13 +328,13 @@ class Job:
         return result
 
     @classmethod
-    def _perform_new(cls, *args: Any, **kwargs: Any) -> Any:
+    def _perform_new(cls, /, *args: Any, **kwargs: Any) -> Any:
         job = cls(*args, **kwargs)
         job.check_arguments()
         job.queue_name = job._queue_from_class()
         return job._perform_this()
 
-    perform_now = _PerformNow()
+    perform_now: ClassVar[_PerformNow] = _PerformNow()
 
 
 class ConfiguredJob(Generic[P, R, J]):
@@ -335,14 +348,14 @@ class ConfiguredJob(Generic[P, R, J]):
         self.options: dict[str, Any] = dict(wait=wait, wait_until=wait_until, queue=queue,
                                             priority=priority)
 
-    def perform_later(self, *args: P.args, **kwargs: P.kwargs) -> J:
+    def perform_later(self, /, *args: P.args, **kwargs: P.kwargs) -> J:
         return self.job_class(*args, **kwargs).enqueue(**self.options)
 
-    def perform_async(self, *args: P.args, **kwargs: P.kwargs) -> J:
+    def perform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> J:
         """Sidekiq's name for `perform_later`."""
         return self.perform_later(*args, **kwargs)
 
-    def perform_now(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def perform_now(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run now, in this process, on the bound queue and priority (a delay is ignored)."""
         job = self.job_class(*args, **kwargs)
         job._prepare(queue=self.options["queue"], priority=self.options["priority"])

@@ -2,15 +2,18 @@
 
 ``queue = "low"`` or ``max_retires = 1`` would otherwise be ignored without a word, and the job
 would run on `default` with the default retries. As Dramatiq checks its actors' options, a
-class is checked when it is defined: a public, lower-case attribute holding data (or a lambda)
-must be an option some base class already has, or be declared by the class itself with an
-annotation (``tenant: ClassVar[str] = "acme"``). Methods, properties and other descriptors,
-nested classes, UPPER_CASE constants and ``_private`` names are never options.
+class is checked when it is defined: a public attribute holding data (or a lambda), unless its
+name is in UPPER_CASE, must be an option some base class already has or declares, or be
+declared by the class itself with an annotation (``tenant: ClassVar[str] = "acme"``). Methods,
+properties and other descriptors, other callables, nested classes, UPPER_CASE constants and
+``_private`` names are not options; but data cannot replace an inherited method
+(``retry_in = 30``), and an option cannot hide in UPPER_CASE (``MAX_RETRIES = 3``).
 """
 
 from __future__ import annotations
 
 import difflib
+import sys
 import types
 from typing import Any
 
@@ -22,46 +25,89 @@ __all__ = ["check_class_options"]
 _FAMILIAR_NAMES = {
     "queue": "queue_as",
     "queue_name": "queue_as",
+    "queue_with_priority": "priority",
     "retry": "max_retries",
     "retries": "max_retries",
     "max_attempts": "max_retries",
     "attempts": "max_retries",
     "sidekiq_options": "the options queue_as, max_retries, dead, backtrace",
     "retry_backoff": "the retry_in method or @retry_on",
+    "retry_jitter": "@retry_on(..., jitter=)",
     "default_retry_delay": "the retry_in method or @retry_on",
+    "acks_late": "nothing: jobkit always acknowledges after the job ran",
 }
+_NOT_LISTED = frozenset({"failure_rules"})  # set by @retry_on / @discard_on, not by hand
+_SHOWN_CHARS = 60
 
 
 def check_class_options(cls: type) -> None:
     """JobClassError naming the first attribute of `cls` that looks like an option none of
-    its bases has and that it does not declare with an annotation."""
-    inherited = {name for base in cls.__mro__[1:] for name in vars(base)}
-    declared = set(vars(cls).get("__annotations__", {}))
+    its bases has or declares and that it does not declare with an annotation."""
+    bases = cls.__mro__[1:]
+    inherited = {name for base in bases for name in [*vars(base), *annotated_names(base)]}
+    declared = annotated_names(cls)
+    options = sorted(_options(bases))
     for name, value in vars(cls).items():
-        if name in inherited or name in declared or not _looks_like_option(name, value):
-            continue
-        options = sorted(_options(cls.__mro__[1:]))
-        raise JobClassError(
-            f"{cls.__qualname__}.{name} = {value!r} is not a job option{_hint(name, options)}. "
-            f"The options: {', '.join(options)}. For a class attribute of your own, declare it "
-            f"with an annotation (`{name}: ClassVar[...] = ...`), or name it in UPPER_CASE or "
-            "with a leading underscore.")
+        problem = _problem(name, value, inherited, declared, options, bases)
+        if problem:
+            shown = repr(value)
+            if len(shown) > _SHOWN_CHARS:
+                shown = shown[:_SHOWN_CHARS] + "..."
+            raise JobClassError(
+                f"{cls.__qualname__}.{name} = {shown} {problem}. The options: "
+                f"{', '.join(o for o in options if o not in _NOT_LISTED)}. For a class "
+                f"attribute of your own, declare it with an annotation (`{name}: ClassVar[...] "
+                "= ...`), or name it in UPPER_CASE or with a leading underscore.")
 
 
-def _looks_like_option(name: str, value: Any) -> bool:
-    if name.startswith("_") or name.upper() == name:
-        return False
+def _problem(name: str, value: Any, inherited: set[str], declared: set[str],
+             options: list[str], bases: tuple[type, ...]) -> str | None:
+    """Why `name = value` cannot stand, or None."""
+    if name.startswith("_") or name in declared:
+        return None
+    if name.upper() == name:
+        lower = name.lower()
+        return f"is the option {lower} in capitals" if lower in options else None
+    if name in inherited:
+        replaced = next((vars(b)[name] for b in bases if name in vars(b)), None)
+        if _is_method(replaced) and not callable(value) \
+                and not hasattr(type(value), "__get__"):
+            return "replaces a method of the same name with data"
+        return None
+    if not _looks_like_option(value):
+        return None
+    return f"is not a job option{_hint(name, options)}"
+
+
+def annotated_names(cls: type) -> set[str]:
+    """The names `cls` itself annotates, without evaluating the annotations (on Python 3.14,
+    lazily evaluated annotations are not in the class's __dict__)."""
+    if sys.version_info >= (3, 14):
+        import annotationlib  # Python 3.14+
+
+        return set(annotationlib.get_annotations(cls, format=annotationlib.Format.FORWARDREF))
+    return set(vars(cls).get("__annotations__", {}))
+
+
+def _looks_like_option(value: Any) -> bool:
     if isinstance(value, types.FunctionType):
         return value.__name__ == "<lambda>"  # `queue_as = lambda job: ...` is an option
-    return not (isinstance(value, type) or hasattr(type(value), "__get__"))
+    return not (callable(value) or hasattr(type(value), "__get__"))
+
+
+def _is_method(value: Any) -> bool:
+    return isinstance(value, types.FunctionType | classmethod | staticmethod) \
+        and getattr(value, "__name__", "") != "<lambda>"
 
 
 def _options(bases: tuple[type, ...]) -> set[str]:
     """The option names the bases define or declare (what a subclass may set)."""
     names: set[str] = set()
     for base in bases:
-        names.update(n for n, v in vars(base).items() if _looks_like_option(n, v))
-        names.update(n for n in vars(base).get("__annotations__", {}) if not n.startswith("_"))
+        names.update(n for n, v in vars(base).items()
+                     if not n.startswith("_") and n.upper() != n and _looks_like_option(v))
+        names.update(n for n in annotated_names(base) if not n.startswith("_")
+                     and (n not in vars(base) or _looks_like_option(vars(base)[n])))
     return names
 
 

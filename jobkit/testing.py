@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from jobkit import adapters
 from jobkit.adapters.base import Adapter
@@ -38,9 +38,6 @@ from jobkit.arguments import serialize_value
 from jobkit.config import Settings, current_settings, use_settings
 from jobkit.imports import class_path
 from jobkit.job import Job
-
-if TYPE_CHECKING:
-    from jobkit.mailer.base import MessageDelivery
 
 __all__ = [
     "EnqueuedJob",
@@ -231,20 +228,27 @@ def assert_enqueued_jobs(n: int, job: JobFilter = None, queue: str | None = None
     """Jobs enqueued (performed ones included): as a call, so far; as ``with``, by the block."""
     adapter = _recorder()
     return _count_assertion(_Counting(
-        lambda: len([r for r in [*adapter.enqueued, *adapter.performed]
-                     if r.matches(job, queue)]),
+        lambda: _enqueued_count(adapter, job, queue),
         n, f"enqueued job(s){_which(job, queue)}",
         lambda: _listing(adapter.enqueued, "enqueued")), _used_as_context_manager())
 
 
 def assert_no_enqueued_jobs(job: JobFilter = None, queue: str | None = None
                             ) -> AbstractContextManager[None]:
-    """No job waiting to be performed: as a call, now; as ``with``, none added by the block."""
+    """As a call: no job is waiting to be performed. As ``with``: the block enqueued none
+    (whether or not it was performed since)."""
     adapter = _recorder()
-    return _count_assertion(_Counting(
-        lambda: len(adapter.jobs(job, queue)),
-        0, f"enqueued job(s){_which(job, queue)}",
-        lambda: _listing(adapter.enqueued, "enqueued")), _used_as_context_manager())
+    what = f"enqueued job(s){_which(job, queue)}"
+    shown = lambda: _listing(adapter.enqueued, "enqueued")  # noqa: E731
+    if _used_as_context_manager():
+        return _Counting(lambda: _enqueued_count(adapter, job, queue), 0, what, shown)
+    _check_count(len(adapter.jobs(job, queue)), 0, what, shown)
+    return nullcontext()
+
+
+def _enqueued_count(adapter: TestAdapter, job: JobFilter, queue: str | None) -> int:
+    """Jobs enqueued so far, performed or not."""
+    return len([r for r in [*adapter.enqueued, *adapter.performed] if r.matches(job, queue)])
 
 
 class _CountingPerformed(_Counting):
@@ -289,6 +293,8 @@ def _wire(value: Any) -> Any:
 def _with(records: list[EnqueuedJob], label: str, job: JobFilter, args: Sequence[Any] | None,
           kwargs: Mapping[str, Any] | None, queue: str | None, at: datetime | float | None,
           priority: int | None) -> EnqueuedJob:
+    if isinstance(args, str | bytes):
+        raise TypeError(f"args is the list of positional arguments, not {args!r}")
     wanted_at = at.timestamp() if isinstance(at, datetime) else at
     for record in records:
         if not record.matches(job, queue):
@@ -372,7 +378,7 @@ def assert_no_emails() -> AbstractContextManager[None]:
                                             _mail_listing), _used_as_context_manager())
 
 
-def assert_enqueued_email_with(action: Callable[..., MessageDelivery],
+def assert_enqueued_email_with(action: Callable[..., Any],
                                args: Sequence[Any] | None = None,
                                params: Mapping[str, Any] | None = None) -> EnqueuedJob:
     """A recorded MailDeliveryJob for an action such as `UserMailer.welcome` (taken from the

@@ -323,3 +323,68 @@ def test_methods_constants_private_and_declared_attributes_are_not_options() -> 
     assert OtherTenantJob.perform_now() == "globex"
     with pytest.raises(JobClassError, match="did you mean tenant"):
         type("TypoTenantJob", (TenantJob,), {"tenants": "x"})
+
+
+def test_an_annotation_without_a_value_declares_an_attribute_for_subclasses() -> None:
+    from typing import ClassVar
+
+    class DeclaringJob(Job):
+        tenant: ClassVar[str]
+
+        def perform(self) -> str:
+            return self.tenant
+
+    class AcmeJob(DeclaringJob):
+        tenant = "acme"
+
+    assert AcmeJob.perform_now() == "acme"
+
+
+@pytest.mark.parametrize(("attributes", "problem"), [
+    ({"retry_in": 30}, "replaces a method of the same name with data"),
+    ({"perform": None}, "replaces a method of the same name with data"),
+    ({"MAX_RETRIES": 3}, "is the option max_retries in capitals"),
+    ({"dead": "no"}, "dead must be True or False"),
+    ({"backtrace": "all"}, "backtrace must be a whole number of lines >= 0"),
+    ({"backtrace": -1}, "backtrace must be a whole number of lines >= 0"),
+])
+def test_options_that_cannot_work_are_refused(attributes: dict, problem: str) -> None:
+    with pytest.raises(JobClassError, match=problem):
+        type("BadJob", (Job,), {"perform": lambda self: None, **attributes})
+
+
+def test_callables_that_are_not_lambdas_are_not_options() -> None:
+    import functools
+
+    class HelperJob(Job):
+        measure = len
+        double = functools.partial(lambda factor, x: factor * x, 2)
+
+        def perform(self, text: str) -> int:
+            return self.double(self.measure(text))
+
+    assert HelperJob.perform_now("abc") == 6
+
+
+def test_perform_parameters_may_share_names_with_the_enqueue_methods(
+        recorded: TestAdapter) -> None:
+    class NamesJob(Job):
+        def perform(self, cls: str, interval: int = 0, when: str = "") -> str:
+            return f"{cls}{interval}{when}"
+
+    assert NamesJob.perform_now(cls="a", interval=1, when="b") == "a1b"
+    NamesJob.perform_later(cls="x")
+    NamesJob.perform_in(5, cls="y", interval=2)
+    NamesJob.set(queue="default").perform_later(cls="z")
+    assert [r.kwargs for r in recorded.enqueued] == [
+        {"cls": "x"}, {"cls": "y", "interval": 2}, {"cls": "z"}]
+
+
+def test_jobs_is_absent_outside_a_recording_adapter() -> None:
+    previous = jobkit.use_adapter("inline")
+    try:
+        assert not hasattr(AddJob, "jobs")
+        with pytest.raises(jobkit.NotRecordingError, match="not recorded with the 'inline'"):
+            AddJob.drain()
+    finally:
+        jobkit.use_adapter(previous)

@@ -21,6 +21,7 @@ PUBLIC = [
     "JobKilled",
     "JobkitError",
     "Locator",
+    "NotRecordingError",
     "NotReplicatedError",
     "PayloadError",
     "SQLAlchemyLocator",

@@ -251,3 +251,22 @@ def test_an_unconsumed_queue_is_warned_about_once_per_queue(r, caplog) -> None:
     warnings = [m for m in caplog.messages if "which no configured worker consumes" in m]
     assert [w.split("'")[1] for w in warnings] == [nobody, no_one]
     assert r.llen(nobody) == 301
+
+
+def test_assert_no_enqueued_jobs_block_counts_what_the_block_enqueued(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    with testing.assert_no_enqueued_jobs():
+        testing.drain_all()  # performing what was there is not enqueueing
+    with pytest.raises(AssertionError, match=r"expected 0 enqueued job\(s\), got 1"), \
+            testing.assert_no_enqueued_jobs():
+        TaskLoggerJob.perform_later(2)
+        testing.drain_all()
+
+
+def test_delays_count_from_the_advanced_clock_and_run_soonest_first(jobkit_fake) -> None:
+    testing.advance(3600)
+    TaskLoggerJob.set(wait=600).perform_later(1)
+    TaskLoggerJob.set(wait=60).perform_later(2)
+    assert testing.advance(1) == 0  # 600 s and 60 s from now on the test clock
+    assert testing.advance(600) == 2
+    assert [r.args for r in testing.performed()] == [[2], [1]]  # soonest first

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from jobkit.errors import NotRecordingError
+
 if TYPE_CHECKING:
     from jobkit.adapters.test import TestAdapter
     from jobkit.job import Job
@@ -27,6 +29,6 @@ class Adapter:
     def recorder(self) -> TestAdapter:
         """The adapter that records jobs for tests (`MyJob.jobs`, `jobkit.testing`); only the
         `test` adapter is one, so any other says how to get it."""
-        raise RuntimeError(
+        raise NotRecordingError(
             f"jobs are not recorded with the {self.name!r} adapter: use "
             "`with jobkit.testing.fake():`, the jobkit_fake fixture, or the `test` adapter")

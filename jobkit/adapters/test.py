@@ -25,6 +25,9 @@ class EnqueuedJob:
     """A recorded job: its payload exactly as a worker would receive it, readable in tests."""
 
     payload: dict[str, Any]
+    #: How far `jobkit.testing.advance` had moved time when the job was recorded: a delay
+    #: counts from that moment, as it would had the time really passed.
+    clock_offset: float = field(default=0.0, repr=False, compare=False)
 
     @property
     def job_class(self) -> str:
@@ -47,6 +50,11 @@ class EnqueuedJob:
     def at(self) -> float | None:
         """When the job is due (Unix seconds), or None to run now."""
         return self.payload["scheduled_at"]
+
+    @property
+    def due(self) -> float:
+        """When the job is due on the test clock (Unix seconds; 0 for "now")."""
+        return 0.0 if self.at is None else self.at + self.clock_offset
 
     @property
     def args(self) -> list[Any]:
@@ -87,7 +95,7 @@ class TestAdapter(Adapter):
     clock_offset: float = 0.0
 
     def enqueue(self, job: Job) -> None:
-        record = EnqueuedJob(wire_copy(job))
+        record = EnqueuedJob(wire_copy(job), clock_offset=self.clock_offset)
         if self.perform_at_enqueue:
             self.perform(record)
         else:
@@ -112,11 +120,13 @@ class TestAdapter(Adapter):
 
     def drain(self, job: type[Job] | str | None = None, until: float | None = None) -> int:
         """Perform recorded jobs, and the jobs they enqueue, until none is left; returns how
-        many. `until` (Unix seconds) leaves jobs due after it recorded."""
+        many. With `until` (Unix seconds on the test clock), only jobs due by then run,
+        soonest first; the others stay recorded."""
         count = 0
         while ready := [r for r in self.enqueued if r.matches(job)
-                        and (until is None or (r.at or 0) <= until)]:
-            self.enqueued.remove(ready[0])
-            self.perform(ready[0])
+                        and (until is None or r.due <= until)]:
+            record = ready[0] if until is None else min(ready, key=lambda r: r.due)
+            self.enqueued.remove(record)
+            self.perform(record)
             count += 1
         return count

@@ -3,7 +3,7 @@ this file and expects an error on exactly the lines with an "error:" comment. Ne
 
 from __future__ import annotations
 
-from jobkit import testing
+from jobkit import perform_all_later, testing
 from tests.typing.sample_jobs import ImportJob
 
 ImportJob.perform_later("1")  # error: account_id is an int
@@ -17,3 +17,5 @@ ImportJob.perform_now(1).upper()  # error: perform returns an int
 print(ImportJob.jobs[0].job_klass)  # error: no such attribute
 testing.assert_enqueued_with(job=ImportJob, args=1)  # error: args is a sequence
 testing.assert_enqueued_jobs("2")  # error: a count
+ImportJob("1")  # error: a job is built with perform's arguments
+perform_all_later([ImportJob(1, 2)])  # error: too many positional arguments
