@@ -76,15 +76,16 @@ class JobkitWorker:
         jobs are not waited for: move them with `jobkit_advance`)."""
         def quiet() -> bool:
             busy = any(queue.size() for queue in api.queues(self.client))
-            return not busy and workers_idle(self.client)
+            return not busy and worker_idle(self.client, self.process)
 
         wait_until(quiet, timeout=timeout, what="the worker to go idle")
 
 
-def workers_idle(client: redis.Redis) -> bool:
-    """No live worker holds a job (running or prefetched), nor has one waiting in a queue it
-    fetches from."""
-    return not any(_has_work(client, process) for process in api.processes(client))
+def worker_idle(client: redis.Redis, worker: WorkerProcess) -> bool:
+    """The worker holds no job (running or prefetched) and none waits in a queue it fetches
+    from, as its heartbeat says. Found by PID, since a test may leave heartbeats of its own."""
+    return not any(_has_work(client, process) for process in api.processes(client)
+                   if process.pid == worker.proc.pid)
 
 
 def _has_work(client: redis.Redis, process: api.Process) -> bool:
@@ -92,12 +93,20 @@ def _has_work(client: redis.Redis, process: api.Process) -> bool:
     return bool(process.in_flight) or any(q.size() and not q.paused() for q in fetched)
 
 
-def flush_when_idle(client: redis.Redis, timeout: float = 30.0) -> None:
-    """Empty the database once the workers are idle: a job still running would otherwise write
-    its results, retry or dead-set entry into the next test's empty database."""
-    wait_until(lambda: workers_idle(client), timeout=timeout,
-               what="the workers to finish the previous test's jobs")
-    client.flushdb()
+def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float = 30.0
+                    ) -> None:
+    """Empty the database, once `worker` is idle: a job still running would otherwise write
+    its results, retry or dead-set entry into the next test's empty database. (Its own client
+    replies in bytes: a test may leave keys and members that are not UTF-8.)"""
+    with redis.Redis.from_url(redis_url) as client:
+        if worker is not None:
+            wait_until(lambda: worker_idle(client, worker), timeout=timeout,
+                       what="the worker to finish the previous test's jobs")
+        client.flushdb()
+
+
+# The session's worker, from the first test that asks for it to the end of the session.
+SESSION_WORKER = pytest.StashKey[WorkerProcess]()
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +132,9 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
     process = WorkerProcess(_jobkit_redis_server.url, "-c", "2", cwd=request.config.rootpath,
                             env=jobkit_worker_env,
                             log=tmp_path_factory.mktemp("jobkit_worker") / "worker.log")
+    request.config.stash[SESSION_WORKER] = process
     yield process
+    del request.config.stash[SESSION_WORKER]
     process.stop()
 
 
@@ -131,7 +142,7 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
 def jobkit_worker(_jobkit_redis_server: RedisServer, _jobkit_worker_process: WorkerProcess,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitWorker]:
     url = _jobkit_redis_server.url
-    flush_when_idle(_jobkit_redis_server.client)
+    flush_when_idle(url, _jobkit_worker_process)
     monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()
     configure(redis_url=url, adapter="celery")

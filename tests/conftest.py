@@ -21,7 +21,7 @@ import redis
 from aiosmtpd.controller import Controller
 
 import jobkit
-from jobkit.pytest_plugin import flush_when_idle
+from jobkit.pytest_plugin import SESSION_WORKER, flush_when_idle
 from jobkit.testing_services import RedisServer, WorkerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +48,11 @@ def redis_server(_jobkit_redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def r(redis_server: str) -> Iterator[redis.Redis]:
-    """A client on the private server, emptied before each test once the session worker has
-    finished the previous test's jobs."""
+def r(redis_server: str, pytestconfig: pytest.Config) -> Iterator[redis.Redis]:
+    """A client on the private server, emptied before each test once the session worker (if
+    started) has finished the previous test's jobs."""
+    flush_when_idle(redis_server, pytestconfig.stash.get(SESSION_WORKER, None))
     client = redis.Redis.from_url(redis_server, decode_responses=True)
-    flush_when_idle(client)
     jobkit.use_adapter(None)
     jobkit.configure()
     yield client

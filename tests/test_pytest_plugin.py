@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
+
+from jobkit.pytest_plugin import flush_when_idle
+from tests.conftest import Worker, wait_for
+from tests.jobs import RESULTS, SleepJob
 
 pytest_plugins = ["pytester"]
 
@@ -41,3 +46,13 @@ def test_a_worker_that_fails_to_start_leaves_no_redis_server(pytester: pytest.Py
                                  "*JOBKIT_POLL_INTERVAL: 'soon' is not valid*"])
     pid = int((pytester.path / "redis.pid").read_text())
     assert not running(pid), f"redis-server {pid} outlived the test run"
+
+
+def test_the_flush_between_tests_waits_for_the_running_job(r: redis.Redis, redis_server: str,
+                                                           worker: Worker) -> None:
+    job = SleepJob.perform_later("slow", 1)
+    wait_for(lambda: r.llen(RESULTS) == 1, what="the job to start")
+    flush_when_idle(redis_server, worker)
+    wait_for(lambda: f"SleepJob[{job.provider_job_id}] succeeded" in worker.output(),
+             what="the job to succeed")
+    assert r.llen(RESULTS) == 0, "the job wrote into the flushed database"
