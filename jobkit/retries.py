@@ -8,12 +8,14 @@ Job does: a subclass's rules before its parent's, a later decorator before an ea
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from jobkit.config import current_settings
+from jobkit.config_values import MAX_SECONDS
 
 if TYPE_CHECKING:
     from jobkit.job import Job
@@ -67,12 +69,13 @@ class RetryOn:
             raise ValueError(f"retry_on: attempts must be a whole number >= 1, got "
                              f"{self.attempts!r}")
         if not (callable(self.wait) or self.wait in (POLYNOMIALLY_LONGER, SIDEKIQ_BACKOFF)
-                or (isinstance(self.wait, int | float) and self.wait >= 0)):
+                or _is_seconds(self.wait)):
             raise ValueError(f"retry_on: wait must be seconds, a callable of the attempt "
-                             f"number, {POLYNOMIALLY_LONGER!r} or {SIDEKIQ_BACKOFF!r}; "
-                             f"got {self.wait!r}")
-        if not (isinstance(self.jitter, int | float) and self.jitter >= 0):
-            raise ValueError(f"retry_on: jitter must be a number >= 0, got {self.jitter!r}")
+                             f"number, {POLYNOMIALLY_LONGER!r} or {SIDEKIQ_BACKOFF!r} "
+                             f"(seconds: from 0 to {MAX_SECONDS}); got {self.wait!r}")
+        if not _is_seconds(self.jitter):
+            raise ValueError(f"retry_on: jitter must be a finite number >= 0, got "
+                             f"{self.jitter!r}")
 
     def delay(self, executions: int) -> float:
         if self.wait == POLYNOMIALLY_LONGER:
@@ -137,7 +140,7 @@ def decide(job: Job, error: BaseException) -> Decision:
             if isinstance(rule, DiscardOn):
                 return Decision("discard", reason="discard_on")
             if job.executions < rule.attempts:
-                return Decision("retry", rule.delay(job.executions))
+                return _retry(rule.delay(job.executions), "retry_on's wait")
             return Decision("dead", reason=f"retry_on: {rule.attempts} attempts exhausted")
     retry_count = job.executions - 1  # retries already made
     max_retries = _max_retries(job)
@@ -148,10 +151,25 @@ def decide(job: Job, error: BaseException) -> Decision:
         return Decision("discard" if custom == "discard" else "dead", reason=f"retry_in: {custom}")
     if custom is None:
         return Decision("retry", sidekiq_backoff(retry_count))
-    if isinstance(custom, int | float) and not isinstance(custom, bool) and custom >= 0:
+    if _is_seconds(custom):
         return Decision("retry", float(custom))
-    return Decision("dead", reason=f"retry_in returned {custom!r}: want seconds, None, "
-                                   "'discard' or 'kill'")
+    return Decision("dead", reason=f"retry_in returned {custom!r}: want seconds (from 0 to "
+                                   f"{MAX_SECONDS}), None, 'discard' or 'kill'")
+
+
+def _is_seconds(value: object) -> bool:
+    """A delay a retry can wait: a finite number of seconds, 0 to MAX_SECONDS (no bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) and 0 <= value <= MAX_SECONDS
+
+
+def _retry(delay: float, source: str) -> Decision:
+    """Retry after `delay`; to the dead set, saying why, when it is no delay a retry can wait
+    (a callable `wait` returning inf would otherwise park the job forever)."""
+    if _is_seconds(delay):
+        return Decision("retry", float(delay))
+    return Decision("dead", reason=f"{source} gave {delay!r}: want seconds from 0 to "
+                                   f"{MAX_SECONDS}")
 
 
 def _max_retries(job: Job) -> int:

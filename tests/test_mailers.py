@@ -253,3 +253,13 @@ def test_a_delivery_job_naming_something_else_than_a_mailer_is_refused(path: str
     with pytest.raises(jobkit.mailer.MailerError, match=f"{path} is not a Mailer class"), \
             jobkit.testing.inline():
         MailDeliveryJob.perform_now(path, "welcome", [], {}, {})
+
+
+@pytest.mark.parametrize("url", ["smtp://ada:s3cret@mail.example:99999",
+                                 "smtp://ada:s3cret@mail.example:0", "http://mail.example"])
+def test_an_smtp_url_changed_after_load_is_checked_by_the_same_rule(url: str) -> None:
+    from jobkit.mailer.delivery import SmtpSettings
+
+    with pytest.raises(jobkit.ConfigError, match="port from 1 to 65535") as refused:
+        SmtpSettings.from_url(url)
+    assert "s3cret" not in str(refused.value)

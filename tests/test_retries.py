@@ -114,6 +114,22 @@ def test_retry_on_rules_newest_first_and_subclass_first() -> None:
     assert decide(_failed(Parent, 2), KeyError()).delay == 7
 
 
+def test_a_delay_no_retry_could_wait_sends_the_job_dead_saying_why() -> None:
+    @retry_on(KeyError, wait=lambda n: float("inf"))
+    class Forever(Job):
+        def retry_in(self, retry_count: int, error: BaseException) -> float:
+            return float("nan")
+
+        def perform(self) -> None:
+            pass
+
+    by_rule = decide(_failed(Forever, 1), KeyError())
+    assert (by_rule.action, by_rule.reason) == (
+        "dead", "retry_on's wait gave inf: want seconds from 0 to 1000000000")
+    by_hook = decide(_failed(Forever, 1), RuntimeError())
+    assert by_hook.action == "dead" and by_hook.reason.startswith("retry_in returned nan")
+
+
 def test_backoff_formulas() -> None:
     assert 15 <= sidekiq_backoff(0) <= 24
     assert 10000 + 15 <= sidekiq_backoff(10) <= 10000 + 15 + 9 * 11
@@ -124,7 +140,11 @@ def test_backoff_formulas() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"attempts": 0}, "attempts must be a whole number >= 1"),
     ({"wait": "soon"}, "wait must be seconds"),
-    ({"jitter": -1}, "jitter must be a number >= 0"),
+    ({"wait": float("inf")}, "wait must be seconds"),
+    ({"wait": 1e300}, "wait must be seconds"),
+    ({"wait": True}, "wait must be seconds"),
+    ({"jitter": -1}, "jitter must be a finite number >= 0"),
+    ({"jitter": float("inf")}, "jitter must be a finite number >= 0"),
 ])
 def test_retry_on_checks_its_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -25,14 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
 from jobkit.config import current_settings
+from jobkit.config_values import SMTP_URL_FORMS, valid_smtp_url
 from jobkit.errors import ConfigError
 from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
+from jobkit.masking import mask_url
 
 __all__ = [
     "DELIVERY_METHODS",
@@ -82,13 +84,13 @@ class SmtpSettings:
 
     @classmethod
     def from_url(cls, url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> SmtpSettings:
+        if not valid_smtp_url(url):  # the rule settings are loaded with (SMTP_URL may change)
+            raise ConfigError(f"smtp_url {mask_url(url)!r}: want {SMTP_URL_FORMS}")
         parts = urlsplit(url)
         tls = {"smtp": (False, None), "smtp+starttls": (False, True), "smtps": (True, False)}
-        if parts.scheme not in tls or not parts.hostname:
-            raise ConfigError(f"smtp_url {url!r}: want smtp://, smtp+starttls:// or smtps:// "
-                              "with a host")
         use_tls, start_tls = tls[parts.scheme]
-        return cls(parts.hostname, parts.port or (465 if use_tls else 25),
+        host = cast(str, parts.hostname)  # valid_smtp_url checked there is one
+        return cls(host, parts.port or (465 if use_tls else 25),
                    unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password else None,
                    use_tls, start_tls, timeout)
