@@ -27,7 +27,6 @@ __all__ = ["JOBKIT_COMMAND", "RedisServer", "SentinelSetup", "WorkerProcess", "f
 
 # The `jobkit` command run by this interpreter, wherever pip put the script (or none).
 JOBKIT_COMMAND = (sys.executable, "-m", "jobkit")
-JOBKIT = Path(sys.executable).with_name("jobkit")
 
 
 def free_port() -> int:

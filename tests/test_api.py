@@ -86,8 +86,9 @@ def test_cli_queues_scheduled_and_stats(r: redis.Redis) -> None:
 
 
 def test_celery_inspect_works_and_leaves_no_in_flight_keys(r: redis.Redis) -> None:
-    from jobkit.celery_app import app
+    from jobkit.celery_app import app, apply_settings
 
+    apply_settings(app, jobkit.config.current_settings())  # built at import, maybe before r
     wait_for(api.processes, what="the worker's heartbeat")
     replies = app.control.inspect(timeout=2).ping()
     assert replies and all(reply == {"ok": "pong"} for reply in replies.values())

@@ -27,7 +27,8 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_procfile_dev_runs_a_job_and_stops_cleanly(tmp_path: Path, monkeypatch) -> None:
+def test_procfile_dev_runs_a_job_and_stops_cleanly(tmp_path: Path, monkeypatch,
+                                                   sqlite_tables) -> None:
     redis_port, flower_port, web_port, smtp_port = (free_port() for _ in range(4))
     url = f"redis://127.0.0.1:{redis_port}/0"
     env = {**os.environ, "REDIS_URL": url, "DEV_REDIS_PORT": str(redis_port),

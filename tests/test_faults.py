@@ -23,7 +23,7 @@ from jobkit import keys
 from jobkit.celery_message import build_task_message
 from jobkit.config import current_settings, use_settings
 from jobkit.job_sets import DeadSet, RetrySet
-from jobkit.testing_services import JOBKIT, RedisServer, free_port, stop_process
+from jobkit.testing_services import JOBKIT_COMMAND, RedisServer, free_port, stop_process
 from jobkit.worker.recovery import hand_back, reap_dead_processes
 from tests.conftest import ROOT, start_worker, wait_for
 from tests.fault_jobs import DONE, STARTS, GilJob, KillableJob, MarkJob
@@ -296,7 +296,7 @@ def _answers(client: redis.Redis) -> bool:
 def test_redis_cluster_is_refused_with_one_line(cluster_node: int) -> None:
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{cluster_node}/0"}
     for command in (["worker", "-q", "faults"], ["config", "check"]):
-        result = subprocess.run([str(JOBKIT), *command], env=env, cwd=ROOT, capture_output=True,
+        result = subprocess.run([*JOBKIT_COMMAND, *command], env=env, cwd=ROOT, capture_output=True,
                                 text=True, timeout=60)
         assert result.returncode != 0, (command, result.stdout, result.stderr)
         assert "Redis Cluster is not supported" in result.stderr, (command, result.stderr)

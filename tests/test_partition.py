@@ -35,12 +35,11 @@ import pytest
 import redis
 
 from jobkit import keys
-from jobkit.testing_services import stop_process
+from jobkit.testing_services import JOBKIT_COMMAND, stop_process
 from tests.conftest import wait_for
 from tests.partition_jobs import runs
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBKIT = Path(sys.executable).with_name("jobkit")
 HOSTS = ("w1", "w2", "w3")
 QUEUE = "partition"
 REDIS_PORT = 6390
@@ -149,7 +148,7 @@ class Cluster:
         for host in starting:
             with self.logs[host].open("ab") as out:
                 self.workers[host] = subprocess.Popen(
-                    ["ip", "netns", "exec", self.ns[host], str(JOBKIT), "worker", "-l", "INFO",
+                    ["ip", "netns", "exec", self.ns[host], *JOBKIT_COMMAND, "worker", "-l", "INFO",
                      "-n", f"{host}@partition", "-c", "2", "-q", QUEUE, "--without-gossip",
                      "--without-mingle"],
                     cwd=ROOT, env=self.env(JK_PARTITION_HOST=host), stdout=out,

@@ -22,7 +22,7 @@ import redis
 
 import jobkit
 from jobkit.config import current_settings, use_settings
-from jobkit.testing_services import JOBKIT, SentinelSetup, WorkerProcess
+from jobkit.testing_services import JOBKIT_COMMAND, SentinelSetup, WorkerProcess
 from tests.conftest import ROOT, wait_for
 from tests.sentinel_jobs import DONE, RUNS, SentinelCountJob
 
@@ -167,12 +167,12 @@ def test_cli_and_status_through_sentinel(sentinel_setup: SentinelSetup,
     SentinelCountJob.perform_later(1)
     assert sentinel_setup.master().llen("default") == 1
     env = {**os.environ, "REDIS_URL": sentinel_setup.url, "REDIS_SENTINEL_MASTER": MASTER}
-    check = subprocess.run([str(JOBKIT), "config", "check"], env=env, cwd=ROOT,
+    check = subprocess.run([*JOBKIT_COMMAND, "config", "check"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     assert f"redis_url: {sentinel_setup.url}" in check.stdout
     assert f"sentinel_master: {MASTER}" in check.stdout
-    queues = subprocess.run([str(JOBKIT), "queues"], env=env, cwd=ROOT, capture_output=True,
+    queues = subprocess.run([*JOBKIT_COMMAND, "queues"], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=30)
     assert queues.returncode == 0, queues.stderr
     assert any(line.split()[:2] == ["default", "1"] for line in queues.stdout.splitlines())

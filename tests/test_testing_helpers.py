@@ -21,7 +21,7 @@ from tests.models import SqliteSession, User
 
 
 @pytest.fixture(autouse=True)
-def empty_logs(databases) -> Iterator[None]:
+def empty_logs(sqlite_tables) -> Iterator[None]:
     session = SqliteSession()
     session.query(Log).delete()
     session.commit()
