@@ -43,9 +43,14 @@ def main() -> None:
     """jobkit: background jobs on Celery + Redis, the Rails way."""
 
 
+# -C for every command that reads the settings file (worker, config check, web).
+config_file_option = click.option(
+    "-C", "--config", "config_path", type=click.Path(dir_okay=False),
+    help="YAML settings file (default: JOBKIT_CONFIG, then config/jobkit.yml).")
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML settings file (config/jobkit.yml).")
+@config_file_option
 @click.option("-e", "--environment", help="Section of the file to use (default: JOBKIT_ENV, "
               "APP_ENV, then development).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Processes or threads.")
@@ -90,8 +95,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML settings file (default: JOBKIT_CONFIG, then config/jobkit.yml).")
+@config_file_option
 @click.option("-e", "--environment", help="Environment section to resolve.")
 def config_check(config_path: str | None, environment: str | None) -> None:
     """Validate the settings and print them as resolved (secrets in URLs masked)."""
@@ -330,7 +334,7 @@ def mailcatcher(host: str, port: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
-@click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False))
+@config_file_option
 @click.option("-e", "--environment", help="Outside development, auth is required.")
 def web(host: str, port: int, config_path: str | None, environment: str | None) -> None:
     """Serve the web app (dashboard, sets, status.json, mail) with a small threaded server."""
