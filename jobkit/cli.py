@@ -15,7 +15,7 @@ from typing import Any
 import click
 import redis
 
-from jobkit.config import configure, default_config_path, load_settings
+from jobkit.config import configure, default_config_path, load_settings, machine_notes
 from jobkit.config_values import parse_queue
 from jobkit.errors import ConfigError
 from jobkit.job_sets import UnreadableEntryError
@@ -69,6 +69,8 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
         config_path, environment, concurrency=concurrency, pool=pool,
         queues=[parse_queue(q, "-q") for q in queues] or None,
     )
+    for note in (*settings.notes, *machine_notes(settings)):
+        click.echo(f"jobkit: note: {note}", err=True)
     sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
     for module in (*settings.require, *require):
         try:
@@ -109,7 +111,11 @@ def config_check(config_path: str | None, environment: str | None) -> None:
     click.echo(f"# {path or '(no file: defaults and environment)'}, "
                f"environment {settings.environment}: OK")
     click.echo(f"# redis: {redis_note}")
+    for note in (*settings.notes, *machine_notes(settings)):
+        click.echo(f"# note: {note}")
     for field in dataclasses.fields(settings):
+        if field.name == "notes":
+            continue
         value = getattr(settings, field.name)
         if field.name == "redis_url":
             value = mask_url(value)

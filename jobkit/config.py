@@ -89,6 +89,9 @@ class Settings:
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
     web: Mapping[str, Any] = field(default_factory=dict)
+    #: One line each on what the file holds that jobkit ignores (a copied sidekiq.yml's own
+    #: keys); `config check` prints them and a worker logs them.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def queue_names(self) -> list[str]:
@@ -112,7 +115,26 @@ ENV_OVERRIDES = {
 }
 ENVIRONMENT_VARIABLES = ("JOBKIT_ENV", "APP_ENV")  # choose the environment, in this order
 
-_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment"}
+_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment", "notes"}
+
+# Sidekiq's settings that mean nothing here: a copied sidekiq.yml keeps them, with a note each.
+SIDEKIQ_ONLY_KEYS = {
+    "verbose": "the worker's log level is its -l option",
+    "pidfile": "run the worker under a process manager (systemd, a Procfile)",
+    "logfile": "the worker logs to standard output",
+    "daemon": "run the worker under a process manager (systemd, a Procfile)",
+    "tag": "the worker's name is its -n option",
+    "labels": "the worker's name is its -n option",
+    "index": "the worker's name is its -n option",
+    "strict": "the order is queue_order: strict or weighted",
+    "environment": "the environment is -e, JOBKIT_ENV or APP_ENV",
+    "lifecycle_events": "jobkit's signals are Celery's and jobkit's own",
+    "average_scheduled_poll_interval": "jobkit's is poll_interval",
+    "poll_interval_average": "jobkit's is poll_interval",
+    "dead_timeout_in_seconds": "jobkit's is dead_timeout",
+    "shutdown_timeout": "jobkit's is timeout",
+}
+PREFORK_PROCESSES_PER_CORE = 4  # beyond this, a Sidekiq-sized concurrency is worth a note
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -205,7 +227,8 @@ def _coerce(key: str, value: Any, where: str,
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
-    near = difflib.get_close_matches(key, sorted(_KEYS | set(ENVIRONMENT_NAMES)), n=1)
+    near = difflib.get_close_matches(
+        key, sorted(_KEYS | set(ENVIRONMENT_NAMES) | set(SIDEKIQ_ONLY_KEYS)), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     return ConfigError(f"{where}: unknown key{hint}")
 
@@ -268,17 +291,18 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
     def where(*keys: str) -> str:
         return f"{path}:{lines.get(keys, '?')}: {'.'.join(keys)}"
 
+    notes: list[str] = []
     for key, value in data.items():
         if key in ENVIRONMENT_NAMES:
             if not isinstance(value, dict | None):
                 raise ConfigError(f"{where(key)}: must be a mapping of settings")
             for inner in value or {}:
-                if inner not in _KEYS:
-                    raise _unknown_key(inner, where(key, inner))
-        elif key not in _KEYS:
-            raise _unknown_key(key, where(key))
-    chosen = {key: (key,) for key in data if key not in ENVIRONMENT_NAMES}
-    chosen.update({key: (environment, key) for key in data.get(environment) or {}})
+                _check_key(inner, where(key, inner), notes)
+        else:
+            _check_key(key, where(key), notes)
+    chosen = {key: (key,) for key in data if key in _KEYS}
+    chosen.update({key: (environment, key) for key in data.get(environment) or {}
+                   if key in _KEYS})
     values = {}
     for key, keys in chosen.items():
         raw = data[keys[0]] if len(keys) == 1 else data[environment][key]
@@ -286,7 +310,31 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
             values[key] = _read_section(data, keys, raw, where, environ)
         else:
             values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
+    values["notes"] = tuple(notes)
     return values
+
+
+def _check_key(key: str, where: str, notes: list[str]) -> None:
+    """A key of the file is a setting, or one of Sidekiq's (noted), or refused."""
+    if key in _KEYS:
+        return
+    if key in SIDEKIQ_ONLY_KEYS:
+        notes.append(f"{where}: Sidekiq's setting, ignored here: {SIDEKIQ_ONLY_KEYS[key]}")
+        return
+    raise _unknown_key(key, where)
+
+
+def machine_notes(settings: Settings, cores: int | None = None) -> list[str]:
+    """Notes on the settings for this machine: a concurrency copied from a sidekiq.yml (where
+    it counts threads) starts that many processes under prefork."""
+    cores = cores or os.cpu_count() or 1
+    if settings.pool == "prefork" and \
+            settings.concurrency > PREFORK_PROCESSES_PER_CORE * cores:
+        return [f"concurrency {settings.concurrency} starts {settings.concurrency} processes "
+                f"(pool prefork) on {cores} core(s). Sidekiq's concurrency counts threads: for "
+                "jobs that mostly wait (HTTP, mail, the database) use pool: threads (or -P "
+                "threads); for CPU-bound jobs, about one process per core"]
+    return []
 
 
 def _read_section(data: dict, keys: tuple[str, ...], raw: dict, where: Callable[..., str],

@@ -3,11 +3,12 @@ the line, never a traceback from the decoder, the parser or the stack.
 
     read_yaml(Path("config/jobkit.yml"))  -> (data, node)
 
-Refused: a file that cannot be read, is not UTF-8, is not YAML, or has ``!!python`` tags (the
-safe loader executes nothing); and, before anything is built, nesting deeper than
-MAX_YAML_DEPTH, more than MAX_YAML_VALUES values once aliases are expanded (a "billion laughs"
-bomb), or an alias inside the node it repeats (a recursive structure). Plain anchors and aliases
-(``<<: *defaults``) are welcome.
+ERB that reads the environment (as in a copied `config/sidekiq.yml`) is read as ``${VAR}``
+first (jobkit.erb). Refused: a file that cannot be read, is not UTF-8, holds other ERB, is not
+YAML, or has ``!!python`` tags (the safe loader executes nothing); and, before anything is
+built, nesting deeper than MAX_YAML_DEPTH, more than MAX_YAML_VALUES values once aliases are
+expanded (a "billion laughs" bomb), or an alias inside the node it repeats (a recursive
+structure). Plain anchors and aliases (``<<: *defaults``) are welcome.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from jobkit.erb import translate_erb
 from jobkit.errors import ConfigError
 
 __all__ = ["MAX_YAML_DEPTH", "MAX_YAML_VALUES", "read_yaml"]
@@ -39,6 +41,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte {exc.start} is 0x{raw[exc.start]:02x})"
                           "; save the file as UTF-8") from None
+    text = translate_erb(path, text)  # a copied sidekiq.yml reads the environment in ERB
     try:
         _check_shape(path, text)
         loader = yaml.SafeLoader(text)  # safe: no !!python tags, nothing executed

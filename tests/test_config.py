@@ -481,3 +481,70 @@ def test_config_check_and_the_worker_print_the_same_line(tmp_path: Path, name: s
     worker = CliRunner().invoke(main, ["worker", "-C", str(path)], env=env)
     assert worker.exit_code == 1
     assert f"Error: {tmp_path}/{message}" in worker.output
+
+
+# -- a copied sidekiq.yml: ERB and Sidekiq's own keys -------------------------------------------
+
+@pytest.mark.parametrize(("erb", "environ", "expected"), [
+    ("<%= ENV['SK_CONCURRENCY'] %>", {"SK_CONCURRENCY": "7"}, 7),
+    ('<%= ENV["SK_CONCURRENCY"] %>', {"SK_CONCURRENCY": "7"}, 7),
+    ("<%= ENV.fetch('SK_CONCURRENCY') %>", {"SK_CONCURRENCY": "7"}, 7),
+    ('<%= ENV.fetch("SK_CONCURRENCY", 10).to_i %>', {}, 10),
+    ('<%= ENV.fetch("SK_CONCURRENCY", 10).to_i %>', {"SK_CONCURRENCY": "3"}, 3),
+    ("<%= ENV.fetch('SK_CONCURRENCY') { 12 } %>", {}, 12),
+    ("<%= ENV.fetch('SK_CONCURRENCY', '4') %>", {}, 4),
+    ("<%= Integer(ENV.fetch('SK_CONCURRENCY', 2)) %>", {}, None),
+])
+def test_erb_that_reads_the_environment_is_read_as_interpolation(
+        tmp_path: Path, erb: str, environ: dict, expected: int | None) -> None:
+    path = write(tmp_path, f":concurrency: {erb}\n")
+    if expected is None:
+        with pytest.raises(ConfigError, match=r"jobkit.yml:1: ERB .* is not understood: jobkit "
+                           r"does not run Ruby.*\$\{X:-default\}"):
+            load_settings(path, environ=environ)
+    else:
+        assert load_settings(path, environ=environ).concurrency == expected
+
+
+def test_erb_as_a_queue_name_reads_the_variable_or_names_it(tmp_path: Path) -> None:
+    path = write(tmp_path, ":queues:\n  - default\n  - <%= ENV['SK_QUEUE'] %>\n")
+    assert load_settings(path, environ={"SK_QUEUE": "reports"}).queue_names == [
+        "default", "reports"]
+    with pytest.raises(ConfigError, match=r"jobkit.yml:1: queues: environment variable "
+                                          r"SK_QUEUE is not set"):
+        load_settings(path, environ={})
+
+
+def test_erb_statements_are_refused_with_their_line_and_comments_ignored(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, "<%# copied from sidekiq %>\n:concurrency: 2\n")
+    assert load_settings(path, environ={}).concurrency == 2
+    path = write(tmp_path, ":concurrency: 2\n<% workers = 5 %>\n:timeout: 8\n")
+    with pytest.raises(ConfigError, match=r"jobkit.yml:2: ERB '<% workers = 5 %>' is not "
+                                          "understood"):
+        load_settings(path, environ={})
+
+
+def test_sidekiq_only_keys_are_noted_not_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, ":verbose: false\n:pidfile: tmp/sidekiq.pid\n:concurrency: 2\n"
+                           "production:\n  :logfile: log/sidekiq.log\n")
+    settings = load_settings(path, environ={})
+    assert settings.concurrency == 2
+    assert [note.split(", ignored")[0] for note in settings.notes] == [
+        f"{path}:1: verbose: Sidekiq's setting", f"{path}:2: pidfile: Sidekiq's setting",
+        f"{path}:5: production.logfile: Sidekiq's setting"]
+    result = CliRunner().invoke(main, ["config", "check", "-C", str(path)])
+    assert f"# note: {path}:1: verbose: Sidekiq's setting, ignored here: the worker's log " \
+           "level is its -l option" in result.output
+    with pytest.raises(ConfigError, match=r"verbos: unknown key \(did you mean 'verbose'\?\)"):
+        load_settings(write(tmp_path, ":verbos: true\n"), environ={})
+
+
+def test_a_sidekiq_sized_concurrency_under_prefork_gets_a_note() -> None:
+    from jobkit.config import machine_notes
+
+    [note] = machine_notes(Settings(concurrency=25), cores=2)
+    assert note.startswith("concurrency 25 starts 25 processes (pool prefork) on 2 core(s)")
+    assert "use pool: threads" in note
+    assert machine_notes(Settings(concurrency=8), cores=2) == []
+    assert machine_notes(Settings(concurrency=25, pool="threads"), cores=2) == []
