@@ -79,7 +79,10 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
             raise click.ClickException(f"cannot import {module!r} (from -r / require): {exc}"
                                        ) from None
     from jobkit.celery_app import app, apply_settings
+    from jobkit.periodic import check_classes
     from jobkit.redis_client import get_redis, refuse_cluster
+
+    check_classes(settings.schedule)  # a ConfigError naming the entry (_Main.invoke)
 
     with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
         refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
@@ -104,6 +107,10 @@ def config_check(config_path: str | None, environment: str | None) -> None:
     path = config_path or default_config_path()
     try:
         settings = load_settings(path, environment)
+        sys.path.insert(0, os.getcwd())  # the app's job classes, as the worker finds them
+        from jobkit.periodic import check_classes
+
+        check_classes(settings.schedule)
     except ConfigError as exc:
         click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         sys.exit(1)
@@ -115,6 +122,11 @@ def config_check(config_path: str | None, environment: str | None) -> None:
         click.echo(f"# note: {note}")
     for field in dataclasses.fields(settings):
         if field.name == "notes":
+            continue
+        if field.name == "schedule":
+            for entry in settings.schedule:
+                click.echo(f"schedule: {entry.name}: {entry.schedule_text} -> "
+                           f"{entry.job_class}")
             continue
         value = getattr(settings, field.name)
         if field.name == "redis_url":
@@ -211,6 +223,48 @@ def processes_command() -> None:
                 click.echo(f"    (unreadable: {job.problem}) {_short(job.text)}")
             else:
                 click.echo(f"    {job.job_class} {job.job_id}")
+
+
+@main.group("periodic", invoke_without_command=True)
+@click.pass_context
+def periodic_command(ctx: click.Context) -> None:
+    """Periodic jobs: list them (next and last run, last job id), or pause, resume, run one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from jobkit import periodic
+
+    click.echo(f"{'name':<24} {'schedule':<28} {'state':<8} {'next run':<23} "
+               f"{'last run':<23} last job")
+    for state in periodic.states():
+        entry = state.entry
+        status = "paused" if state.paused else "active" if entry.enabled else "disabled"
+        last = _when(state.last_tick.timestamp()) if state.last_tick else "-"
+        click.echo(f"{entry.name:<24} {entry.schedule_text:<28} {status:<8} "
+                   f"{_when(state.next_tick.timestamp()):<23} {last:<23} "
+                   f"{state.last_job_id or '-'}")
+        click.echo(f"    {entry.job_class} args={list(entry.args)!r}"
+                   + (f" kwargs={dict(entry.kwargs)!r}" if entry.kwargs else "")
+                   + (f" queue={entry.queue}" if entry.queue else "")
+                   + (f"  # {entry.description}" if entry.description else ""))
+
+
+def _periodic_action(verb: str, help_text: str) -> None:
+    @periodic_command.command(verb, help=help_text)
+    @click.argument("name")
+    def action(name: str) -> None:
+        from jobkit import periodic
+
+        try:
+            done = getattr(periodic, "run_now" if verb == "run" else verb)(name)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from None
+        shown = f": job {done.job_id}" if verb == "run" else ""
+        click.echo(f"{name}: {'enqueued' if verb == 'run' else verb + 'd'}{shown}")
+
+
+_periodic_action("pause", "Enqueue no tick of NAME until resumed.")
+_periodic_action("resume", "Enqueue NAME's ticks again, from the next one.")
+_periodic_action("run", "Enqueue NAME's job now, outside its schedule.")
 
 
 def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.Group:

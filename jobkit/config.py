@@ -40,6 +40,7 @@ from jobkit.config_values import (
 )
 from jobkit.errors import ConfigError
 from jobkit.masking import mask_url
+from jobkit.periodic_entry import PeriodicEntry, parse_entries
 from jobkit.yaml_file import read_yaml
 
 __all__ = [
@@ -89,6 +90,9 @@ class Settings:
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
     web: Mapping[str, Any] = field(default_factory=dict)
+    #: Periodic jobs (jobkit.periodic), by name, from `schedule:` (or sidekiq-scheduler's
+    #: `scheduler: {schedule: ...}`); an environment's entries replace those of the same name.
+    schedule: tuple[PeriodicEntry, ...] = ()
     #: One line each on what the file holds that jobkit ignores (a copied sidekiq.yml's own
     #: keys); `config check` prints them and a worker logs them.
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -133,6 +137,13 @@ SIDEKIQ_ONLY_KEYS = {
     "poll_interval_average": "jobkit's is poll_interval",
     "dead_timeout_in_seconds": "jobkit's is dead_timeout",
     "shutdown_timeout": "jobkit's is timeout",
+    "retry": "jobkit's is max_retries",
+    "limits": "sidekiq-limit_fetch's queue limits",
+    "redis_host": "jobkit's Redis is redis_url or REDIS_URL",
+    "redis_port": "jobkit's Redis is redis_url or REDIS_URL",
+    "redis_database": "jobkit's Redis is redis_url or REDIS_URL",
+    "dynamic": "sidekiq-scheduler's; entries added at runtime always persist here",
+    "enabled": "sidekiq-scheduler's; every worker runs the schedule here",
 }
 PREFORK_PROCESSES_PER_CORE = 4  # beyond this, a Sidekiq-sized concurrency is worth a note
 
@@ -185,6 +196,7 @@ _VALIDATORS: dict[str, Validator] = {
         lambda v: v is None or (isinstance(v, str) and v.strip() == v and v),
         "the name of the master the sentinels watch (a non-empty string)"),
     "adapter": rule(lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
+    "schedule": parse_entries,
 }
 
 # The keys of the mappings in SECTIONS, each with its validator.
@@ -292,12 +304,18 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
         return f"{path}:{lines.get(keys, '?')}: {'.'.join(keys)}"
 
     notes: list[str] = []
+    _lift_scheduler(data, where, notes)
     for key, value in data.items():
         if key in ENVIRONMENT_NAMES:
             if not isinstance(value, dict | None):
                 raise ConfigError(f"{where(key)}: must be a mapping of settings")
             for inner in value or {}:
                 _check_key(inner, where(key, inner), notes)
+        elif key not in _KEYS and isinstance(value, dict) \
+                and any(inner in _KEYS or inner in SIDEKIQ_ONLY_KEYS for inner in value):
+            raise ConfigError(f"{where(key)}: unknown environment; jobkit's environments are "
+                              f"{', '.join(ENVIRONMENT_NAMES)}: use one of them (rename the "
+                              "section) or move its settings to the top level")
         else:
             _check_key(key, where(key), notes)
     chosen = {key: (key,) for key in data if key in _KEYS}
@@ -308,10 +326,48 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
         raw = data[keys[0]] if len(keys) == 1 else data[environment][key]
         if key in SECTIONS and isinstance(raw, dict):
             values[key] = _read_section(data, keys, raw, where, environ)
+        elif key == "schedule":
+            values[key] = _read_schedule(data, keys, where, environ)
         else:
             values[key] = _coerce(key, _interpolate(raw, environ, where(*keys)), where(*keys))
     values["notes"] = tuple(notes)
     return values
+
+
+def _lift_scheduler(data: dict, where: Callable[..., str], notes: list[str]) -> None:
+    """sidekiq-scheduler's `scheduler: {schedule: ...}` read as `schedule:` (its other keys,
+    such as `enabled` or `dynamic`, noted)."""
+    for section in (data, *(v for k, v in data.items() if k in ENVIRONMENT_NAMES)):
+        scheduler = section.get("scheduler") if isinstance(section, dict) else None
+        if not isinstance(scheduler, dict):
+            continue
+        prefix = () if section is data else (next(k for k, v in data.items() if v is section),)
+        for key in scheduler:
+            if key != "schedule":
+                notes.append(f"{where(*prefix, 'scheduler')}.{key}: sidekiq-scheduler's "
+                             "setting, ignored here")
+        if "schedule" in scheduler:
+            if "schedule" in section:
+                raise ConfigError(f"{where(*prefix, 'scheduler')}: give schedule: or "
+                                  "scheduler: schedule:, not both")
+            section["schedule"] = scheduler["schedule"]
+        del section["scheduler"]
+
+
+def _read_schedule(data: dict, keys: tuple[str, ...], where: Callable[..., str],
+                   environ: Mapping[str, str]) -> tuple[PeriodicEntry, ...]:
+    """The top level's entries, with an environment's replacing those of the same name;
+    each error names the entry's own line."""
+    top = parse_entries(_interpolate(data.get("schedule") or {}, environ, where("schedule")),
+                        where("schedule"), lambda name: where("schedule", name))
+    if len(keys) == 1:
+        return top
+    env = keys[0]
+    own = parse_entries(_interpolate(data[env]["schedule"] or {}, environ,
+                                     where(env, "schedule")),
+                        where(env, "schedule"), lambda name: where(env, "schedule", name))
+    names = {entry.name for entry in own}
+    return tuple(entry for entry in top if entry.name not in names) + own
 
 
 def _check_key(key: str, where: str, notes: list[str]) -> None:
@@ -363,8 +419,11 @@ def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
             if isinstance(key_node, yaml.ScalarNode):
                 keys = (*prefix, str(key_node.value).lstrip(":"))
                 lines[keys] = key_node.start_mark.line + 1
+                # sidekiq-scheduler's scheduler.schedule is read as schedule (_lift_scheduler)
+                lines.setdefault(tuple(k for k in keys if k != "scheduler"), lines[keys])
                 if (not prefix and keys[0] in ENVIRONMENT_NAMES) \
-                        or (keys[-1] in SECTIONS and len(keys) <= 2):
+                        or (keys[-1] in (*SECTIONS, "schedule", "scheduler")
+                            and len(keys) <= 3):
                     walk(value_node, keys)
 
     walk(node, ())

@@ -5,6 +5,7 @@ read the environment map one to one:
 
     <%= ENV['X'] %>, <%= ENV["X"] %>, <%= ENV.fetch('X') %>     ->  ${X}
     <%= ENV.fetch('X', 10) %>, <%= ENV.fetch('X') { 10 } %>     ->  ${X:-10}
+    <%= ENV['X'] || 10 %>, <%= ENV['X'] ? ENV['X'].to_i : 10 %>  ->  ${X:-10}
 
 with ``.to_i`` (or ``.to_s``, ``.to_sym``) after them dropped: a number read from the
 environment is read from its digits anyway. ERB comments (``<%# ... %>``) go. Any other ERB
@@ -26,9 +27,12 @@ _DEFAULT = r"""(?:-?\d+(?:\.\d+)?|'[^'\n]*'|"[^"\n]*"|nil|true|false)"""
 _ENV_READ = re.compile(
     r"<%=\s*ENV\s*"
     r"""(?:\[\s*(?P<q1>['"])(?P<indexed>[A-Za-z_]\w*)(?P=q1)\s*\]"""  # ENV['X']
+    r"""(?:\s*\?\s*ENV\s*\[\s*(?P=q1)(?P=indexed)(?P=q1)\s*\](?:\.to_(?:i|s|sym))?"""
+    rf"\s*:\s*(?P<otherwise>{_DEFAULT}))?"  # ENV['X'] ? ENV['X'].to_i : d
+    rf"(?:\s*\|\|\s*(?P<either>{_DEFAULT}))?"  # ENV['X'] || d
     r"""|\.fetch\(\s*(?P<q2>['"])(?P<fetched>[A-Za-z_]\w*)(?P=q2)"""  # ENV.fetch('X'
-    rf"\s*(?:,\s*(?P<default>{_DEFAULT})\s*)?\)"  # , default)
-    rf"(?:\s*\{{\s*(?P<block>{_DEFAULT})\s*\}})?)"  # { default }
+    rf"\s*(?:,\s*(?P<default>{_DEFAULT})\s*)?\)"  # , d)
+    rf"(?:\s*\{{\s*(?P<block>{_DEFAULT})\s*\}})?)"  # { d }
     r"\s*(?:\.to_(?:i|s|sym))?\s*-?%>")
 _COMMENT = re.compile(r"<%#.*?%>")  # ERB's comment: renders nothing
 _ANY_ERB = re.compile(r"<%.*?%>|<%.*$", re.MULTILINE)
@@ -53,7 +57,8 @@ def translate_erb(path: Path, text: str) -> str:
 
 def _interpolation(match: re.Match[str]) -> str:
     name = match.group("indexed") or match.group("fetched")
-    default = match.group("default") or match.group("block")
+    default = next((match.group(g) for g in ("default", "block", "either", "otherwise")
+                    if match.group(g) is not None), None)
     if default is None:
         return f"${{{name}}}"
     if default == "nil":

@@ -13,6 +13,9 @@ from bisect import bisect
 __all__ = [
     "DEAD",
     "PAUSED",
+    "PERIODIC_ENTRIES",
+    "PERIODIC_LAST",
+    "PERIODIC_PAUSED",
     "PRIORITY_SEPARATOR",
     "PRIORITY_STEPS",
     "PROCESSES",
@@ -49,6 +52,11 @@ DEAD = PREFIX + "dead"
 
 # Worker processes (jobkit/worker/recovery.py).
 PROCESSES = PREFIX + "processes"  # set of process ids
+
+# Periodic jobs (jobkit/periodic.py).
+PERIODIC_LAST = PREFIX + "periodic:last"  # hash: <name>:tick, :job_id, :at of its last tick
+PERIODIC_PAUSED = PREFIX + "periodic:paused"  # set of paused entry names
+PERIODIC_ENTRIES = PREFIX + "periodic:entries"  # hash: name -> JSON of an entry added at runtime
 
 
 def list_key(queue: str, priority: int | None) -> str:

@@ -13,7 +13,7 @@ from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.errors import NotReplicatedError
-from jobkit.imports import require_importable
+from jobkit.imports import class_path, require_importable
 from jobkit.job_sets import ScheduledSet
 from jobkit.keys import QUEUES, wake_key
 from jobkit.queues import WAKE_TOKENS_MAX
@@ -72,20 +72,25 @@ class CeleryAdapter(Adapter):
                  ) -> tuple[str, tuple[str, str] | None]:
         """The job's queue, and its (list key, message) if it is due now; else it is parked
         in the scheduled set."""
-        require_importable(type(job), "job class")
-        task_id = str(uuid.uuid4())
-        payload = job.serialize()
-        queue: str = payload["queue_name"]
+        queue, key, message = job_message(job)
         _warn_if_unconsumed(queue)
-        key, message = build_message(payload, task_id, repr(tuple(job.arguments)),
-                                     repr(job.kwargs))
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
-        job.provider_job_id = task_id
         if due is not None and due > time.time():
             scheduled.add(due, key, message, pipe=pipe, job_id=job.job_id,
-                          job_class=payload["job_class"], queue=queue)
+                          job_class=class_path(type(job)), queue=queue)
             return queue, None
         return queue, (key, message)
+
+
+def job_message(job: Job) -> tuple[str, str, str]:
+    """A prepared job's (queue, list key, message) as a worker will receive it; sets its
+    `provider_job_id`. JobClassError when no worker could import its class."""
+    require_importable(type(job), "job class")
+    task_id = str(uuid.uuid4())
+    payload = job.serialize()
+    key, message = build_message(payload, task_id, repr(tuple(job.arguments)), repr(job.kwargs))
+    job.provider_job_id = task_id
+    return payload["queue_name"], key, message
 
 
 _warned_queues: set[str] = set()  # per process: a bulk enqueue warns once, not per job
