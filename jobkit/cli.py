@@ -60,10 +60,13 @@ config_file_option = click.option(
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]))
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("-n", "--hostname", help="Node name (Celery's %h/%n forms work).")
+@click.option("--on-demand-slot", type=click.IntRange(min=0), hidden=True,
+              help="Started by jobkit.on_demand in this slot: exit after idle_timeout.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(config_path: str | None, environment: str | None, concurrency: int | None,
            queues: tuple[str, ...], require: tuple[str, ...], pool: str | None, loglevel: str,
-           hostname: str | None, celery_args: tuple[str, ...]) -> None:
+           hostname: str | None, on_demand_slot: int | None,
+           celery_args: tuple[str, ...]) -> None:
     """Run a worker: a Celery worker on jobkit's app. Extra arguments go to Celery."""
     settings = configure(  # a ConfigError becomes one masked line (_Main.invoke)
         config_path, environment, concurrency=concurrency, pool=pool,
@@ -83,6 +86,10 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     from jobkit.redis_client import get_redis, refuse_cluster
 
     check_classes(settings.schedule)  # a ConfigError naming the entry (_Main.invoke)
+    if on_demand_slot is not None:
+        from jobkit.worker import idle
+
+        idle.on_demand_slot[:] = [on_demand_slot]
 
     with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
         refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
@@ -265,6 +272,53 @@ def _periodic_action(verb: str, help_text: str) -> None:
 _periodic_action("pause", "Enqueue no tick of NAME until resumed.")
 _periodic_action("resume", "Enqueue NAME's ticks again, from the next one.")
 _periodic_action("run", "Enqueue NAME's job now, outside its schedule.")
+
+
+@main.command("systemd")
+@config_file_option
+@click.option("-e", "--environment", default="production", show_default=True,
+              help="The environment the service runs.")
+@click.option("--user", help="The user the service runs as (default: systemd's, root).")
+@click.option("--instances", is_flag=True,
+              help="A template unit (jobkit-worker@.service): one worker per instance name.")
+def systemd_command(config_path: str | None, environment: str, user: str | None,
+                    instances: bool) -> None:
+    """Print a systemd unit for a worker of this app (service mode): TERM gives running jobs
+    `timeout` seconds, then hands them back to their queues."""
+    path = config_path or default_config_path()
+    settings = load_settings(path, environment)
+    name = "jobkit-worker@.service" if instances else "jobkit-worker.service"
+    command = f"{sys.executable} -m jobkit worker -e {environment}"
+    if path:
+        command += f" -C {os.path.abspath(path)}"
+    if instances:
+        command += " -n %i@%%h"  # Celery's %h, escaped from systemd's own specifiers
+    lines = [
+        f"# /etc/systemd/system/{name}: written by `jobkit systemd`",
+        "[Unit]",
+        f"Description=jobkit worker{' %i' if instances else ''} ({os.getcwd()})",
+        "After=network-online.target redis-server.service",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        *([f"User={user}"] if user else []),
+        f"WorkingDirectory={os.getcwd()}",
+        f"Environment=JOBKIT_ENV={environment}",
+        f"ExecStart={command}",
+        "# TERM to the main process: running jobs get `timeout` s, then are handed back",
+        "ExecStop=/bin/kill -TERM $MAINPID",
+        "ExecReload=/bin/kill -TSTP $MAINPID",
+        "KillMode=mixed",
+        "KillSignal=SIGTERM",
+        f"TimeoutStopSec={int(settings.timeout) + 10}",
+        "Restart=always",
+        "RestartSec=1",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    click.echo("\n".join(lines))
 
 
 def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.Group:

@@ -62,6 +62,8 @@ DEFAULT_POLL_INTERVAL_SECONDS = 5.0  # scheduled set poller, at most (jittered b
 DEFAULT_DEAD_MAX_JOBS = 10_000  # Sidekiq's dead_max_jobs
 DEFAULT_DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600  # Sidekiq's dead_timeout_in_seconds: 6 months
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10.0  # a worker silent this long is dead: jobs put back
+DEFAULT_IDLE_TIMEOUT_SECONDS = 60.0  # on_demand: a worker with nothing to do this long exits
+MODES = ("service", "on_demand")
 POOLS = ("prefork", "threads", "solo")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
@@ -87,6 +89,12 @@ class Settings:
     dead_max_jobs: int = DEFAULT_DEAD_MAX_JOBS
     dead_timeout: float = DEFAULT_DEAD_TIMEOUT_SECONDS
     require: tuple[str, ...] = ()
+    #: `service`: workers run under a process manager. `on_demand`: an enqueue starts a worker
+    #: when none consumes the queue (at most `on_demand_workers`), which exits after
+    #: `idle_timeout` seconds without work (jobkit.on_demand).
+    mode: str = "service"
+    on_demand_workers: int = 1
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
     web: Mapping[str, Any] = field(default_factory=dict)
@@ -197,6 +205,9 @@ _VALIDATORS: dict[str, Validator] = {
         "the name of the master the sentinels watch (a non-empty string)"),
     "adapter": rule(lambda v: v in ADAPTER_NAMES, f"one of {', '.join(ADAPTER_NAMES)}"),
     "schedule": parse_entries,
+    "mode": rule(lambda v: v in MODES, f"one of {', '.join(MODES)}"),
+    "on_demand_workers": Number(whole=True, least=1),
+    "idle_timeout": Number(whole=False, least=0, above=True),
 }
 
 # The keys of the mappings in SECTIONS, each with its validator.

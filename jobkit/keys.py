@@ -27,6 +27,7 @@ __all__ = [
     "list_key",
     "list_keys",
     "mail_sent",
+    "on_demand_slot",
     "stat",
     "unacked",
     "unacked_index",
@@ -57,6 +58,11 @@ PROCESSES = PREFIX + "processes"  # set of process ids
 PERIODIC_LAST = PREFIX + "periodic:last"  # hash: <name>:tick, :job_id, :at of its last tick
 PERIODIC_PAUSED = PREFIX + "periodic:paused"  # set of paused entry names
 PERIODIC_ENTRIES = PREFIX + "periodic:entries"  # hash: name -> JSON of an entry added at runtime
+
+
+def on_demand_slot(slot: int) -> str:
+    """String with a TTL: held by the on-demand worker started in this slot (jobkit.on_demand)."""
+    return f"{PREFIX}on_demand:{slot}"
 
 
 def list_key(queue: str, priority: int | None) -> str:

@@ -16,6 +16,7 @@ from jobkit.errors import NotReplicatedError
 from jobkit.imports import class_path, require_importable
 from jobkit.job_sets import ScheduledSet
 from jobkit.keys import QUEUES, wake_key
+from jobkit.on_demand import start_worker_if_needed
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
@@ -67,6 +68,8 @@ class CeleryAdapter(Adapter):
             raise NotReplicatedError(
                 f"enqueue confirmed by {results[-1]} replica(s) of the {replicas} wanted "
                 f"(wait_for_replicas) within {REPLICA_WAIT_MS} ms: not counted as enqueued")
+        if queues and current_settings().mode == "on_demand":
+            start_worker_if_needed(queues)
 
     def _message(self, job: Job, pipe: Pipeline, scheduled: ScheduledSet
                  ) -> tuple[str, tuple[str, str] | None]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from jobkit import api
 from jobkit.config import current_settings
+from jobkit.on_demand import SLOT_SECONDS
 from jobkit.web.http import Request, Response
 from jobkit.web.routes import router
 
@@ -27,7 +28,11 @@ def service_status() -> tuple[bool, dict[str, Any]]:
     workers = api.processes()
     consumed = {queue for process in workers for queue in process.queues}
     sizes, latencies, notices = {}, {}, []
-    if not workers:
+    # on_demand: no worker while nothing waits is the normal state, and one starting takes a
+    # few seconds (within a slot's life)
+    on_demand = settings.mode == "on_demand"
+    starting = SLOT_SECONDS if on_demand else 0
+    if not workers and not on_demand:
         notices.append("no live worker process: start one (jobkit worker) and check that it "
                        "reaches Redis")
     for queue in api.queues():
@@ -38,7 +43,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
             notices.append(f"queue {queue.name!r}: the next job has waited {latency:.0f} s "
                            f"(more than {stuck_after:.0f} s){paused}; check that workers are "
                            "running and keeping up (jobkit processes, jobkit queues)")
-        if size and queue.name not in consumed:
+        if size and queue.name not in consumed and latency > starting:
             notices.append(f"queue {queue.name!r} has {size} job(s) but no live worker "
                            f"consumes it; start one: jobkit worker -q {shlex.quote(queue.name)}")
     ok = not notices
@@ -46,7 +51,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
         "status": "ok" if ok else "stuck",
         "notice": {"notices": notices},
         "active_job": {"queue_adapter": settings.adapter},
-        "job": {"mode": "service", "polling_queues": settings.queue_names,
+        "job": {"mode": settings.mode, "polling_queues": settings.queue_names,
                 "stuck_after": stuck_after, "sizes": sizes, "latencies": latencies,
                 "workers": [{"id": p.id, "hostname": p.hostname, "pid": p.pid,
                              "queues": p.queues, "beat_at": p.beat_at,

@@ -21,6 +21,7 @@ from jobkit.job import resolve_job_class
 from jobkit.worker import membership
 from jobkit.worker.boot import RedisPolicyCheck
 from jobkit.worker.execution import JobTask
+from jobkit.worker.idle import IdleExitStep
 from jobkit.worker.periodic import PeriodicStep
 from jobkit.worker.poller import SchedulePollerStep
 from jobkit.worker.shutdown import SidekiqSignals
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=True,
     )
     steps = cast(dict[str, set[type]], celery.steps)  # None only as Celery's class default
-    steps["worker"].update({SchedulePollerStep, PeriodicStep, RedisPolicyCheck})
+    steps["worker"].update({SchedulePollerStep, PeriodicStep, IdleExitStep, RedisPolicyCheck})
     steps["consumer"].add(SidekiqSignals)
     apply_settings(celery, settings)
     return celery
