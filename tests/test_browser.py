@@ -83,7 +83,7 @@ def test_retry_a_dead_job_with_a_click(r: redis.Redis, web_url: str, browser_pag
     page.goto(web_url + "/")
     assert page.locator("#dead-count").inner_text() == "1"
     shot(page, "dashboard")
-    for name in ("queues", "busy", "scheduled", "retries", "mail/previews",
+    for name in ("queues", "busy", "scheduled", "retries", "periodic", "mail/previews",
                  "mail/previews/UserMailer.welcome", "mail/inbox"):
         page.goto(f"{web_url}/{name}")
         assert page.title()

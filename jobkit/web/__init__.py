@@ -1,5 +1,5 @@
 """jobkit's web app (WSGI): dashboard, queues, busy workers, the scheduled / retry / dead sets,
-`/status.json`, mail previews and the development mail catcher's inbox.
+periodic jobs, `/status.json`, mail previews and the development mail catcher's inbox.
 
 Mount it in any WSGI host (Flask, Django) or serve it with `jobkit web`:
 
@@ -23,7 +23,13 @@ import redis
 from jobkit.config import current_settings
 from jobkit.errors import ConfigError
 from jobkit.masking import mask_secrets
-from jobkit.web import dashboard, mail_pages, set_pages, status  # noqa: F401 - routes
+from jobkit.web import (  # noqa: F401 - routes
+    dashboard,
+    mail_pages,
+    periodic_pages,
+    set_pages,
+    status,
+)
 from jobkit.web.http import Request, Response, basic_auth_ok
 from jobkit.web.routes import router
 
