@@ -170,9 +170,26 @@ def pause(name: str, client: redis.Redis | None = None) -> None:
 
 
 def resume(name: str, client: redis.Redis | None = None) -> None:
-    """Ticks are enqueued again, from the next one on (missed ones while paused are not)."""
-    find(name, client)
-    (client or get_redis()).srem(keys.PERIODIC_PAUSED, name)
+    """Ticks are enqueued again, from the next one on: the latest tick is recorded as taken
+    first, so none that passed while paused runs (not even with ``missed: run_last``)."""
+    entry = find(name, client)
+    client = client or get_redis()
+    seconds, micros = client.time()
+    tick = entry.schedule.previous(datetime.fromtimestamp(seconds + micros / 1e6, UTC))
+    _take_tick(client, name, tick.timestamp(), None, tick)
+    client.srem(keys.PERIODIC_PAUSED, name)
+
+
+def _take_tick(client: redis.Redis, name: str, stamp: float,
+               sent: tuple[str, str, str, str] | None, now: datetime) -> bool:
+    """Run `_TAKE_TICK`: record `stamp` as `name`'s last tick if it is later than the one
+    recorded, and with `sent` ((queue, list key, message, job id)) enqueue in the same step;
+    True when this call took the tick."""
+    queue, key, message, job_id = sent or ("", keys.PERIODIC_LAST, "", "")
+    return bool(client.register_script(_TAKE_TICK)(
+        keys=[keys.PERIODIC_LAST, key, keys.wake_key(queue), keys.QUEUES],
+        args=[name, repr(stamp), message, queue, job_id, repr(now.timestamp()),
+              WAKE_TOKENS_MAX]))
 
 
 def run_now(name: str, client: redis.Redis | None = None) -> Job:
@@ -211,7 +228,6 @@ class PeriodicScheduler:
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         self.client = client or get_redis()
-        self.take_tick = self.client.register_script(_TAKE_TICK)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobkit-periodic", daemon=True)
         self._taken: dict[str, float] = {}  # per entry: the last tick this process saw taken
@@ -262,12 +278,7 @@ class PeriodicScheduler:
 
     def _take(self, entry: PeriodicEntry, stamp: float,
               sent: tuple[str, str, str, str] | None, now: datetime) -> bool:
-        queue, key, message, job_id = sent or ("", "", "", "")
-        took = bool(self.take_tick(
-            keys=[keys.PERIODIC_LAST, key or keys.PERIODIC_LAST, keys.wake_key(queue),
-                  keys.QUEUES],
-            args=[entry.name, repr(stamp), message, queue, job_id, repr(now.timestamp()),
-                  WAKE_TOKENS_MAX]))
+        took = _take_tick(self.client, entry.name, stamp, sent, now)
         self._taken[entry.name] = stamp
         return took
 

@@ -158,6 +158,20 @@ def test_pause_resume_and_run_from_the_cli(private_redis: redis.Redis, tmp_path:
     assert missing.exit_code == 1 and "no periodic entry named 'nope'" in missing.output
 
 
+def test_resume_runs_no_tick_that_passed_while_paused(private_redis: redis.Redis) -> None:
+    jobkit.configure(schedule={"tick": {"every": "1s", "class": "tests.periodic_jobs.TickJob",
+                                        "date_as_argument": True, "missed": "run_last"}})
+    periodic.pause("tick")
+    scheduler = periodic.PeriodicScheduler()
+    paused_at = time.time()
+    wait_until(lambda: time.time() - paused_at > 1.2, what="a tick to pass while paused")
+    assert scheduler.look() == 0
+    periodic.resume("tick")
+    assert scheduler.look() == 0  # the tick that passed while paused is taken, not run
+    wait_until(scheduler.look, timeout=5, what="the next tick after the resume")
+    assert private_redis.llen("periodic_test") == 1
+
+
 def test_entries_added_at_runtime_persist_and_run(private_redis: redis.Redis) -> None:
     from tests.periodic_jobs import ReportJob
 
