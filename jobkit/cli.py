@@ -62,10 +62,12 @@ config_file_option = click.option(
 @click.option("-n", "--hostname", help="Node name (Celery's %h/%n forms work).")
 @click.option("--on-demand-slot", type=click.IntRange(min=0), hidden=True,
               help="Started by jobkit.on_demand in this slot: exit after idle_timeout.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), hidden=True,
+              help="With --on-demand-slot: seconds without work before exiting.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(config_path: str | None, environment: str | None, concurrency: int | None,
            queues: tuple[str, ...], require: tuple[str, ...], pool: str | None, loglevel: str,
-           hostname: str | None, on_demand_slot: int | None,
+           hostname: str | None, on_demand_slot: int | None, idle_timeout: float | None,
            celery_args: tuple[str, ...]) -> None:
     """Run a worker: a Celery worker on jobkit's app. Extra arguments go to Celery."""
     settings = configure(  # a ConfigError becomes one masked line (_Main.invoke)
@@ -89,7 +91,8 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     if on_demand_slot is not None:
         from jobkit.worker import idle
 
-        idle.on_demand_slot[:] = [on_demand_slot]
+        idle.on_demand[:] = [idle.OnDemand(on_demand_slot,
+                                           idle_timeout or settings.idle_timeout)]
 
     with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
         refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
@@ -128,7 +131,7 @@ def config_check(config_path: str | None, environment: str | None) -> None:
     for note in (*settings.notes, *machine_notes(settings)):
         click.echo(f"# note: {note}")
     for field in dataclasses.fields(settings):
-        if field.name == "notes":
+        if field.name in ("notes", "source"):
             continue
         if field.name == "schedule":
             for entry in settings.schedule:

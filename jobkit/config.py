@@ -104,6 +104,8 @@ class Settings:
     #: One line each on what the file holds that jobkit ignores (a copied sidekiq.yml's own
     #: keys); `config check` prints them and a worker logs them.
     notes: tuple[str, ...] = field(default=(), compare=False)
+    #: The settings file read, if any (a worker started on demand reads the same one).
+    source: str | None = field(default=None, compare=False)
 
     @property
     def queue_names(self) -> list[str]:
@@ -127,7 +129,7 @@ ENV_OVERRIDES = {
 }
 ENVIRONMENT_VARIABLES = ("JOBKIT_ENV", "APP_ENV")  # choose the environment, in this order
 
-_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment", "notes"}
+_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"environment", "notes", "source"}
 
 # Sidekiq's settings that mean nothing here: a copied sidekiq.yml keeps them, with a note each.
 SIDEKIQ_ONLY_KEYS = {
@@ -294,7 +296,8 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
             values[key] = _coerce(key, value, key)
     if "queue_order" not in values and any(w != 1 for _, w in values.get("queues", ())):
         values["queue_order"] = "weighted"  # Sidekiq: weights given means weighted order
-    settings = Settings(environment=environment, **values)
+    settings = Settings(environment=environment, source=None if path is None else str(path),
+                        **values)
     if is_sentinel_url(settings.redis_url) and not settings.sentinel_master:
         raise ConfigError(
             f"redis_url: {mask_url(settings.redis_url)!r} is a sentinel URL, so sentinel_master "

@@ -23,18 +23,18 @@ from jobkit.errors import ConfigError
 
 __all__ = ["translate_erb"]
 
-_DEFAULT = r"""(?:-?\d+(?:\.\d+)?|'[^'\n]*'|"[^"\n]*"|nil|true|false)"""
+_DEFAULT = r"""(?:-?\d+(?:\.\d+)?|'[^'\n}#]*'|"[^"\n}#]*"|nil|true|false)"""
 _ENV_READ = re.compile(
-    r"<%=\s*ENV\s*"
-    r"""(?:\[\s*(?P<q1>['"])(?P<indexed>[A-Za-z_]\w*)(?P=q1)\s*\]"""  # ENV['X']
-    r"""(?:\s*\?\s*ENV\s*\[\s*(?P=q1)(?P=indexed)(?P=q1)\s*\](?:\.to_(?:i|s|sym))?"""
-    rf"\s*:\s*(?P<otherwise>{_DEFAULT}))?"  # ENV['X'] ? ENV['X'].to_i : d
-    rf"(?:\s*\|\|\s*(?P<either>{_DEFAULT}))?"  # ENV['X'] || d
-    r"""|\.fetch\(\s*(?P<q2>['"])(?P<fetched>[A-Za-z_]\w*)(?P=q2)"""  # ENV.fetch('X'
-    rf"\s*(?:,\s*(?P<default>{_DEFAULT})\s*)?\)"  # , d)
-    rf"(?:\s*\{{\s*(?P<block>{_DEFAULT})\s*\}})?)"  # { d }
-    r"\s*(?:\.to_(?:i|s|sym))?\s*-?%>")
-_COMMENT = re.compile(r"<%#.*?%>")  # ERB's comment: renders nothing
+    r"<%=[ \t]*ENV[ \t]*"
+    r"""(?:\[[ \t]*(?P<q1>['"])(?P<indexed>[A-Za-z_]\w*)(?P=q1)[ \t]*\]"""  # ENV['X']
+    r"""(?:[ \t]*\?[ \t]*ENV[ \t]*\[[ \t]*(?P=q1)(?P=indexed)(?P=q1)[ \t]*\](?:\.to_(?:i|s|sym))?"""
+    rf"[ \t]*:[ \t]*(?P<otherwise>{_DEFAULT}))?"  # ENV['X'] ? ENV['X'].to_i : d
+    rf"(?:[ \t]*\|\|[ \t]*(?P<either>{_DEFAULT}))?"  # ENV['X'] || d
+    r"""|\.fetch\([ \t]*(?P<q2>['"])(?P<fetched>[A-Za-z_]\w*)(?P=q2)"""  # ENV.fetch('X'
+    rf"[ \t]*(?:,[ \t]*(?P<default>{_DEFAULT})[ \t]*)?\)"  # , d)
+    rf"(?:[ \t]*\{{[ \t]*(?P<block>{_DEFAULT})[ \t]*\}})?)"  # { d }
+    r"[ \t]*(?:\.to_(?:i|s|sym))?[ \t]*-?%>")
+_COMMENT = re.compile(r"<%#[^\n]*?%>")  # ERB's comment on one line: renders nothing
 _ANY_ERB = re.compile(r"<%.*?%>|<%.*$", re.MULTILINE)
 
 

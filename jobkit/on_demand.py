@@ -32,7 +32,7 @@ __all__ = ["SLOT_SECONDS", "start_worker_if_needed"]
 
 logger = logging.getLogger(__name__)
 
-SLOT_SECONDS = 30  # a slot's TTL: a worker renews it while it lives; a dead one's expires
+SLOT_SECONDS = 120  # a slot's TTL: longer than a worker's start-up; renewed while it lives
 ON_DEMAND_LOG = Path("tmp") / "jobkit-on-demand.log"
 
 
@@ -53,8 +53,12 @@ def start_worker_if_needed(queues: Iterable[str], client: redis.Redis | None = N
         slot = _take_slot(client, settings.on_demand_workers)
         if slot is None:
             return None  # as many workers as allowed are running or starting
-        _spawn(slot, [*settings.queue_names, *(q for q in unserved
-                                               if q not in settings.queue_names)])
+        try:
+            _spawn(slot, [*settings.queue_names, *(q for q in unserved
+                                                   if q not in settings.queue_names)])
+        except OSError:
+            client.delete(keys.on_demand_slot(slot))  # nothing started: the slot is free
+            raise
         return slot
     except (redis.RedisError, OSError) as exc:
         logger.warning("jobkit on_demand: could not start a worker: %s", exc)
@@ -69,17 +73,30 @@ def _take_slot(client: redis.Redis, slots: int) -> int | None:
 
 
 def _spawn(slot: int, queues: list[str]) -> None:
-    """A detached `jobkit worker` (own session, no terminal), logging to tmp/ when it can."""
-    command = [sys.executable, "-m", "jobkit", "worker", "--on-demand-slot", str(slot)]
+    """A detached `jobkit worker` (own session, no terminal), logging to tmp/ when it can,
+    with this process's settings: its file and environment section, and the values that
+    `configure()` or the environment may have set, passed on the command line or as the
+    variables the worker reads."""
+    settings = current_settings()
+    command = [sys.executable, "-m", "jobkit", "worker", "--on-demand-slot", str(slot),
+               "--idle-timeout", repr(settings.idle_timeout), "-e", settings.environment,
+               "-c", str(settings.concurrency), "-P", settings.pool]
+    if settings.source:
+        command += ["-C", os.path.abspath(settings.source)]
     for queue in queues:
         command += ["-q", queue]
+    environ = {**os.environ, "REDIS_URL": settings.redis_url,
+               "JOBKIT_POLL_INTERVAL": repr(settings.poll_interval),
+               "JOBKIT_HEARTBEAT_TIMEOUT": repr(settings.heartbeat_timeout)}
+    if settings.sentinel_master:
+        environ["REDIS_SENTINEL_MASTER"] = settings.sentinel_master
     try:
         ON_DEMAND_LOG.parent.mkdir(exist_ok=True)
         log: int | IO[bytes] = ON_DEMAND_LOG.open("ab")
     except OSError:
         log = subprocess.DEVNULL
     try:
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, env=environ,
                          stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     finally:
         if not isinstance(log, int):

@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 LATE_GRACE_SECONDS = 60.0  # a tick later than this is missed (skipped unless missed: run_last)
 LOOK_EVERY_SECONDS = 0.25  # how often each worker's scheduler looks at the entries
+REDIS_RETRY_SECONDS = 2.0  # after a Redis error
 
 # KEYS: last-tick hash, the queue's list, its wake list, the queues set.
 # ARGV: name, tick, message ("" to record a skipped tick), queue, job id, now, wake max.
@@ -102,12 +103,15 @@ def build_job(entry: PeriodicEntry, tick: datetime | None = None) -> Job:
 
 
 def check_classes(found: Iterable[PeriodicEntry]) -> None:
-    """ConfigError naming the entry whose class cannot be imported here, or is no Job."""
+    """ConfigError naming the entry whose job cannot be built here: a class that cannot be
+    imported or is no Job, or arguments its `perform` cannot take."""
     for entry in found:
         try:
-            resolve_job_class(entry.job_class)
+            build_job(entry)
         except JobClassError as exc:
             raise ConfigError(f"{entry.source}.class: {exc}") from None
+        except (TypeError, ValueError) as exc:  # arguments perform cannot take, or send
+            raise ConfigError(f"{entry.source}.args: {exc}") from None
 
 
 def entries(client: redis.Redis | None = None) -> list[PeriodicEntry]:
@@ -116,14 +120,20 @@ def entries(client: redis.Redis | None = None) -> list[PeriodicEntry]:
     names = {entry.name for entry in configured}
     stored = (client or get_redis()).hgetall(keys.PERIODIC_ENTRIES)
     for raw_name, raw in sorted(stored.items()):
-        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+        name = raw_name.decode(errors="replace") if isinstance(raw_name, bytes) else raw_name
         if name in names:
             continue
         try:
             configured.append(parse_entry(name, json.loads(raw), "runtime"))
         except (ConfigError, ValueError) as exc:
-            logger.warning("jobkit periodic: entry %r in Redis is unreadable: %s", name, exc)
+            if (name, raw) not in _warned:  # once per process, not at every look
+                _warned.add((name, raw))
+                logger.warning("jobkit periodic: entry %r in Redis is unreadable: %s", name,
+                               exc)
     return configured
+
+
+_warned: set[tuple[str, Any]] = set()
 
 
 def find(name: str, client: redis.Redis | None = None) -> PeriodicEntry:
@@ -158,9 +168,11 @@ def add(name: str, *, job: type[Job] | str, cron: str | None = None, every: str 
 def remove(name: str, client: redis.Redis | None = None) -> bool:
     """Remove an entry added at runtime; False when there was none."""
     client = client or get_redis()
-    removed = bool(client.hdel(keys.PERIODIC_ENTRIES, name))
+    if not client.hdel(keys.PERIODIC_ENTRIES, name):
+        return False  # an entry of the settings file, or none: its pause stays as it is
     client.srem(keys.PERIODIC_PAUSED, name)
-    return removed
+    client.hdel(keys.PERIODIC_LAST, *(f"{name}:{part}" for part in ("tick", "job_id", "at")))
+    return True
 
 
 def pause(name: str, client: redis.Redis | None = None) -> None:
@@ -265,11 +277,15 @@ class PeriodicScheduler:
         if self._taken.get(entry.name, -1.0) >= stamp:
             return 0
         late = (now - tick).total_seconds() > LATE_GRACE_SECONDS
-        if late and entry.missed == "skip":
+        if late and (entry.missed == "skip" or self._first_sight(entry)):
             self._take(entry, stamp, None, now)  # recorded as skipped, so none runs it later
             return 0
-        job = build_job(entry, tick)
-        queue, key, message = job_message(job)
+        try:
+            job = build_job(entry, tick)
+            queue, key, message = job_message(job)
+        except Exception:
+            self._taken[entry.name] = stamp  # logged once for this tick; the next one tries
+            raise
         took = self._take(entry, stamp, (queue, key, message, job.job_id), now)
         if took:
             logger.info("jobkit periodic: %s enqueued %s for %s", entry.name, job.job_id,
@@ -282,13 +298,22 @@ class PeriodicScheduler:
         self._taken[entry.name] = stamp
         return took
 
+    def _first_sight(self, entry: PeriodicEntry) -> bool:
+        """No tick was ever recorded for `entry` (new): a tick before it existed was not
+        missed, so `run_last` has nothing to run yet."""
+        return self.client.hget(keys.PERIODIC_LAST, f"{entry.name}:tick") is None
+
     def _run(self) -> None:
+        failing = False  # in a streak of Redis errors: logged once, then looked at less often
         while not self._stopped.is_set():
             try:
                 self.look()
+                failing = False
             except redis.RedisError as exc:
-                logger.warning("jobkit periodic: Redis error, will try again: %s",
-                               mask_secrets(str(exc)))
+                if not failing:
+                    logger.warning("jobkit periodic: Redis error, will try again: %s",
+                                   mask_secrets(str(exc)))
+                failing = True
             except Exception:  # one bad entry (a class gone) must not stop the others
                 logger.exception("jobkit periodic: error, will try again")
-            self._stopped.wait(LOOK_EVERY_SECONDS)
+            self._stopped.wait(REDIS_RETRY_SECONDS if failing else LOOK_EVERY_SECONDS)

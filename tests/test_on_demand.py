@@ -23,7 +23,9 @@ from tests.periodic_jobs import RUNS
 ROOT = Path(__file__).resolve().parent.parent
 ENQUEUE = """
 import sys
+import jobkit
 from tests.periodic_jobs import ReportJob
+jobkit.configure(sys.argv[3], "production", redis_url=sys.argv[4])  # the worker must follow
 for n in range(int(sys.argv[1]), int(sys.argv[2])):
     ReportJob.perform_later(n)
 """
@@ -45,15 +47,17 @@ def test_jobs_from_four_processes_start_at_most_two_workers_which_then_exit(
         tmp_path: Path) -> None:
     server = RedisServer()
     config = tmp_path / "jobkit.yml"
-    config.write_text("mode: on_demand\non_demand_workers: 2\nidle_timeout: 3\n"
-                      "queues: [periodic_test]\nconcurrency: 2\n")
-    env = {**os.environ, "REDIS_URL": server.url, "JOBKIT_CONFIG": str(config),
-           "JOBKIT_POLL_INTERVAL": "0.5", "PYTHONPATH": str(ROOT)}
+    config.write_text("queues: [periodic_test]\nconcurrency: 2\nproduction:\n  mode: on_demand\n"
+                      "  on_demand_workers: 2\n  idle_timeout: 3\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "JOBKIT_CONFIG", "JOBKIT_ENV", "APP_ENV")}
+    env.update(JOBKIT_POLL_INTERVAL="0.5", PYTHONPATH=str(ROOT))
     client = redis.Redis.from_url(server.url)
     seen: set[bytes] = set()
     try:
         enqueuers = [subprocess.Popen([sys.executable, "-c", ENQUEUE, str(25 * i),
-                                       str(25 * i + 25)], cwd=ROOT, env=env)
+                                       str(25 * i + 25), str(config), server.url],
+                                      cwd=ROOT, env=env)
                      for i in range(4)]
         assert [p.wait(60) for p in enqueuers] == [0, 0, 0, 0]
 

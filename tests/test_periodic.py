@@ -94,6 +94,15 @@ def test_bad_entries_are_refused_with_file_line_and_key(tmp_path: Path, entry: s
         load_settings(path, environ={})
 
 
+def test_config_check_refuses_arguments_perform_cannot_take(tmp_path: Path) -> None:
+    path = write(tmp_path, "schedule:\n  tick:\n    every: 1m\n"
+                           "    class: tests.periodic_jobs.TickJob\n")  # perform needs a tick
+    result = CliRunner().invoke(main, ["config", "check", "-C", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:2: schedule.tick.args: TickJob.perform(): missing a required argument: " \
+           "'tick'" in result.output
+
+
 def test_config_check_refuses_a_class_that_cannot_be_imported(tmp_path: Path) -> None:
     path = write(tmp_path, "schedule:\n  gone:\n    every: 1m\n    class: tests.nowhere.GoneJob\n")
     result = CliRunner().invoke(main, ["config", "check", "-C", str(path)])
@@ -156,6 +165,25 @@ def test_pause_resume_and_run_from_the_cli(private_redis: redis.Redis, tmp_path:
     assert not private_redis.sismember(keys.PERIODIC_PAUSED, "report")
     missing = runner.invoke(main, ["periodic", "pause", "nope"])
     assert missing.exit_code == 1 and "no periodic entry named 'nope'" in missing.output
+
+
+def test_a_new_run_last_entry_does_not_run_a_tick_from_before_it_existed(
+        private_redis: redis.Redis) -> None:
+    jobkit.configure(schedule={"nightly": {"cron": "0 3 * * *", "missed": "run_last",
+                                           "class": "tests.periodic_jobs.ReportJob"}})
+    scheduler = periodic.PeriodicScheduler()
+    assert scheduler.look() == 0  # recorded as skipped: nothing was missed
+    assert private_redis.hget(keys.PERIODIC_LAST, "nightly:tick") is not None
+    private_redis.hset(keys.PERIODIC_LAST, "nightly:tick", 0)  # now one was missed
+    assert periodic.PeriodicScheduler().look() == 1
+
+
+def test_removing_a_file_entry_keeps_its_pause(private_redis: redis.Redis) -> None:
+    jobkit.configure(schedule={"nightly": {"cron": "0 3 * * *",
+                                           "class": "tests.periodic_jobs.ReportJob"}})
+    periodic.pause("nightly")
+    assert not periodic.remove("nightly")
+    assert private_redis.sismember(keys.PERIODIC_PAUSED, "nightly")
 
 
 def test_resume_runs_no_tick_that_passed_while_paused(private_redis: redis.Redis) -> None:

@@ -13,25 +13,35 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import bootsteps
 
-from jobkit import api, keys, on_demand
+from jobkit import api, keys
+from jobkit import on_demand as starter
 from jobkit.config import current_settings
 from jobkit.redis_client import get_redis
 from jobkit.worker.membership import identity
 
-__all__ = ["IdleExitStep", "on_demand_slot"]
+__all__ = ["IdleExitStep", "OnDemand", "on_demand"]
 
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY_SECONDS = 1.0
 
-#: The slot this worker was started in by jobkit.on_demand (`jobkit worker --on-demand-slot`);
-#: None for a worker started any other way, which never exits for being idle.
-on_demand_slot: list[int] = []
+@dataclass(frozen=True)
+class OnDemand:
+    """How jobkit.on_demand started this worker: its slot, and its idle timeout."""
+
+    slot: int
+    idle_timeout: float
+
+
+#: Set by `jobkit worker --on-demand-slot N --idle-timeout S`; empty for a worker started any
+#: other way, which never exits for being idle.
+on_demand: list[OnDemand] = []
 
 
 class IdleExitStep(bootsteps.StartStopStep):
@@ -45,31 +55,31 @@ class IdleExitStep(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
-        if on_demand_slot:
+        if on_demand:
             self._thread = threading.Thread(target=self._watch, name="jobkit-idle",
                                             daemon=True)
             self._thread.start()
 
     def stop(self, parent: Any) -> None:
-        if not on_demand_slot:
+        if not on_demand:
             return
         self._stopped.set()
         client = get_redis()
         try:
-            client.delete(keys.on_demand_slot(on_demand_slot[0]))
+            client.delete(keys.on_demand_slot(on_demand[0].slot))
             queues = current_settings().queue_names
             if any(api.Queue(q, client).size() for q in queues):
-                on_demand.start_worker_if_needed(queues, client, leaving=identity().id)
+                starter.start_worker_if_needed(queues, client, leaving=identity().id)
         except redis.RedisError as exc:
             logger.warning("jobkit on_demand: could not free the slot: %s", exc)
 
     def _watch(self) -> None:
-        timeout = current_settings().idle_timeout
+        slot, timeout = on_demand[0].slot, on_demand[0].idle_timeout
         idle_since = time.monotonic()
         client = get_redis()
         while not self._stopped.wait(CHECK_EVERY_SECONDS):
             try:
-                client.expire(keys.on_demand_slot(on_demand_slot[0]), on_demand.SLOT_SECONDS)
+                client.expire(keys.on_demand_slot(slot), starter.SLOT_SECONDS)
                 if _has_work(client, timeout):
                     idle_since = time.monotonic()
                     continue
