@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import importlib
 import os
 import sys
@@ -17,6 +16,7 @@ import redis
 
 from jobkit.config import configure, default_config_path, load_settings, machine_notes
 from jobkit.config_values import parse_queue
+from jobkit.display import when
 from jobkit.errors import ConfigError
 from jobkit.job_sets import UnreadableEntryError
 from jobkit.masking import mask_secrets, mask_url
@@ -183,15 +183,6 @@ def _check_redis(settings: Any) -> str:
     return "reachable, not a cluster"
 
 
-def _when(stamp: float | None) -> str:
-    if not stamp:
-        return "-"
-    try:
-        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return str(stamp)
-
-
 def _short(text: str, limit: int = 80) -> str:
     """At most `limit` characters of `text`, on one line."""
     text = text.replace("\n", "\\n").replace("\r", "\\r")
@@ -226,7 +217,7 @@ def processes_command() -> None:
     from jobkit import api
 
     for process in api.processes():
-        click.echo(f"{process.id}  beat {_when(process.beat_at)}  "
+        click.echo(f"{process.id}  beat {when(process.beat_at)}  "
                    f"holding {len(process.in_flight)}")
         for job in process.in_flight:
             if job.problem:
@@ -248,9 +239,9 @@ def periodic_command(ctx: click.Context) -> None:
     for state in periodic.states():
         entry = state.entry
         status = "paused" if state.paused else "active" if entry.enabled else "disabled"
-        last = _when(state.last_tick.timestamp()) if state.last_tick else "-"
+        last = when(state.last_tick.timestamp()) if state.last_tick else "-"
         click.echo(f"{entry.name:<24} {entry.schedule_text:<28} {status:<8} "
-                   f"{_when(state.next_tick.timestamp()):<23} {last:<23} "
+                   f"{when(state.next_tick.timestamp()):<23} {last:<23} "
                    f"{state.last_job_id or '-'}")
         click.echo(f"    {entry.job_class} args={list(entry.args)!r}"
                    + (f" kwargs={dict(entry.kwargs)!r}" if entry.kwargs else "")
@@ -337,11 +328,11 @@ def _set_commands(name: str, set_name: str, verb: str, help_text: str) -> click.
         click.echo(f"{job_set.size()} in {name}")
         for entry in job_set.page(0, limit):
             if entry.problem:  # named by its key, which `delete` takes
-                click.echo(f"{_when(entry.score)}  (unreadable: {entry.problem})  {entry.key}  "
+                click.echo(f"{when(entry.score)}  (unreadable: {entry.problem})  {entry.key}  "
                            f"{_short(entry.text)}")
                 continue
             error = f"  {entry.error_class}: {entry.error_message}" if entry.error_class else ""
-            click.echo(f"{_when(entry.score)}  {entry.job_class}  {entry.job_id or entry.key}"
+            click.echo(f"{when(entry.score)}  {entry.job_class}  {entry.job_id or entry.key}"
                        f"{error}")
 
     def act(action: str) -> click.Command:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from typing import Any
 
-__all__ = ["as_bytes", "digest", "escaped", "field_text", "ident", "printable", "shown"]
+__all__ = ["as_bytes", "digest", "escaped", "field_text", "ident", "printable", "shown",
+           "when"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -70,3 +72,13 @@ def ident(job_id: Any, raw: bytes | str) -> str:
     if isinstance(job_id, str) and job_id and printable(job_id) == job_id:
         return job_id
     return digest(raw)
+
+
+def when(stamp: Any) -> str:
+    """A Unix time as UTC text (``-`` for none); whatever else was stored, as it is."""
+    if not stamp:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(stamp)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(stamp)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from jobkit.display import when
 from jobkit.web.csrf import csrf_token
 from jobkit.web.http import Request, Response, Router, url_part
 
@@ -19,17 +19,7 @@ _templates = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def _when(stamp: Any) -> str:
-    """A Unix time as UTC text; whatever else was stored, as it is."""
-    if not stamp:
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(stamp)))
-    except (TypeError, ValueError, OverflowError, OSError):
-        return str(stamp)
-
-
-_templates.filters["when"] = _when
+_templates.filters["when"] = when
 # Every name put in a URL path or query: {{ root }}/queues/{{ q.raw_name|urlq }}
 _templates.filters["urlq"] = url_part
 
