@@ -281,15 +281,18 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
     """Worker processes whose heartbeat is alive, with the jobs each holds (running or
     prefetched)."""
     client = client or get_redis()
-    ids = sorted(client.smembers(keys.PROCESSES), key=display.shown)
+    # Keys from each id's exact bytes, so an id that is not UTF-8 still names its keys.
+    ids = [raw if isinstance(raw, bytes) else raw.encode()
+           for raw in sorted(client.smembers(keys.PROCESSES), key=display.shown)]
+    with client.pipeline(transaction=False) as pipe:  # one round trip for every process
+        for raw_id in ids:
+            pipe.get(keys.heartbeat("").encode() + raw_id)
+            pipe.hvals(keys.unacked("").encode() + raw_id)
+        replies = pipe.execute() if ids else []
     found = []
-    for raw_id in ids:
-        # Keys from the id's exact bytes, so an id that is not UTF-8 still names its keys.
-        raw_id = raw_id if isinstance(raw_id, bytes) else raw_id.encode()
-        beat = client.get(keys.heartbeat("").encode() + raw_id)
+    for raw_id, beat, held in zip(ids, replies[::2], replies[1::2], strict=True):
         if beat is None:
             continue
-        held = client.hvals(keys.unacked("").encode() + raw_id)
         try:
             info = json.loads(beat)
         except (ValueError, RecursionError):
