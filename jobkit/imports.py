@@ -59,5 +59,5 @@ def require_importable(obj: Any, what: str) -> None:
     """JobClassError when a worker could never import `obj` by its path (defined in
     `__main__` or inside a function); workers find job, mailer and enum classes that way."""
     if obj.__module__ == "__main__" or "<locals>" in obj.__qualname__:
-        raise JobClassError(f"{what} {obj.__module__}.{obj.__qualname__} cannot be imported by "
+        raise JobClassError(f"{what} {class_path(obj)} cannot be imported by "
                             "a worker: define it at the top level of an importable module")

@@ -25,6 +25,7 @@ from redis.client import Pipeline
 from jobkit import display, keys
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
+from jobkit.imports import class_path
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
@@ -419,7 +420,7 @@ def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES)
         return {"error_class": "jobkit.Error", "error_message": error, "backtrace": []}
     lines = traceback.format_exception(error)
     return {
-        "error_class": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error_class": class_path(type(error)),
         "error_message": str(error),
         "backtrace": [line.rstrip() for line in lines][-backtrace:] if backtrace else [],
     }

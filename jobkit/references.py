@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from jobkit.errors import DeserializationError, JobClassError, SerializationError
-from jobkit.imports import import_object
+from jobkit.imports import class_path, import_object
 
 __all__ = [
     "DjangoLocator",
@@ -107,8 +107,7 @@ class SQLAlchemyLocator(Locator):
         state = inspect(obj, raiseerr=False)
         if state is None or not hasattr(state, "mapper") or not self._owns(type(obj)):
             return None
-        cls = type(obj)
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return class_path(type(obj))
 
     def _owns(self, cls: Any) -> bool:
         return self._base is None or (isinstance(cls, type) and issubclass(cls, self._base))

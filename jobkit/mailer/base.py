@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import jinja2
 
-from jobkit.imports import require_importable
+from jobkit.imports import class_path, require_importable
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import TemplateError, TemplateMissingError
 from jobkit.mailer.message import build_message
@@ -204,7 +204,7 @@ class MessageDelivery:
             return None
         return MailDeliveryJob.set(wait=wait, wait_until=wait_until, queue=queue,
                                    priority=priority).perform_later(
-            f"{self.mailer_class.__module__}.{self.mailer_class.__qualname__}", self.action,
+            class_path(self.mailer_class), self.action,
             self.args, self.kwargs, self.params)
 
 
