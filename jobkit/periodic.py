@@ -29,6 +29,7 @@ from jobkit import keys
 from jobkit.adapters.celery import job_message
 from jobkit.config import current_settings
 from jobkit.errors import ConfigError, JobClassError
+from jobkit.imports import class_path
 from jobkit.job import Job, resolve_job_class
 from jobkit.masking import mask_secrets
 from jobkit.periodic_entry import PeriodicEntry, parse_entry
@@ -116,9 +117,14 @@ def check_classes(found: Iterable[PeriodicEntry]) -> None:
 
 def entries(client: redis.Redis | None = None) -> list[PeriodicEntry]:
     """Every entry: the settings' (which win on a name), then those added at runtime."""
+    return _with_runtime((client or get_redis()).hgetall(keys.PERIODIC_ENTRIES))
+
+
+def _with_runtime(stored: Mapping[Any, Any]) -> list[PeriodicEntry]:
+    """The settings' entries, then the readable ones of `stored` (the runtime entries' hash)
+    whose names the settings do not use."""
     configured = list(current_settings().schedule)
     names = {entry.name for entry in configured}
-    stored = (client or get_redis()).hgetall(keys.PERIODIC_ENTRIES)
     for raw_name, raw in sorted(stored.items()):
         name = raw_name.decode(errors="replace") if isinstance(raw_name, bytes) else raw_name
         if name in names:
@@ -154,7 +160,7 @@ def add(name: str, *, job: type[Job] | str, cron: str | None = None, every: str 
     A name the settings define is refused (the file wins on deploy)."""
     if any(entry.name == name for entry in current_settings().schedule):
         raise ValueError(f"periodic entry {name!r} is defined in the settings file")
-    path = job if isinstance(job, str) else f"{job.__module__}.{job.__qualname__}"
+    path = job if isinstance(job, str) else class_path(job)
     data = {"class": path, "args": list(args), "kwargs": dict(kwargs or {}), "queue": queue,
             "description": description, "missed": missed}
     data.update({k: v for k, v in (("cron", cron), ("every", every), ("timezone", timezone))
@@ -186,10 +192,15 @@ def resume(name: str, client: redis.Redis | None = None) -> None:
     first, so none that passed while paused runs (not even with ``missed: run_last``)."""
     entry = find(name, client)
     client = client or get_redis()
-    seconds, micros = client.time()
-    tick = entry.schedule.previous(datetime.fromtimestamp(seconds + micros / 1e6, UTC))
+    tick = entry.schedule.previous(_redis_time(client.time()))
     _take_tick(client, name, tick.timestamp(), None, tick)
     client.srem(keys.PERIODIC_PAUSED, name)
+
+
+def _redis_time(reply: tuple[int, int]) -> datetime:
+    """Redis's TIME reply as an aware datetime: every worker agrees on it."""
+    seconds, micros = reply
+    return datetime.fromtimestamp(seconds + micros / 1e6, UTC)
 
 
 def _take_tick(client: redis.Redis, name: str, stamp: float,
@@ -255,11 +266,15 @@ class PeriodicScheduler:
     def look(self) -> int:
         """Enqueue every entry's latest tick if due and not taken; returns how many this
         process enqueued."""
-        seconds, micros = self.client.time()
-        now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
-        paused = {_text(m) for m in self.client.smembers(keys.PERIODIC_PAUSED)}
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip a look
+            pipe.time()
+            pipe.smembers(keys.PERIODIC_PAUSED)
+            pipe.hgetall(keys.PERIODIC_ENTRIES)
+            time_reply, paused_reply, stored = pipe.execute()
+        now = _redis_time(time_reply)
+        paused = {_text(m) for m in paused_reply}
         enqueued = 0
-        for entry in entries(self.client):
+        for entry in _with_runtime(stored):
             if not entry.enabled or entry.name in paused:
                 continue
             try:
