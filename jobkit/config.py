@@ -224,7 +224,6 @@ _SECTION_KEYS: dict[str, dict[str, Validator]] = {
     },
     "web": {"stuck_after": Number(whole=False, least=0, above=True)},
 }
-MAILER_KEYS = frozenset(_SECTION_KEYS["mailer"])
 
 
 def _section(key: str, value: Any, where: str, where_of: Callable[[str], str]) -> dict:

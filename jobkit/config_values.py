@@ -21,13 +21,19 @@ from jobkit.masking import mask_secrets, mask_url
 
 __all__ = [
     "MAX_SECONDS",
-    "MAX_WHOLE",
-    "WEIGHT",
+    "REDIS_URL_FORMS",
+    "SMTP_URL_FORMS",
     "Number",
     "Validator",
+    "invalid",
+    "is_name_list",
     "is_sentinel_url",
+    "module_names",
     "parse_queue",
+    "queue_list",
+    "rule",
     "sentinel_hosts",
+    "shown",
     "valid_redis_url",
     "valid_smtp_url",
 ]
@@ -126,7 +132,6 @@ def parse_queue(spec: Any, where: str = "queues") -> tuple[str, int]:
         raise ConfigError(f"{where}: weight of queue {name!r} must be {WEIGHT.expected}, "
                           f"not {shown(weight)}")
     return name, int(number)
-
 
 
 def is_sentinel_url(url: str) -> bool:
