@@ -7,6 +7,7 @@ A refusal must name the file and line, and either suggest the change (`did you m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_a_copied_sidekiq_yml_is_accepted_or_told_what_to_change(path: Path) -> 
         settings = load_settings(path, environ={})
     except ConfigError as exc:
         message = str(exc)
-        assert message.startswith(f"{path}:"), message
+        assert re.match(rf"{re.escape(str(path))}:\d+: ", message), message  # file and line
         assert any(hint in message for hint in TELLS_WHAT_TO_CHANGE), message
         return
     assert settings.queues  # the file's queues, or the defaults
@@ -42,4 +43,5 @@ def test_the_corpus_is_there_and_mostly_accepted() -> None:
         accepted.append(path.name)
     print(f"\nsidekiq.yml corpus: {len(accepted)} of {len(FILES)} accepted as they are")
     assert len(FILES) >= 50
-    assert len(accepted) >= len(FILES) // 2
+    # 36 of 59 when this corpus was copied: fewer means a change now refuses files it read
+    assert len(accepted) >= 36, f"only {len(accepted)} accepted"
