@@ -80,13 +80,13 @@ def test_a_tick_skipped_as_too_late_says_so(client: Client, r: redis.Redis,
     # What the scheduler records of a tick more than 60 s late: the tick alone, no job.
     r.hset(keys.PERIODIC_LAST, "report:tick", repr(LAST_TICK))
     report = row(client.get("/periodic")[2], "report")
-    assert "<td class=\"nowrap\">2025-01-01 00:00:00 UTC<br><small>skipped (late)</small></td>" \
-        in report and "<td>-</td>" in report
+    assert ("<td class=\"nowrap\">2025-01-01 00:00:00 UTC<br><small>skipped (late or paused)"
+            "</small></td>") in report and "<td>-</td>" in report
     # an earlier tick's job stays the last job
     r.hset(keys.PERIODIC_LAST, mapping={"report:job_id": "job-of-2024",
                                         "report:at": repr(LAST_TICK - 366 * 86400)})
     report = row(client.get("/periodic")[2], "report")
-    assert "skipped (late)" in report and "job-of-2024" in report
+    assert "skipped (late or paused)" in report and "job-of-2024" in report
     assert "enqueued 2024-01-01 00:00:00 UTC" in report
 
 
@@ -119,6 +119,8 @@ def test_pause_then_resume(client: Client, r: redis.Redis, schedule: None) -> No
     assert not r.sismember(keys.PERIODIC_PAUSED, "report")
     report = row(client.get("/periodic")[2], "report")
     assert "<td>active</td>" in report and 'value="pause">Pause</button>' in report
+    # resume records the tick that passed while paused as taken, without a job
+    assert "skipped (late or paused)" in report
 
 
 def test_run_now_enqueues_the_job_on_its_queue(client: Client, r: redis.Redis,

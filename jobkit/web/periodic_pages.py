@@ -30,7 +30,9 @@ class Row:
     paused: bool
     next_run: float
     last_run: float | None
-    last_skipped: bool  # the last tick was recorded but not enqueued (it came too late)
+    # the last tick was recorded but not enqueued: it came too late, or it passed while the
+    # entry was paused (resume records it so)
+    last_skipped: bool
     last_job_id: str | None
     last_enqueued_at: float | None
     description: str
@@ -61,7 +63,7 @@ def _queue(entry: PeriodicEntry) -> str:
 def _row(state: PeriodicState) -> Row:
     entry = state.entry
     # A tick taken in time is recorded with its job and the time it was enqueued, never
-    # before the tick; a tick skipped because it came too late is recorded alone.
+    # before the tick; a tick skipped (too late, or passed while paused) is recorded alone.
     tick, enqueued = state.last_tick, state.last_enqueued_at
     skipped = tick is not None and (enqueued is None or enqueued < tick)
     return Row(
