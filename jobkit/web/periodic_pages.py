@@ -27,7 +27,6 @@ class Row:
     arguments: str
     queue: str
     state: str  # "active", "paused" or "disabled", as `jobkit periodic` says
-    paused: bool
     next_run: float
     last_run: float | None
     # the last tick was recorded but not enqueued: it came too late, or it passed while the
@@ -70,7 +69,7 @@ def _row(state: PeriodicState) -> Row:
         name=entry.name, schedule=entry.schedule_text, job_class=entry.job_class,
         arguments=_arguments(entry), queue=_queue(entry),
         state="paused" if state.paused else "active" if entry.enabled else "disabled",
-        paused=state.paused, next_run=state.next_tick.timestamp(),
+        next_run=state.next_tick.timestamp(),
         last_run=tick.timestamp() if tick else None, last_skipped=skipped,
         last_job_id=state.last_job_id,
         last_enqueued_at=enqueued.timestamp() if enqueued else None,
