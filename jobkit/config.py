@@ -350,11 +350,11 @@ def _read_file(path: Path, environment: str, environ: Mapping[str, str]) -> dict
 def _lift_scheduler(data: dict, where: Callable[..., str], notes: list[str]) -> None:
     """sidekiq-scheduler's `scheduler: {schedule: ...}` read as `schedule:` (its other keys,
     such as `enabled` or `dynamic`, noted)."""
-    for section in (data, *(v for k, v in data.items() if k in ENVIRONMENT_NAMES)):
+    sections = [((), data), *(((k,), v) for k, v in data.items() if k in ENVIRONMENT_NAMES)]
+    for prefix, section in sections:
         scheduler = section.get("scheduler") if isinstance(section, dict) else None
         if not isinstance(scheduler, dict):
             continue
-        prefix = () if section is data else (next(k for k, v in data.items() if v is section),)
         for key in scheduler:
             if key != "schedule":
                 notes.append(f"{where(*prefix, 'scheduler')}.{key}: sidekiq-scheduler's "
