@@ -304,7 +304,9 @@ def assert_all_agree(outcomes: dict[str, tuple[str, Any]], args: list, kwargs: d
             f"refused with different messages:\n{shown}")
         return "refused"
     for mode, (_, seen) in outcomes.items():
-        assert seen is None or same(seen, (args, kwargs)), (
+        if mode == "test":
+            continue  # the test adapter records only: nothing performed the job
+        assert seen is not None and same(seen, (args, kwargs)), (
             f"{mode}: the job saw {seen!r}, not {(args, kwargs)!r}")
     return "sent"
 
