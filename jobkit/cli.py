@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,23 +250,46 @@ def periodic_command(ctx: click.Context) -> None:
                    + (f"  # {entry.description}" if entry.description else ""))
 
 
-def _periodic_action(verb: str, help_text: str) -> None:
-    @periodic_command.command(verb, help=help_text)
-    @click.argument("name")
-    def action(name: str) -> None:
-        from jobkit import periodic
-
-        try:
-            done = getattr(periodic, "run_now" if verb == "run" else verb)(name)
-        except KeyError as exc:
-            raise click.ClickException(str(exc.args[0])) from None
-        shown = f": job {done.job_id}" if verb == "run" else ""
-        click.echo(f"{name}: {'enqueued' if verb == 'run' else verb + 'd'}{shown}")
+@contextlib.contextmanager
+def _known_entry() -> Iterator[None]:
+    """An unknown entry name (jobkit.periodic's KeyError) is one line, exit 1."""
+    try:
+        yield
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
 
 
-_periodic_action("pause", "Enqueue no tick of NAME until resumed.")
-_periodic_action("resume", "Enqueue NAME's ticks again, from the next one.")
-_periodic_action("run", "Enqueue NAME's job now, outside its schedule.")
+@periodic_command.command("pause")
+@click.argument("name")
+def periodic_pause(name: str) -> None:
+    """Enqueue no tick of NAME until resumed."""
+    from jobkit import periodic
+
+    with _known_entry():
+        periodic.pause(name)
+    click.echo(f"{name}: paused")
+
+
+@periodic_command.command("resume")
+@click.argument("name")
+def periodic_resume(name: str) -> None:
+    """Enqueue NAME's ticks again, from the next one."""
+    from jobkit import periodic
+
+    with _known_entry():
+        periodic.resume(name)
+    click.echo(f"{name}: resumed")
+
+
+@periodic_command.command("run")
+@click.argument("name")
+def periodic_run(name: str) -> None:
+    """Enqueue NAME's job now, outside its schedule."""
+    from jobkit import periodic
+
+    with _known_entry():
+        job = periodic.run_now(name)
+    click.echo(f"{name}: enqueued: job {job.job_id}")
 
 
 @main.command("systemd")
