@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import Any, TypedDict
 
 import redis
 from redis.client import Pipeline
@@ -28,9 +28,6 @@ from jobkit.config import current_settings
 from jobkit.imports import class_path
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
-
-if TYPE_CHECKING:
-    from redis.typing import ZSetRangeResponse  # redis-py 8 (the dependency is redis>=5)
 
 __all__ = [
     "DeadSet",
@@ -436,10 +433,10 @@ def entry_member(list_key: str, message: str, **info: object) -> str:
 _KEY = re.compile(r"(-?(?:inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?))-(.*)\Z", re.DOTALL)
 
 
-def _entries(scored: ZSetRangeResponse) -> list[JobEntry]:
-    """The entries of a ZRANGE ... WITHSCORES reply (redis-py types it as any ZRANGE reply)."""
-    return [_entry(member, score)
-            for member, score in cast(list[tuple[bytes | str, float]], scored)]
+def _entries(scored: Any) -> list[JobEntry]:
+    """The entries of a ZRANGE ... WITHSCORES reply: (member, score) pairs (redis-py types
+    it as any ZRANGE reply, of any redis-py version)."""
+    return [_entry(member, score) for member, score in scored]
 
 
 def _entry(member: bytes | str, score: float) -> JobEntry:
