@@ -44,6 +44,14 @@ def main() -> None:
     """jobkit: background jobs on Celery + Redis, the Rails way."""
 
 
+def _app_importable() -> None:
+    """The app in the current directory importable first (its jobs, mailers, previews), as
+    Celery's -A finds it; once, however many commands run in this process."""
+    cwd = os.getcwd()
+    if sys.path[:1] != [cwd]:
+        sys.path.insert(0, cwd)
+
+
 # -C for every command that reads the settings file (worker, config check, web).
 config_file_option = click.option(
     "-C", "--config", "config_path", type=click.Path(dir_okay=False),
@@ -77,7 +85,7 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     )
     for note in (*settings.notes, *machine_notes(settings)):
         click.echo(f"jobkit: note: {note}", err=True)
-    sys.path.insert(0, os.getcwd())  # jobs of the app in the current directory, as Celery's -A
+    _app_importable()
     for module in (*settings.require, *require):
         try:
             importlib.import_module(module)
@@ -116,9 +124,9 @@ def config() -> None:
 def config_check(config_path: str | None, environment: str | None) -> None:
     """Validate the settings and print them as resolved (secrets in URLs masked)."""
     path = config_path or default_config_path()
+    _app_importable()  # the app's job classes, as the worker finds them
     try:
         settings = load_settings(path, environment)
-        sys.path.insert(0, os.getcwd())  # the app's job classes, as the worker finds them
         from jobkit.periodic import check_classes
 
         check_classes(settings.schedule)
@@ -241,6 +249,7 @@ def periodic_command(ctx: click.Context) -> None:
         entry = state.entry
         status = "paused" if state.paused else "active" if entry.enabled else "disabled"
         last = when(state.last_tick.timestamp()) if state.last_tick else "-"
+        last += " (skipped)" if state.last_tick_skipped else ""
         click.echo(f"{entry.name:<24} {entry.schedule_text:<28} {status:<8} "
                    f"{when(state.next_tick.timestamp()):<23} {last:<23} "
                    f"{state.last_job_id or '-'}")
@@ -422,7 +431,7 @@ def mail_preview(spec: str, part: str) -> None:
     from jobkit.mailer import MailerError
     from jobkit.mailer.previews import render_preview
 
-    sys.path.insert(0, os.getcwd())
+    _app_importable()
     try:
         message = render_preview(spec)
     except MailerError as exc:
@@ -479,7 +488,7 @@ def web(host: str, port: int, config_path: str | None, environment: str | None) 
         daemon_threads = True
 
     configure(config_path, environment)
-    sys.path.insert(0, os.getcwd())
+    _app_importable()
     with make_server(host, port, create_app(), server_class=Server) as server:
         click.echo(f"jobkit web: http://{host}:{port}/")
         with contextlib.suppress(KeyboardInterrupt):
