@@ -53,11 +53,13 @@ def check_class_options(cls: type) -> None:
             shown = repr(value)
             if len(shown) > _SHOWN_CHARS:
                 shown = shown[:_SHOWN_CHARS] + "..."
+            own = "" if name.upper() == name else ", or name it in UPPER_CASE or with a " \
+                "leading underscore"
             raise JobClassError(
                 f"{cls.__qualname__}.{name} = {shown} {problem}. The options: "
                 f"{', '.join(o for o in options if o not in _NOT_LISTED)}. For a class "
                 f"attribute of your own, declare it with an annotation (`{name}: ClassVar[...] "
-                "= ...`), or name it in UPPER_CASE or with a leading underscore.")
+                f"= ...`){own}.")
 
 
 def _problem(name: str, value: Any, inherited: set[str], declared: set[str],

@@ -89,6 +89,13 @@ class PeriodicState:
     def next_tick(self) -> datetime:
         return self.entry.schedule.next(datetime.now(UTC))
 
+    @property
+    def last_tick_skipped(self) -> bool:
+        """The last tick was recorded without a job (too late, or passed while paused): a job
+        is recorded after its tick, a skipped tick alone."""
+        return self.last_tick is not None and (self.last_enqueued_at is None
+                                               or self.last_enqueued_at < self.last_tick)
+
 
 # -- entries from the settings and from Redis ---------------------------------------------------
 

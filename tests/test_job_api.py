@@ -388,3 +388,10 @@ def test_jobs_is_absent_outside_a_recording_adapter() -> None:
             AddJob.drain()
     finally:
         jobkit.use_adapter(previous)
+
+
+def test_an_option_in_capitals_is_not_told_to_use_capitals() -> None:
+    with pytest.raises(JobClassError) as refused:
+        type("ShoutJob", (Job,), {"MAX_RETRIES": 3, "perform": lambda self: None})
+    assert str(refused.value).endswith("declare it with an annotation "
+                                       "(`MAX_RETRIES: ClassVar[...] = ...`).")

@@ -162,6 +162,7 @@ def test_pause_resume_and_run_from_the_cli(private_redis: redis.Redis, tmp_path:
     assert ran.output.startswith("report: enqueued: job ")
     assert private_redis.llen("periodic_test") == 1
     assert runner.invoke(main, ["periodic", "resume", "report"]).output == "report: resumed\n"
+    assert "(skipped)" in runner.invoke(main, ["periodic"]).output  # resume took the tick
     assert not private_redis.sismember(keys.PERIODIC_PAUSED, "report")
     missing = runner.invoke(main, ["periodic", "pause", "nope"])
     assert missing.exit_code == 1 and "no periodic entry named 'nope'" in missing.output
