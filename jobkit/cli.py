@@ -247,14 +247,12 @@ def periodic_command(ctx: click.Context) -> None:
                f"{'last run':<23} last job")
     for state in periodic.states():
         entry = state.entry
-        status = "paused" if state.paused else "active" if entry.enabled else "disabled"
         last = when(state.last_tick.timestamp()) if state.last_tick else "-"
         last += " (skipped)" if state.last_tick_skipped else ""
-        click.echo(f"{entry.name:<24} {entry.schedule_text:<28} {status:<8} "
+        click.echo(f"{entry.name:<24} {entry.schedule_text:<28} {state.status:<8} "
                    f"{when(state.next_tick.timestamp()):<23} {last:<23} "
                    f"{state.last_job_id or '-'}")
-        click.echo(f"    {entry.job_class} args={list(entry.args)!r}"
-                   + (f" kwargs={dict(entry.kwargs)!r}" if entry.kwargs else "")
+        click.echo(f"    {entry.job_class} {entry.arguments_text}"
                    + (f" queue={entry.queue}" if entry.queue else "")
                    + (f"  # {entry.description}" if entry.description else ""))
 

@@ -371,14 +371,16 @@ def _read_schedule(data: dict, keys: tuple[str, ...], where: Callable[..., str],
                    environ: Mapping[str, str]) -> tuple[PeriodicEntry, ...]:
     """The top level's entries, with an environment's replacing those of the same name;
     each error names the entry's own line."""
-    top = parse_entries(_interpolate(data.get("schedule") or {}, environ, where("schedule")),
-                        where("schedule"), lambda name: where("schedule", name))
+    def parsed(*at: str) -> tuple[PeriodicEntry, ...]:
+        """The entries at key path `at`: ("schedule",) or (environment, "schedule")."""
+        section = data if len(at) == 1 else data[at[0]]
+        raw = _interpolate(section.get("schedule") or {}, environ, where(*at))
+        return parse_entries(raw, where(*at), lambda name: where(*at, name))
+
+    top = parsed("schedule")
     if len(keys) == 1:
         return top
-    env = keys[0]
-    own = parse_entries(_interpolate(data[env]["schedule"] or {}, environ,
-                                     where(env, "schedule")),
-                        where(env, "schedule"), lambda name: where(env, "schedule", name))
+    own = parsed(*keys)
     names = {entry.name for entry in own}
     return tuple(entry for entry in top if entry.name not in names) + own
 

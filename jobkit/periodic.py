@@ -90,6 +90,11 @@ class PeriodicState:
         return self.entry.schedule.next(datetime.now(UTC))
 
     @property
+    def status(self) -> str:
+        """``active``, ``paused`` or ``disabled`` (``enabled: false``), for listings."""
+        return "paused" if self.paused else "active" if self.entry.enabled else "disabled"
+
+    @property
     def last_tick_skipped(self) -> bool:
         """The last tick was recorded without a job (too late, or passed while paused): a job
         is recorded after its tick, a skipped tick alone."""

@@ -44,6 +44,16 @@ class PeriodicEntry:
     source: str = ""  # where it was defined: "file:line: schedule.name", or "runtime"
 
     @property
+    def arguments_text(self) -> str:
+        """``args=['nightly'] kwargs={'kind': 'weekday'}``, for listings."""
+        text = f"args={list(self.args)!r}"
+        if self.kwargs:
+            text += f" kwargs={dict(self.kwargs)!r}"
+        if self.date_as_argument:
+            text += " + the tick"
+        return text
+
+    @property
     def schedule_text(self) -> str:
         """``cron 0 9 * * 1-5 (Europe/Paris)`` or ``every 30s``, for listings."""
         if isinstance(self.schedule, Cron):

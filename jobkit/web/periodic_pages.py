@@ -37,16 +37,6 @@ class Row:
     description: str
 
 
-def _arguments(entry: PeriodicEntry) -> str:
-    """``args=['nightly'] kwargs={'kind': 'weekday'}``, as `jobkit periodic` prints them."""
-    text = f"args={list(entry.args)!r}"
-    if entry.kwargs:
-        text += f" kwargs={dict(entry.kwargs)!r}"
-    if entry.date_as_argument:
-        text += " + the tick"
-    return text
-
-
 def _queue(entry: PeriodicEntry) -> str:
     """The entry's queue, else its class's `queue_as` when that is a name this process can
     import, else a word saying so."""
@@ -61,16 +51,12 @@ def _queue(entry: PeriodicEntry) -> str:
 
 def _row(state: PeriodicState) -> Row:
     entry = state.entry
-    # A tick taken in time is recorded with its job and the time it was enqueued, never
-    # before the tick; a tick skipped (too late, or passed while paused) is recorded alone.
     tick, enqueued = state.last_tick, state.last_enqueued_at
-    skipped = tick is not None and (enqueued is None or enqueued < tick)
     return Row(
         name=entry.name, schedule=entry.schedule_text, job_class=entry.job_class,
-        arguments=_arguments(entry), queue=_queue(entry),
-        state="paused" if state.paused else "active" if entry.enabled else "disabled",
+        arguments=entry.arguments_text, queue=_queue(entry), state=state.status,
         next_run=state.next_tick.timestamp(),
-        last_run=tick.timestamp() if tick else None, last_skipped=skipped,
+        last_run=tick.timestamp() if tick else None, last_skipped=state.last_tick_skipped,
         last_job_id=state.last_job_id,
         last_enqueued_at=enqueued.timestamp() if enqueued else None,
         description=entry.description)
