@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,8 +234,7 @@ def _section(key: str, value: Any, where: str, where_of: Callable[[str], str]) -
         raise invalid(value, where, f"a mapping of {', '.join(sorted(validators))}")
     for name in value:
         if name not in validators:
-            near = difflib.get_close_matches(name, sorted(validators), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = _did_you_mean(name, sorted(validators))
             raise ConfigError(f"{where_of(name)}: unknown key{hint}; {key} takes "
                               f"{', '.join(sorted(validators))}")
     return {name: validators[name](v, where_of(name)) for name, v in value.items()}
@@ -250,10 +249,14 @@ def _coerce(key: str, value: Any, where: str,
     return _VALIDATORS[key](value, where)
 
 
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `choices`, or nothing."""
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _unknown_key(key: str, where: str) -> ConfigError:
-    near = difflib.get_close_matches(
-        key, sorted(_KEYS | set(ENVIRONMENT_NAMES) | set(SIDEKIQ_ONLY_KEYS)), n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    hint = _did_you_mean(key, sorted(_KEYS | set(ENVIRONMENT_NAMES) | set(SIDEKIQ_ONLY_KEYS)))
     return ConfigError(f"{where}: unknown key{hint}")
 
 
@@ -265,8 +268,7 @@ def _environment(environment: str | None, environ: Mapping[str, str]) -> str:
         variable = next((v for v in ENVIRONMENT_VARIABLES if environ.get(v)), None)
         environment = environ[variable] if variable else "development"
     if environment not in ENVIRONMENT_NAMES:
-        near = difflib.get_close_matches(environment, ENVIRONMENT_NAMES, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = _did_you_mean(environment, ENVIRONMENT_NAMES)
         source = f"{variable}: " if variable else ""
         raise ConfigError(f"{source}unknown environment {environment!r}{hint}; use one of "
                           f"{', '.join(ENVIRONMENT_NAMES)}")
