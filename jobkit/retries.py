@@ -140,7 +140,7 @@ def decide(job: Job, error: BaseException) -> Decision:
             if isinstance(rule, DiscardOn):
                 return Decision("discard", reason="discard_on")
             if job.executions < rule.attempts:
-                return _retry(rule.delay(job.executions), "retry_on's wait")
+                return _retry(rule.delay(job.executions))
             return Decision("dead", reason=f"retry_on: {rule.attempts} attempts exhausted")
     retry_count = job.executions - 1  # retries already made
     max_retries = _max_retries(job)
@@ -163,12 +163,12 @@ def _is_seconds(value: object) -> bool:
         and math.isfinite(value) and 0 <= value <= MAX_SECONDS
 
 
-def _retry(delay: float, source: str) -> Decision:
-    """Retry after `delay`; to the dead set, saying why, when it is no delay a retry can wait
-    (a callable `wait` returning inf would otherwise park the job forever)."""
+def _retry(delay: float) -> Decision:
+    """Retry after retry_on's `delay`; to the dead set, saying why, when it is no delay a retry
+    can wait (a callable `wait` returning inf would otherwise park the job forever)."""
     if _is_seconds(delay):
         return Decision("retry", float(delay))
-    return Decision("dead", reason=f"{source} gave {delay!r}: want seconds from 0 to "
+    return Decision("dead", reason=f"retry_on's wait gave {delay!r}: want seconds from 0 to "
                                    f"{MAX_SECONDS}")
 
 
