@@ -22,6 +22,8 @@ from jobkit.errors import JobKilled as JobKilled
 from jobkit.errors import JobkitError as JobkitError
 from jobkit.errors import NotRecordingError as NotRecordingError
 from jobkit.errors import NotReplicatedError as NotReplicatedError
+from jobkit.errors import NotUniqueError as NotUniqueError
+from jobkit.errors import OverLimit as OverLimit
 from jobkit.errors import PayloadError as PayloadError
 from jobkit.errors import SerializationError as SerializationError
 from jobkit.job import ConfiguredJob as ConfiguredJob
@@ -53,6 +55,8 @@ __all__ = [
     "JobKilled",
     "NotRecordingError",
     "NotReplicatedError",
+    "NotUniqueError",
+    "OverLimit",
     "JobkitError",
     "Locator",
     "PayloadError",

@@ -9,6 +9,8 @@
     ├── JobKilled               the process running a job was killed (time limit, OOM, signal)
     ├── NotReplicatedError      an enqueue not confirmed by `wait_for_replicas` replicas in time
     ├── NotRecordingError       a test helper used where no adapter records jobs
+    ├── NotUniqueError          a unique job (`unique_conflict = "raise"`) already enqueued
+    ├── OverLimit               a rate limiter (jobkit.limiter) is over its limit
     └── Abort                   raised by a before_* callback to halt the chain
 
 The mailer's errors (jobkit.mailer.errors) are JobkitErrors too. Every one survives pickling.
@@ -27,6 +29,8 @@ __all__ = [
     "JobkitError",
     "NotRecordingError",
     "NotReplicatedError",
+    "NotUniqueError",
+    "OverLimit",
     "PayloadError",
     "SerializationError",
 ]
@@ -109,3 +113,28 @@ class JobKilled(JobkitError):
 
 class Abort(JobkitError):  # noqa: N818 - mirrors Active Job's `throw :abort`
     """Raise in a before_* or around_* callback to stop the enqueue or perform quietly."""
+
+
+class NotUniqueError(JobkitError):
+    """A job whose class says ``unique_conflict = "raise"`` was not enqueued: a job with the
+    same unique key holds the lock. `jobs` lists the jobs that were not enqueued."""
+
+    def __init__(self, message: str, jobs: list[Any] | None = None) -> None:
+        self.jobs = list(jobs or [])
+        super().__init__(message)
+
+
+class OverLimit(JobkitError):  # noqa: N818 - Sidekiq Enterprise's name
+    """A rate limiter (`jobkit.limiter`) stayed over its limit for its whole `wait_timeout`.
+
+    Escaping a job's `perform`, it reschedules the job after a backoff (not a retry, never the
+    dead set) when `reschedule` is True (the limiter's default); otherwise it is an ordinary
+    failure for the retry policy. `retry_after` is the limiter's estimate, in seconds, of when
+    a call could succeed."""
+
+    def __init__(self, limiter: str, retry_after: float, reschedule: bool = True) -> None:
+        self.limiter = limiter
+        self.retry_after = retry_after
+        self.reschedule = reschedule
+        super().__init__(f"rate limiter {limiter!r} is over its limit "
+                         f"(try again in {retry_after:.2f} s)")

@@ -11,6 +11,7 @@ import datetime as dt
 from bisect import bisect
 
 __all__ = [
+    "CONCURRENCY_HELD_KEYS",
     "DEAD",
     "PAUSED",
     "PERIODIC_ENTRIES",
@@ -23,13 +24,18 @@ __all__ = [
     "RETRY",
     "SCHEDULE",
     "WAKE_PREFIX",
+    "concurrency_held",
+    "concurrency_slots",
+    "debounce",
     "heartbeat",
+    "limiter",
     "list_key",
     "list_keys",
     "mail_sent",
     "on_demand_slot",
     "stat",
     "unacked",
+    "unique",
     "unacked_index",
     "wake_key",
 ]
@@ -58,6 +64,35 @@ PROCESSES = PREFIX + "processes"  # set of process ids
 PERIODIC_LAST = PREFIX + "periodic:last"  # hash: <name>:tick, :job_id, :at of its last tick
 PERIODIC_PAUSED = PREFIX + "periodic:paused"  # set of paused entry names
 PERIODIC_ENTRIES = PREFIX + "periodic:entries"  # hash: name -> JSON of an entry added at runtime
+
+# Controls (jobkit/controls/): the keys of concurrency limits that hold jobs (the poller looks
+# at these for slots freed by expiry).
+CONCURRENCY_HELD_KEYS = PREFIX + "concurrency:held_keys"  # set of concurrency keys
+
+
+def unique(digest: str) -> str:
+    """String with a TTL: the unique lock of a job key, holding the id of the job that holds it."""
+    return f"{PREFIX}unique:{digest}"
+
+
+def concurrency_slots(key: str) -> str:
+    """Sorted set: job id -> when its slot expires, the running jobs of a concurrency key."""
+    return f"{PREFIX}concurrency:slots:{key}"
+
+
+def concurrency_held(key: str) -> str:
+    """List: messages of jobs over a concurrency key's limit, oldest on the right."""
+    return f"{PREFIX}concurrency:held:{key}"
+
+
+def debounce(digest: str) -> str:
+    """String with a TTL: the scheduled-set member of the pending job of a debounce key."""
+    return f"{PREFIX}debounce:{digest}"
+
+
+def limiter(kind: str, name: str) -> str:
+    """The state of rate limiter `name` of kind concurrent/bucket/window/leaky."""
+    return f"{PREFIX}limiter:{kind}:{name}"
 
 
 def on_demand_slot(slot: int) -> str:
