@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from jobkit import limiter as limiter
 from jobkit.adapters import use_adapter as use_adapter
 from jobkit.adapters.base import Adapter as Adapter
 from jobkit.arguments import Serializer as Serializer
@@ -14,6 +15,8 @@ from jobkit.callbacks import before_enqueue as before_enqueue
 from jobkit.callbacks import before_perform as before_perform
 from jobkit.config import Settings as Settings
 from jobkit.config import configure as configure
+from jobkit.controls import Concurrency as Concurrency
+from jobkit.controls import Debounce as Debounce
 from jobkit.errors import Abort as Abort
 from jobkit.errors import ConfigError as ConfigError
 from jobkit.errors import DeserializationError as DeserializationError
@@ -45,8 +48,10 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 __all__ = [
     "Abort",
     "Adapter",
+    "Concurrency",
     "ConfigError",
     "ConfiguredJob",
+    "Debounce",
     "DeserializationError",
     "DjangoLocator",
     "GlobalID",
@@ -73,6 +78,7 @@ __all__ = [
     "before_perform",
     "configure",
     "discard_on",
+    "limiter",
     "perform_all_later",
     "register_locator",
     "register_serializer",

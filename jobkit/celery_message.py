@@ -26,18 +26,23 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
                   kwargsrepr: str | None = None) -> tuple[str, str]:
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
+    controls = payload.get("controls")
     return build_task_message(
         payload["job_class"], task_id, [payload], payload["queue_name"], payload["priority"],
         retries=payload["executions"], job_id=payload["job_id"],
         argsrepr=argsrepr or repr(payload["args"]),
         kwargsrepr=kwargsrepr or repr(payload["kwargs"]),
+        concurrency=controls.get("concurrency") if isinstance(controls, dict) else None,
     )
 
 
 def build_task_message(task: str, task_id: str, args: list, queue: str, priority: int | None,
                        retries: int = 0, job_id: str | None = None, argsrepr: str = "",
-                       kwargsrepr: str = "") -> tuple[str, str]:
-    """The same for any task arguments: used to keep a message whose payload is unreadable."""
+                       kwargsrepr: str = "", concurrency: dict[str, Any] | None = None
+                       ) -> tuple[str, str]:
+    """The same for any task arguments: used to keep a message whose payload is unreadable.
+    `concurrency` (a job's concurrency control) becomes the ``jobkit_concurrency`` header,
+    which the worker's transport reads before Celery takes the job."""
     priority = min(max(priority or 0, MIN_PRIORITY), MAX_PRIORITY)
     body = _dumps([args, {}, _EMBED]).encode()
     message = {
@@ -65,6 +70,7 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
             "stamped_headers": None,
             "stamps": {},
             "job_id": job_id,
+            **({"jobkit_concurrency": concurrency} if concurrency else {}),
         },
         "properties": {
             "correlation_id": task_id,

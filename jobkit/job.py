@@ -26,7 +26,15 @@ from typing import (
 
 from jobkit import arguments, callbacks
 from jobkit.adapters import current_adapter
-from jobkit.errors import JobClassError
+from jobkit.controls.options import (
+    Concurrency,
+    Debounce,
+    UniqueConflict,
+    UniqueUntil,
+    check_controls,
+    controls_of,
+)
+from jobkit.errors import JobClassError, NotUniqueError
 from jobkit.imports import class_path, import_object
 from jobkit.job_options import check_class_options
 from jobkit.payload import Payload, from_timestamp, to_timestamp
@@ -34,6 +42,7 @@ from jobkit.queues import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from jobkit.adapters.test import EnqueuedJob
+    from jobkit.limiter import Limiter
     from jobkit.retries import DiscardOn, RetryOn
 
 __all__ = ["ConfiguredJob", "Job", "perform_all_later", "resolve_job_class"]
@@ -110,7 +119,9 @@ class Job:
     """Subclass, define ``perform(self, ...)``, then ``MyJob.perform_later(...)``.
 
     Class options: ``queue_as`` (a queue name, or a callable taking the job), ``priority``
-    (0 runs first; None for the queue's default), ``max_retries``, ``dead``, ``backtrace``.
+    (0 runs first; None for the queue's default), ``max_retries``, ``dead``, ``backtrace``;
+    the controls ``unique_for`` / ``unique_until`` / ``unique_by`` / ``unique_conflict``,
+    ``limits_concurrency``, ``debounce`` and ``limiter`` (docs/controls.md).
     Any other lower-case class attribute holding data is refused when the class is defined
     (a typo would be ignored otherwise); declare your own with an annotation.
     """
@@ -123,6 +134,21 @@ class Job:
     dead: ClassVar[bool] = True
     #: Backtrace lines kept with a failure in the retry and dead sets (0: none).
     backtrace: ClassVar[int] = 20
+    #: Unique jobs: a second enqueue of the same key within this many seconds (or timedelta,
+    #: counted from when the job is due) is not enqueued. None: not unique.
+    unique_for: ClassVar[float | dt.timedelta | None] = None
+    #: When the lock goes: as the job starts, or once it succeeded (failed for good, too).
+    unique_until: ClassVar[UniqueUntil] = "success"
+    #: The unique key (from the job); None: the class and all the arguments.
+    unique_by: ClassVar[Callable[[Any], Any] | None] = None
+    #: A duplicate is skipped (`successfully_enqueued` False), or raises NotUniqueError.
+    unique_conflict: ClassVar[UniqueConflict] = "skip"
+    #: At most `to` jobs with the same key run at once; the others wait in order.
+    limits_concurrency: ClassVar[Concurrency | None] = None
+    #: Of the jobs with the same key in a window, only the last runs, at its end.
+    debounce: ClassVar[Debounce | None] = None
+    #: Rate limiters (jobkit.limiter) every run must pass before `perform`, on a worker.
+    limiter: ClassVar[Limiter | tuple[Limiter, ...] | None] = None
     #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
     failure_rules: ClassVar[tuple[RetryOn | DiscardOn, ...]] = ()
 
@@ -143,6 +169,7 @@ class Job:
         if type(cls.backtrace) is not int or cls.backtrace < 0:
             raise JobClassError(f"{cls.__qualname__}.backtrace must be a whole number of "
                                 f"lines >= 0, not {cls.backtrace!r}")
+        check_controls(cls)
         cls._callbacks = callbacks.collect(cls)
 
     def __init__(self: _Performs[P, Any, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -161,6 +188,8 @@ class Job:
         self.enqueued_at: dt.datetime | None = None
         self.scheduled_at: dt.datetime | None = None
         self.successfully_enqueued: bool = False
+        #: Set when a unique job was not enqueued: the id of the job that holds its lock.
+        self.duplicate_of: str | None = None
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
@@ -244,8 +273,10 @@ class Job:
         return self
 
     def _enqueue_now(self) -> None:
+        self.duplicate_of = None
         current_adapter().enqueue(self)
-        self.successfully_enqueued = True
+        self.successfully_enqueued = self.duplicate_of is None
+        _raise_for_duplicates([self])
 
     def _prepare(self, *, wait: Seconds | None = None, wait_until: When | None = None,
                  queue: str | None = None, priority: int | None = None) -> None:
@@ -287,6 +318,9 @@ class Job:
     def serialize(self) -> dict[str, Any]:
         """The payload dict for this job; SerializationError names a bad argument."""
         args, kwargs = arguments.serialize(self.arguments, self.kwargs)
+        cls = type(self)
+        controlled = cls.unique_for is not None or cls.limits_concurrency is not None \
+            or cls.debounce is not None
         return Payload(
             job_class=class_path(type(self)),
             job_id=self.job_id,
@@ -297,6 +331,7 @@ class Job:
             executions=self.executions,
             enqueued_at=to_timestamp(self.enqueued_at),
             scheduled_at=to_timestamp(self.scheduled_at),
+            controls=controls_of(self, args, kwargs) if controlled else None,
         ).to_dict()
 
     @staticmethod
@@ -373,10 +408,25 @@ def perform_all_later(jobs: Iterable[J]) -> list[J]:
         if not isinstance(job, Job):
             raise TypeError(f"perform_all_later takes Job instances, got {job!r}")
         job._prepare()
+        job.duplicate_of = None
     current_adapter().enqueue_all(jobs)
     for job in jobs:
-        job.successfully_enqueued = True
+        job.successfully_enqueued = job.duplicate_of is None
+    _raise_for_duplicates(jobs)
     return jobs
+
+
+def _raise_for_duplicates(jobs: list[J]) -> None:
+    """NotUniqueError for the duplicates of classes with ``unique_conflict = "raise"`` (the
+    other jobs of a bulk enqueue are sent all the same)."""
+    refused = [job for job in jobs if job.duplicate_of is not None
+               and type(job).unique_conflict == "raise"]
+    if refused:
+        shown = ", ".join(f"{type(job).__qualname__} {job.job_id} (lock held by "
+                          f"{job.duplicate_of})" for job in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise NotUniqueError(f"not enqueued, a job with the same unique key is enqueued or "
+                             f"running: {shown}{more}", refused)
 
 
 def resolve_job_class(path: str) -> type[Job]:

@@ -4,6 +4,9 @@
      "priority": null, "args": [...], "kwargs": {...}, "executions": 0,
      "enqueued_at": 1732370000.25, "scheduled_at": null}
 
+plus, only when set, "controls" (unique / concurrency / debounce keys, jobkit.controls) and
+"over_limit" (times a rate limiter sent the job back to wait).
+
 Arguments are stored serialized (see arguments.py); times are Unix seconds.
 """
 
@@ -31,6 +34,10 @@ class Payload:
     executions: int
     enqueued_at: float | None
     scheduled_at: float | None
+    #: Unique, concurrency and debounce keys of the job (jobkit.controls), when it has any.
+    controls: dict[str, Any] | None = None
+    #: How many times a rate limiter sent the job back to wait (not retries).
+    over_limit: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +51,8 @@ class Payload:
             "executions": self.executions,
             "enqueued_at": self.enqueued_at,
             "scheduled_at": self.scheduled_at,
+            **({"controls": self.controls} if self.controls else {}),
+            **({"over_limit": self.over_limit} if self.over_limit else {}),
         }
 
     @classmethod
@@ -57,6 +66,11 @@ class Payload:
             if not isinstance(data.get(key), kinds):
                 raise PayloadError(f"payload field {key!r} is missing or of the wrong type")
         fields: dict[str, Any] = {key: data.get(key) for key in _SHAPE}  # checked just above
+        for key, (kinds, default) in _OPTIONAL.items():
+            value = data.get(key, default)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise PayloadError(f"payload field {key!r} is of the wrong type")
+            fields[key] = value
         return cls(**fields)
 
 
@@ -71,6 +85,11 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "executions": (int,),
     "enqueued_at": _NUMBER_OR_NONE,
     "scheduled_at": _NUMBER_OR_NONE,
+}
+
+_OPTIONAL: dict[str, tuple[tuple[type, ...], Any]] = {
+    "controls": ((dict, type(None)), None),
+    "over_limit": ((int,), 0),
 }
 
 

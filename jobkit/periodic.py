@@ -309,7 +309,7 @@ class PeriodicScheduler:
             return 0
         try:
             job = build_job(entry, tick)
-            queue, key, message = job_message(job)
+            queue, key, message, _ = job_message(job)
         except Exception:
             self._taken[entry.name] = stamp  # logged once for this tick; the next one tries
             raise

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from jobkit import adapters
 from jobkit.adapters.base import Adapter
-from jobkit.adapters.test import EnqueuedJob, TestAdapter
+from jobkit.adapters.test import EnqueuedJob, SkippedJob, TestAdapter
 from jobkit.arguments import serialize_value
 from jobkit.config import Settings, current_settings, use_settings
 from jobkit.imports import class_path
@@ -42,6 +42,7 @@ from jobkit.job import Job
 __all__ = [
     "EnqueuedJob",
     "JobFilter",
+    "SkippedJob",
     "TestAdapter",
     "advance",
     "assert_emails",
@@ -56,11 +57,13 @@ __all__ = [
     "disable",
     "drain_all",
     "fake",
+    "held",
     "inline",
     "jobs",
     "outbox",
     "perform_enqueued_jobs",
     "performed",
+    "skipped",
 ]
 
 #: Which jobs a helper looks at: a Job class, its import path, or None for every class.
@@ -130,8 +133,21 @@ def performed(job: JobFilter = None, queue: str | None = None) -> list[EnqueuedJ
 
 
 def clear(job: JobFilter = None) -> None:
-    """Forget recorded jobs (of one class, or all)."""
+    """Forget recorded jobs (of one class, or all), their unique locks and skipped jobs."""
     _recorder().clear(job)
+
+
+def skipped(job: JobFilter = None, queue: str | None = None) -> list[SkippedJob]:
+    """Jobs the controls kept from running, oldest first: unique jobs not enqueued because
+    their lock was held (``reason == "unique"``) and debounced jobs replaced by a later one
+    (``"debounced"``); `by` is the job id that holds the lock, or that replaced it."""
+    return _recorder().skipped_jobs(job, queue)
+
+
+def held(job: JobFilter = None, queue: str | None = None) -> list[EnqueuedJob]:
+    """Recorded jobs a concurrency limit would hold if workers fetched them all now: those
+    after the first `to` jobs of their key, in order (nothing runs concurrently in tests)."""
+    return _recorder().held(job, queue)
 
 
 def drain_all(job: JobFilter = None, until: float | None = None) -> int:

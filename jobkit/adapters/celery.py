@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
+from jobkit.controls.enqueue import ControlledPush
 from jobkit.errors import NotReplicatedError
 from jobkit.imports import class_path, require_importable
-from jobkit.job_sets import ScheduledSet
-from jobkit.keys import QUEUES, wake_key
+from jobkit.job_sets import ScheduledSet, entry_member
+from jobkit.keys import QUEUES, SCHEDULE, wake_key
 from jobkit.on_demand import start_worker_if_needed
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
@@ -41,15 +43,25 @@ class CeleryAdapter(Adapter):
 
     def enqueue_all(self, jobs: Sequence[Job]) -> None:
         """Every job in one pipelined round trip (not a transaction: each push stands alone),
-        then wake tokens for the queues that got jobs now."""
+        then wake tokens for the queues that got jobs now. A unique or debounced job is one
+        script in the same pipeline (jobkit.controls.enqueue); a duplicate gets its
+        `duplicate_of` set."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
         queues: set[str] = set()
         scheduled = ScheduledSet()
+        unique_replies: list[tuple[Job, int]] = []  # the job, its script's place in the pipe
         with get_redis().pipeline(transaction=False) as pipe:
             for job in jobs:
-                queue, sent = self._message(job, pipe, scheduled)
+                queue, key, message, controls = job_message(job)
+                _warn_if_unconsumed(queue)
                 queues.add(queue)
+                if controls and ("unique" in controls or "debounce" in controls):
+                    self._controlled(job, controls, queue, key, message, pipe)
+                    if "unique" in controls:
+                        unique_replies.append((job, len(pipe.command_stack) - 1))
+                    continue
+                sent = self._park_or_ready(job, queue, key, message, pipe, scheduled)
                 if sent is not None:
                     ready[sent[0]].append(sent[1])
                     woken[queue] += 1
@@ -64,6 +76,11 @@ class CeleryAdapter(Adapter):
             if replicas:
                 pipe.wait(replicas, REPLICA_WAIT_MS)
             results = pipe.execute()
+        for job, place in unique_replies:
+            reply = results[place]
+            if not reply[0]:
+                job.duplicate_of = reply[1].decode() if isinstance(reply[1], bytes) \
+                    else str(reply[1])
         if replicas and results[-1] < replicas:
             raise NotReplicatedError(
                 f"enqueue confirmed by {results[-1]} replica(s) of the {replicas} wanted "
@@ -71,29 +88,57 @@ class CeleryAdapter(Adapter):
         if queues and current_settings().mode == "on_demand":
             start_worker_if_needed(queues)
 
-    def _message(self, job: Job, pipe: Pipeline, scheduled: ScheduledSet
-                 ) -> tuple[str, tuple[str, str] | None]:
-        """The job's queue, and its (list key, message) if it is due now; else it is parked
-        in the scheduled set."""
-        queue, key, message = job_message(job)
-        _warn_if_unconsumed(queue)
+    def _park_or_ready(self, job: Job, queue: str, key: str, message: str, pipe: Pipeline,
+                       scheduled: ScheduledSet) -> tuple[str, str] | None:
+        """The job's (list key, message) if it is due now; else it is parked in the
+        scheduled set."""
         due = job.scheduled_at.timestamp() if job.scheduled_at else None
         if due is not None and due > time.time():
             scheduled.add(due, key, message, pipe=pipe, job_id=job.job_id,
                           job_class=class_path(type(job)), queue=queue)
-            return queue, None
-        return queue, (key, message)
+            return None
+        return key, message
+
+    def _controlled(self, job: Job, controls: dict[str, Any], queue: str, key: str, message: str,
+                    pipe: Pipeline) -> None:
+        """Queue a unique or debounced job's script in `pipe` (the check and the push in one
+        step)."""
+        now = time.time()
+        due = job.scheduled_at.timestamp() if job.scheduled_at else None
+        push = _controlled_push()
+        member = entry_member(key, message, job_id=job.job_id, job_class=class_path(type(job)),
+                              queue=queue)
+        if "debounce" in controls:
+            push.debounced(pipe, controls["debounce"], member,
+                           max(due or now, now) + controls["debounce"]["within"], queue, now)
+        elif due is not None and due > now:
+            push.unique(pipe, controls["unique"], job.job_id, SCHEDULE, member, due, queue,
+                        now)
+        else:
+            push.unique(pipe, controls["unique"], job.job_id, key, message, None, queue, now)
 
 
-def job_message(job: Job) -> tuple[str, str, str]:
-    """A prepared job's (queue, list key, message) as a worker will receive it; sets its
+@functools.cache
+def _controlled_push() -> ControlledPush:
+    return ControlledPush(get_redis())
+
+
+class JobMessage(NamedTuple):
+    queue: str
+    list_key: str
+    message: str
+    controls: dict[str, Any] | None  # the payload's (jobkit.controls)
+
+
+def job_message(job: Job) -> JobMessage:
+    """A prepared job's queue, list key and message as a worker will receive it; sets its
     `provider_job_id`. JobClassError when no worker could import its class."""
     require_importable(type(job), "job class")
     task_id = str(uuid.uuid4())
     payload = job.serialize()
     key, message = build_message(payload, task_id, repr(tuple(job.arguments)), repr(job.kwargs))
     job.provider_job_id = task_id
-    return payload["queue_name"], key, message
+    return JobMessage(payload["queue_name"], key, message, payload.get("controls"))
 
 
 _warned_queues: set[str] = set()  # per process: a bulk enqueue warns once, not per job

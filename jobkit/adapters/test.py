@@ -2,12 +2,19 @@
 
 One adapter serves the ``test`` setting, `jobkit.testing.fake()` / `inline()` and
 ``MyJob.jobs``: whatever put it in force, the same records answer.
+
+The controls (docs/controls.md) act here as on Redis, in memory: a unique job whose lock is
+held is not recorded, a debounced job replaces the one pending in its window; both are kept
+in `skipped` for tests to assert on. Nothing runs concurrently here, so `held` lists what a
+concurrency limit would hold: the recorded jobs beyond the first `to` of each key.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobkit.adapters.base import Adapter
 from jobkit.adapters.inline import perform_payload, wire_copy
@@ -17,7 +24,7 @@ from jobkit.imports import class_path
 if TYPE_CHECKING:
     from jobkit.job import Job
 
-__all__ = ["EnqueuedJob", "TestAdapter"]
+__all__ = ["EnqueuedJob", "SkippedJob", "TestAdapter"]
 
 
 @dataclass
@@ -65,6 +72,23 @@ class EnqueuedJob:
     def kwargs(self) -> dict[str, Any]:
         return deserialize(self.payload["args"], self.payload["kwargs"])[1]
 
+    def control(self, name: str) -> dict[str, Any] | None:
+        """The payload's control `name` ("unique", "concurrency", "debounce"), or None."""
+        controls = self.payload.get("controls") or {}
+        return controls.get(name)
+
+    @property
+    def unique_key(self) -> str | None:
+        return (self.control("unique") or {}).get("key")
+
+    @property
+    def concurrency_key(self) -> str | None:
+        return (self.control("concurrency") or {}).get("key")
+
+    @property
+    def debounce_key(self) -> str | None:
+        return (self.control("debounce") or {}).get("key")
+
     def matches(self, job: type[Job] | str | None = None, queue: str | None = None) -> bool:
         """Whether this record is of `job` (a class or its path) and on `queue`, when given."""
         name = job if isinstance(job, str) or job is None else class_path(job)
@@ -75,6 +99,19 @@ class EnqueuedJob:
                            *(f"{k}={v!r}" for k, v in self.payload["kwargs"].items())])
         when = f" at={self.at}" if self.at else ""
         return f"{self.job_class}({shown}) queue={self.queue!r}{when}"
+
+
+@dataclass
+class SkippedJob:
+    """A job a control kept from running: a unique job's duplicate (`by`: the job holding the
+    lock) or a debounced job replaced by a later one in its window (`by`: that job)."""
+
+    record: EnqueuedJob
+    reason: Literal["unique", "debounced"]
+    by: str
+
+    def matches(self, job: type[Job] | str | None = None, queue: str | None = None) -> bool:
+        return self.record.matches(job, queue)
 
 
 @dataclass
@@ -92,22 +129,84 @@ class TestAdapter(Adapter):
     perform_at_enqueue: bool = False
     enqueued: list[EnqueuedJob] = field(default_factory=list)
     performed: list[EnqueuedJob] = field(default_factory=list)
+    skipped: list[SkippedJob] = field(default_factory=list)
     clock_offset: float = 0.0
+    #: unique key -> (job id holding it, when it expires on the test clock)
+    _locks: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
 
     def enqueue(self, job: Job) -> None:
         record = EnqueuedJob(wire_copy(job), clock_offset=self.clock_offset)
+        if not self._admit(job, record):
+            return
         if self.perform_at_enqueue:
             self.perform(record)
         else:
             self.enqueued.append(record)
 
+    def _admit(self, job: Job, record: EnqueuedJob) -> bool:
+        """Apply the unique and debounce controls; False when the job is not recorded."""
+        now = time.time()
+        unique = record.control("unique")
+        if unique is not None:
+            holder = self._locks.get(unique["key"])
+            if holder is not None and holder[1] > now + self.clock_offset:
+                job.duplicate_of = holder[0]
+                self.skipped.append(SkippedJob(record, "unique", holder[0]))
+                return False
+            self._locks[unique["key"]] = (record.job_id, max(record.due, now + self.clock_offset)
+                                          + unique["for"])
+        debounce = record.control("debounce")
+        if debounce is not None and not self.perform_at_enqueue:
+            pending = next((i for i, r in enumerate(self.enqueued)
+                            if r.debounce_key == debounce["key"]), None)
+            if pending is not None:
+                replaced = self.enqueued[pending]
+                record.payload["scheduled_at"] = replaced.at
+                self.enqueued[pending] = record
+                self.skipped.append(SkippedJob(replaced, "debounced", record.job_id))
+                return False
+            record.payload["scheduled_at"] = max(record.at or now, now) + debounce["within"]
+        return True
+
     def recorder(self) -> TestAdapter:
         return self
 
     def perform(self, record: EnqueuedJob) -> Any:
-        """Run a record as a worker would (class found by its path), and remember it ran."""
+        """Run a record as a worker would (class found by its path), and remember it ran. Its
+        unique lock goes as it starts or once it succeeded, per its class (a failed job keeps
+        it, as a job waiting for a retry does)."""
         self.performed.append(record)
-        return perform_payload(record.payload)
+        unique = record.control("unique")
+        if unique is not None and unique["until"] == "start":
+            self._unlock(record)
+        result = perform_payload(record.payload)
+        if unique is not None and unique["until"] == "success":
+            self._unlock(record)
+        return result
+
+    def _unlock(self, record: EnqueuedJob) -> None:
+        key = record.unique_key
+        if key is not None and self._locks.get(key, ("",))[0] == record.job_id:
+            del self._locks[key]
+
+    def held(self, job: type[Job] | str | None = None, queue: str | None = None
+             ) -> list[EnqueuedJob]:
+        """Recorded jobs a concurrency limit would hold, were they all fetched now: those
+        after the first `to` of their key, in order."""
+        seen: Counter[str] = Counter()
+        held = []
+        for record in self.enqueued:
+            control = record.control("concurrency")
+            if control is not None:
+                seen[control["key"]] += 1
+                if seen[control["key"]] > control["to"]:
+                    held.append(record)
+        return [r for r in held if r.matches(job, queue)]
+
+    def skipped_jobs(self, job: type[Job] | str | None = None, queue: str | None = None
+                     ) -> list[SkippedJob]:
+        """Jobs the unique and debounce controls kept from running, oldest first."""
+        return [s for s in self.skipped if s.matches(job, queue)]
 
     def jobs(self, job: type[Job] | str | None = None, queue: str | None = None
              ) -> list[EnqueuedJob]:
@@ -115,8 +214,13 @@ class TestAdapter(Adapter):
         return [r for r in self.enqueued if r.matches(job, queue)]
 
     def clear(self, job: type[Job] | str | None = None) -> None:
-        """Forget recorded jobs not yet performed (of one class, or all)."""
+        """Forget recorded jobs not yet performed (of one class, or all), with their unique
+        locks, and the skipped jobs of that class."""
+        for record in self.enqueued:
+            if record.matches(job):
+                self._unlock(record)
         self.enqueued[:] = [r for r in self.enqueued if not r.matches(job)]
+        self.skipped[:] = [s for s in self.skipped if not s.matches(job)]
 
     def drain(self, job: type[Job] | str | None = None, until: float | None = None) -> int:
         """Perform recorded jobs, and the jobs they enqueue, until none is left; returns how

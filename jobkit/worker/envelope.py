@@ -16,6 +16,8 @@ import datetime as dt
 import json
 from typing import Any
 
+from jobkit.controls.concurrency import header_problem
+
 __all__ = ["problem"]
 
 _STR = (str,)
@@ -63,6 +65,10 @@ def problem(raw: dict[str, Any]) -> str | None:
     for name in ("eta", "expires"):
         if headers.get(name) is not None and not _is_time(headers[name]):
             return f"header {name!r} is not an ISO 8601 time Celery can use"
+    if "jobkit_concurrency" in headers:
+        why = header_problem(headers["jobkit_concurrency"])
+        if why is not None:
+            return why
     limit = headers.get("timelimit")
     if limit is not None and (len(limit) != 2 or not all(
             _is(value, (int, float, type(None))) for value in limit)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -18,14 +19,19 @@ from celery.exceptions import Reject, Retry
 
 from jobkit import references, stats
 from jobkit.celery_message import build_message, build_task_message
-from jobkit.errors import JobKilled, JobkitError
+from jobkit.controls import concurrency
+from jobkit.controls.unique import release_lock
+from jobkit.errors import JobKilled, JobkitError, OverLimit
 from jobkit.job import Job
-from jobkit.job_sets import DeadSet, RetrySet, describe_error
+from jobkit.job_sets import DeadSet, RetrySet, ScheduledSet, describe_error
 from jobkit.retries import decide
 
 __all__ = ["JobTask"]
 
 logger = logging.getLogger(__name__)
+
+OVER_LIMIT_STEP_SECONDS = 5.0  # a job over a rate limit waits retry_after + n × this (jittered)
+OVER_LIMIT_MAX_SECONDS = 600.0
 
 
 class JobTask(Task):
@@ -42,6 +48,7 @@ class JobTask(Task):
             return self._run(payload)
         finally:
             references.release_all()  # sessions the locators opened for this job, on any path
+            _release_slot(payload)
 
     def _run(self, payload: Any) -> Any:
         try:
@@ -55,16 +62,46 @@ class JobTask(Task):
             stats.count("failed")
             job = self._stand_in(payload)
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+        unique = _control(payload, "unique")
+        if unique is not None and unique.get("until") == "start":
+            _release_unique(unique, job.job_id)
         try:
-            return job.perform_now()
+            with contextlib.ExitStack() as limits:
+                for limiter in _limiters(type(job)):
+                    limits.enter_context(limiter.acquire())
+                result = job.perform_now()
+        except OverLimit as exc:
+            if not exc.reschedule:
+                stats.count("failed")
+                return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+            return self._guarded(exc, payload, self._wait_for_limit, job, payload, exc)
         except Exception as exc:
             stats.count("failed")
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+        if unique is not None and unique.get("until") == "success":
+            _release_unique(unique, job.job_id)
+        return result
+
+    def _wait_for_limit(self, job: Job, payload: dict, error: OverLimit) -> None:
+        """A rate limiter stayed over its limit: park the job in the scheduled set for a while
+        (a backoff that grows with each time, jittered), as it was: not a retry, no dead set,
+        its executions unchanged."""
+        times = payload.get("over_limit", 0) + 1
+        delay = min(error.retry_after + times * OVER_LIMIT_STEP_SECONDS * random.uniform(0.5, 1.5),
+                    OVER_LIMIT_MAX_SECONDS)
+        due = time.time() + delay
+        next_payload = {**payload, "over_limit": times, "scheduled_at": due}
+        key, message = build_message(next_payload, str(uuid.uuid4()))
+        ScheduledSet().add(due, key, message, job_id=job.job_id, job_class=self.name,
+                           queue=job.queue_name, over_limit=times, limiter=error.limiter)
+        logger.info("job %s %s over rate limit %r (%d time(s)); runs again in %.0f s",
+                    self.name, job.job_id, error.limiter, times, delay)
 
     def record_kill(self, payload: Any, error: JobKilled) -> None:
         """A run that ended with its process killed (request.py): in the worker's main
         process, record it as a failure, per the retry policy, without performing."""
         stats.count("failed")
+        _release_slot(payload)
         if not isinstance(payload, dict) or not {"job_id", "queue_name", "executions"} <= set(
                 payload):
             self._bury_as_received(payload, error)
@@ -74,6 +111,9 @@ class JobTask(Task):
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
         decision = decide(job, error)
+        unique = _control(payload, "unique")
+        if unique is not None and decision.action != "retry":  # failed for good: let it go
+            _release_unique(unique, job.job_id)
         if decision.action == "discard":
             logger.info("job %s %s discarded (%s): %r", self.name, job.job_id, decision.reason,
                         error)
@@ -144,6 +184,44 @@ class JobTask(Task):
             except redis.RedisError as redis_error:
                 raise Reject(redis_error, requeue=True) from error
             raise error from exc
+
+
+def _control(payload: Any, name: str) -> dict[str, Any] | None:
+    """A control of the payload (jobkit.controls), or None."""
+    controls = payload.get("controls") if isinstance(payload, dict) else None
+    control = controls.get(name) if isinstance(controls, dict) else None
+    return control if isinstance(control, dict) and isinstance(control.get("key"), str) \
+        else None
+
+
+def _release_unique(unique: dict[str, Any], job_id: str) -> None:
+    """Let the unique lock go; if Redis cannot take that now, it expires by itself."""
+    try:
+        release_lock(unique, job_id)
+    except redis.RedisError as exc:
+        logger.warning("job %s: unique lock not released (%s); it expires by itself", job_id,
+                       exc)
+
+
+def _release_slot(payload: Any) -> None:
+    """Free the job's concurrency slot, however the run ended, and start the held jobs it
+    makes room for (the slot expires by itself if Redis cannot take this now)."""
+    control = _control(payload, "concurrency")
+    if control is None or not isinstance(payload.get("job_id"), str):
+        return
+    try:
+        concurrency.release(control, payload["job_id"])
+    except redis.RedisError as exc:
+        logger.warning("job %s: concurrency slot not released (%s); it expires by itself",
+                       payload["job_id"], exc)
+
+
+def _limiters(cls: type[Job]) -> tuple[Any, ...]:
+    """The class option `limiter`: one limiter or several."""
+    limiter = cls.limiter
+    if limiter is None:
+        return ()
+    return limiter if isinstance(limiter, tuple) else (limiter,)
 
 
 def _call_hook(hook: Any, error: Exception) -> None:

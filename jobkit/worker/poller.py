@@ -1,5 +1,6 @@
 """The poller: a thread in every worker that sends due scheduled and retry jobs to their queues,
-and puts back the in-flight jobs of dead workers (recovery.py).
+puts back the in-flight jobs of dead workers (recovery.py), and starts jobs held by a
+concurrency limit whose slot expired (controls/concurrency.py).
 
 Why not Celery's ETA: Celery keeps ETA tasks in worker memory (~8 KiB each) and the Redis
 transport delivers them again after `visibility_timeout`, so long delays grow memory and
@@ -19,6 +20,7 @@ import redis
 from celery import bootsteps
 
 from jobkit.config import current_settings
+from jobkit.controls import concurrency
 from jobkit.job_sets import RetrySet, ScheduledSet
 from jobkit.masking import mask_secrets
 from jobkit.worker.membership import keep_beating, update_info
@@ -51,10 +53,12 @@ class SchedulePoller:
             self._thread.join(timeout=self.interval + 1)
 
     def poll(self) -> int:
-        """Move every due job now, and recover dead workers' jobs; returns how many moved."""
+        """Move every due job now, recover dead workers' jobs, and start held jobs whose
+        concurrency slot expired; returns how many moved."""
         keep_beating()
+        client = self.sets[0].client
         return sum(job_set.move_due() for job_set in self.sets) + reap_dead_processes(
-            self.sets[0].client)
+            client) + concurrency.sweep(client)
 
     def _run(self) -> None:
         while True:

@@ -41,6 +41,7 @@ from kombu.utils.json import loads
 from redis import exceptions as redis_errors
 
 from jobkit import keys
+from jobkit.controls import concurrency
 from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
@@ -324,6 +325,8 @@ class JobkitChannel(_ChannelBase):
                 self.jobkit_bury(tag, item, list_key, why,
                                  error_class="jobkit.UnreadableMessage")
                 return
+            if not self._admitted(raw, list_key, item, tag):
+                return
             self.connection._deliver(raw, keys.queue_of(list_key))
         except _CONNECTION_ERRORS:
             raise  # the message stays in flight; _reconcile hands it back after a reconnect
@@ -335,6 +338,21 @@ class JobkitChannel(_ChannelBase):
             except redis_errors.RedisError:
                 logger.exception("jobkit: cannot bury it now; it stays in flight and is "
                                  "handed back later")
+
+    def _admitted(self, raw: dict[str, Any], list_key: str, item: bytes, tag: str) -> bool:
+        """A job under a concurrency limit runs only with a slot; without one it is held
+        (controls/concurrency.py), out of this worker's in-flight keys in the same step."""
+        headers = raw.get("headers") or {}
+        control = headers.get("jobkit_concurrency")
+        if control is None:
+            return True
+        job_id = headers.get("job_id") or headers["id"]
+        if concurrency.admit(self._create_client(), control, job_id, tag, list_key, item,
+                             self.unacked_key, self.unacked_index_key):
+            return True
+        logger.info("jobkit: job %s held: concurrency key %r is at its limit of %d", job_id,
+                    control["key"], control["to"])
+        return False
 
     def jobkit_bury(self, tag: str, item: bytes | str, list_key: str,
                     reason: BaseException | str, **info: Any) -> None:

@@ -1,0 +1,89 @@
+"""Enqueueing a unique or debounced job: the check and the push in one Lua script.
+
+Why one script: a lock taken in one round trip and a push sent in another would lose the job
+if the process died in between (the lock would then refuse every copy until it expired), or
+let two racing enqueues both push. The celery adapter queues these scripts in its pipeline, in
+place of the plain push, so a bulk enqueue is still one round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from jobkit import keys
+from jobkit.job_sets import WAKE_LUA
+from jobkit.queues import WAKE_TOKENS_MAX
+
+__all__ = ["DEBOUNCE_KEEP_SECONDS", "ControlledPush"]
+
+# How long after its window a debounce key is kept: a window whose job the poller has not
+# moved yet (workers down) still takes the enqueues of its key for that long.
+DEBOUNCE_KEEP_SECONDS = 3600
+
+# KEYS: the lock, the target (queue list, or the scheduled set when ARGV[4] is a score), the
+# queues set. ARGV: job id, lock ms, message or set member, score or "", queue, wake prefix,
+# wake max, priority separator. Returns {1} when pushed, {0, holder's job id} when not.
+_PUSH_UNIQUE = WAKE_LUA + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('GET', KEYS[1]) or ''}
+end
+if ARGV[4] == '' then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  wake(KEYS[2], ARGV[6], ARGV[7], ARGV[8])
+else
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+end
+redis.call('SADD', KEYS[3], ARGV[5])
+return {1}
+"""
+
+# KEYS: the debounce key, the scheduled set, the queues set. ARGV: the set member, the end of
+# a new window (a Unix time), the key's lifetime (ms), queue. The job pending in the key's
+# window (its member still in the scheduled set) is replaced by this one, due at the same
+# time; otherwise this job opens a new window. Returns 1 when it replaced one, else 0.
+_PUSH_DEBOUNCED = """
+local pending = redis.call('GET', KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[4])
+if pending then
+  local due = redis.call('ZSCORE', KEYS[2], pending)
+  if due and redis.call('ZREM', KEYS[2], pending) == 1 then
+    redis.call('ZADD', KEYS[2], due, ARGV[1])
+    redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+    return 1
+  end
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 0
+"""
+
+
+class ControlledPush:
+    """The two scripts, registered once per client (redis-py sends them by SHA)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._unique = client.register_script(_PUSH_UNIQUE)
+        self._debounced = client.register_script(_PUSH_DEBOUNCED)
+
+    def unique(self, pipe: Pipeline, unique: dict[str, Any], job_id: str, target: str,
+               item: str, score: float | None, queue: str, now: float) -> None:
+        """Queue the unique push in `pipe`: to list `target` now, or to the scheduled set
+        `target` at `score`. The lock lasts `unique["for"]` seconds from when the job is
+        due."""
+        lock_seconds = unique["for"] + max(0.0, (score or now) - now)
+        self._unique(keys=[keys.unique(unique["key"]), target, keys.QUEUES],
+                     args=[job_id, max(1, round(lock_seconds * 1000)), item,
+                           "" if score is None else repr(score), queue, keys.WAKE_PREFIX,
+                           WAKE_TOKENS_MAX, keys.PRIORITY_SEPARATOR], client=pipe)
+
+    def debounced(self, pipe: Pipeline, debounce: dict[str, Any], member: str,
+                  window_end: float, queue: str, now: float) -> None:
+        """Queue the debounced push in `pipe`: a scheduled-set member, due at the end of the
+        window it joins (`window_end` when it opens one)."""
+        keep_ms = round((window_end - now + DEBOUNCE_KEEP_SECONDS) * 1000)
+        self._debounced(keys=[keys.debounce(debounce["key"]), keys.SCHEDULE, keys.QUEUES],
+                        args=[member, repr(window_end), max(1, keep_ms), queue], client=pipe)
+

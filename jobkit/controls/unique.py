@@ -1,0 +1,31 @@
+"""Releasing a unique job's lock: only by the job that holds it.
+
+The lock (a string with a TTL, set at enqueue by `controls.enqueue`) holds the id of the job
+that took it. A job releases it when it starts (`unique_until = "start"`), when it succeeds
+(`"success"`, the default), or when it fails for good (discarded or dead); a job waiting for a
+retry keeps it. Compare-and-delete: a job whose lock expired and was taken by a newer job
+leaves the newer job's lock alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from jobkit import keys
+from jobkit.redis_client import get_redis
+
+__all__ = ["release_lock"]
+
+_RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def release_lock(unique: dict[str, Any], job_id: str, client: redis.Redis | None = None
+                 ) -> bool:
+    """Delete the lock of `unique` (a payload's unique control) if `job_id` holds it."""
+    script = (client or get_redis()).register_script(_RELEASE_IF_HELD)
+    return bool(script(keys=[keys.unique(unique["key"])], args=[job_id]))

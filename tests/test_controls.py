@@ -1,0 +1,298 @@
+"""Unique jobs, concurrency limits and debounce on real workers and a private Redis: races from
+several processes, and workers killed with SIGKILL while they hold a slot or a lock."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+import jobkit
+from jobkit import keys
+from jobkit.controls import concurrency
+from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.control_jobs import (
+    QUEUE,
+    LimitedImportJob,
+    PushJob,
+    SlowLimitedJob,
+    SlowUniqueJob,
+    UniqueAtStartJob,
+    UniqueSyncJob,
+    events,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW_KEY = "tests.control_jobs.SlowLimitedJob:one"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """The module's private Redis, empty, in REDIS_URL (no worker is running between tests)."""
+    monkeypatch.setenv("REDIS_URL", server.url)
+    saved = jobkit.config.current_settings()
+    jobkit.use_adapter(None)
+    jobkit.configure()
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    yield client
+    jobkit.config.use_settings(saved)
+
+
+def start_workers(server: RedisServer, count: int, *args: str,
+                  env: dict[str, str] | None = None) -> list[WorkerProcess]:
+    """`count` workers on the controls queue, started side by side."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: WorkerProcess(server.url, "-q", QUEUE, *args, cwd=ROOT,
+                                                     env=env), range(count)))
+
+
+def stop(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.stop()
+
+
+def runs(client: redis.Redis, job: str, event: str = "end") -> list[dict]:
+    return [e for e in events(client) if e["job"] == job and e["event"] == event]
+
+
+# -- unique jobs ---------------------------------------------------------------------------------
+
+def _enqueue_unique(url: str, worker: int, results: multiprocessing.Queue) -> None:
+    os.environ["REDIS_URL"] = url
+    jobkit.configure()
+    accepted = 0
+    for n in range(250):
+        job = UniqueSyncJob.perform_later(f"key-{(n + worker) % 10}", n)
+        accepted += job.successfully_enqueued
+    results.put(accepted)
+
+
+def test_a_thousand_enqueues_of_ten_keys_from_four_processes_run_ten_jobs(
+        client: redis.Redis, server: RedisServer) -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_enqueue_unique, args=(server.url, w, results))
+                 for w in range(4)]
+    for process in processes:
+        process.start()
+    accepted = sum(results.get(timeout=60) for _ in processes)
+    for process in processes:
+        process.join(timeout=30)
+    assert accepted == 10
+    assert client.llen(QUEUE) == 10
+    workers = start_workers(server, 2, "-P", "threads", "-c", "4")
+    try:
+        wait_for_runs = lambda: len(runs(client, "UniqueSyncJob")) >= 10  # noqa: E731
+        wait_until(wait_for_runs, timeout=30, what="10 unique jobs to run")
+        wait_until(lambda: not list(client.scan_iter(keys.unique("*"))), timeout=10,
+                   what="the locks to go once the jobs succeeded")
+    finally:
+        stop(workers)
+    done = runs(client, "UniqueSyncJob")
+    assert sorted(e["args"][0] for e in done) == [f"key-{k}" for k in range(10)]
+
+
+def test_a_duplicate_is_refused_until_the_job_starts_with_unique_until_start(
+        client: redis.Redis, server: RedisServer) -> None:
+    first = UniqueAtStartJob.perform_later("a", 3.0)
+    duplicate = UniqueAtStartJob.perform_later("a", 3.0)
+    assert first.successfully_enqueued and not duplicate.successfully_enqueued
+    assert duplicate.duplicate_of == first.job_id
+    workers = start_workers(server, 1, "-P", "threads", "-c", "2")
+    try:
+        wait_until(lambda: runs(client, "UniqueAtStartJob", "start"), timeout=20,
+                   what="the first job to start")
+        second = UniqueAtStartJob.perform_later("a", 0.0)  # the first one is still running
+        assert second.successfully_enqueued
+        wait_until(lambda: len(runs(client, "UniqueAtStartJob")) == 2, timeout=20,
+                   what="both runs")
+    finally:
+        stop(workers)
+
+
+def test_a_worker_killed_holding_a_unique_lock_loses_nothing_and_the_lock_comes_back(
+        client: redis.Redis, server: RedisServer) -> None:
+    fast = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}
+    job = SlowUniqueJob.perform_later("x", 60.0)
+    first = start_workers(server, 1, "-P", "threads", "-c", "1", env=fast)[0]
+    try:
+        wait_until(lambda: runs(client, "SlowUniqueJob", "start"), timeout=20,
+                   what="the job to start")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        assert not SlowUniqueJob.perform_later("x", 60.0).successfully_enqueued  # still held
+        second = start_workers(server, 1, "-P", "threads", "-c", "1", env=fast)[0]
+        try:
+            wait_until(lambda: runs(client, "SlowUniqueJob"), timeout=30,
+                       what="recovery to run the job again, to its end")
+            again = SlowUniqueJob.perform_later("x", 0.0)
+            assert again.successfully_enqueued, "the lock outlived the job's success"
+            wait_until(lambda: len(runs(client, "SlowUniqueJob")) == 2, timeout=20,
+                       what="the new job to run")
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert {e["job_id"] for e in runs(client, "SlowUniqueJob", "start")} >= {job.job_id}
+
+
+# -- concurrency limits ------------------------------------------------------------------------
+
+def _max_overlap(done: list[dict], starts: list[dict]) -> dict[str, int]:
+    """Per key, the most runs at once, from the jobs' own start and end times."""
+    started = {e["run"]: e for e in starts}
+    spans: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
+    for end in done:
+        start = started[end["run"]]
+        spans[start["args"][0]] += [(start["at"], 1), (end["at"], -1)]
+    result = {}
+    for key, edges in spans.items():
+        level = peak = 0
+        for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start
+            level += step
+            peak = max(peak, level)
+        result[key] = peak
+    return result
+
+
+def test_a_limit_of_two_per_key_holds_across_workers_while_every_job_completes(
+        client: redis.Redis, server: RedisServer) -> None:
+    jobkit.perform_all_later([LimitedImportJob(f"k{n % 5}", n, 0.05 + (n % 3) * 0.03)
+                              for n in range(200)])
+    workers = start_workers(server, 2, "-P", "threads", "-c", "5")
+    try:
+        wait_until(lambda: len(runs(client, "LimitedImportJob")) == 200, timeout=90,
+                   what="all 200 jobs to complete")
+    finally:
+        stop(workers)
+    done, starts = runs(client, "LimitedImportJob"), runs(client, "LimitedImportJob", "start")
+    assert len(starts) == 200 and len({e["job_id"] for e in done}) == 200
+    overlap = _max_overlap(done, starts)
+    print(f"\nconcurrency to=2, 200 jobs over 5 keys, 2 workers x 5 threads: most at once "
+          f"per key {overlap}")
+    assert max(overlap.values()) == 2  # reached, never passed
+    for key in overlap:  # held jobs start in the order they were enqueued
+        order = [e["args"][1] for e in starts if e["args"][0] == key]
+        assert max(abs(i - sorted(order).index(n)) for i, n in enumerate(order)) <= 4, order
+    assert client.zcard(keys.concurrency_slots("tests.control_jobs.LimitedImportJob:k0")) == 0
+    assert not client.smembers(keys.CONCURRENCY_HELD_KEYS)
+
+
+def test_over_limit_jobs_are_not_failures_retries_or_processed(
+        client: redis.Redis, server: RedisServer) -> None:
+    jobkit.perform_all_later([LimitedImportJob("same", n, 0.3) for n in range(6)])
+    workers = start_workers(server, 1, "-P", "threads", "-c", "6")
+    try:
+        wait_until(lambda: len(runs(client, "LimitedImportJob")) == 6, timeout=30,
+                   what="6 jobs")
+        wait_until(lambda: client.get(keys.stat("processed")) == b"6", timeout=10,
+                   what="the processed count")
+    finally:
+        stop(workers)
+    assert client.get(keys.stat("failed")) in (None, b"0")
+    assert client.zcard(keys.RETRY) == 0 and client.zcard(keys.DEAD) == 0
+    assert "held: concurrency key" in workers[0].output()
+
+
+def test_a_worker_killed_holding_a_slot_loses_nothing_and_the_slot_comes_back(
+        client: redis.Redis, server: RedisServer) -> None:
+    fast = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}
+    jobkit.perform_all_later([SlowLimitedJob(f"n{n}", 60.0 if n == 0 else 0.0)
+                              for n in range(3)])
+    first = start_workers(server, 1, "-P", "threads", "-c", "3", env=fast)[0]
+    try:
+        wait_until(lambda: runs(client, "SlowLimitedJob", "start"), timeout=20,
+                   what="the first job to start")
+        wait_until(lambda: client.llen(keys.concurrency_held(SLOW_KEY)) == 2, timeout=10,
+                   what="the two others to be held")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        second = start_workers(server, 1, "-P", "threads", "-c", "3", env=fast)[0]
+        try:
+            wait_until(lambda: len(runs(client, "SlowLimitedJob")) == 3, timeout=40,
+                       what="all three jobs to run to their end")
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    done = runs(client, "SlowLimitedJob")
+    assert sorted(e["args"][0] for e in done) == ["n0", "n1", "n2"]
+    assert max(_max_overlap(done, runs(client, "SlowLimitedJob", "start")).values()) == 1
+    assert client.zcard(keys.concurrency_slots(SLOW_KEY)) == 0
+    assert client.llen(keys.concurrency_held(SLOW_KEY)) == 0
+
+
+def test_an_expired_slot_starts_the_held_job_without_recovery(
+        client: redis.Redis, server: RedisServer) -> None:
+    """The killed worker's heartbeat outlives the test: only the slot's `duration` frees it."""
+    slow = {"JOBKIT_HEARTBEAT_TIMEOUT": "300"}
+    jobkit.perform_all_later([SlowLimitedJob(f"n{n}", 60.0 if n == 0 else 0.0)
+                              for n in range(2)])
+    first = start_workers(server, 1, "-P", "threads", "-c", "2", env=slow)[0]
+    try:
+        wait_until(lambda: client.llen(keys.concurrency_held(SLOW_KEY)) == 1, timeout=20,
+                   what="the second job to be held")
+        killed_at = time.monotonic()
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        second = start_workers(server, 1, "-P", "threads", "-c", "2", env=slow)[0]
+        try:
+            wait_until(lambda: runs(client, "SlowLimitedJob"), timeout=20,
+                       what="the held job to start once the slot expired (duration 4 s)")
+            waited = time.monotonic() - killed_at
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert [e["args"][0] for e in runs(client, "SlowLimitedJob")] == ["n1"]
+    assert 2.0 < waited < 15.0
+    in_flight = [v for k in client.scan_iter(keys.unacked("*")) for v in client.hvals(k)]
+    assert len(in_flight) == 1 and b"n0" in in_flight[0]  # the killed run: kept, not lost
+
+
+def test_sweep_and_states_report_the_held_jobs(client: redis.Redis) -> None:
+    assert concurrency.states(client) == [] and concurrency.sweep(client) == 0
+
+
+# -- debounce ----------------------------------------------------------------------------------
+
+def test_debounce_runs_the_last_job_of_each_key_and_burst_once_at_the_window_end(
+        client: redis.Redis, server: RedisServer) -> None:
+    workers = start_workers(server, 1, "-P", "threads", "-c", "4")
+    try:
+        opened = time.time()
+        for n in range(5):
+            PushJob.perform_later("a", n)
+            PushJob.perform_later("b", n)
+        jobkit.perform_all_later([PushJob("c", n) for n in range(3)])
+        wait_until(lambda: len(runs(client, "PushJob")) == 3, timeout=20,
+                   what="one run per key")
+        for n in range(5, 8):  # a second burst, after the first window closed
+            PushJob.perform_later("a", n)
+        wait_until(lambda: len(runs(client, "PushJob")) == 4, timeout=20,
+                   what="the second burst's run")
+        wait_until(lambda: client.zcard(keys.SCHEDULE) == 0, timeout=5, what="nothing left")
+    finally:
+        stop(workers)
+    done = runs(client, "PushJob")
+    assert sorted((e["args"][0], e["args"][1]) for e in done) == [
+        ("a", 4), ("a", 7), ("b", 4), ("c", 2)]
+    first_runs = [e for e in done if e["args"][1] != 7]
+    assert all(e["at"] >= opened + 1.5 for e in first_runs)  # at the window's end, not before
+
