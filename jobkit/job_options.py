@@ -35,6 +35,14 @@ _FAMILIAR_NAMES = {
     "retry_jitter": "@retry_on(..., jitter=)",
     "default_retry_delay": "the retry_in method or @retry_on",
     "acks_late": "nothing: jobkit always acknowledges after the job ran",
+    "unique": "unique_for",
+    "unique_for_seconds": "unique_for",
+    "lock": "unique_for",
+    "concurrency": "limits_concurrency",
+    "concurrency_limit": "limits_concurrency",
+    "rate_limit": "limiter (jobkit.limiter)",
+    "throttle": "limiter (jobkit.limiter) or debounce",
+    "debounce_for": "debounce",
 }
 _NOT_LISTED = frozenset({"failure_rules"})  # set by @retry_on / @discard_on, not by hand
 _SHOWN_CHARS = 60

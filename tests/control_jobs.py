@@ -10,7 +10,7 @@ import uuid
 
 import redis
 
-from jobkit import Job
+from jobkit import Job, limiter
 from jobkit.controls import Concurrency, Debounce
 
 QUEUE = "controls"
@@ -92,3 +92,30 @@ class SlowUniqueJob(_SlowOnce):
 
 def events(client: redis.Redis) -> list[dict]:
     return [json.loads(e) for e in client.lrange(EVENTS, 0, -1)]
+
+
+class BucketJob(_Recorded):
+    limiter = limiter.bucket("controls-test-bucket", 50, "second")
+
+    def perform(self, n: int) -> None:
+        self.run_recorded()
+
+
+class StingyJob(_Recorded):
+    """One run a minute, and no waiting: the second job is over the limit at once."""
+
+    limiter = limiter.window("controls-test-stingy", 1, 60, wait_timeout=0)
+
+    def perform(self, n: int) -> None:
+        self.run_recorded()
+
+
+class RaisingLimitJob(_Recorded):
+    """Uses a limiter inside perform, asking it to raise rather than reschedule."""
+
+    max_retries = 0
+
+    def perform(self, n: int) -> None:
+        with limiter.window("controls-test-raise", 1, 60, wait_timeout=0,
+                            reschedule=False).acquire():
+            self.run_recorded()

@@ -4,6 +4,7 @@ several processes, and workers killed with SIGKILL while they hold a slot or a l
 from __future__ import annotations
 
 import collections
+import json
 import multiprocessing
 import os
 import signal
@@ -17,14 +18,18 @@ import redis
 
 import jobkit
 from jobkit import keys
+from jobkit.celery_message import read_task_args
 from jobkit.controls import concurrency
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.control_jobs import (
     QUEUE,
+    BucketJob,
     LimitedImportJob,
     PushJob,
+    RaisingLimitJob,
     SlowLimitedJob,
     SlowUniqueJob,
+    StingyJob,
     UniqueAtStartJob,
     UniqueSyncJob,
     events,
@@ -296,3 +301,59 @@ def test_debounce_runs_the_last_job_of_each_key_and_burst_once_at_the_window_end
     first_runs = [e for e in done if e["args"][1] != 7]
     assert all(e["at"] >= opened + 1.5 for e in first_runs)  # at the window's end, not before
 
+
+
+# -- rate limiters on workers --------------------------------------------------------------------
+
+def test_a_bucket_of_50_a_second_holds_within_a_few_percent_over_10_seconds(
+        client: redis.Redis, server: RedisServer) -> None:
+    jobkit.perform_all_later([BucketJob(n) for n in range(700)])
+    workers = start_workers(server, 2, "-P", "threads", "-c", "8")
+    try:
+        wait_until(lambda: len(runs(client, "BucketJob", "start")) >= 600, timeout=40,
+                   what="12 s of limited runs")
+    finally:
+        stop(workers)
+    # Start times are the jobs' own (a moment after the grant, so a run granted at the end of
+    # one second may record the next): the exact per-second bound on grants is
+    # tests/test_limiter.py's; here, the rate the jobs see over 10 s.
+    starts = sorted(e["at"] for e in runs(client, "BucketJob", "start"))
+    per_second = collections.Counter(int(at) for at in starts)
+    first = int(starts[0]) + 1  # the first whole second
+    window = [per_second[s] for s in range(first, first + 10)]
+    print(f"\nbucket 50/s, 2 workers x 8 threads: runs per second {window}, "
+          f"{sum(window)} in 10 s")
+    assert 485 <= sum(window) <= 515
+    assert all(40 <= n <= 60 for n in window[1:])
+
+
+def test_over_the_limit_a_job_is_rescheduled_not_retried(
+        client: redis.Redis, server: RedisServer) -> None:
+    jobkit.perform_all_later([StingyJob(n) for n in range(2)])
+    workers = start_workers(server, 1, "-P", "threads", "-c", "2")
+    try:
+        wait_until(lambda: runs(client, "StingyJob") and client.zcard(keys.SCHEDULE) == 1,
+                   timeout=20, what="one run and one job rescheduled")
+    finally:
+        stop(workers)
+    (member,) = client.zrange(keys.SCHEDULE, 0, -1)
+    entry = json.loads(member)
+    assert entry["over_limit"] == 1 and entry["limiter"] == "controls-test-stingy"
+    payload = read_task_args(entry["message"])[0]
+    assert payload["over_limit"] == 1 and payload["executions"] == 0
+    assert client.zcard(keys.RETRY) == 0 and client.zcard(keys.DEAD) == 0
+    assert client.get(keys.stat("failed")) in (None, b"0")
+
+
+def test_a_limiter_asked_to_raise_fails_the_job_by_the_retry_policy(
+        client: redis.Redis, server: RedisServer) -> None:
+    jobkit.perform_all_later([RaisingLimitJob(n) for n in range(2)])
+    workers = start_workers(server, 1, "-P", "threads", "-c", "2")
+    try:
+        wait_until(lambda: client.zcard(keys.DEAD) == 1, timeout=20,
+                   what="the second job in the dead set (max_retries = 0)")
+    finally:
+        stop(workers)
+    (member,) = client.zrange(keys.DEAD, 0, -1)
+    assert json.loads(member)["error_class"] == "jobkit.errors.OverLimit"
+    assert len(runs(client, "RaisingLimitJob")) == 1 and client.zcard(keys.SCHEDULE) == 0
