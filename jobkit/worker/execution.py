@@ -57,6 +57,9 @@ class JobTask(Task):
             stats.count("failed")
             self._guarded(exc, payload, self._bury_as_received, payload, exc)
             logger.error("job %s cannot run; kept in the dead set: %s", self.name, exc)
+            unique = _control(payload, "unique")
+            if unique is not None and isinstance(payload.get("job_id"), str):
+                _release_unique(unique, payload["job_id"])  # dead: the lock goes
             raise
         except Exception as exc:  # e.g. the database is down while locating a record
             stats.count("failed")
