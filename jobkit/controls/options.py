@@ -145,10 +145,13 @@ def controls_of(job: Job, args: list[Any], kwargs: dict[str, Any]
 
 
 def _call(fn: Callable[[Any], Any], job: Job, what: str) -> Any:
+    """Call a key function; an error it raises goes to the caller of the enqueue, as it is,
+    with a note naming the class and the option."""
     try:
         return fn(job)
     except Exception as exc:
-        raise type(exc)(f"{type(job).__qualname__} {what}: {exc}") from exc
+        exc.add_note(f"raised by {type(job).__qualname__}'s {what} (at enqueue)")
+        raise
 
 
 def _class_path(job: Job) -> str:
