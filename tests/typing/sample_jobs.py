@@ -64,3 +64,40 @@ def in_a_test() -> None:
         with testing.assert_performed_jobs(1):
             ImportJob.perform_later(3)
         assert_type(testing.drain_all(), int)
+
+
+stripe = jobkit.limiter.bucket("stripe", 100, "second")
+
+
+class SyncAccountJob(Job):
+    unique_for = dt.timedelta(hours=1)
+    unique_until = "start"
+    unique_by = lambda job: job.arguments[0]  # noqa: E731 - the documented form
+    unique_conflict = "raise"
+    limits_concurrency = jobkit.Concurrency(to=2, key=lambda job: job.arguments[0])
+    limiter = stripe
+
+    def perform(self, account_id: int) -> None:
+        with stripe.acquire():
+            pass
+
+
+class PushJob(Job):
+    debounce = jobkit.Debounce(within=30, by=lambda job: job.arguments[0])
+
+    def perform(self, user_id: int, badge: int) -> None:
+        pass
+
+
+def controls() -> None:
+    job = SyncAccountJob.perform_later(1)
+    assert_type(job.duplicate_of, str | None)
+    try:
+        SyncAccountJob.perform_later(1)
+    except jobkit.NotUniqueError as error:
+        assert_type(error.jobs, list[Any])
+    with testing.fake():
+        PushJob.perform_later(1, 2)
+        assert_type(testing.skipped(PushJob), list[testing.SkippedJob])
+        assert_type(testing.held(), list[EnqueuedJob])
+        assert_type(PushJob.jobs[0].debounce_key, str | None)
