@@ -24,6 +24,7 @@ from jobkit.config import current_settings
 from jobkit.errors import ConfigError
 from jobkit.masking import mask_secrets
 from jobkit.web import (  # noqa: F401 - routes
+    controls_pages,
     dashboard,
     mail_pages,
     periodic_pages,
