@@ -120,7 +120,7 @@ class NotUniqueError(JobkitError):
     same unique key holds the lock. `jobs` lists the jobs that were not enqueued."""
 
     def __init__(self, message: str, jobs: list[Any] | None = None) -> None:
-        self.jobs = list(jobs or [])
+        self.jobs = jobs if jobs is not None else []
         super().__init__(message)
 
 
@@ -136,5 +136,5 @@ class OverLimit(JobkitError):  # noqa: N818 - Sidekiq Enterprise's name
         self.limiter = limiter
         self.retry_after = retry_after
         self.reschedule = reschedule
-        super().__init__(f"rate limiter {limiter!r} is over its limit "
-                         f"(try again in {retry_after:.2f} s)")
+        wait = f"{retry_after:.2f}" if isinstance(retry_after, int | float) else retry_after
+        super().__init__(f"rate limiter {limiter!r} is over its limit (try again in {wait} s)")
