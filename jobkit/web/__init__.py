@@ -1,5 +1,6 @@
 """jobkit's web app (WSGI): dashboard, queues, busy workers, the scheduled / retry / dead sets,
-periodic jobs, `/status.json`, mail previews and the development mail catcher's inbox.
+periodic jobs, controls (unique locks, concurrency limits and held jobs, debounced jobs, rate
+limiters), `/status.json`, mail previews and the development mail catcher's inbox.
 
 Mount it in any WSGI host (Flask, Django) or serve it with `jobkit web`:
 
