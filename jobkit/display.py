@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from typing import Any
@@ -60,6 +61,13 @@ def field_text(value: Any) -> str | None:
         return printable(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError):
         return repr(value)
+
+
+def field_number(value: Any) -> float | None:
+    """A stored field as a finite number, or None (a bool, a string, NaN are not numbers)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def digest(raw: bytes | str) -> str:
