@@ -37,3 +37,4 @@ bench: setup
 	python bench/enqueue_perform.py
 	python bench/scheduled.py
 	python bench/mail.py
+	python bench/controls.py
