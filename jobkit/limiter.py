@@ -336,7 +336,15 @@ class ConcurrentLimiter(Limiter):
         return min(super()._pause(retry_after), POLL_SECONDS)
 
     def _release(self, token: str) -> None:
-        if _run(_RELEASE, self.key, [token]) != 1:
+        """Free the slot; if Redis cannot take that now, the slot frees itself after
+        `lock_timeout` (the work in the block is done: it must not fail for this)."""
+        try:
+            released = _run(_RELEASE, self.key, [token])
+        except redis.RedisError as exc:
+            logger.warning("limiter %r: slot not released (%s); it frees itself within "
+                           "lock_timeout (%s s)", self.name, exc, self.lock_timeout)
+            return
+        if released != 1:
             logger.warning("limiter %r: a holder kept its slot past lock_timeout (%s s), so "
                            "more than %d may have run at once", self.name, self.lock_timeout,
                            self.count)

@@ -357,3 +357,31 @@ def test_a_limiter_asked_to_raise_fails_the_job_by_the_retry_policy(
     (member,) = client.zrange(keys.DEAD, 0, -1)
     assert json.loads(member)["error_class"] == "jobkit.errors.OverLimit"
     assert len(runs(client, "RaisingLimitJob")) == 1 and client.zcard(keys.SCHEDULE) == 0
+
+
+def test_a_job_buried_before_it_ran_lets_its_lock_and_slot_go(
+        client: redis.Redis, server: RedisServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class this worker cannot import (a rolling deploy): the job goes to the dead set, and
+    its unique lock and concurrency slot with it, so the next job of that key is not held."""
+    (tmp_path / "only_here.py").write_text(
+        "from jobkit import Concurrency, Job\n"
+        "class NewJob(Job):\n"
+        "    queue_as = 'controls'\n"
+        "    unique_for = 600\n"
+        "    limits_concurrency = Concurrency(to=1, key=lambda job: 'one', duration=600)\n"
+        "    def perform(self, n): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from only_here import NewJob  # type: ignore[import-not-found]
+
+    assert NewJob.perform_later(1).successfully_enqueued
+    workers = start_workers(server, 1, "-P", "threads", "-c", "2")
+    try:
+        wait_until(lambda: client.zcard(keys.DEAD) == 1, timeout=20,
+                   what="the job of an unknown class in the dead set")
+        wait_until(lambda: not list(client.scan_iter(keys.unique("*"))), timeout=5,
+                   what="its unique lock to go")
+        assert client.zcard(keys.concurrency_slots("only_here.NewJob:one")) == 0
+        assert NewJob.perform_later(2).successfully_enqueued
+    finally:
+        stop(workers)

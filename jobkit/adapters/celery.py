@@ -57,6 +57,7 @@ class CeleryAdapter(Adapter):
                 _warn_if_unconsumed(queue)
                 queues.add(queue)
                 if controls and ("unique" in controls or "debounce" in controls):
+                    _push_ready(pipe, ready)  # the jobs before it go first, as one by one
                     self._controlled(job, controls, queue, key, message, pipe)
                     if "unique" in controls:
                         unique_replies.append((job, len(pipe.command_stack) - 1))
@@ -65,8 +66,7 @@ class CeleryAdapter(Adapter):
                 if sent is not None:
                     ready[sent[0]].append(sent[1])
                     woken[queue] += 1
-            for key, messages in ready.items():
-                pipe.lpush(key, *messages)  # one command per list, same order as one by one
+            _push_ready(pipe, ready)
             if queues:
                 pipe.sadd(QUEUES, *queues)  # for the dashboard
             for queue, count in woken.items():
@@ -116,6 +116,13 @@ class CeleryAdapter(Adapter):
                         now)
         else:
             push.unique(pipe, controls["unique"], job.job_id, key, message, None, queue, now)
+
+
+def _push_ready(pipe: Pipeline, ready: dict[str, list[str]]) -> None:
+    """Queue the collected pushes, one command per list (the same order as one by one)."""
+    for key, messages in ready.items():
+        pipe.lpush(key, *messages)
+    ready.clear()
 
 
 @functools.cache

@@ -17,6 +17,7 @@ Expiry uses Redis TIME, so workers' clocks need not agree.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,36 +35,56 @@ __all__ = ["ConcurrencyState", "admit", "concurrency_header", "release", "states
 logger = logging.getLogger(__name__)
 
 # Shared by the scripts. `promote` moves the oldest held jobs to the front of their queues
-# while their limit has a free slot (each entry carries its job's `to` and `duration`). An
-# entry that cannot be read is buried, not dropped. ARGV[n-5 ..]: wake prefix, wake max,
-# priority separator, now (for the dead set), dead max jobs, dead timeout.
+# while their limit has a free slot: the larger of the entry's own `to` (each entry carries its
+# job's `to` and `duration`) and `floor_to` (the caller's, so a raised limit reaches the jobs
+# held under the old one first). The batch is pushed newest first, so the oldest is fetched
+# first. An entry that cannot be read, or whose list key is not a list, is buried, not
+# dropped. ARGV[n-5 ..]: wake prefix, wake max, priority separator, now (for the dead set),
+# dead max jobs, dead timeout.
 _PROMOTE = BURY_LUA + WAKE_LUA + """
 local function redis_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
-local function promote(slots, held, now)
+local function unusable(item)
+  local ok, entry = pcall(cjson.decode, item)
+  if not ok or type(entry) ~= 'table' or type(entry.list_key) ~= 'string'
+      or entry.list_key == '' or type(entry.message) ~= 'string'
+      or type(entry.job_id) ~= 'string' or type(entry.to) ~= 'number'
+      or type(entry.duration) ~= 'number' then
+    return 'not a held job entry'
+  end
+  local kind = redis.call('TYPE', entry.list_key).ok
+  if kind ~= 'none' and kind ~= 'list' then
+    return 'its queue key ' .. entry.list_key .. ' is a ' .. kind .. ', not a list'
+  end
+  return nil, entry
+end
+
+local function promote(slots, held, now, floor_to)
   local n = #ARGV
+  local batch = {}
   while true do
     local item = redis.call('LINDEX', held, -1)
-    if not item then return end
-    local ok, entry = pcall(cjson.decode, item)
-    if not ok or type(entry) ~= 'table' or type(entry.list_key) ~= 'string'
-        or type(entry.message) ~= 'string' or type(entry.job_id) ~= 'string'
-        or type(entry.to) ~= 'number' or type(entry.duration) ~= 'number' then
+    if not item then break end
+    local why, entry = unusable(item)
+    if why then
       redis.call('RPOP', held)
       bury(KEYS[#KEYS], tonumber(ARGV[n - 2]), cjson.encode({message = item,
         error_class = 'jobkit.UnreadableEntry', failed_at = tonumber(ARGV[n - 2]),
-        error_message = 'not a held job entry'}), ARGV[n - 1], ARGV[n])
-    elseif redis.call('ZCARD', slots) < entry.to then
+        error_message = why}), ARGV[n - 1], ARGV[n])
+    elseif redis.call('ZCARD', slots) < math.max(entry.to, floor_to) then
       redis.call('RPOP', held)
       redis.call('ZADD', slots, now + entry.duration, entry.job_id)
-      redis.call('RPUSH', entry.list_key, entry.message)
-      wake(entry.list_key, ARGV[n - 5], ARGV[n - 4], ARGV[n - 3])
+      table.insert(batch, entry)
     else
-      return
+      break
     end
+  end
+  for i = #batch, 1, -1 do
+    redis.call('RPUSH', batch[i].list_key, batch[i].message)
+    wake(batch[i].list_key, ARGV[n - 5], ARGV[n - 4], ARGV[n - 3])
   end
 end
 """
@@ -80,7 +101,7 @@ if redis.call('ZSCORE', slots, ARGV[1]) then
   redis.call('ZADD', slots, now + duration, ARGV[1])
   return 1
 end
-promote(slots, held, now)
+promote(slots, held, now, tonumber(ARGV[2]))
 if redis.call('ZCARD', slots) < tonumber(ARGV[2]) then
   redis.call('ZADD', slots, now + duration, ARGV[1])
   return 1
@@ -94,14 +115,14 @@ return 0
 """
 
 # KEYS: slots, held, held keys set, dead. ARGV: job id ("" to free none), concurrency key,
-# then _PROMOTE's. Returns how many held jobs it moved to their queues.
+# the releasing job's `to` (0: none), then _PROMOTE's. Returns how many held jobs it moved.
 _RELEASE = _PROMOTE + """
 local slots, held = KEYS[1], KEYS[2]
 if ARGV[1] ~= '' then redis.call('ZREM', slots, ARGV[1]) end
 local now = redis_now()
 redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
 local before = redis.call('LLEN', held)
-promote(slots, held, now)
+promote(slots, held, now, tonumber(ARGV[3]))
 local after = redis.call('LLEN', held)
 if after == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return before - after
@@ -126,8 +147,9 @@ def header_problem(value: Any) -> str | None:
     if type(value.get("to")) is not int or value["to"] < 1:
         return "header 'jobkit_concurrency' has no whole number `to` >= 1"
     duration = value.get("duration")
-    if not isinstance(duration, int | float) or isinstance(duration, bool) or duration <= 0:
-        return "header 'jobkit_concurrency' has no positive `duration`"
+    if not isinstance(duration, int | float) or isinstance(duration, bool) \
+            or not math.isfinite(duration) or duration <= 0:
+        return "header 'jobkit_concurrency' has no positive, finite `duration`"
     return None
 
 
@@ -154,9 +176,10 @@ def release(control: dict[str, Any], job_id: str, client: redis.Redis | None = N
     """Free the job's slot and start the held jobs it makes room for; returns how many."""
     key = control["key"]
     script = (client or get_redis()).register_script(_RELEASE)
+    to = control.get("to")
     return script(keys=[keys.concurrency_slots(key), keys.concurrency_held(key),
                         keys.CONCURRENCY_HELD_KEYS, keys.DEAD],
-                  args=[job_id, key, *_promote_args()])
+                  args=[job_id, key, to if type(to) is int else 0, *_promote_args()])
 
 
 def sweep(client: redis.Redis | None = None) -> int:
@@ -165,7 +188,10 @@ def sweep(client: redis.Redis | None = None) -> int:
     client = client or get_redis()
     started = 0
     for key in client.smembers(keys.CONCURRENCY_HELD_KEYS):
-        started += release({"key": as_text(key)}, "", client)
+        try:
+            started += release({"key": as_text(key)}, "", client)
+        except redis.ResponseError as exc:  # one broken key (say, not a list) stops no other
+            logger.error("jobkit: concurrency key %r cannot be swept: %s", as_text(key), exc)
     if started:
         logger.info("jobkit: %d held jobs started after expired concurrency slots", started)
     return started

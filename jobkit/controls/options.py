@@ -27,6 +27,8 @@ __all__ = ["Concurrency", "Debounce", "check_controls", "controls_of"]
 UNIQUE_UNTIL = ("start", "success")
 UNIQUE_CONFLICT = ("skip", "raise")
 DEFAULT_CONCURRENCY_DURATION = 900.0  # seconds a slot is held at most (a killed worker's too)
+MIN_CONCURRENCY_DURATION = 1.0  # shorter would let a slot expire under almost any job
+MAX_SECONDS = 10 * 366 * 86400.0  # ten years: beyond, Redis refuses the lock's lifetime
 _KEY_TEXT_MAX = 200  # longer keys are hashed, so Redis keys stay short
 
 
@@ -51,9 +53,13 @@ class Concurrency:
         if self.key is not None and not callable(self.key):
             raise JobClassError(f"Concurrency(key={self.key!r}): `key` must be a callable "
                                 "taking the job (e.g. lambda job: job.arguments[0])")
-        _seconds(self.duration, "Concurrency(duration=...)")
-        if self.group is not None and (not isinstance(self.group, str) or not self.group):
-            raise JobClassError(f"Concurrency(group={self.group!r}) must be a non-empty string")
+        if self.seconds < MIN_CONCURRENCY_DURATION:
+            raise JobClassError(f"Concurrency(duration={self.duration!r}) must be at least "
+                                f"{MIN_CONCURRENCY_DURATION:g} s: a slot expires after it")
+        if self.group is not None and (not isinstance(self.group, str) or not self.group
+                                       or not _encodes(self.group)):
+            raise JobClassError(f"Concurrency(group={self.group!r}) must be a non-empty string "
+                                "(UTF-8)")
 
     @property
     def seconds(self) -> float:
@@ -167,14 +173,23 @@ def _digest(job: Job, identity: Any) -> str:
 
 def _key_text(value: Any) -> str:
     """A concurrency key's value as text: strings and numbers as they are (readable on the
-    dashboard), anything else (records, lists) by the hash of its JSON."""
+    dashboard), anything else (records, lists) by the hash of its JSON. A value no argument
+    could be (a lone surrogate, a 5,000-digit int) is refused as an argument would be."""
+    serialized = serialize_value(value, "Concurrency key")
     if isinstance(value, str | int) and not isinstance(value, bool):
         text = str(value)
         if len(text) <= _KEY_TEXT_MAX:
             return text
-    serialized = json.dumps(serialize_value(value, "concurrency key"), sort_keys=True,
-                            separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(serialized.encode()).hexdigest()[:32]
+    text = json.dumps(serialized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -187,6 +202,9 @@ def _seconds(value: Any, what: str) -> float:
         raise JobClassError(f"{what} must be seconds (a number) or a timedelta, not {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise JobClassError(f"{what} must be more than 0 seconds, not {value!r}")
+    if seconds > MAX_SECONDS:
+        raise JobClassError(f"{what} must be at most ten years ({MAX_SECONDS:.0f} s), not "
+                            f"{value!r}")
     return seconds
 
 

@@ -20,6 +20,7 @@ from celery.exceptions import Reject, Retry
 from jobkit import references, stats
 from jobkit.celery_message import build_message, build_task_message
 from jobkit.controls import concurrency
+from jobkit.controls.release import released
 from jobkit.controls.unique import release_lock
 from jobkit.errors import JobKilled, JobkitError, OverLimit
 from jobkit.job import Job
@@ -30,7 +31,9 @@ __all__ = ["JobTask"]
 
 logger = logging.getLogger(__name__)
 
-OVER_LIMIT_STEP_SECONDS = 5.0  # a job over a rate limit waits retry_after + n × this (jittered)
+# A job over a rate limit waits the limiter's retry_after, plus n × this (jittered), the
+# backoff at most OVER_LIMIT_MAX_SECONDS.
+OVER_LIMIT_STEP_SECONDS = 5.0
 OVER_LIMIT_MAX_SECONDS = 600.0
 
 
@@ -66,12 +69,12 @@ class JobTask(Task):
             job = self._stand_in(payload)
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
         unique = _control(payload, "unique")
-        if unique is not None and unique.get("until") == "start":
-            _release_unique(unique, job.job_id)
         try:
             with contextlib.ExitStack() as limits:
                 for limiter in _limiters(type(job)):
                     limits.enter_context(limiter.acquire())
+                if unique is not None and unique.get("until") == "start":
+                    _release_unique(unique, job.job_id)  # it starts now: past its limiters
                 result = job.perform_now()
         except OverLimit as exc:
             if not exc.reschedule:
@@ -90,8 +93,9 @@ class JobTask(Task):
         (a backoff that grows with each time, jittered), as it was: not a retry, no dead set,
         its executions unchanged."""
         times = payload.get("over_limit", 0) + 1
-        delay = min(error.retry_after + times * OVER_LIMIT_STEP_SECONDS * random.uniform(0.5, 1.5),
-                    OVER_LIMIT_MAX_SECONDS)
+        backoff = min(times * OVER_LIMIT_STEP_SECONDS * random.uniform(0.5, 1.5),
+                      OVER_LIMIT_MAX_SECONDS)
+        delay = max(0.0, error.retry_after) + backoff
         due = time.time() + delay
         next_payload = {**payload, "over_limit": times, "scheduled_at": due}
         key, message = build_message(next_payload, str(uuid.uuid4()))
@@ -198,25 +202,17 @@ def _control(payload: Any, name: str) -> dict[str, Any] | None:
 
 
 def _release_unique(unique: dict[str, Any], job_id: str) -> None:
-    """Let the unique lock go; if Redis cannot take that now, it expires by itself."""
-    try:
-        release_lock(unique, job_id)
-    except redis.RedisError as exc:
-        logger.warning("job %s: unique lock not released (%s); it expires by itself", job_id,
-                       exc)
+    """Let the unique lock go (tried again through a Redis restart: controls/release.py)."""
+    released(lambda: release_lock(unique, job_id), f"job {job_id}: unique lock")
 
 
 def _release_slot(payload: Any) -> None:
     """Free the job's concurrency slot, however the run ended, and start the held jobs it
-    makes room for (the slot expires by itself if Redis cannot take this now)."""
+    makes room for (tried again through a Redis restart: controls/release.py)."""
     control = _control(payload, "concurrency")
-    if control is None or not isinstance(payload.get("job_id"), str):
+    if control is None or not isinstance(job_id := payload.get("job_id"), str):
         return
-    try:
-        concurrency.release(control, payload["job_id"])
-    except redis.RedisError as exc:
-        logger.warning("job %s: concurrency slot not released (%s); it expires by itself",
-                       payload["job_id"], exc)
+    released(lambda: concurrency.release(control, job_id), f"job {job_id}: concurrency slot")
 
 
 def _limiters(cls: type[Job]) -> tuple[Any, ...]:

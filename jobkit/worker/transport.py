@@ -42,6 +42,7 @@ from redis import exceptions as redis_errors
 
 from jobkit import keys
 from jobkit.controls import concurrency
+from jobkit.controls.release import let_go
 from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
@@ -365,6 +366,7 @@ class JobkitChannel(_ChannelBase):
         self._create_client().register_script(_BURY_IN_FLIGHT)(
             keys=[self.unacked_key, self.unacked_index_key, keys.DEAD],
             args=[tag, now, member, *dead_limits()])
+        let_go(text)  # it will not run: its concurrency slot and unique lock go
         qos = cast(QoS, self.qos)  # our class: JobkitChannel.QoS
         if tag in qos._delivered:  # free its prefetch slot, or the channel stops fetching
             virtual.QoS.ack(qos, tag)
