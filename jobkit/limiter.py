@@ -34,12 +34,11 @@ from datetime import timedelta
 from typing import Any, ClassVar, TypedDict
 
 import redis
-from redis.commands.core import Script
 
 from jobkit import keys
 from jobkit.adapters import current_adapter
 from jobkit.errors import ConfigError, OverLimit
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import get_redis, script
 
 __all__ = [
     "BucketLimiter",
@@ -161,16 +160,9 @@ if expires <= now then return -1 end
 return 1
 """
 
-_scripts: dict[str, Script] = {}
-
-
 def _run(lua: str, key: str, args: list[str | int | float]) -> Any:
     """Run `lua` by its SHA on this process's client (loaded on first use)."""
-    client = get_redis()
-    script = _scripts.get(lua)
-    if script is None:
-        script = _scripts[lua] = client.register_script(lua)
-    return script(keys=[key], args=args, client=client)
+    return script(lua)(keys=[key], args=args, client=get_redis())
 
 
 class LimiterState(TypedDict):

@@ -4,19 +4,21 @@ the CLI; through Sentinel when the URL says `sentinel://`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from time import monotonic
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.commands.core import Script
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from jobkit.config import current_settings
 from jobkit.config_values import is_sentinel_url, sentinel_hosts
 from jobkit.errors import ConfigError
 
-__all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster"]
+__all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster", "script"]
 
 CLUSTER_REFUSAL = (
     "Redis Cluster is not supported: jobkit's Lua scripts move a job between keys that Cluster "
@@ -94,3 +96,11 @@ def refuse_cluster(client: redis.Redis) -> None:
         return
     if enabled in (1, "1"):
         raise ConfigError(CLUSTER_REFUSAL)
+
+
+@functools.cache
+def script(lua: str) -> Script:
+    """A Lua script to call by its SHA, made once per text (redis-py's register_script hashes
+    the whole text each time). Call it with ``client=`` the client at hand; a Redis that does
+    not have it yet gets it loaded (SCRIPT LOAD) on the first NoScriptError."""
+    return get_redis().register_script(lua)

@@ -116,3 +116,12 @@ def test_a_concurrency_header_without_a_finite_duration_is_refused(duration: flo
     raw = json.loads(message)
     raw["headers"]["jobkit_concurrency"] = {"key": "k", "to": 1, "duration": duration}
     assert problem(raw) == "header 'jobkit_concurrency' has no positive, finite `duration`"
+
+
+def test_a_unique_enqueue_works_after_redis_lost_its_scripts(r: redis.Redis) -> None:
+    assert Sync.perform_later("a").successfully_enqueued
+    r.script_flush()  # as a restarted Redis: the EVALSHA is refused, then sent again
+    assert Sync.perform_later("b").successfully_enqueued
+    assert Sync.perform_later("b").duplicate_of is not None
+    jobkit.perform_all_later([Sync("c"), Import("p", 1)])
+    assert r.llen(QUEUE) == 4

@@ -10,10 +10,12 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from redis.exceptions import NoScriptError
+
 from jobkit.adapters.base import Adapter
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
-from jobkit.controls.enqueue import ControlledPush
+from jobkit.controls.enqueue import ControlledPush, ScriptCall
 from jobkit.errors import NotReplicatedError
 from jobkit.imports import class_path, require_importable
 from jobkit.job_sets import ScheduledSet, entry_member
@@ -23,6 +25,7 @@ from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
 if TYPE_CHECKING:
+    from redis import Redis
     from redis.client import Pipeline
 
     from jobkit.job import Job
@@ -48,37 +51,46 @@ class CeleryAdapter(Adapter):
         `duplicate_of` set."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
-        queues: set[str] = set()
+        queues: set[str] = set()  # every queue a job went to (a script adds its own to QUEUES)
+        scheduled_queues: set[str] = set()
         scheduled = ScheduledSet()
-        unique_replies: list[tuple[Job, int]] = []  # the job, its script's place in the pipe
-        with get_redis().pipeline(transaction=False) as pipe:
+        scripts: dict[int, tuple[Job, ScriptCall]] = {}  # place in the pipeline -> its call
+        client = get_redis()
+        with client.pipeline(transaction=False) as pipe:
             for job in jobs:
                 queue, key, message, controls = job_message(job)
                 _warn_if_unconsumed(queue)
                 queues.add(queue)
                 if controls and ("unique" in controls or "debounce" in controls):
                     _push_ready(pipe, ready)  # the jobs before it go first, as one by one
-                    self._controlled(job, controls, queue, key, message, pipe)
-                    if "unique" in controls:
-                        unique_replies.append((job, len(pipe.command_stack) - 1))
+                    call = _controlled(job, controls, queue, key, message)
+                    scripts[call.queue(pipe)] = (job, call)
                     continue
                 sent = self._park_or_ready(job, queue, key, message, pipe, scheduled)
                 if sent is not None:
                     ready[sent[0]].append(sent[1])
                     woken[queue] += 1
+                else:
+                    scheduled_queues.add(queue)
             _push_ready(pipe, ready)
-            if queues:
-                pipe.sadd(QUEUES, *queues)  # for the dashboard
+            if woken or scheduled_queues:
+                pipe.sadd(QUEUES, *woken, *scheduled_queues)  # for the dashboard
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
             replicas = current_settings().wait_for_replicas
             if replicas:
                 pipe.wait(replicas, REPLICA_WAIT_MS)
-            results = pipe.execute()
-        for job, place in unique_replies:
+            results = pipe.execute(raise_on_error=False)
+        for place, (_, call) in scripts.items():
+            if isinstance(results[place], NoScriptError):  # not run: Redis lost its scripts
+                results[place] = call.run(client)
+        error = next((r for r in results if isinstance(r, Exception)), None)
+        if error is not None:
+            raise error
+        for place, (job, _) in scripts.items():
             reply = results[place]
-            if not reply[0]:
+            if isinstance(reply, list) and not reply[0]:  # a unique job's lock was held
                 job.duplicate_of = reply[1].decode() if isinstance(reply[1], bytes) \
                     else str(reply[1])
         if replicas and results[-1] < replicas:
@@ -99,24 +111,6 @@ class CeleryAdapter(Adapter):
             return None
         return key, message
 
-    def _controlled(self, job: Job, controls: dict[str, Any], queue: str, key: str, message: str,
-                    pipe: Pipeline) -> None:
-        """Queue a unique or debounced job's script in `pipe` (the check and the push in one
-        step)."""
-        now = time.time()
-        due = job.scheduled_at.timestamp() if job.scheduled_at else None
-        push = _controlled_push()
-        member = entry_member(key, message, job_id=job.job_id, job_class=class_path(type(job)),
-                              queue=queue)
-        if "debounce" in controls:
-            push.debounced(pipe, controls["debounce"], member,
-                           max(due or now, now) + controls["debounce"]["within"], queue, now)
-        elif due is not None and due > now:
-            push.unique(pipe, controls["unique"], job.job_id, SCHEDULE, member, due, queue,
-                        now)
-        else:
-            push.unique(pipe, controls["unique"], job.job_id, key, message, None, queue, now)
-
 
 def _push_ready(pipe: Pipeline, ready: dict[str, list[str]]) -> None:
     """Queue the collected pushes, one command per list (the same order as one by one)."""
@@ -126,8 +120,26 @@ def _push_ready(pipe: Pipeline, ready: dict[str, list[str]]) -> None:
 
 
 @functools.cache
-def _controlled_push() -> ControlledPush:
-    return ControlledPush(get_redis())
+def _controlled_push(client: Redis) -> ControlledPush:
+    """One per client (get_redis keeps one per process and URL): its scripts loaded there."""
+    return ControlledPush(client)
+
+
+def _controlled(job: Job, controls: dict[str, Any], queue: str, key: str, message: str
+                ) -> ScriptCall:
+    """A unique or debounced job's script call (the check and the push in one step)."""
+    now = time.time()
+    due = job.scheduled_at.timestamp() if job.scheduled_at else None
+    push = _controlled_push(get_redis())
+    if "debounce" in controls or (due is not None and due > now):
+        member = entry_member(key, message, job_id=job.job_id, job_class=class_path(type(job)),
+                              queue=queue)
+        if "debounce" in controls:
+            return push.debounced(controls["debounce"], member,
+                                  max(due or now, now) + controls["debounce"]["within"],
+                                  queue, now)
+        return push.unique(controls["unique"], job.job_id, SCHEDULE, member, due, queue, now)
+    return push.unique(controls["unique"], job.job_id, key, message, None, queue, now)
 
 
 class JobMessage(NamedTuple):

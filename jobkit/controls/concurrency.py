@@ -28,7 +28,7 @@ from jobkit import keys
 from jobkit.display import shown as as_text
 from jobkit.job_sets import BURY_LUA, WAKE_LUA, dead_limits
 from jobkit.queues import WAKE_TOKENS_MAX
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import get_redis, script
 
 __all__ = ["ConcurrencyState", "admit", "concurrency_header", "release", "states", "sweep"]
 
@@ -163,23 +163,22 @@ def admit(client: redis.Redis, control: dict[str, Any], job_id: str, tag: str,
     """True: the job took (or already had) a slot, run it. False: it is held, and it has
     left the in-flight keys `unacked` / `unacked_index` in the same step."""
     key = control["key"]
-    script = client.register_script(_ADMIT)
-    admitted = script(
+    admitted = script(_ADMIT)(
         keys=[keys.concurrency_slots(key), keys.concurrency_held(key),
               keys.CONCURRENCY_HELD_KEYS, unacked, unacked_index, keys.DEAD],
         args=[job_id, control["to"], control["duration"], tag, list_key, message, key,
-              *_promote_args()])
+              *_promote_args()], client=client)
     return bool(admitted)
 
 
 def release(control: dict[str, Any], job_id: str, client: redis.Redis | None = None) -> int:
     """Free the job's slot and start the held jobs it makes room for; returns how many."""
     key = control["key"]
-    script = (client or get_redis()).register_script(_RELEASE)
     to = control.get("to")
-    return script(keys=[keys.concurrency_slots(key), keys.concurrency_held(key),
+    return script(_RELEASE)(keys=[keys.concurrency_slots(key), keys.concurrency_held(key),
                         keys.CONCURRENCY_HELD_KEYS, keys.DEAD],
-                  args=[job_id, key, to if type(to) is int else 0, *_promote_args()])
+                  args=[job_id, key, to if type(to) is int else 0, *_promote_args()],
+                  client=client or get_redis())
 
 
 def sweep(client: redis.Redis | None = None) -> int:

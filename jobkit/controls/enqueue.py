@@ -3,21 +3,25 @@
 Why one script: a lock taken in one round trip and a push sent in another would lose the job
 if the process died in between (the lock would then refuse every copy until it expired), or
 let two racing enqueues both push. The celery adapter queues these scripts in its pipeline, in
-place of the plain push, so a bulk enqueue is still one round trip.
+place of the plain push, so a bulk enqueue is still one round trip. They go as plain EVALSHA
+(`ScriptCall.queue`): a redis-py Script in a pipeline costs a SCRIPT EXISTS round trip before
+every pipeline; a Redis that lost its scripts (a restart) answers NoScriptError to that one
+command, which was then not run, and the adapter sends it again (`ScriptCall.run`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 from jobkit import keys
 from jobkit.job_sets import WAKE_LUA
 from jobkit.queues import WAKE_TOKENS_MAX
 
-__all__ = ["DEBOUNCE_KEEP_SECONDS", "ControlledPush"]
+__all__ = ["DEBOUNCE_KEEP_SECONDS", "ControlledPush", "ScriptCall"]
 
 # How long after its window a debounce key is kept: a window whose job the poller has not
 # moved yet (workers down) still takes the enqueues of its key for that long.
@@ -61,29 +65,48 @@ return 0
 """
 
 
+class ScriptCall(NamedTuple):
+    """One call of a script, to queue in a pipeline and to send again if Redis lost it."""
+
+    script: Script
+    keys: list[str]
+    args: list[Any]
+
+    def queue(self, pipe: Pipeline) -> int:
+        """Queue it as EVALSHA in `pipe`; returns its place in the pipeline's replies."""
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+        return len(pipe.command_stack) - 1
+
+    def run(self, client: redis.Redis) -> Any:
+        """Send it alone (loading the script when Redis does not have it)."""
+        return self.script(keys=self.keys, args=self.args, client=client)
+
+
 class ControlledPush:
-    """The two scripts, registered once per client (redis-py sends them by SHA)."""
+    """The two scripts, registered and loaded into Redis once per process (so a first enqueue
+    keeps its place in a bulk enqueue; only after a Redis restart is one sent again)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._unique = client.register_script(_PUSH_UNIQUE)
         self._debounced = client.register_script(_PUSH_DEBOUNCED)
+        for script in (_PUSH_UNIQUE, _PUSH_DEBOUNCED):
+            client.script_load(script)
 
-    def unique(self, pipe: Pipeline, unique: dict[str, Any], job_id: str, target: str,
-               item: str, score: float | None, queue: str, now: float) -> None:
-        """Queue the unique push in `pipe`: to list `target` now, or to the scheduled set
-        `target` at `score`. The lock lasts `unique["for"]` seconds from when the job is
-        due."""
+    def unique(self, unique: dict[str, Any], job_id: str, target: str, item: str,
+               score: float | None, queue: str, now: float) -> ScriptCall:
+        """The unique push: to list `target` now, or to the scheduled set `target` at `score`.
+        The lock lasts `unique["for"]` seconds from when the job is due."""
         lock_seconds = unique["for"] + max(0.0, (score or now) - now)
-        self._unique(keys=[keys.unique(unique["key"]), target, keys.QUEUES],
-                     args=[job_id, max(1, round(lock_seconds * 1000)), item,
+        return ScriptCall(self._unique, [keys.unique(unique["key"]), target, keys.QUEUES],
+                          [job_id, max(1, round(lock_seconds * 1000)), item,
                            "" if score is None else repr(score), queue, keys.WAKE_PREFIX,
-                           WAKE_TOKENS_MAX, keys.PRIORITY_SEPARATOR], client=pipe)
+                           WAKE_TOKENS_MAX, keys.PRIORITY_SEPARATOR])
 
-    def debounced(self, pipe: Pipeline, debounce: dict[str, Any], member: str,
-                  window_end: float, queue: str, now: float) -> None:
-        """Queue the debounced push in `pipe`: a scheduled-set member, due at the end of the
-        window it joins (`window_end` when it opens one)."""
+    def debounced(self, debounce: dict[str, Any], member: str, window_end: float, queue: str,
+                  now: float) -> ScriptCall:
+        """The debounced push: a scheduled-set member, due at the end of the window it joins
+        (`window_end` when it opens one)."""
         keep_ms = round((window_end - now + DEBOUNCE_KEEP_SECONDS) * 1000)
-        self._debounced(keys=[keys.debounce(debounce["key"]), keys.SCHEDULE, keys.QUEUES],
-                        args=[member, repr(window_end), max(1, keep_ms), queue], client=pipe)
-
+        return ScriptCall(self._debounced,
+                          [keys.debounce(debounce["key"]), keys.SCHEDULE, keys.QUEUES],
+                          [member, repr(window_end), max(1, keep_ms), queue])

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from jobkit import keys
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import get_redis, script
 
 __all__ = ["release_lock"]
 
@@ -27,5 +27,5 @@ return 0
 def release_lock(unique: dict[str, Any], job_id: str, client: redis.Redis | None = None
                  ) -> bool:
     """Delete the lock of `unique` (a payload's unique control) if `job_id` holds it."""
-    script = (client or get_redis()).register_script(_RELEASE_IF_HELD)
-    return bool(script(keys=[keys.unique(unique["key"])], args=[job_id]))
+    return bool(script(_RELEASE_IF_HELD)(keys=[keys.unique(unique["key"])], args=[job_id],
+                                          client=client or get_redis()))
