@@ -14,7 +14,8 @@ PID at the end, also on an error or Ctrl-C. Method as in BASELINES.md:
 * **processing**: pre-fill N jobs, start the worker as a subprocess in its own session
   (``jobkit worker`` or ``celery -A bench.noop_jobs worker``, both prefork ``-c 2``, WARNING logs,
   no gossip/mingle/heartbeat, the same reliability settings), poll Redis every 5 ms and stop when
-  the queue's list is empty and kombu's ``unacked`` hash is empty (every job acked).
+  the queue's list is empty and the in-flight hashes are empty (every job acked): kombu's
+  ``unacked`` for Celery, each process's ``jobkit:unacked:<id>`` for jobkit.
   "steady" = N / (first dequeue observed -> drained); "incl. start-up" = N / (spawn -> drained).
   The worker is then stopped with SIGTERM, and its process group with SIGKILL.
 
@@ -55,6 +56,7 @@ from bench.harness import (
     stop_process,
     tail,
 )
+from jobkit import keys
 
 POLL_SECONDS = 0.005
 
@@ -113,9 +115,12 @@ def _poll_until_drained(r: redis.Redis, n: int, worker: subprocess.Popen, spawne
     first: float | None = None
     pipe = r.pipeline(transaction=False)
     while True:
+        in_flight = [UNACKED, *r.scan_iter(keys.unacked("*"))]  # Celery's, and jobkit's
         pipe.llen(QUEUE)
-        pipe.hlen(UNACKED)
-        waiting, unacked = pipe.execute()
+        for key in in_flight:
+            pipe.hlen(key)
+        waiting, *held = pipe.execute()
+        unacked = sum(held)
         now = time.perf_counter()
         if first is None and (waiting < n or unacked):
             first = now
