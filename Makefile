@@ -32,7 +32,8 @@ lint: setup
 	ruff check .
 	pyright
 
-## make bench: jobkit vs raw Celery (enqueue, processing, delayed jobs) and raw aiosmtplib (mail)
+## make bench: jobkit vs raw Celery (enqueue, processing, delayed jobs), raw aiosmtplib (mail),
+## and each control (unique, debounce, concurrency, limiter) vs a plain job
 bench: setup
 	python bench/enqueue_perform.py
 	python bench/scheduled.py
