@@ -102,3 +102,33 @@ def test_retry_a_dead_job_with_a_click(r: redis.Redis, web_url: str, browser_pag
              what="the clicked job to leave the dead set (and fail once more)")
     page.reload()
     assert page.locator("tr td input[name=key]").count() == 1
+
+
+def test_unlock_a_unique_lock_and_see_held_jobs_on_the_controls_page(
+        r: redis.Redis, web_url: str, browser_page) -> None:
+    from jobkit import keys
+    from jobkit.controls import concurrency
+    from tests.test_control_options import Import, Sync
+
+    first = Sync.perform_later("acme")
+    assert not Sync.perform_later("acme").successfully_enqueued
+    for n in range(3):  # held as a worker would hold them: the key's limit is 2
+        Import.perform_later("acme", n)
+        message = r.rpop("controls")
+        r.hset("jobkit:unacked:browser", f"t{n}", "[]")
+        concurrency.admit(r, {"key": "tests.test_control_options.Import:acme", "to": 2,
+                              "duration": 60}, f"j{n}", f"t{n}", "controls", message,
+                          "jobkit:unacked:browser", "jobkit:unacked_index:browser")
+    page = browser_page
+    page.goto(web_url + "/controls")
+    assert first.job_id in page.content()
+    shot(page, "controls")
+    page.get_by_role("link", name="1").click()  # the held count links to the held jobs
+    assert "j2" in page.content()
+    shot(page, "controls-held")
+    page.goto(web_url + "/controls")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Unlock").click()
+    page.wait_for_url(web_url + "/controls")
+    wait_for(lambda: not r.keys(keys.unique("*")), what="the lock to be deleted")
+    assert Sync.perform_later("acme").successfully_enqueued
