@@ -8,10 +8,11 @@ completed. An `around_*` callback takes the job and `proceed`, and must call `pr
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from jobkit.errors import Abort
+from jobkit.errors import Abort, JobClassError
 
 __all__ = [
     "after_enqueue",
@@ -58,6 +59,9 @@ def collect(cls: type) -> dict[str, list[str]]:
         for name, attr in vars(klass).items():
             slot = getattr(attr, _ATTR, None)
             if slot is not None:
+                if inspect.iscoroutinefunction(attr):  # its coroutine would never be awaited
+                    raise JobClassError(f"{klass.__qualname__}.{name}: a {slot} callback "
+                                        "must be a plain method (`def`), not `async def`")
                 slots[name] = slot
     names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in EVENTS}
     for name, slot in slots.items():

@@ -10,7 +10,7 @@ import datetime as dt
 import functools
 import inspect
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -34,6 +34,7 @@ from jobkit.controls.options import (
     check_controls,
     controls_of,
 )
+from jobkit.coroutines import run_to_completion
 from jobkit.errors import JobClassError, NotUniqueError
 from jobkit.imports import class_path, import_object
 from jobkit.job_options import check_class_options
@@ -57,6 +58,7 @@ R_co = TypeVar("R_co", covariant=True)
 J = TypeVar("J", bound="Job")
 J_co = TypeVar("J_co", bound="Job", covariant=True)
 T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 
 class _Performs(Protocol[P, R_co, J_co]):
@@ -94,10 +96,20 @@ class _Set:
 
 
 class _PerformNow:
-    """`MyJob.perform_now(*args)` builds and runs a job; `job.perform_now()` runs that one."""
+    """`MyJob.perform_now(*args)` builds and runs a job; `job.perform_now()` runs that one.
+    Either returns what `perform` returns; for an `async def perform`, what it returns once
+    awaited (the coroutine is run to its end)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[_Performs[P, Coroutine[Any, Any, T], Any]]
+                ) -> Callable[P, T]: ...
 
     @overload
     def __get__(self, obj: None, owner: type[_Performs[P, R, Any]]) -> Callable[P, R]: ...
+
+    @overload
+    def __get__(self, obj: _Performs[..., Coroutine[Any, Any, T], Any], owner: Any
+                ) -> Callable[[], T]: ...
 
     @overload
     def __get__(self, obj: _Performs[..., R, Any], owner: Any) -> Callable[[], R]: ...
@@ -170,6 +182,7 @@ class Job:
             raise JobClassError(f"{cls.__qualname__}.backtrace must be a whole number of "
                                 f"lines >= 0, not {cls.backtrace!r}")
         check_controls(cls)
+        _check_perform(cls)
         cls._callbacks = callbacks.collect(cls)
 
     def __init__(self: _Performs[P, Any, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -357,10 +370,13 @@ class Job:
 
     def _perform_this(self) -> Any:
         self.executions += 1
-        _, result = callbacks.run_callbacks(
-            self, "perform", lambda: self.perform(*self.arguments, **self.kwargs)
-        )
+        _, result = callbacks.run_callbacks(self, "perform", self._call_perform)
         return result
+
+    def _call_perform(self) -> Any:
+        """`perform`'s result; an `async def perform` is run to its end (jobkit.coroutines)."""
+        result = self.perform(*self.arguments, **self.kwargs)
+        return run_to_completion(result) if inspect.iscoroutine(result) else result
 
     @classmethod
     def _perform_new(cls, /, *args: Any, **kwargs: Any) -> Any:
@@ -372,7 +388,7 @@ class Job:
     perform_now: ClassVar[_PerformNow] = _PerformNow()
 
 
-class ConfiguredJob(Generic[P, R, J]):
+class ConfiguredJob(Generic[P, R_co, J]):
     """A job class with enqueue options bound, as returned by `Job.set(...)`."""
 
     def __init__(self, job_class: type[J], *, wait: Seconds | None = None,
@@ -390,11 +406,18 @@ class ConfiguredJob(Generic[P, R, J]):
         """Sidekiq's name for `perform_later`."""
         return self.perform_later(*args, **kwargs)
 
-    def perform_now(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    @overload
+    def perform_now(self: ConfiguredJob[P, Coroutine[Any, Any, T], J], /, *args: P.args,
+                    **kwargs: P.kwargs) -> T: ...
+
+    @overload
+    def perform_now(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def perform_now(self, /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run now, in this process, on the bound queue and priority (a delay is ignored)."""
         job = self.job_class(*args, **kwargs)
         job._prepare(queue=self.options["queue"], priority=self.options["priority"])
-        return cast(R, job._perform_this())
+        return job._perform_this()
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
@@ -440,6 +463,21 @@ def resolve_job_class(path: str) -> type[Job]:
 @functools.cache
 def _perform_signature(cls: type[Job]) -> inspect.Signature:
     return inspect.signature(cls.perform)
+
+
+def _check_perform(cls: type[Job]) -> None:
+    """A class's own `perform` must be a function (`def`) or a coroutine function (`async
+    def`): anything else would be called and its result taken for the job's work (a generator
+    would be created and never run)."""
+    perform = vars(cls).get("perform")
+    if perform is None:
+        return
+    kind = ("a generator function" if inspect.isgeneratorfunction(perform)
+            else "an async generator function" if inspect.isasyncgenfunction(perform)
+            else None if inspect.isfunction(perform) else f"{type(perform).__name__} {perform!r}")
+    if kind is not None:
+        raise JobClassError(f"{cls.__qualname__}.perform must be a method (`def perform(self, "
+                            f"...)` or `async def perform(self, ...)`), not {kind}")
 
 
 def _check_priority(priority: Any, what: str) -> None:

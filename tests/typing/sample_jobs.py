@@ -101,3 +101,16 @@ def controls() -> None:
         assert_type(testing.skipped(PushJob), list[testing.SkippedJob])
         assert_type(testing.held(), list[EnqueuedJob])
         assert_type(PushJob.jobs[0].debounce_key, str | None)
+
+
+class FetchJob(Job):
+    async def perform(self, url: str) -> bytes:
+        return url.encode()
+
+
+def async_jobs() -> None:
+    assert_type(FetchJob.perform_later("https://example.com"), FetchJob)
+    assert_type(FetchJob.perform_now("https://example.com"), bytes)
+    assert_type(FetchJob("u").perform_now(), bytes)
+    assert_type(FetchJob.set(queue="io").perform_now("u"), bytes)
+    assert_type(ImportJob.set(queue="io").perform_now(1), int)

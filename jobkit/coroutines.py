@@ -1,0 +1,31 @@
+"""Running a job's `async def perform` to the end, from code that is not async.
+
+Why not leave it to the pool: Celery's pools (prefork, threads, solo) call a task and take what
+it returns; a coroutine would be returned unawaited ("never awaited"), the job logged as done
+without having run. So `Job.perform_now` runs the coroutine itself, in an event loop of its
+own (`asyncio.run`): each run starts with a fresh loop and leaves nothing behind in it, in any
+thread of any pool. Called where an event loop is already running in this thread (an async
+web handler or test calling `perform_now`), the coroutine runs in a helper thread with its own
+loop, and the caller waits for it, as for any synchronous call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["run_to_completion"]
+
+T = TypeVar("T")
+
+
+def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The coroutine's result (or its exception), waited for here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running in this thread: the usual case on a worker
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jobkit-async") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
