@@ -39,6 +39,7 @@ from jobkit.references import SQLAlchemyLocator as SQLAlchemyLocator
 from jobkit.references import register_locator as register_locator
 from jobkit.retries import discard_on as discard_on
 from jobkit.retries import retry_on as retry_on
+from jobkit.time_limits import SoftTimeLimitExceeded as SoftTimeLimitExceeded
 
 try:
     __version__ = importlib.metadata.version("jobkit")
@@ -69,6 +70,7 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "Settings",
+    "SoftTimeLimitExceeded",
     "__version__",
     "after_enqueue",
     "after_perform",

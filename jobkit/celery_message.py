@@ -27,22 +27,26 @@ def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = 
                   kwargsrepr: str | None = None) -> tuple[str, str]:
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
     controls = payload.get("controls")
+    soft, hard = payload.get("time_limits") or (None, None)
     return build_task_message(
         payload["job_class"], task_id, [payload], payload["queue_name"], payload["priority"],
         retries=payload["executions"], job_id=payload["job_id"],
         argsrepr=argsrepr or repr(payload["args"]),
         kwargsrepr=kwargsrepr or repr(payload["kwargs"]),
         concurrency=controls.get("concurrency") if isinstance(controls, dict) else None,
+        time_limits=(hard, soft),
     )
 
 
 def build_task_message(task: str, task_id: str, args: list, queue: str, priority: int | None,
                        retries: int = 0, job_id: str | None = None, argsrepr: str = "",
-                       kwargsrepr: str = "", concurrency: dict[str, Any] | None = None
+                       kwargsrepr: str = "", concurrency: dict[str, Any] | None = None,
+                       time_limits: tuple[float | None, float | None] = (None, None)
                        ) -> tuple[str, str]:
     """The same for any task arguments: used to keep a message whose payload is unreadable.
     `concurrency` (a job's concurrency control) becomes the ``jobkit_concurrency`` header,
-    which the worker's transport reads before Celery takes the job."""
+    which the worker's transport reads before Celery takes the job; `time_limits` (hard, soft)
+    is Celery's ``timelimit`` header, which its prefork pool enforces."""
     priority = min(max(priority or 0, MIN_PRIORITY), MAX_PRIORITY)
     body = _dumps([args, {}, _EMBED]).encode()
     message = {
@@ -59,7 +63,7 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
             "group": None,
             "group_index": None,
             "retries": retries,
-            "timelimit": [None, None],
+            "timelimit": list(time_limits),
             "root_id": task_id,
             "parent_id": None,
             "argsrepr": argsrepr[:_REPR_LIMIT],

@@ -6,7 +6,8 @@ without having run. So `Job.perform_now` runs the coroutine itself, in an event 
 own (`asyncio.run`): each run starts with a fresh loop and leaves nothing behind in it, in any
 thread of any pool. Called where an event loop is already running in this thread (an async
 web handler or test calling `perform_now`), the coroutine runs in a helper thread with its own
-loop, and the caller waits for it, as for any synchronous call.
+loop, and the caller waits for it, as for any synchronous call. A soft time limit is
+`asyncio.timeout`, so it holds for async jobs on every pool (Celery's holds on prefork only).
 """
 
 from __future__ import annotations
@@ -16,16 +17,30 @@ import concurrent.futures
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 __all__ = ["run_to_completion"]
 
 T = TypeVar("T")
 
 
-def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
-    """The coroutine's result (or its exception), waited for here."""
+def run_to_completion(coroutine: Coroutine[Any, Any, T], time_limit: float | None = None
+                      ) -> T:
+    """The coroutine's result (or its exception), waited for here. With `time_limit`, the
+    coroutine is cancelled at that many seconds (it sees CancelledError at the await it is
+    in, and can clean up), and SoftTimeLimitExceeded is raised here."""
+    bounded = coroutine if time_limit is None else _within(coroutine, time_limit)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running in this thread: the usual case on a worker
-        return asyncio.run(coroutine)
+        return asyncio.run(bounded)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jobkit-async") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(asyncio.run, bounded).result()
+
+
+async def _within(coroutine: Coroutine[Any, Any, T], seconds: float) -> T:
+    try:
+        async with asyncio.timeout(seconds):
+            return await coroutine
+    except TimeoutError:
+        raise SoftTimeLimitExceeded(f"time limit ({seconds:g} s) exceeded") from None

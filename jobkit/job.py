@@ -40,6 +40,7 @@ from jobkit.imports import class_path, import_object
 from jobkit.job_options import check_class_options
 from jobkit.payload import Payload, from_timestamp, to_timestamp
 from jobkit.queues import DEFAULT_QUEUE
+from jobkit.time_limits import time_limits
 
 if TYPE_CHECKING:
     from jobkit.adapters.test import EnqueuedJob
@@ -68,14 +69,18 @@ class _Performs(Protocol[P, R_co, J_co]):
     def perform(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     def enqueue(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                queue: str | None = None, priority: int | None = None) -> J_co: ...
+                queue: str | None = None, priority: int | None = None,
+                time_limit: Seconds | None = None,
+                hard_time_limit: Seconds | None = None) -> J_co: ...
 
 
 class _WithOptions(Protocol[T_co]):
     """`set(...)`: the enqueue options, checked by name."""
 
     def __call__(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                 queue: str | None = None, priority: int | None = None) -> T_co: ...
+                 queue: str | None = None, priority: int | None = None,
+                 time_limit: Seconds | None = None,
+                 hard_time_limit: Seconds | None = None) -> T_co: ...
 
 
 class _Set:
@@ -161,6 +166,10 @@ class Job:
     debounce: ClassVar[Debounce | None] = None
     #: Rate limiters (jobkit.limiter) every run must pass before `perform`, on a worker.
     limiter: ClassVar[Limiter | tuple[Limiter, ...] | None] = None
+    #: Seconds (or timedelta) a run may take before SoftTimeLimitExceeded is raised in it.
+    time_limit: float | dt.timedelta | None = None
+    #: Seconds (or timedelta) after which the run is stopped (its process killed, on prefork).
+    hard_time_limit: float | dt.timedelta | None = None
     #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
     failure_rules: ClassVar[tuple[RetryOn | DiscardOn, ...]] = ()
 
@@ -182,6 +191,7 @@ class Job:
             raise JobClassError(f"{cls.__qualname__}.backtrace must be a whole number of "
                                 f"lines >= 0, not {cls.backtrace!r}")
         check_controls(cls)
+        time_limits(cls.time_limit, cls.hard_time_limit, JobClassError, f"{cls.__qualname__}.")
         _check_perform(cls)
         cls._callbacks = callbacks.collect(cls)
 
@@ -203,6 +213,10 @@ class Job:
         self.successfully_enqueued: bool = False
         #: Set when a unique job was not enqueued: the id of the job that holds its lock.
         self.duplicate_of: str | None = None
+        # This job's limits in seconds (the class's, or set(...)'s), or None.
+        cls = type(self)
+        self.time_limit, self.hard_time_limit = time_limits(cls.time_limit, cls.hard_time_limit,
+                                                            JobClassError)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
@@ -274,15 +288,21 @@ class Job:
         return perform_all_later([cls(*args) for args in args_list])
 
     def enqueue(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                queue: str | None = None, priority: int | None = None) -> Self:
+                queue: str | None = None, priority: int | None = None,
+                time_limit: Seconds | None = None,
+                hard_time_limit: Seconds | None = None) -> Self:
         """Enqueue this job through the enqueue callbacks and the current adapter."""
-        self._prepare(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        self._prepare(wait=wait, wait_until=wait_until, queue=queue, priority=priority,
+                      time_limit=time_limit, hard_time_limit=hard_time_limit)
         callbacks.run_callbacks(self, "enqueue", self._enqueue_now)
         return self
 
     def _set_options(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                     queue: str | None = None, priority: int | None = None) -> Self:
-        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+                     queue: str | None = None, priority: int | None = None,
+                     time_limit: Seconds | None = None,
+                     hard_time_limit: Seconds | None = None) -> Self:
+        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority,
+                            time_limit=time_limit, hard_time_limit=hard_time_limit)
         return self
 
     def _enqueue_now(self) -> None:
@@ -292,16 +312,26 @@ class Job:
         _raise_for_duplicates([self])
 
     def _prepare(self, *, wait: Seconds | None = None, wait_until: When | None = None,
-                 queue: str | None = None, priority: int | None = None) -> None:
+                 queue: str | None = None, priority: int | None = None,
+                 time_limit: Seconds | None = None,
+                 hard_time_limit: Seconds | None = None) -> None:
         """Apply options and refuse, before anything is sent, a call that could never run."""
         self.check_arguments()
-        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        self._apply_options(wait=wait, wait_until=wait_until, queue=queue, priority=priority,
+                            time_limit=time_limit, hard_time_limit=hard_time_limit)
         if self.queue_name is None:
             self.queue_name = self._queue_from_class()
         self.enqueued_at = dt.datetime.now(dt.UTC)
 
     def _apply_options(self, *, wait: Seconds | None, wait_until: When | None,
-                       queue: str | None, priority: int | None) -> None:
+                       queue: str | None, priority: int | None,
+                       time_limit: Seconds | None = None,
+                       hard_time_limit: Seconds | None = None) -> None:
+        if time_limit is not None or hard_time_limit is not None:
+            self.time_limit, self.hard_time_limit = time_limits(
+                time_limit if time_limit is not None else self.time_limit,
+                hard_time_limit if hard_time_limit is not None else self.hard_time_limit,
+                ValueError)
         if wait is not None or wait_until is not None:
             self.scheduled_at = _due_time(wait, wait_until)
         if queue is not None:
@@ -345,6 +375,7 @@ class Job:
             enqueued_at=to_timestamp(self.enqueued_at),
             scheduled_at=to_timestamp(self.scheduled_at),
             controls=controls_of(self, args, kwargs) if controlled else None,
+            time_limits=[*self._limits()] if any(self._limits()) else None,
         ).to_dict()
 
     @staticmethod
@@ -364,6 +395,8 @@ class Job:
         job.executions = payload.executions
         job.enqueued_at = from_timestamp(payload.enqueued_at)
         job.scheduled_at = from_timestamp(payload.scheduled_at)
+        if payload.time_limits is not None:
+            job.time_limit, job.hard_time_limit = payload.time_limits
         return job
 
     # -- performing ---------------------------------------------------------------------------
@@ -376,7 +409,14 @@ class Job:
     def _call_perform(self) -> Any:
         """`perform`'s result; an `async def perform` is run to its end (jobkit.coroutines)."""
         result = self.perform(*self.arguments, **self.kwargs)
-        return run_to_completion(result) if inspect.iscoroutine(result) else result
+        if inspect.iscoroutine(result):
+            return run_to_completion(result, self._limits()[0])
+        return result
+
+    def _limits(self) -> tuple[float | None, float | None]:
+        """(time_limit, hard_time_limit) in seconds: a job holds them as seconds (_setup,
+        _apply_options); the class may give timedeltas."""
+        return cast(float | None, self.time_limit), cast(float | None, self.hard_time_limit)
 
     @classmethod
     def _perform_new(cls, /, *args: Any, **kwargs: Any) -> Any:
@@ -393,11 +433,14 @@ class ConfiguredJob(Generic[P, R_co, J]):
 
     def __init__(self, job_class: type[J], *, wait: Seconds | None = None,
                  wait_until: When | None = None, queue: str | None = None,
-                 priority: int | None = None) -> None:
+                 priority: int | None = None, time_limit: Seconds | None = None,
+                 hard_time_limit: Seconds | None = None) -> None:
         _due_time(wait, wait_until)  # fail early on bad options
+        time_limits(time_limit, hard_time_limit, ValueError)
         self.job_class = job_class
         self.options: dict[str, Any] = dict(wait=wait, wait_until=wait_until, queue=queue,
-                                            priority=priority)
+                                            priority=priority, time_limit=time_limit,
+                                            hard_time_limit=hard_time_limit)
 
     def perform_later(self, /, *args: P.args, **kwargs: P.kwargs) -> J:
         return self.job_class(*args, **kwargs).enqueue(**self.options)
@@ -416,7 +459,9 @@ class ConfiguredJob(Generic[P, R_co, J]):
     def perform_now(self, /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run now, in this process, on the bound queue and priority (a delay is ignored)."""
         job = self.job_class(*args, **kwargs)
-        job._prepare(queue=self.options["queue"], priority=self.options["priority"])
+        job._prepare(queue=self.options["queue"], priority=self.options["priority"],
+                     time_limit=self.options["time_limit"],
+                     hard_time_limit=self.options["hard_time_limit"])
         return job._perform_this()
 
     def __repr__(self) -> str:

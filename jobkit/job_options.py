@@ -43,6 +43,8 @@ _FAMILIAR_NAMES = {
     "rate_limit": "limiter (jobkit.limiter)",
     "throttle": "limiter (jobkit.limiter) or debounce",
     "debounce_for": "debounce",
+    "soft_time_limit": "time_limit",
+    "timeout": "time_limit (soft) or hard_time_limit",
 }
 _NOT_LISTED = frozenset({"failure_rules"})  # set by @retry_on / @discard_on, not by hand
 _SHOWN_CHARS = 60

@@ -4,8 +4,9 @@
      "priority": null, "args": [...], "kwargs": {...}, "executions": 0,
      "enqueued_at": 1732370000.25, "scheduled_at": null}
 
-plus, only when set, "controls" (unique / concurrency / debounce keys, jobkit.controls) and
-"over_limit" (times a rate limiter sent the job back to wait).
+plus, only when set, "controls" (unique / concurrency / debounce keys, jobkit.controls),
+"over_limit" (times a rate limiter sent the job back to wait) and "time_limits" ([soft, hard]
+seconds).
 
 Arguments are stored serialized (see arguments.py); times are Unix seconds.
 """
@@ -38,6 +39,8 @@ class Payload:
     controls: dict[str, Any] | None = None
     #: How many times a rate limiter sent the job back to wait (not retries).
     over_limit: int = 0
+    #: [time_limit, hard_time_limit] in seconds (each may be None), when either is set.
+    time_limits: list[float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Payload:
             "scheduled_at": self.scheduled_at,
             **({"controls": self.controls} if self.controls else {}),
             **({"over_limit": self.over_limit} if self.over_limit else {}),
+            **({"time_limits": self.time_limits} if self.time_limits else {}),
         }
 
     @classmethod
@@ -71,6 +75,12 @@ class Payload:
             if not isinstance(value, kinds) or isinstance(value, bool):
                 raise PayloadError(f"payload field {key!r} is of the wrong type")
             fields[key] = value
+        limits = data.get("time_limits")
+        if limits is not None and not (isinstance(limits, list) and len(limits) == 2 and all(
+                v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0)
+                for v in limits)):
+            raise PayloadError("payload field 'time_limits' is not [soft, hard] seconds")
+        fields["time_limits"] = limits
         return cls(**fields)
 
 

@@ -286,7 +286,8 @@ def test_enum_a_worker_cannot_import_is_refused_at_enqueue(recorded: TestAdapter
     ("max_retires", 1, "did you mean max_retries?"),
     ("priorty", 1, "did you mean priority?"),
     ("queue_ass", lambda job: "low", "did you mean queue_as?"),
-    ("timeout", 30, "is not a job option. The options:"),
+    ("timeout", 30, "is not a job option (did you mean time_limit (soft) or hard_time_limit?)"),
+    ("sleep_for", 30, "is not a job option. The options:"),
 ])
 def test_an_unknown_class_option_is_refused_when_the_class_is_defined(
         name: str, value: object, hint: str) -> None:

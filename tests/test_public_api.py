@@ -32,6 +32,7 @@ PUBLIC = [
     "SerializationError",
     "Serializer",
     "Settings",
+    "SoftTimeLimitExceeded",
     "__version__",
     "after_enqueue",
     "after_perform",

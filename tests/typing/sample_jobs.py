@@ -114,3 +114,13 @@ def async_jobs() -> None:
     assert_type(FetchJob("u").perform_now(), bytes)
     assert_type(FetchJob.set(queue="io").perform_now("u"), bytes)
     assert_type(ImportJob.set(queue="io").perform_now(1), int)
+
+
+def time_limits() -> None:
+    limited = ImportJob.set(time_limit=60, hard_time_limit=dt.timedelta(minutes=2))
+    assert_type(limited.perform_later(1), ImportJob)
+    jobkit.perform_all_later([ImportJob(1).set(time_limit=30)])
+    try:
+        ImportJob.perform_now(1)
+    except jobkit.SoftTimeLimitExceeded as error:
+        assert_type(error, jobkit.SoftTimeLimitExceeded)

@@ -1,0 +1,134 @@
+"""Per-job time limits on real workers: the soft limit raises inside the job (it cleans up),
+the hard one stops it (prefork), an async job's soft limit holds on every pool; the job goes
+the way of its retry policy with that reason. Limits from the class and from set(...)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import jobkit
+from jobkit import JobClassError, keys
+from jobkit.celery_message import read_task_args
+from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.time_limit_jobs import (
+    EVENTS,
+    QUEUE,
+    AsyncLimitedJob,
+    HardLimitedJob,
+    SoftLimitedJob,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    monkeypatch.setenv("REDIS_URL", server.url)
+    saved = jobkit.config.current_settings()
+    jobkit.use_adapter(None)
+    jobkit.configure()
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    yield client
+    jobkit.config.use_settings(saved)
+
+
+def dead(client: redis.Redis) -> dict[str, dict]:
+    """The dead set's entries, by the job's first argument."""
+    entries = [json.loads(m) for m in client.zrange(keys.DEAD, 0, -1)]
+    return {e["payload"]["args"][0]: e for e in entries}
+
+
+def events(client: redis.Redis) -> list[str]:
+    return sorted(e.decode() for e in client.lrange(EVENTS, 0, -1))
+
+
+def test_soft_and_hard_limits_on_prefork(client: redis.Redis, server: RedisServer) -> None:
+    SoftLimitedJob.perform_later("soft", 5)
+    SoftLimitedJob.perform_later("quick", 0)
+    HardLimitedJob.perform_later("hard", 5)
+    SoftLimitedJob.set(time_limit=dt.timedelta(seconds=10)).perform_later("raised", 1)
+    AsyncLimitedJob.perform_later("async", 5)
+    worker = WorkerProcess(server.url, "-q", QUEUE, "-P", "prefork", "-c", "2", cwd=ROOT)
+    try:
+        wait_until(lambda: len(dead(client)) == 3 and len(events(client)) == 4, timeout=30,
+                   what="three jobs over their limits in the dead set")
+    finally:
+        worker.stop()
+    assert events(client) == ["async: cancelled", "quick: finished", "raised: finished",
+                              "soft: cleaned up"]
+    over = dead(client)
+    assert over["soft"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
+    assert over["async"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
+    assert over["hard"]["error_class"] == "jobkit.errors.JobKilled"
+    assert "time limit" in over["hard"]["error_message"].lower()
+
+
+def test_an_async_jobs_soft_limit_holds_on_the_threads_pool(client: redis.Redis,
+                                                            server: RedisServer) -> None:
+    AsyncLimitedJob.perform_later("async", 5)
+    AsyncLimitedJob.perform_later("async-quick", 0)
+    worker = WorkerProcess(server.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT)
+    try:
+        wait_until(lambda: len(dead(client)) == 1 and len(events(client)) == 2, timeout=30,
+                   what="the slow async job in the dead set")
+    finally:
+        worker.stop()
+    assert events(client) == ["async-quick: finished", "async: cancelled"]
+    assert "time limit (0.5 s) exceeded" in dead(client)["async"]["error_message"]
+
+
+def test_limits_travel_in_the_payload_and_the_celery_header(client: redis.Redis) -> None:
+    SoftLimitedJob.set(hard_time_limit=30).perform_later("x", 0)
+    message = client.lindex(QUEUE, 0)
+    assert json.loads(message)["headers"]["timelimit"] == [30.0, 0.5]
+    assert read_task_args(message)[0]["time_limits"] == [0.5, 30.0]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"time_limit": 0}, "time_limit must be more than 0 seconds"),
+    ({"hard_time_limit": "1m"}, "hard_time_limit must be seconds (a number) or a timedelta"),
+    ({"time_limit": 10, "hard_time_limit": 5}, "hard_time_limit (5 s) must be more than"),
+    ({"timeout": 10}, "(did you mean time_limit (soft) or hard_time_limit?)"),
+])
+def test_bad_limits_are_refused_when_the_class_is_defined(body: dict, message: str) -> None:
+    with pytest.raises(JobClassError) as info:
+        type("Bad", (jobkit.Job,), {**body, "perform": lambda self: None})
+    assert message in str(info.value)
+
+
+def test_bad_limits_in_set_are_refused_before_anything_is_sent() -> None:
+    with pytest.raises(ValueError, match="time_limit must be more than 0 seconds"):
+        SoftLimitedJob.set(time_limit=-1)
+    with pytest.raises(ValueError, match="must be more than time_limit"):
+        SoftLimitedJob("x", 0).set(hard_time_limit=0.2)  # below the class's soft 0.5
+
+
+def test_the_example_in_jobs_md_defines_and_enqueues(client: redis.Redis) -> None:
+    import re
+    import sys
+    import types
+
+    text = (ROOT / "docs" / "jobs.md").read_text()
+    (example,) = re.findall(r"#### Time limits\n\n```python\n(.*?)```", text, re.DOTALL)
+    module = types.ModuleType("docs_time_limits_example")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[module.__name__]
+    message = client.lindex("default", 0)
+    assert json.loads(message)["headers"]["timelimit"] == [3700.0, 3600.0]
