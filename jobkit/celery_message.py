@@ -28,6 +28,8 @@ def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = 
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
     controls = payload.get("controls")
     soft, hard = payload.get("time_limits") or (None, None)
+    if payload.get("awaits"):  # jobkit enforces an async job's soft limit (coroutines.py)
+        soft = None
     return build_task_message(
         payload["job_class"], task_id, [payload], payload["queue_name"], payload["priority"],
         retries=payload["executions"], job_id=payload["job_id"],

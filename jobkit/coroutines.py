@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine
+import contextvars
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -24,18 +25,24 @@ __all__ = ["run_to_completion"]
 T = TypeVar("T")
 
 
-def run_to_completion(coroutine: Coroutine[Any, Any, T], time_limit: float | None = None
-                      ) -> T:
-    """The coroutine's result (or its exception), waited for here. With `time_limit`, the
-    coroutine is cancelled at that many seconds (it sees CancelledError at the await it is
-    in, and can clean up), and SoftTimeLimitExceeded is raised here."""
+def run_to_completion(awaitable: Awaitable[T], time_limit: float | None = None) -> T:
+    """The awaitable's result (or its exception), waited for here. With `time_limit`, it is
+    cancelled at that many seconds (it sees CancelledError at the await it is in, and can
+    clean up), and SoftTimeLimitExceeded is raised here unless it swallowed the cancel."""
+    coroutine = awaitable if isinstance(awaitable, Coroutine) else _awaited(awaitable)
     bounded = coroutine if time_limit is None else _within(coroutine, time_limit)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running in this thread: the usual case on a worker
         return asyncio.run(bounded)
+    context = contextvars.copy_context()  # the caller's context variables, in the helper
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jobkit-async") as pool:
-        return pool.submit(asyncio.run, bounded).result()
+        return pool.submit(context.run, asyncio.run, bounded).result()
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    """Any awaitable (a Future, a Cython coroutine) as a coroutine asyncio.run can take."""
+    return await awaitable
 
 
 async def _within(coroutine: Coroutine[Any, Any, T], seconds: float) -> T:

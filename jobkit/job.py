@@ -376,6 +376,7 @@ class Job:
             scheduled_at=to_timestamp(self.scheduled_at),
             controls=controls_of(self, args, kwargs) if controlled else None,
             time_limits=[*self._limits()] if any(self._limits()) else None,
+            awaits=_is_async(cls),
         ).to_dict()
 
     @staticmethod
@@ -409,7 +410,7 @@ class Job:
     def _call_perform(self) -> Any:
         """`perform`'s result; an `async def perform` is run to its end (jobkit.coroutines)."""
         result = self.perform(*self.arguments, **self.kwargs)
-        if inspect.iscoroutine(result):
+        if inspect.isawaitable(result):
             return run_to_completion(result, self._limits()[0])
         return result
 
@@ -436,7 +437,9 @@ class ConfiguredJob(Generic[P, R_co, J]):
                  priority: int | None = None, time_limit: Seconds | None = None,
                  hard_time_limit: Seconds | None = None) -> None:
         _due_time(wait, wait_until)  # fail early on bad options
-        time_limits(time_limit, hard_time_limit, ValueError)
+        time_limits(job_class.time_limit if time_limit is None else time_limit,
+                    job_class.hard_time_limit if hard_time_limit is None else hard_time_limit,
+                    ValueError, f"{job_class.__qualname__}.set(...): ")
         self.job_class = job_class
         self.options: dict[str, Any] = dict(wait=wait, wait_until=wait_until, queue=queue,
                                             priority=priority, time_limit=time_limit,
@@ -508,6 +511,12 @@ def resolve_job_class(path: str) -> type[Job]:
 @functools.cache
 def _perform_signature(cls: type[Job]) -> inspect.Signature:
     return inspect.signature(cls.perform)
+
+
+@functools.cache
+def _is_async(cls: type[Job]) -> bool:
+    """Whether the class's `perform` is `async def` (its soft time limit is jobkit's own)."""
+    return inspect.iscoroutinefunction(cls.perform)
 
 
 def _check_perform(cls: type[Job]) -> None:

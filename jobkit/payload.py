@@ -5,8 +5,8 @@
      "enqueued_at": 1732370000.25, "scheduled_at": null}
 
 plus, only when set, "controls" (unique / concurrency / debounce keys, jobkit.controls),
-"over_limit" (times a rate limiter sent the job back to wait) and "time_limits" ([soft, hard]
-seconds).
+"over_limit" (times a rate limiter sent the job back to wait), "time_limits" ([soft, hard]
+seconds) and "awaits" (`perform` is `async def`).
 
 Arguments are stored serialized (see arguments.py); times are Unix seconds.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobkit.errors import PayloadError
+from jobkit.time_limits import time_limits
 
 __all__ = ["PAYLOAD_VERSION", "Payload", "from_timestamp", "to_timestamp"]
 
@@ -41,6 +42,8 @@ class Payload:
     over_limit: int = 0
     #: [time_limit, hard_time_limit] in seconds (each may be None), when either is set.
     time_limits: list[float | None] | None = None
+    #: `perform` is `async def`: jobkit, not Celery's pool, enforces its soft time limit.
+    awaits: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class Payload:
             **({"controls": self.controls} if self.controls else {}),
             **({"over_limit": self.over_limit} if self.over_limit else {}),
             **({"time_limits": self.time_limits} if self.time_limits else {}),
+            **({"awaits": True} if self.awaits else {}),
         }
 
     @classmethod
@@ -76,11 +80,14 @@ class Payload:
                 raise PayloadError(f"payload field {key!r} is of the wrong type")
             fields[key] = value
         limits = data.get("time_limits")
-        if limits is not None and not (isinstance(limits, list) and len(limits) == 2 and all(
-                v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0)
-                for v in limits)):
-            raise PayloadError("payload field 'time_limits' is not [soft, hard] seconds")
-        fields["time_limits"] = limits
+        if limits is not None:
+            if not (isinstance(limits, list) and len(limits) == 2):
+                raise PayloadError("payload field 'time_limits' is not [soft, hard] seconds")
+            fields["time_limits"] = list(time_limits(limits[0], limits[1], PayloadError,
+                                                     "payload's "))
+        if not isinstance(data.get("awaits", False), bool):
+            raise PayloadError("payload field 'awaits' is not true or false")
+        fields["awaits"] = data.get("awaits", False)
         return cls(**fields)
 
 

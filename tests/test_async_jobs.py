@@ -74,6 +74,22 @@ def test_perform_now_inside_a_running_event_loop(client: redis.Redis) -> None:
     assert client.lrange(RUNS, 0, -1) == [b"in-loop:1"]
 
 
+def test_perform_now_in_a_running_loop_keeps_the_callers_context_variables() -> None:
+    import contextvars
+
+    request_id = contextvars.ContextVar("request_id", default="unset")
+
+    class SeesContext(Job):
+        async def perform(self) -> str:
+            return request_id.get()
+
+    async def handler() -> str:
+        request_id.set("request-42")
+        return SeesContext.perform_now()
+
+    assert asyncio.run(handler()) == "request-42"
+
+
 def test_callbacks_run_around_the_whole_awaited_perform() -> None:
     EVENTS.clear()
     assert AsyncCallbacksJob.perform_now() == 7

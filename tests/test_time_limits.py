@@ -15,10 +15,13 @@ import redis
 import jobkit
 from jobkit import JobClassError, keys
 from jobkit.celery_message import read_task_args
+from jobkit.errors import PayloadError
+from jobkit.payload import Payload
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.time_limit_jobs import (
     EVENTS,
     QUEUE,
+    AsyncCleanupJob,
     AsyncLimitedJob,
     HardLimitedJob,
     SoftLimitedJob,
@@ -62,14 +65,16 @@ def test_soft_and_hard_limits_on_prefork(client: redis.Redis, server: RedisServe
     HardLimitedJob.perform_later("hard", 5)
     SoftLimitedJob.set(time_limit=dt.timedelta(seconds=10)).perform_later("raised", 1)
     AsyncLimitedJob.perform_later("async", 5)
+    AsyncCleanupJob.perform_later("awaiting")
     worker = WorkerProcess(server.url, "-q", QUEUE, "-P", "prefork", "-c", "2", cwd=ROOT)
     try:
-        wait_until(lambda: len(dead(client)) == 3 and len(events(client)) == 4, timeout=30,
-                   what="three jobs over their limits in the dead set")
+        wait_until(lambda: len(dead(client)) == 4 and len(events(client)) == 5, timeout=30,
+                   what="four jobs over their limits in the dead set")
     finally:
         worker.stop()
-    assert events(client) == ["async: cancelled", "quick: finished", "raised: finished",
-                              "soft: cleaned up"]
+    assert events(client) == ["async: cancelled", "awaiting: cleaned up after awaiting",
+                              "quick: finished", "raised: finished", "soft: cleaned up"]
+    assert "time limit (0.5 s) exceeded" in dead(client)["awaiting"]["error_message"]
     over = dead(client)
     assert over["soft"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
     assert over["async"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
@@ -96,6 +101,18 @@ def test_limits_travel_in_the_payload_and_the_celery_header(client: redis.Redis)
     message = client.lindex(QUEUE, 0)
     assert json.loads(message)["headers"]["timelimit"] == [30.0, 0.5]
     assert read_task_args(message)[0]["time_limits"] == [0.5, 30.0]
+    AsyncLimitedJob.set(hard_time_limit=30).perform_later("y", 0)  # soft: jobkit's, not Celery's
+    message = client.lindex(QUEUE, 0)
+    assert json.loads(message)["headers"]["timelimit"] == [30.0, None]
+    assert read_task_args(message)[0]["time_limits"] == [0.5, 30.0]
+
+
+@pytest.mark.parametrize("limits", [[10, 5], [float("inf"), None], [1e300, None], "10"])
+def test_a_payload_with_limits_no_class_could_have_is_refused(limits: object) -> None:
+    with pytest.raises(PayloadError, match="time_limit|time_limits"):
+        Payload.from_dict({"v": 1, "job_class": "a.B", "job_id": "j", "queue_name": "q",
+                           "priority": None, "args": [], "kwargs": {}, "executions": 0,
+                           "enqueued_at": None, "scheduled_at": None, "time_limits": limits})
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -113,6 +130,8 @@ def test_bad_limits_are_refused_when_the_class_is_defined(body: dict, message: s
 def test_bad_limits_in_set_are_refused_before_anything_is_sent() -> None:
     with pytest.raises(ValueError, match="time_limit must be more than 0 seconds"):
         SoftLimitedJob.set(time_limit=-1)
+    with pytest.raises(ValueError, match=r"HardLimitedJob.set\(...\): hard_time_limit \(0.5 s\)"):
+        HardLimitedJob.set(time_limit=0.7)  # the class's hard limit is 0.5
     with pytest.raises(ValueError, match="must be more than time_limit"):
         SoftLimitedJob("x", 0).set(hard_time_limit=0.2)  # below the class's soft 0.5
 

@@ -54,3 +54,19 @@ class AsyncLimitedJob(Job):
             record(f"{name}: cancelled")
             raise
         record(f"{name}: finished")
+
+
+class AsyncCleanupJob(Job):
+    """Its clean-up itself awaits: the soft limit must let it finish (on prefork too)."""
+
+    queue_as = QUEUE
+    max_retries = 0
+    time_limit = 0.5
+
+    async def perform(self, name: str) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            record(f"{name}: cleaned up after awaiting")
+            raise
