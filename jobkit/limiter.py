@@ -24,7 +24,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ import redis
 
 from jobkit import keys
 from jobkit.adapters import current_adapter
+from jobkit.durations import seconds
 from jobkit.errors import ConfigError, OverLimit
 from jobkit.redis_client import get_redis, script
 
@@ -442,16 +442,9 @@ def _interval(interval: object) -> float:
     return seconds
 
 
-def _seconds(value: object, what: str, allow_zero: bool = False) -> float:
-    """Seconds from a number or a timedelta: finite, and positive (or zero when allowed)."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
-            or not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        need = "zero or more" if allow_zero else "more than zero"
-        raise ConfigError(f"limiter {what} must be a finite number of seconds, {need}, "
-                          f"not {value!r}")
-    return float(seconds)
 
+def _seconds(value: object, what: str, allow_zero: bool = False) -> float:
+    return seconds(value, f"limiter {what}", ConfigError, allow_zero=allow_zero)
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)

@@ -8,15 +8,13 @@ pool (coroutines.py). docs/jobs.md says what each pool can do.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-__all__ = ["MAX_SECONDS", "SoftTimeLimitExceeded", "time_limits"]
+from jobkit.durations import seconds
 
-MAX_SECONDS = 10 * 366 * 86400.0  # ten years, as for every duration jobkit takes
+__all__ = ["SoftTimeLimitExceeded", "time_limits"]
 
 
 def time_limits(soft: Any, hard: Any, error: type[Exception], where: str = ""
@@ -32,15 +30,6 @@ def time_limits(soft: Any, hard: Any, error: type[Exception], where: str = ""
     return soft_s, hard_s
 
 
+
 def _seconds(value: Any, what: str, error: type[Exception]) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise error(f"{what} must be seconds (a number) or a timedelta, not {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
-        raise error(f"{what} must be more than 0 seconds and at most ten years, not {value!r}")
-    return seconds
+    return None if value is None else seconds(value, what, error)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from jobkit.arguments import serialize_value
+from jobkit.durations import seconds
 from jobkit.errors import JobClassError
 from jobkit.imports import class_path
 
@@ -28,7 +28,6 @@ UNIQUE_UNTIL = ("start", "success")
 UNIQUE_CONFLICT = ("skip", "raise")
 DEFAULT_CONCURRENCY_DURATION = 900.0  # seconds a slot is held at most (a killed worker's too)
 MIN_CONCURRENCY_DURATION = 1.0  # shorter would let a slot expire under almost any job
-MAX_SECONDS = 10 * 366 * 86400.0  # ten years: beyond, Redis refuses the lock's lifetime
 _KEY_TEXT_MAX = 200  # longer keys are hashed, so Redis keys stay short
 
 
@@ -192,20 +191,9 @@ def _encodes(text: str) -> bool:
     return True
 
 
+
 def _seconds(value: Any, what: str) -> float:
-    """A positive, finite number of seconds from a number or a timedelta."""
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise JobClassError(f"{what} must be seconds (a number) or a timedelta, not {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise JobClassError(f"{what} must be more than 0 seconds, not {value!r}")
-    if seconds > MAX_SECONDS:
-        raise JobClassError(f"{what} must be at most ten years ({MAX_SECONDS:.0f} s), not "
-                            f"{value!r}")
-    return seconds
+    return seconds(value, what, JobClassError)
 
 
 UniqueUntil = Literal["start", "success"]
