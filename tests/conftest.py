@@ -58,6 +58,30 @@ def r(redis_server: str, pytestconfig: pytest.Config) -> Iterator[redis.Redis]:
     yield client
 
 
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test module's own, for tests that start their own workers (the
+    session worker never sees it); stopped after the module."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_client(own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[redis.Redis]:
+    """A client on `own_redis`, emptied, with REDIS_URL and jobkit's settings pointing at it
+    for the test (the module's workers are started and stopped inside its tests)."""
+    monkeypatch.setenv("REDIS_URL", own_redis.url)
+    saved = jobkit.config.current_settings()
+    jobkit.use_adapter(None)
+    jobkit.configure()
+    client = redis.Redis.from_url(own_redis.url)
+    client.flushall()
+    yield client
+    jobkit.config.use_settings(saved)
+
+
 def start_worker(redis_url: str, log: Path, *args: str, env: dict | None = None
                  ) -> WorkerProcess:
     """Start `jobkit worker` from the repo root and wait until Celery says it is ready."""

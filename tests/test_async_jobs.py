@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,46 +18,28 @@ from tests.async_jobs import EVENTS, RUNS, AsyncCallbacksJob, AsyncFailingJob, A
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    monkeypatch.setenv("REDIS_URL", server.url)
-    saved = jobkit.config.current_settings()
-    jobkit.use_adapter(None)
-    jobkit.configure()
-    client = redis.Redis.from_url(server.url)
-    client.flushall()
-    yield client
-    jobkit.config.use_settings(saved)
-
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
-def test_an_async_job_runs_to_its_end_on_every_pool(client: redis.Redis, server: RedisServer,
+def test_an_async_job_runs_to_its_end_on_every_pool(own_client: redis.Redis, own_redis: RedisServer,
                                                     pool: str) -> None:
     jobkit.perform_all_later([AsyncRecordJob(f"{pool}-{n}", 0.05) for n in range(6)])
     AsyncFailingJob.perform_later(pool)
-    worker = WorkerProcess(server.url, "-q", "async_test", "-P", pool, "-c", "2", cwd=ROOT)
+    worker = WorkerProcess(own_redis.url, "-q", "async_test", "-P", pool, "-c", "2", cwd=ROOT)
     try:
-        wait_until(lambda: client.llen(RUNS) == 6 and client.zcard(keys.DEAD) == 1,
+        wait_until(lambda: own_client.llen(RUNS) == 6 and own_client.zcard(keys.DEAD) == 1,
                    timeout=30, what="6 async runs and the failing one in the dead set")
     finally:
         worker.stop()
-    assert sorted(r.decode() for r in client.lrange(RUNS, 0, -1)) == [
+    assert sorted(r.decode() for r in own_client.lrange(RUNS, 0, -1)) == [
         f"{pool}-{n}:1" for n in range(6)]
-    (dead,) = client.zrange(keys.DEAD, 0, -1)
+    (dead,) = own_client.zrange(keys.DEAD, 0, -1)
     entry = json.loads(dead)
     assert (entry["error_class"], entry["error_message"]) == ("builtins.ValueError",
                                                               f"async failure: {pool}")
     assert "never awaited" not in worker.output()
 
 
-def test_perform_now_returns_what_the_coroutine_returns(client: redis.Redis) -> None:
+def test_perform_now_returns_what_the_coroutine_returns(own_client: redis.Redis) -> None:
     assert AsyncRecordJob.perform_now("now") == "now"
     assert AsyncRecordJob("job").perform_now() == "job"
     assert AsyncRecordJob.set(queue="other").perform_now("set") == "set"
@@ -66,12 +47,12 @@ def test_perform_now_returns_what_the_coroutine_returns(client: redis.Redis) -> 
         AsyncFailingJob.perform_now("here")
 
 
-def test_perform_now_inside_a_running_event_loop(client: redis.Redis) -> None:
+def test_perform_now_inside_a_running_event_loop(own_client: redis.Redis) -> None:
     async def handler() -> str:  # an async web handler or test calling perform_now
         return AsyncRecordJob.perform_now("in-loop")
 
     assert asyncio.run(handler()) == "in-loop"
-    assert client.lrange(RUNS, 0, -1) == [b"in-loop:1"]
+    assert own_client.lrange(RUNS, 0, -1) == [b"in-loop:1"]
 
 
 def test_perform_now_in_a_running_loop_keeps_the_callers_context_variables() -> None:
@@ -96,14 +77,14 @@ def test_callbacks_run_around_the_whole_awaited_perform() -> None:
     assert EVENTS == ["before", "perform started", "perform ended", "after"]
 
 
-def test_the_test_modes_run_async_jobs(client: redis.Redis) -> None:
+def test_the_test_modes_run_async_jobs(own_client: redis.Redis) -> None:
     with testing.fake():
         AsyncRecordJob.perform_later("fake")
-        assert client.llen(RUNS) == 0
+        assert own_client.llen(RUNS) == 0
         assert testing.drain_all() == 1
     with testing.inline():
         AsyncRecordJob.perform_later("inline")
-    assert sorted(client.lrange(RUNS, 0, -1)) == [b"fake:1", b"inline:1"]
+    assert sorted(own_client.lrange(RUNS, 0, -1)) == [b"fake:1", b"inline:1"]
 
 
 def test_a_perform_that_is_not_a_function_or_coroutine_function_is_refused() -> None:
@@ -131,7 +112,7 @@ def test_a_perform_that_is_not_a_function_or_coroutine_function_is_refused() -> 
                 pass
 
 
-def test_the_example_in_jobs_md_runs(client: redis.Redis) -> None:
+def test_the_example_in_jobs_md_runs(own_client: redis.Redis) -> None:
     import re
     import sys
     import types
@@ -144,4 +125,4 @@ def test_the_example_in_jobs_md_runs(client: redis.Redis) -> None:
         exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
     finally:
         del sys.modules[module.__name__]
-    assert module.total > 0 and client.llen("default") == 1
+    assert module.total > 0 and own_client.llen("default") == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,79 +29,61 @@ from tests.time_limit_jobs import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
 
-
-@pytest.fixture
-def client(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    monkeypatch.setenv("REDIS_URL", server.url)
-    saved = jobkit.config.current_settings()
-    jobkit.use_adapter(None)
-    jobkit.configure()
-    client = redis.Redis.from_url(server.url)
-    client.flushall()
-    yield client
-    jobkit.config.use_settings(saved)
-
-
-def dead(client: redis.Redis) -> dict[str, dict]:
+def dead(own_client: redis.Redis) -> dict[str, dict]:
     """The dead set's entries, by the job's first argument."""
-    entries = [json.loads(m) for m in client.zrange(keys.DEAD, 0, -1)]
+    entries = [json.loads(m) for m in own_client.zrange(keys.DEAD, 0, -1)]
     return {e["payload"]["args"][0]: e for e in entries}
 
 
-def events(client: redis.Redis) -> list[str]:
-    return sorted(e.decode() for e in client.lrange(EVENTS, 0, -1))
+def events(own_client: redis.Redis) -> list[str]:
+    return sorted(e.decode() for e in own_client.lrange(EVENTS, 0, -1))
 
 
-def test_soft_and_hard_limits_on_prefork(client: redis.Redis, server: RedisServer) -> None:
+def test_soft_and_hard_limits_on_prefork(own_client: redis.Redis, own_redis: RedisServer) -> None:
     SoftLimitedJob.perform_later("soft", 5)
     SoftLimitedJob.perform_later("quick", 0)
     HardLimitedJob.perform_later("hard", 5)
     SoftLimitedJob.set(time_limit=dt.timedelta(seconds=10)).perform_later("raised", 1)
     AsyncLimitedJob.perform_later("async", 5)
     AsyncCleanupJob.perform_later("awaiting")
-    worker = WorkerProcess(server.url, "-q", QUEUE, "-P", "prefork", "-c", "2", cwd=ROOT)
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "prefork", "-c", "2", cwd=ROOT)
     try:
-        wait_until(lambda: len(dead(client)) == 4 and len(events(client)) == 5, timeout=30,
+        wait_until(lambda: len(dead(own_client)) == 4 and len(events(own_client)) == 5, timeout=30,
                    what="four jobs over their limits in the dead set")
     finally:
         worker.stop()
-    assert events(client) == ["async: cancelled", "awaiting: cleaned up after awaiting",
+    assert events(own_client) == ["async: cancelled", "awaiting: cleaned up after awaiting",
                               "quick: finished", "raised: finished", "soft: cleaned up"]
-    assert "time limit (0.5 s) exceeded" in dead(client)["awaiting"]["error_message"]
-    over = dead(client)
+    assert "time limit (0.5 s) exceeded" in dead(own_client)["awaiting"]["error_message"]
+    over = dead(own_client)
     assert over["soft"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
     assert over["async"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
     assert over["hard"]["error_class"] == "jobkit.errors.JobKilled"
     assert "time limit" in over["hard"]["error_message"].lower()
 
 
-def test_an_async_jobs_soft_limit_holds_on_the_threads_pool(client: redis.Redis,
-                                                            server: RedisServer) -> None:
+def test_an_async_jobs_soft_limit_holds_on_the_threads_pool(own_client: redis.Redis,
+                                                            own_redis: RedisServer) -> None:
     AsyncLimitedJob.perform_later("async", 5)
     AsyncLimitedJob.perform_later("async-quick", 0)
-    worker = WorkerProcess(server.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT)
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT)
     try:
-        wait_until(lambda: len(dead(client)) == 1 and len(events(client)) == 2, timeout=30,
+        wait_until(lambda: len(dead(own_client)) == 1 and len(events(own_client)) == 2, timeout=30,
                    what="the slow async job in the dead set")
     finally:
         worker.stop()
-    assert events(client) == ["async-quick: finished", "async: cancelled"]
-    assert "time limit (0.5 s) exceeded" in dead(client)["async"]["error_message"]
+    assert events(own_client) == ["async-quick: finished", "async: cancelled"]
+    assert "time limit (0.5 s) exceeded" in dead(own_client)["async"]["error_message"]
 
 
-def test_limits_travel_in_the_payload_and_the_celery_header(client: redis.Redis) -> None:
+def test_limits_travel_in_the_payload_and_the_celery_header(own_client: redis.Redis) -> None:
     SoftLimitedJob.set(hard_time_limit=30).perform_later("x", 0)
-    message = client.lindex(QUEUE, 0)
+    message = own_client.lindex(QUEUE, 0)
     assert json.loads(message)["headers"]["timelimit"] == [30.0, 0.5]
     assert read_task_args(message)[0]["time_limits"] == [0.5, 30.0]
     AsyncLimitedJob.set(hard_time_limit=30).perform_later("y", 0)  # soft: jobkit's, not Celery's
-    message = client.lindex(QUEUE, 0)
+    message = own_client.lindex(QUEUE, 0)
     assert json.loads(message)["headers"]["timelimit"] == [30.0, None]
     assert read_task_args(message)[0]["time_limits"] == [0.5, 30.0]
 
@@ -136,7 +117,7 @@ def test_bad_limits_in_set_are_refused_before_anything_is_sent() -> None:
         SoftLimitedJob("x", 0).set(hard_time_limit=0.2)  # below the class's soft 0.5
 
 
-def test_the_example_in_jobs_md_defines_and_enqueues(client: redis.Redis) -> None:
+def test_the_example_in_jobs_md_defines_and_enqueues(own_client: redis.Redis) -> None:
     import re
     import sys
     import types
@@ -149,5 +130,5 @@ def test_the_example_in_jobs_md_defines_and_enqueues(client: redis.Redis) -> Non
         exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
     finally:
         del sys.modules[module.__name__]
-    message = client.lindex("default", 0)
+    message = own_client.lindex("default", 0)
     assert json.loads(message)["headers"]["timelimit"] == [3700.0, 3600.0]
