@@ -76,7 +76,7 @@ class Payload:
         fields: dict[str, Any] = {key: data.get(key) for key in _SHAPE}  # checked just above
         for key, (kinds, default) in _OPTIONAL.items():
             value = data.get(key, default)
-            if not isinstance(value, kinds) or isinstance(value, bool):
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 raise PayloadError(f"payload field {key!r} is of the wrong type")
             fields[key] = value
         limits = data.get("time_limits")
@@ -85,9 +85,6 @@ class Payload:
                 raise PayloadError("payload field 'time_limits' is not [soft, hard] seconds")
             fields["time_limits"] = list(time_limits(limits[0], limits[1], PayloadError,
                                                      "payload's "))
-        if not isinstance(data.get("awaits", False), bool):
-            raise PayloadError("payload field 'awaits' is not true or false")
-        fields["awaits"] = data.get("awaits", False)
         return cls(**fields)
 
 
@@ -107,6 +104,7 @@ _SHAPE: dict[str, tuple[type, ...]] = {
 _OPTIONAL: dict[str, tuple[tuple[type, ...], Any]] = {
     "controls": ((dict, type(None)), None),
     "over_limit": ((int,), 0),
+    "awaits": ((bool,), False),
 }
 
 

@@ -30,7 +30,7 @@ from jobkit.job_sets import BURY_LUA, WAKE_LUA, dead_limits
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis, script
 
-__all__ = ["ConcurrencyState", "admit", "concurrency_header", "release", "states", "sweep"]
+__all__ = ["ConcurrencyState", "admit", "header_problem", "release", "states", "sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +129,6 @@ return before - after
 """
 
 
-def concurrency_header(controls: Any) -> dict[str, Any] | None:
-    """The message header a worker reads before the job reaches Celery (the payload's
-    concurrency control), or None."""
-    if isinstance(controls, dict) and isinstance(controls.get("concurrency"), dict):
-        return controls["concurrency"]
-    return None
-
-
 def header_problem(value: Any) -> str | None:
     """Why a `jobkit_concurrency` header cannot be used, or None (envelope.py buries such a
     message rather than run it outside its limit)."""
@@ -213,11 +205,11 @@ def states(client: redis.Redis | None = None) -> list[ConcurrencyState]:
     prefix = keys.concurrency_slots("")
     for name in client.scan_iter(match=prefix + "*", count=1000):
         found.add(as_text(name)[len(prefix):])
-    result = []
-    for key in sorted(found):
-        with client.pipeline(transaction=False) as pipe:
+    ordered = sorted(found)
+    with client.pipeline(transaction=False) as pipe:  # one round trip for every key
+        for key in ordered:
             pipe.zrange(keys.concurrency_slots(key), 0, -1, withscores=True)
             pipe.llen(keys.concurrency_held(key))
-            running, held = pipe.execute()
-        result.append(ConcurrencyState(key, {as_text(j): s for j, s in running}, held))
-    return result
+        replies = pipe.execute() if ordered else []
+    return [ConcurrencyState(key, {as_text(j): s for j, s in running}, held)
+            for key, running, held in zip(ordered, replies[::2], replies[1::2], strict=True)]

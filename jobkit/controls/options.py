@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from jobkit.arguments import serialize_value
 from jobkit.durations import seconds
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Concurrency", "Debounce", "check_controls", "controls_of"]
 
-UNIQUE_UNTIL = ("start", "success")
-UNIQUE_CONFLICT = ("skip", "raise")
+UniqueUntil = Literal["start", "success"]
+UniqueConflict = Literal["skip", "raise"]
+UNIQUE_UNTIL, UNIQUE_CONFLICT = get_args(UniqueUntil), get_args(UniqueConflict)
 DEFAULT_CONCURRENCY_DURATION = 900.0  # seconds a slot is held at most (a killed worker's too)
 MIN_CONCURRENCY_DURATION = 1.0  # shorter would let a slot expire under almost any job
 _KEY_TEXT_MAX = 200  # longer keys are hashed, so Redis keys stay short
@@ -195,6 +196,3 @@ def _encodes(text: str) -> bool:
 def _seconds(value: Any, what: str) -> float:
     return seconds(value, what, JobClassError)
 
-
-UniqueUntil = Literal["start", "success"]
-UniqueConflict = Literal["skip", "raise"]
