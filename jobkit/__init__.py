@@ -2,17 +2,23 @@
 
 import importlib.metadata
 
+from jobkit import iteration as iteration
 from jobkit import limiter as limiter
+from jobkit.adapters import cancel as cancel
 from jobkit.adapters import use_adapter as use_adapter
 from jobkit.adapters.base import Adapter as Adapter
 from jobkit.arguments import Serializer as Serializer
 from jobkit.arguments import register_serializer as register_serializer
+from jobkit.batch.batch import Batch as Batch
+from jobkit.batch.scope import OpenBatch as OpenBatch
+from jobkit.batch.state import BatchStatus as BatchStatus
 from jobkit.callbacks import after_enqueue as after_enqueue
 from jobkit.callbacks import after_perform as after_perform
 from jobkit.callbacks import around_enqueue as around_enqueue
 from jobkit.callbacks import around_perform as around_perform
 from jobkit.callbacks import before_enqueue as before_enqueue
 from jobkit.callbacks import before_perform as before_perform
+from jobkit.cancellation import Cancellation as Cancellation
 from jobkit.config import Settings as Settings
 from jobkit.config import configure as configure
 from jobkit.controls import Concurrency as Concurrency
@@ -29,6 +35,7 @@ from jobkit.errors import NotUniqueError as NotUniqueError
 from jobkit.errors import OverLimit as OverLimit
 from jobkit.errors import PayloadError as PayloadError
 from jobkit.errors import SerializationError as SerializationError
+from jobkit.iteration import IterableJob as IterableJob
 from jobkit.job import ConfiguredJob as ConfiguredJob
 from jobkit.job import Job as Job
 from jobkit.job import perform_all_later as perform_all_later
@@ -49,6 +56,9 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 __all__ = [
     "Abort",
     "Adapter",
+    "Cancellation",
+    "Batch",
+    "BatchStatus",
     "Concurrency",
     "ConfigError",
     "ConfiguredJob",
@@ -56,12 +66,14 @@ __all__ = [
     "DeserializationError",
     "DjangoLocator",
     "GlobalID",
+    "IterableJob",
     "Job",
     "JobClassError",
     "JobKilled",
     "NotRecordingError",
     "NotReplicatedError",
     "NotUniqueError",
+    "OpenBatch",
     "OverLimit",
     "JobkitError",
     "Locator",
@@ -78,8 +90,10 @@ __all__ = [
     "around_perform",
     "before_enqueue",
     "before_perform",
+    "cancel",
     "configure",
     "discard_on",
+    "iteration",
     "limiter",
     "perform_all_later",
     "register_locator",

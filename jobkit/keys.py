@@ -11,6 +11,7 @@ import datetime as dt
 from bisect import bisect
 
 __all__ = [
+    "BATCHES",
     "CONCURRENCY_HELD_KEYS",
     "DEAD",
     "PAUSED",
@@ -24,10 +25,13 @@ __all__ = [
     "RETRY",
     "SCHEDULE",
     "WAKE_PREFIX",
+    "batch",
+    "batch_members",
     "concurrency_held",
     "concurrency_slots",
     "debounce",
     "heartbeat",
+    "iteration",
     "limiter",
     "list_key",
     "list_keys",
@@ -69,10 +73,30 @@ PERIODIC_ENTRIES = PREFIX + "periodic:entries"  # hash: name -> JSON of an entry
 # at these for slots freed by expiry).
 CONCURRENCY_HELD_KEYS = PREFIX + "concurrency:held_keys"  # set of concurrency keys
 
+# Batches (jobkit/batch/state.py): batch ids by creation time, for the dashboard's list.
+BATCHES = PREFIX + "batches"  # sorted set: batch id -> created at (Unix seconds)
+BATCH_MEMBERS_SUFFIX = ":members"  # keys.batch(id) + this: the batch's members hash
+
 
 def unique(digest: str) -> str:
     """String with a TTL: the unique lock of a job key, holding the id of the job that holds it."""
     return f"{PREFIX}unique:{digest}"
+
+
+def batch(batch_id: str) -> str:
+    """Hash: a batch's counters, callbacks and flags (jobkit/batch/state.py)."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def batch_members(batch_id: str) -> str:
+    """Hash: member (job id or child batch id) -> its last outcome, so each counts once."""
+    return batch(batch_id) + BATCH_MEMBERS_SUFFIX
+
+
+def cancel_mark(job_id: str) -> str:
+    """String with a TTL, "soft" or "hard": `jobkit.cancel` was called for this job id
+    (jobkit/cancellation.py)."""
+    return f"{PREFIX}cancel:{job_id}"
 
 
 def concurrency_slots(key: str) -> str:
@@ -147,6 +171,11 @@ def stat(name: str, day: dt.date | None = None) -> str:
 def mail_sent(job_id: str) -> str:
     """Set once a mail delivery job's message was accepted, so a retry never resends it."""
     return f"{PREFIX}mail:sent:{job_id}"
+
+
+def iteration(job_id: str) -> str:
+    """String with a TTL: an iterable job's saved cursor, or its finished mark (iteration/)."""
+    return f"{PREFIX}iteration:{job_id}"
 
 
 MAIL_CATCHER = PREFIX + "mailcatcher"  # list: mails the development catcher received

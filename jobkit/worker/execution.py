@@ -2,6 +2,8 @@
 
 Every outcome leaves the job somewhere: done (acked), in the retry set, in the dead set,
 discarded on purpose, or, if Redis cannot even take the failure record, back in its queue.
+A job of a batch has its outcome counted in the batch before that (jobkit.batch.state), so a
+crash in between runs the job again rather than leave the batch waiting for it.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import redis
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from jobkit import references, stats
+from jobkit import cancellation, references, stats
+from jobkit.batch import state as batch_state
 from jobkit.celery_message import build_message, build_task_message
 from jobkit.controls import concurrency
 from jobkit.controls.release import released
 from jobkit.controls.unique import release_lock
 from jobkit.errors import JobKilled, JobkitError, OverLimit
+from jobkit.iteration import Interrupted
+from jobkit.iteration.stop import run_by_worker
 from jobkit.job import Job
 from jobkit.job_sets import DeadSet, RetrySet, ScheduledSet, describe_error
+from jobkit.redis_client import get_redis
 from jobkit.retries import decide
 
 __all__ = ["JobTask"]
@@ -35,6 +41,9 @@ logger = logging.getLogger(__name__)
 # backoff at most OVER_LIMIT_MAX_SECONDS.
 OVER_LIMIT_STEP_SECONDS = 5.0
 OVER_LIMIT_MAX_SECONDS = 600.0
+
+# A failure's decision (retries.decide) as a batch member's outcome; any other: dead.
+_BATCH_OUTCOMES: dict[str, batch_state.Outcome] = {"discard": "discarded", "retry": "failing"}
 
 
 class JobTask(Task):
@@ -54,6 +63,9 @@ class JobTask(Task):
             _release_slot(payload)
 
     def _run(self, payload: Any) -> Any:
+        if self._guarded_redis(cancellation.refused, payload, self.name):
+            self._cancelled(payload)  # cancelled before it started: recorded, it never runs
+            return None
         try:
             job = Job.deserialize(payload, self.request.id, self.job_class)
         except JobkitError as exc:  # unreadable payload, unknown class, record gone: no retry
@@ -68,6 +80,7 @@ class JobTask(Task):
             stats.count("failed")
             job = self._stand_in(payload)
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+        job._cancel_probe = cancellation.Probe(job.job_id)  # job.cancelled
         unique = _control(payload, "unique")
         try:
             with contextlib.ExitStack() as limits:
@@ -75,7 +88,10 @@ class JobTask(Task):
                     limits.enter_context(limiter.acquire())
                 if unique is not None and unique.get("until") == "start":
                     _release_unique(unique, job.job_id)  # it starts now: past its limiters
-                result = job.perform_now()
+                with run_by_worker(job.job_id):  # an IterableJob saves its cursor, may stop
+                    result = job.perform_now()
+        except Interrupted as stop:  # between items, cursor saved: the message goes back as is
+            raise Reject(str(stop), requeue=True) from None
         except OverLimit as exc:
             if not exc.reschedule:
                 stats.count("failed")
@@ -84,6 +100,12 @@ class JobTask(Task):
         except Exception as exc:
             stats.count("failed")
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
+        try:
+            _count_in_batch(payload, "succeeded")
+        except redis.RedisError as exc:  # the job runs again, and is counted then
+            logger.exception("cannot count job %s in its batch; handing it back to its queue",
+                             self.request.id)
+            raise Reject(exc, requeue=True) from exc
         if unique is not None and unique.get("until") == "success":
             _release_unique(unique, job.job_id)
         return result
@@ -117,10 +139,16 @@ class JobTask(Task):
             self._after_failure(self._stand_in(payload), payload, error)
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
+        if cancellation.is_marked(job.job_id):  # cancelled while running: never retried
+            cancellation.record({**payload, "executions": job.executions}, self.name,
+                                "cancelled while running", error, type(job).backtrace)
+            self._cancelled(payload)
+            return
         decision = decide(job, error)
         unique = _control(payload, "unique")
         if unique is not None and decision.action != "retry":  # failed for good: let it go
             _release_unique(unique, job.job_id)
+        _count_in_batch(payload, _BATCH_OUTCOMES.get(decision.action, "dead"))
         if decision.action == "discard":
             logger.info("job %s %s discarded (%s): %r", self.name, job.job_id, decision.reason,
                         error)
@@ -144,8 +172,28 @@ class JobTask(Task):
         _call_hook(job.retries_exhausted, error)
         raise error
 
+    def _cancelled(self, payload: dict) -> None:
+        """After a cancelled job was recorded in the dead set: its unique lock goes, and its
+        batch counts it dead."""
+        unique = _control(payload, "unique")
+        if unique is not None:
+            _release_unique(unique, payload["job_id"])
+        _count_in_batch(payload, "dead")
+        logger.info("job %s %s cancelled; kept in the dead set", self.name, payload["job_id"])
+
+    def _guarded_redis(self, step: Any, *args: Any) -> Any:
+        """A Redis step before the job runs: if Redis will not answer, the message goes back
+        to its queue (as `_guarded` does)."""
+        try:
+            return step(*args)
+        except redis.RedisError as exc:
+            logger.exception("cannot check job %s; handing it back to its queue",
+                             self.request.id)
+            raise Reject(exc, requeue=True) from exc
+
     def _bury_as_received(self, payload: Any, error: Exception) -> None:
         """Keep the message as received (payload unchanged, readable or not)."""
+        _count_in_batch(payload, "dead")
         request = self.request
         info = request.delivery_info or {}
         queue = info.get("routing_key") or "default"
@@ -199,6 +247,15 @@ def _control(payload: Any, name: str) -> dict[str, Any] | None:
     control = controls.get(name) if isinstance(controls, dict) else None
     return control if isinstance(control, dict) and isinstance(control.get("key"), str) \
         else None
+
+
+def _count_in_batch(payload: Any, outcome: batch_state.Outcome) -> None:
+    """Count the run's outcome in the job's batch, if it has one (and a payload readable
+    enough to say so: an undecodable message names no batch)."""
+    batch_id = payload.get("batch") if isinstance(payload, dict) else None
+    job_id = payload.get("job_id") if isinstance(payload, dict) else None
+    if isinstance(batch_id, str) and isinstance(job_id, str):
+        batch_state.record(get_redis(), batch_id, job_id, outcome)
 
 
 def _release_unique(unique: dict[str, Any], job_id: str) -> None:

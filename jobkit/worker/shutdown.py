@@ -34,6 +34,7 @@ from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
 from jobkit.config import current_settings
+from jobkit.iteration import stop as iteration_stop
 from jobkit.worker import membership
 
 __all__ = ["SidekiqSignals", "handing_back", "terminating"]
@@ -77,6 +78,7 @@ class SidekiqSignals(bootsteps.StartStopStep):
         if os.getpid() == self.main_pid:
             if signum == signal.SIGTERM:
                 terminating = True
+                iteration_stop.request_stop()  # iterable jobs stop after their current item
             self.inbox.put(signum)
 
     def _dispatch(self) -> None:

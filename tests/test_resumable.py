@@ -1,0 +1,206 @@
+"""Resumable jobs (jobkit.IterableJob) on real workers: a job over 10,000 items survives three
+TERMs and a kill -9, every item done once but for the documented window; max_iteration_runtime
+puts the job back in its queue; a failure is retried from the cursor; class checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from jobkit import IterableJob, JobClassError, keys
+from jobkit.celery_message import read_task_args
+from jobkit.iteration import cursor as saved_cursor
+from jobkit.iteration import indexed
+from jobkit.iteration.stop import run_by_worker
+from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.conftest import start_worker
+from tests.resumable_jobs import DONE, QUEUE, RUNS, CountItems, FailsOnce, ShortRuns
+
+FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}  # a killed worker's job comes back within seconds
+TOTAL = 10_000
+
+
+def done(own_client: redis.Redis, name: str) -> dict[int, int]:
+    return {int(k): int(v) for k, v in own_client.hgetall(DONE + name).items()}
+
+
+def runs(own_client: redis.Redis, name: str) -> list[str]:
+    return [r.decode() for r in own_client.lrange(RUNS + name, 0, -1)]
+
+
+def saved(own_client: redis.Redis, job_id: str) -> Any:
+    raw = own_client.get(keys.iteration(job_id))
+    return None if raw is None else json.loads(raw)
+
+
+def worker(own_redis: RedisServer, log: Path, pool: str = "prefork") -> WorkerProcess:
+    return start_worker(own_redis.url, log, "-q", QUEUE, "-P", pool, "-c", "2", env=FAST)
+
+
+def test_ten_thousand_items_through_three_terms_and_a_kill(
+        own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
+    job = CountItems.perform_later("big", TOTAL, 0.0002)
+    for n, at in enumerate((1_500, 3_500, 5_500)):  # TERM the main process, as systemd does
+        proc = worker(own_redis, tmp_path / f"term{n}.log")
+        wait_until(lambda at=at: len(done(own_client, "big")) >= at, timeout=20,
+                   what=f"{at} items done")
+        sent = time.monotonic()
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        proc.proc.wait(timeout=20)
+        assert time.monotonic() - sent < 5, proc.output()[-3000:]  # stopped, not timed out
+        assert "timeout reached" not in proc.output()
+        # Stopped between items: the exact cursor saved, the message back as it was.
+        items = done(own_client, "big")
+        assert saved(own_client, job.job_id) == {"cursor": max(items)}
+        assert sorted(items) == list(range(max(items) + 1))
+        assert not any(own_client.hlen(k) for k in own_client.keys(keys.unacked("*")))
+        (message,) = own_client.lrange(QUEUE, 0, -1)
+        (payload,) = read_task_args(message)
+        assert (payload["job_id"], payload["executions"]) == (job.job_id, 0)
+
+    proc = worker(own_redis, tmp_path / "kill.log")
+    wait_until(lambda: len(done(own_client, "big")) >= 7_500, timeout=20, what="7,500 items")
+    os.killpg(proc.proc.pid, signal.SIGKILL)  # the main process and its pool children
+    proc.proc.wait(timeout=10)
+    at_kill = saved(own_client, job.job_id)["cursor"]
+    last_done = max(done(own_client, "big"))
+
+    proc = worker(own_redis, tmp_path / "after.log")  # its poller puts the killed job back
+    try:
+        wait_until(lambda: "complete" in runs(own_client, "big"), timeout=30,
+                   what="the job to complete")
+    finally:
+        proc.stop()
+    counts = done(own_client, "big")
+    assert sorted(counts) == list(range(TOTAL))
+    twice = sorted(item for item, times in counts.items() if times == 2)
+    assert set(counts.values()) <= {1, 2}
+    # The window: the items after the last saved cursor, up to the one running at the kill;
+    # fewer than cursor_save_items = 50 done since that save, plus the one running.
+    assert twice == list(range(at_kill + 1, last_done + 1))
+    assert len(twice) <= 50
+    stops = [r for r in runs(own_client, "big") if r.startswith("stop")]
+    resumes = [r for r in runs(own_client, "big") if r.startswith("resume")]
+    assert runs(own_client, "big")[0] == "start" and len(stops) == 3
+    assert [r.removeprefix("stop after ") for r in stops] == [
+        r.removeprefix("resume after ").split(" ")[0] for r in resumes[:3]]
+    assert resumes[3] == f"resume after {at_kill} (executions 1)"
+    assert all(r.endswith("(executions 1)") for r in resumes)  # stops are no retries
+    assert saved(own_client, job.job_id) == {"finished": True}
+    assert 0 < own_client.ttl(keys.iteration(job.job_id)) <= saved_cursor.FINISHED_SECONDS
+
+
+def test_runtime_limit_and_retry_from_the_cursor_on_threads(
+        own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
+    short = ShortRuns.perform_later("short", 40, 0.025)
+    failing = FailsOnce.perform_later("failing", 20, 0.0)
+    proc = worker(own_redis, tmp_path / "threads.log", pool="threads")
+    try:
+        wait_until(lambda: "complete" in runs(own_client, "short")
+                   and "complete" in runs(own_client, "failing"), timeout=20,
+                   what="both jobs to complete")
+    finally:
+        proc.stop()
+    assert done(own_client, "short") == dict.fromkeys(range(40), 1)
+    short_runs = runs(own_client, "short")
+    assert short_runs[0] == "start" and short_runs[-1] == "complete"
+    assert len([r for r in short_runs if r.startswith("stop")]) >= 2  # 1 s of items, 0.3 s runs
+    assert all(r.endswith("(executions 1)") for r in short_runs if r.startswith("resume"))
+    # A failure saved the cursor of the last item done; the retry (executions 2) goes on there.
+    assert done(own_client, "failing") == dict.fromkeys(range(20), 1)
+    assert runs(own_client, "failing") == ["start", "resume after 9 (executions 2)", "complete"]
+    for job in (short, failing):
+        assert saved(own_client, job.job_id) == {"finished": True}
+    assert "max_iteration_runtime (0.3 s) reached" in proc.output()
+
+
+class Steps(IterableJob):
+    def build_enumerator(self, *, cursor: int | None) -> Any:
+        return indexed(["extract", "load"], cursor=cursor)
+
+    def each_iteration(self, item: str) -> None:
+        self.seen = [*getattr(self, "seen", []), item]
+
+
+def test_outside_a_worker_every_item_runs_and_nothing_is_saved(own_client: redis.Redis
+                                                               ) -> None:
+    job = Steps()
+    job.perform_now()
+    assert job.seen == ["extract", "load"] and job.cursor == 1
+    assert own_client.keys("*") == []
+
+
+def test_a_finished_job_run_again_does_nothing(own_client: redis.Redis) -> None:
+    """A worker killed between the last item and the acknowledgement: the message comes back,
+    and its run finds the finished mark."""
+    job = Steps()
+    with run_by_worker(job.job_id):
+        job.perform_now()
+        assert saved(own_client, job.job_id) == {"finished": True}
+        again = Steps()
+        again.job_id = job.job_id
+        again.perform_now()
+    assert not hasattr(again, "seen")
+
+
+def test_cursor_and_enumerator_errors_name_the_job(own_client: redis.Redis) -> None:
+    class BadCursor(IterableJob):
+        cursor_save_seconds = 0
+
+        def build_enumerator(self, *, cursor: Any) -> Any:
+            return [("item", object())]
+
+        def each_iteration(self, item: str) -> None:
+            pass
+
+    class NoPairs(BadCursor):
+        def build_enumerator(self, *, cursor: Any) -> Any:
+            return [1, 2]
+
+    job = BadCursor()
+    with run_by_worker(job.job_id), pytest.raises(TypeError, match=(
+            rf"BadCursor {job.job_id}: the cursor <object .*> cannot be saved: it must be JSON")):
+        job.perform_now()
+    with pytest.raises(TypeError, match=r"NoPairs.build_enumerator must yield \(item, cursor\)"):
+        NoPairs.perform_now()
+    with pytest.raises(TypeError, match=r"indexed\(\): cursor must be None or an index"):
+        indexed([1], cursor="3")  # pyright: ignore[reportArgumentType]
+    assert list(indexed(iter("abc"), cursor=0)) == [("b", 1), ("c", 2)]
+    with pytest.raises(TypeError, match=r"CountItems.build_enumerator\(\): missing a required"):
+        CountItems.perform_later("name", 1)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("def perform(self): pass", "is an IterableJob: define build_enumerator"),
+    ("async def each_iteration(self, item): pass", "each_iteration must be a def method"),
+    ("def each_iteration(self, item): yield item", "each_iteration must be a def method"),
+    ("async def build_enumerator(self, *, cursor): pass", "build_enumerator must be a def"),
+    ("def build_enumerator(self, start): pass", "must take a `cursor` keyword argument"),
+    ("max_iteration_runtime = 0", "max_iteration_runtime must be more than 0 seconds"),
+    ("cursor_save_seconds = -1", "cursor_save_seconds must be 0 seconds or more"),
+    ("cursor_save_items = 0", "cursor_save_items must be a whole number >= 1"),
+    ("cursor_ttl = '1 day'", "cursor_ttl must be seconds"),
+    ("max_iteration_runtim = 5", "(did you mean max_iteration_runtime?)"),
+])
+def test_bad_definitions_are_refused(body: str, message: str) -> None:
+    with pytest.raises(JobClassError, match=re.escape(message)):
+        exec(f"class Bad(IterableJob):\n    {body}\n", {"IterableJob": IterableJob})
+
+
+def test_good_options() -> None:
+    class Tuned(Steps):
+        max_iteration_runtime = dt.timedelta(minutes=5)
+        cursor_save_seconds = 0
+        cursor_save_items = 100
+        cursor_ttl = 3600
+
+    assert Tuned.max_iteration_runtime == dt.timedelta(minutes=5)
