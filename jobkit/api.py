@@ -7,6 +7,7 @@ Everything reads Redis in pages; nothing loads a whole queue or set.
     for queue in api.queues(): print(queue.name, queue.size(), queue.latency())
     api.DeadSet().find(job_id)          # -> JobEntry; .retry(entry), .delete(entry)
     api.Stats().history(7)              # processed/failed for the last 7 days
+    api.cancelled_jobs()                # jobs jobkit.cancel kept in the dead set
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import redis
 
 from jobkit import display, keys, limiter
+from jobkit.cancellation import cancelled_jobs
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
 from jobkit.controls.concurrency import ConcurrencyState
@@ -53,6 +55,7 @@ __all__ = [
     "ScheduledSet",
     "Stats",
     "UniqueLock",
+    "cancelled_jobs",
     "concurrency_limits",
     "debounced",
     "held_count",

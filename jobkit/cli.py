@@ -235,6 +235,24 @@ def processes_command() -> None:
                 click.echo(f"    {job.job_class} {job.job_id}")
 
 
+@main.command("cancel")
+@click.argument("job_id")
+@click.option("--hard", is_flag=True, help="Also stop it if it runs (prefork: its pool "
+              "process is killed; threads and solo: it must check job.cancelled).")
+def cancel_command(job_id: str, hard: bool) -> None:
+    """Cancel job JOB_ID: a waiting job is removed (kept in the dead set, reason "cancelled");
+    a running one sees job.cancelled. Exit status 1 when no queue, set or worker holds it."""
+    from jobkit import cancellation
+
+    try:
+        result = cancellation.cancel(job_id, hard)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if result.outcome == "not_found":
+        raise click.ClickException(str(result))
+    click.echo(str(result))
+
+
 @main.group("periodic", invoke_without_command=True)
 @click.pass_context
 def periodic_command(ctx: click.Context) -> None:

@@ -236,6 +236,19 @@ class Job:
         """Forget this class's recorded jobs."""
         current_adapter().recorder().clear(cls)
 
+    # -- cancellation (jobkit.cancel) --------------------------------------------------------
+
+    #: Set by the worker running the job: reads its cancel mark (jobkit.cancellation.Probe).
+    _cancel_probe: Callable[[], bool] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Sidekiq's `cancelled?`: true once `jobkit.cancel(job_id)` was called for this job.
+        On a worker it reads Redis at most once a second, however often it is asked; in the
+        test modes it is true after `jobkit.cancel` there; otherwise false."""
+        probe = self._cancel_probe
+        return probe() if probe is not None else current_adapter().is_cancelled(self.job_id)
+
     # -- failure hooks (documented no-ops: override what you need) -----------------------------
 
     def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:

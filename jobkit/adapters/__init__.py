@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 
 from jobkit.adapters.base import Adapter
+from jobkit.cancellation import Cancellation, check_job_id
 from jobkit.config import current_settings
 from jobkit.errors import ConfigError
 
-__all__ = ["ADAPTERS", "Adapter", "current_adapter", "use_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "cancel", "current_adapter", "use_adapter"]
 
 ADAPTERS = {  # names as in config.ADAPTER_NAMES
     "celery": "jobkit.adapters.celery:CeleryAdapter",
@@ -53,3 +54,14 @@ def current_adapter() -> Adapter:
     if adapter is None:
         adapter = _by_name[name] = build_adapter(name)
     return adapter
+
+
+def cancel(job_id: str, *, hard: bool = False) -> Cancellation:
+    """Cancel a job (Sidekiq's `cancel!`): a waiting job is removed and kept in the dead set
+    with the reason "cancelled"; a running one sees `job.cancelled` become true, and with
+    `hard=True` its pool process is stopped where the pool allows (prefork). Never retried.
+    The adapter in force decides where: Redis, or the test modes' records (docs/jobs.md)."""
+    check_job_id(job_id)
+    if type(hard) is not bool:
+        raise TypeError(f"jobkit.cancel: hard must be True or False, got {hard!r}")
+    return current_adapter().cancel(job_id, hard)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from jobkit import cancellation
+from jobkit.cancellation import Cancellation
 from jobkit.errors import NotRecordingError
 
 if TYPE_CHECKING:
@@ -25,6 +27,15 @@ class Adapter:
         """Send many jobs; adapters with a cheaper bulk path override this."""
         for job in jobs:
             self.enqueue(job)
+
+    def cancel(self, job_id: str, hard: bool = False) -> Cancellation:
+        """`jobkit.cancel`: in Redis, where the celery adapter's jobs wait and run (the inline
+        and async adapters run a job at once: their jobs are never found)."""
+        return cancellation.cancel(job_id, hard)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        """`Job.cancelled` outside a worker: no job run here is ever cancelled."""
+        return False
 
     def recorder(self) -> TestAdapter:
         """The adapter that records jobs for tests (`MyJob.jobs`, `jobkit.testing`); only the

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from jobkit.adapters.base import Adapter
 from jobkit.adapters.inline import perform_payload, wire_copy
 from jobkit.arguments import deserialize
+from jobkit.cancellation import Cancellation
 from jobkit.imports import class_path
 
 if TYPE_CHECKING:
@@ -133,6 +134,10 @@ class TestAdapter(Adapter):
     clock_offset: float = 0.0
     #: unique key -> (job id holding it, when it expires on the test clock)
     _locks: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    #: Records `jobkit.cancel` removed, oldest first (the dead set's "cancelled" entries).
+    cancelled: list[EnqueuedJob] = field(default_factory=list)
+    #: Ids `jobkit.cancel` was called with: `job.cancelled` is true for a job with one.
+    cancelled_ids: set[str] = field(default_factory=set)
 
     def enqueue(self, job: Job) -> None:
         record = EnqueuedJob(wire_copy(job), clock_offset=self.clock_offset)
@@ -170,6 +175,22 @@ class TestAdapter(Adapter):
 
     def recorder(self) -> TestAdapter:
         return self
+
+    def cancel(self, job_id: str, hard: bool = False) -> Cancellation:
+        """Remove the recorded job with this id into `cancelled`; either way, a job with this
+        id sees `cancelled` true from now on (how a test simulates a cancel while running)."""
+        self.cancelled_ids.add(job_id)
+        record = next((r for r in self.enqueued if r.job_id == job_id), None)
+        if record is None:
+            return Cancellation(job_id, "not_found", None, hard)
+        self.enqueued.remove(record)
+        self._unlock(record)
+        self.cancelled.append(record)
+        return Cancellation(job_id, "queued" if record.at is None else "scheduled",
+                            record.queue, hard)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return job_id in self.cancelled_ids
 
     def perform(self, record: EnqueuedJob) -> Any:
         """Run a record as a worker would (class found by its path), and remember it ran. Its

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from jobkit import api
+from jobkit import api, cancellation
 from jobkit.redis_client import get_redis
 from jobkit.web.csrf import csrf_ok
-from jobkit.web.http import Request, Response, redirect
+from jobkit.web.http import Request, Response, redirect, url_part
 from jobkit.web.routes import page, router
 
 HISTORY_DAYS = 14
@@ -71,6 +71,8 @@ def queue_action(request: Request) -> Response:
         job = queue.find((form.get("job_id") or [""])[-1])
         if job is not None:
             queue.delete(job)
+    elif action == "cancel":
+        return cancel(request, form, f"{request.root}/queues/{url_part(queue.raw_name)}")
     else:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
     return redirect(f"{request.root}/queues")
@@ -79,6 +81,28 @@ def queue_action(request: Request) -> Response:
 @router.route("GET", "/busy")
 def busy(request: Request) -> Response:
     return page(request, "busy.html", processes=api.processes(), now=time.time())
+
+
+@router.route("POST", "/busy")
+def busy_action(request: Request) -> Response:
+    form = request.form()
+    if not csrf_ok(request, form):
+        return forbidden()
+    return cancel(request, form, f"{request.root}/busy")
+
+
+def cancel(request: Request, form: dict[str, list[str]], back: str) -> Response:
+    """The Cancel buttons (queue and busy pages): `jobkit.cancel` on the posted job id, hard
+    when the action says so; then back to the page."""
+    action = (form.get("action") or [""])[-1]
+    if action not in ("cancel", "cancel_hard"):
+        return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
+    job_id = (form.get("job_id") or [""])[-1]
+    if not job_id:
+        return Response("no job_id given: nothing was cancelled", "400 Bad Request",
+                        "text/plain")
+    cancellation.cancel(job_id, hard=action == "cancel_hard")
+    return redirect(back)
 
 
 def _page_start(request: Request) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobkit import api
+from jobkit import api, cancellation
 from jobkit.job_sets import JobEntry, JobSet, UnreadableEntryError
 from jobkit.web.csrf import csrf_ok
 from jobkit.web.dashboard import PAGE_SIZE, _page_start, forbidden
@@ -35,6 +35,15 @@ def push(job_set: JobSet, entry: JobEntry) -> str | None:
         job_set.push_now(entry)
     except UnreadableEntryError as exc:
         return f"{entry.key}: cannot be sent to a queue: {exc}"
+    return None
+
+
+def cancel(entry: JobEntry) -> str | None:
+    """`jobkit.cancel` on an entry's job (scheduled and retry sets): out of the set into the
+    dead set, reason "cancelled"; the reason it was refused, or None."""
+    if entry.job_id is None:
+        return f"{entry.key}: has no job id to cancel by"
+    cancellation.cancel(entry.job_id)
     return None
 
 
@@ -96,7 +105,8 @@ def act(request: Request) -> Response:
     kill = getattr(job_set, "kill", None)
     handlers = {"push": lambda entry: push(job_set, entry),
                 "delete": lambda entry: job_set.delete(entry) and None,
-                "kill": kill and (lambda entry: kill(entry) and None)}
+                "kill": kill and (lambda entry: kill(entry) and None),
+                "cancel": kill and cancel}
     handler = handlers.get(action)
     if handler is None:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")

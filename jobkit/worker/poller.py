@@ -1,6 +1,7 @@
 """The poller: a thread in every worker that sends due scheduled and retry jobs to their queues,
-puts back the in-flight jobs of dead workers (recovery.py), and starts jobs held by a
-concurrency limit whose slot expired (controls/concurrency.py).
+puts back the in-flight jobs of dead workers (recovery.py), starts jobs held by a
+concurrency limit whose slot expired (controls/concurrency.py), and stops the jobs this worker
+runs that were cancelled with hard=True (hard_cancel.py).
 
 Why not Celery's ETA: Celery keeps ETA tasks in worker memory (~8 KiB each) and the Redis
 transport delivers them again after `visibility_timeout`, so long delays grow memory and
@@ -23,6 +24,7 @@ from jobkit.config import current_settings
 from jobkit.controls import concurrency
 from jobkit.job_sets import RetrySet, ScheduledSet
 from jobkit.masking import mask_secrets
+from jobkit.worker.hard_cancel import HardCancel
 from jobkit.worker.membership import keep_beating, update_info
 from jobkit.worker.recovery import reap_dead_processes
 
@@ -38,8 +40,10 @@ class SchedulePoller:
     stall delivery of due jobs. Jitter spreads the racing pollers of many workers apart.
     """
 
-    def __init__(self, interval: float, client: redis.Redis | None = None) -> None:
+    def __init__(self, interval: float, client: redis.Redis | None = None,
+                 hard_cancel: HardCancel | None = None) -> None:
         self.interval = interval
+        self.hard_cancel = hard_cancel
         self.sets = (ScheduledSet(client), RetrySet(client))
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobkit-poller", daemon=True)
@@ -57,6 +61,8 @@ class SchedulePoller:
         concurrency slot expired; returns how many moved."""
         keep_beating()
         client = self.sets[0].client
+        if self.hard_cancel is not None:
+            self.hard_cancel()
         return sum(job_set.move_due() for job_set in self.sets) + reap_dead_processes(
             client) + concurrency.sweep(client)
 
@@ -88,7 +94,7 @@ class SchedulePollerStep(bootsteps.StartStopStep):
         settings = current_settings()
         update_info(node=getattr(parent, "hostname", None), queues=settings.queue_names,
                     concurrency=getattr(parent, "concurrency", None), started_at=time.time())
-        self.poller = SchedulePoller(settings.poll_interval)
+        self.poller = SchedulePoller(settings.poll_interval, hard_cancel=HardCancel(parent))
         self.poller.start()
 
     def stop(self, parent: Any) -> None:

@@ -1,0 +1,335 @@
+"""Cancelling jobs (`jobkit.cancel`, Sidekiq 7.3's `cancel!` / `cancelled?`).
+
+A cancel first writes the job's mark (``keys.cancel_mark``: "soft" or "hard", for
+`MARK_SECONDS`), then looks for the job: the scheduled set, the retry set, every queue, the
+jobs worker processes hold. A job found waiting is removed and recorded in one Lua step:
+taken out of its set or list, kept in the dead set with the reason "cancelled" (through
+`bury`, the dead set's one writer), and its mark deleted, since no other copy of it exists.
+A job a worker holds keeps its mark: it sees `Job.cancelled`, a copy fetched before the cancel
+is refused as it starts, a failure is recorded as cancelled instead of retried, and a hard
+mark stops its pool process (worker/hard_cancel.py).
+
+Writing the mark first closes every race with the poller, a fetch or a failure during the
+search: whichever copy is not removed here meets the mark.
+
+Why the dead set and not a set of its own: it is already bounded (`dead_max_jobs`,
+`dead_timeout`), listed, searched and shown by the dashboard, the CLI and `jobkit.api`, and
+its Retry sends the exact message back to its queue: a cancel made by mistake is undone there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from jobkit import keys
+from jobkit.celery_message import build_message
+from jobkit.config import current_settings
+from jobkit.job_sets import (
+    BURY_LUA,
+    DeadSet,
+    JobEntry,
+    JobSet,
+    RetrySet,
+    ScheduledSet,
+    dead_limits,
+    describe_error,
+    entry_member,
+)
+from jobkit.redis_client import get_redis
+
+__all__ = [
+    "CHECK_SECONDS",
+    "ERROR_CLASS",
+    "MARK_SECONDS",
+    "REASON",
+    "Cancellation",
+    "Outcome",
+    "Probe",
+    "cancel",
+    "cancelled_jobs",
+    "check_job_id",
+    "hard_marked",
+    "is_marked",
+    "mark",
+    "record",
+    "refused",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long a mark lives (Sidekiq's is a day too): a copy of the job that starts later than
+#: this after the cancel is not refused.
+MARK_SECONDS = 86_400
+#: A running job reads its mark at most this often, however often it asks `cancelled`.
+CHECK_SECONDS = 1.0
+#: Queue items one Lua step looks at: each step blocks Redis for about a millisecond.
+QUEUE_CHUNK = 1000
+#: The dead-set entry of a cancelled job: its `reason` and `error_class`.
+REASON = "cancelled"
+ERROR_CLASS = "jobkit.Cancelled"
+
+# What `build_message` needs of a payload to keep it in the dead set.
+_REBUILT_FROM = frozenset({"job_id", "job_class", "queue_name", "priority", "executions", "args",
+                           "kwargs"})
+
+Outcome = Literal["queued", "scheduled", "retry", "running", "not_found"]
+
+# KEYS: dead set, mark. ARGV: now, member, dead max jobs, dead timeout.
+_RECORD = BURY_LUA + """
+bury(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: the set, dead set, mark. ARGV: member in the set, dead-set member, now, limits.
+_REMOVE_FROM_SET = BURY_LUA + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+bury(KEYS[2], tonumber(ARGV[3]), ARGV[2], ARGV[4], ARGV[5])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# One chunk of a queue list, from the head (LPUSH shifts items towards the tail, so a push
+# during the scan makes it see an item twice, never miss one). The job id is matched in the
+# message's headers (plain text first, then decoded).
+# KEYS: the list, dead set, mark. ARGV: start, count, `"job_id":"<id>"`, job id, now, dead
+# max jobs, dead timeout, queue name, error message.
+_REMOVE_FROM_LIST = BURY_LUA + """
+local first = tonumber(ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1)
+for _, item in ipairs(items) do
+  if string.find(item, ARGV[3], 1, true) then
+    local ok, message = pcall(cjson.decode, item)
+    if ok and type(message) == 'table' and type(message.headers) == 'table'
+        and message.headers.job_id == ARGV[4] then
+      redis.call('LREM', KEYS[1], 1, item)
+      local now = tonumber(ARGV[5])
+      bury(KEYS[2], now, cjson.encode({list_key = KEYS[1], message = item, job_id = ARGV[4],
+        job_class = message.headers.task, queue = ARGV[8], reason = 'cancelled',
+        error_class = 'jobkit.Cancelled', error_message = ARGV[9], failed_at = now}),
+        ARGV[6], ARGV[7])
+      redis.call('DEL', KEYS[3])
+      return {1, #items}
+    end
+  end
+end
+return {0, #items}
+"""
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What `jobkit.cancel` found and did.
+
+    `outcome`: "queued", "scheduled" or "retry" (it was waiting there: removed, and kept in
+    the dead set with the reason "cancelled"); "running" (a worker process holds it, running
+    or about to start: it is marked, see `jobkit.Job.cancelled`); "not_found" (marked all the
+    same, for `MARK_SECONDS`: a job held by a concurrency limit, or in transit, is refused when
+    it starts). `where`: the queue, or the worker process holding it."""
+
+    job_id: str
+    outcome: Outcome
+    where: str | None = None
+    hard: bool = False
+
+    @property
+    def removed(self) -> bool:
+        """Whether it was taken out of a queue or set (it will not run)."""
+        return self.outcome in ("queued", "scheduled", "retry")
+
+    def __str__(self) -> str:
+        if self.outcome == "queued":
+            return f"job {self.job_id}: removed from queue {self.where}; kept in the dead set"
+        if self.outcome in ("scheduled", "retry"):
+            return (f"job {self.job_id}: removed from the {self.outcome} set; kept in the dead "
+                    "set")
+        if self.outcome == "running":
+            how = ("its pool process is stopped where the pool allows (prefork), else it sees "
+                   "job.cancelled" if self.hard else "it sees job.cancelled")
+            return f"job {self.job_id}: held by worker process {self.where}: marked; {how}"
+        return (f"job {self.job_id}: not found in any queue, set or worker; marked for "
+                f"{MARK_SECONDS // 3600} h, so it will not start if it shows up")
+
+
+def cancel(job_id: str, hard: bool = False, client: redis.Redis | None = None) -> Cancellation:
+    """Cancel a job by id, in Redis (the module docstring says how)."""
+    check_job_id(job_id)
+    client = client or get_redis()
+    mark(job_id, hard, client)
+    sets: tuple[tuple[JobSet, Outcome], ...] = ((ScheduledSet(client), "scheduled"),
+                                                 (RetrySet(client), "retry"))
+    for job_set, outcome in sets:
+        if _remove_from_set(job_set, job_id, client):
+            return Cancellation(job_id, outcome, None, hard)
+    for queue, list_key in _queue_lists(client):
+        if _remove_from_list(list_key, queue, job_id, client):
+            return Cancellation(job_id, "queued", queue, hard)
+    holder = _holder(job_id, client)
+    if holder is not None:
+        return Cancellation(job_id, "running", holder, hard)
+    return Cancellation(job_id, "not_found", None, hard)
+
+
+def check_job_id(job_id: object) -> None:
+    """ValueError naming the culprit when `job_id` cannot be a job's id."""
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"jobkit.cancel: job_id must be a non-empty string, got {job_id!r}")
+
+
+def mark(job_id: str, hard: bool = False, client: redis.Redis | None = None) -> None:
+    """Mark a job cancelled for `MARK_SECONDS` (a hard mark is never softened)."""
+    client = client or get_redis()
+    if hard:
+        client.set(keys.cancel_mark(job_id), "hard", ex=MARK_SECONDS)
+    else:
+        client.set(keys.cancel_mark(job_id), "soft", ex=MARK_SECONDS, nx=True)
+
+
+def is_marked(job_id: str, client: redis.Redis | None = None) -> bool:
+    return bool((client or get_redis()).exists(keys.cancel_mark(job_id)))
+
+
+def hard_marked(job_ids: list[str], client: redis.Redis | None = None) -> list[str]:
+    """The ids among `job_ids` marked with hard=True: one round trip for them all."""
+    if not job_ids:
+        return []
+    values = (client or get_redis()).mget([keys.cancel_mark(i) for i in job_ids])
+    return [i for i, value in zip(job_ids, values, strict=True) if value in (b"hard", "hard")]
+
+
+def refused(payload: Any, job_class: str, client: redis.Redis | None = None) -> bool:
+    """At a job's start: True when it is marked, after recording it as cancelled (it must not
+    run). A payload without a job id is never marked."""
+    if not isinstance(payload, dict) or not payload.keys() >= _REBUILT_FROM:
+        return False  # not a job payload: it goes the way of unreadable ones (the dead set)
+    job_id = payload["job_id"]
+    if not isinstance(job_id, str) or not is_marked(job_id, client):
+        return False
+    record(payload, job_class, "cancelled before it started", client=client)
+    return True
+
+
+def record(payload: dict[str, Any], job_class: str, what: str,
+           error: BaseException | None = None, backtrace: int = 0,
+           client: redis.Redis | None = None) -> None:
+    """Keep a cancelled job (its `payload`, as it would run next) in the dead set with the
+    reason "cancelled", and delete its mark, in one step: the Retry of the dead set runs it."""
+    key, message = build_message(payload, str(uuid.uuid4()))
+    now = time.time()
+    if error is not None:
+        what += f"; it raised {describe_error(error, 0)['error_class']}: {error}"
+    member = entry_member(key, message, job_id=payload["job_id"], job_class=job_class,
+                          queue=payload["queue_name"], payload=payload, failed_at=now,
+                          reason=REASON, error_class=ERROR_CLASS, error_message=what,
+                          backtrace=describe_error(error, backtrace)["backtrace"]
+                          if error is not None else [])
+    client = client or get_redis()
+    client.register_script(_RECORD)(keys=[keys.DEAD, keys.cancel_mark(payload["job_id"])],
+                                    args=[now, member, *dead_limits()])
+
+
+def cancelled_jobs(limit: int = 100, client: redis.Redis | None = None) -> list[JobEntry]:
+    """The cancelled jobs kept in the dead set, newest first, at most `limit`."""
+    found = DeadSet(client).search(f'"reason":"{REASON}"', limit)
+    return [entry for entry in found if entry.data.get("reason") == REASON]
+
+
+class Probe:
+    """`Job.cancelled` on a worker: the job's mark, read at most once per `CHECK_SECONDS`
+    (a job may ask in a tight loop); once seen, it stays true without reading again."""
+
+    def __init__(self, job_id: str, client: redis.Redis | None = None) -> None:
+        self.job_id = job_id
+        self.client = client
+        self._seen = False
+        self._read_at = time.monotonic()  # `refused` has just read it, at the job's start
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self._seen or now - self._read_at < CHECK_SECONDS:
+            return self._seen
+        self._read_at = now
+        try:
+            self._seen = is_marked(self.job_id, self.client)
+        except redis.RedisError as exc:  # the job goes on; it asks again in CHECK_SECONDS
+            logger.warning("job %s: cannot read its cancel mark: %s", self.job_id, exc)
+        return self._seen
+
+
+def _remove_from_set(job_set: JobSet, job_id: str, client: redis.Redis) -> bool:
+    """Take the job's entry out of a scheduled or retry set into the dead set (one step)."""
+    for entry in job_set.search(f'"job_id":"{job_id}"', limit=1000):
+        if entry.job_id != job_id or not entry.pushable:
+            continue  # the id as an argument of another job, or an unreadable entry
+        info = {name: value for name, value in entry.data.items()
+                if name not in ("list_key", "message")}
+        now = time.time()
+        info.update(reason=REASON, error_class=ERROR_CLASS, failed_at=now, backtrace=[],
+                    error_message=f"cancelled while in the {job_set.name} set")
+        member = entry_member(entry.data["list_key"], entry.data["message"], **info)
+        removed = client.register_script(_REMOVE_FROM_SET)(
+            keys=[job_set.key, keys.DEAD, keys.cancel_mark(job_id)],
+            args=[entry.member, member, now, *dead_limits()])
+        if removed:
+            return True
+    return False
+
+
+def _queue_lists(client: redis.Redis) -> list[tuple[str, str]]:
+    """(queue, list key) of every list of every known queue that holds items. A queue name
+    that is not UTF-8 is skipped: jobkit never enqueues a job to one."""
+    names = list(current_settings().queue_names)
+    for raw in client.smembers(keys.QUEUES):
+        try:
+            name = raw.decode() if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            continue
+        if name not in names:
+            names.append(name)
+    lists = [(name, key) for name in names for key in keys.list_keys(name)]
+    with client.pipeline(transaction=False) as pipe:
+        for _, key in lists:
+            pipe.llen(key)
+        sizes = pipe.execute() if lists else []
+    return [pair for pair, size in zip(lists, sizes, strict=True) if size]
+
+
+def _remove_from_list(list_key: str, queue: str, job_id: str, client: redis.Redis) -> bool:
+    """Scan a queue list a chunk per step; the step that finds the job removes and records
+    it."""
+    script = client.register_script(_REMOVE_FROM_LIST)
+    start = 0
+    while True:
+        found, seen = script(keys=[list_key, keys.DEAD, keys.cancel_mark(job_id)],
+                             args=[start, QUEUE_CHUNK, f'"job_id":"{job_id}"', job_id,
+                                   time.time(), *dead_limits(), queue,
+                                   f"cancelled while in queue {queue}"])
+        if found:
+            return True
+        if seen < QUEUE_CHUNK:
+            return False
+        start += seen
+
+
+def _holder(job_id: str, client: redis.Redis) -> str | None:
+    """The worker process whose in-flight keys hold the job (one round trip), or None."""
+    ids = sorted(client.smembers(keys.PROCESSES))
+    with client.pipeline(transaction=False) as pipe:
+        for raw_id in ids:
+            pipe.hvals(keys.unacked("").encode() + _bytes(raw_id))
+        held = pipe.execute() if ids else []
+    needle = f'"job_id":"{job_id}"'.encode()
+    for raw_id, values in zip(ids, held, strict=True):
+        if any(needle in _bytes(value) for value in values):
+            return _bytes(raw_id).decode(errors="replace")
+    return None
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -1,0 +1,166 @@
+"""jobkit.cancel on a real prefork worker (queued, scheduled, retry-set, racing, running:
+cooperative, raising, hard), the CLI, the dashboard's Cancel buttons and the test modes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+import jobkit
+from jobkit import api, cancellation, keys, testing
+from jobkit.cli import main
+from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.cancel_jobs import (
+    EVENTS,
+    QUEUE,
+    CheckingJob,
+    CooperativeJob,
+    FailingJob,
+    SleepingJob,
+    WaitingJob,
+)
+from tests.test_web import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dead(client: redis.Redis) -> dict[str, dict]:
+    """The dead set's entries by job id."""
+    return {e["job_id"]: e for e in map(json.loads, client.zrange(keys.DEAD, 0, -1))}
+
+
+def events(client: redis.Redis) -> list[str]:
+    return [e.decode() for e in client.lrange(EVENTS, 0, -1)]
+
+
+def exists_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_exists", {}).get("calls", 0))
+
+
+def test_cancel_waiting_and_running_jobs_on_prefork(own_client: redis.Redis,
+                                                    own_redis: RedisServer) -> None:
+    queued = WaitingJob.perform_later("queued")
+    scheduled = WaitingJob.set(wait=3600).perform_later("scheduled")
+    assert jobkit.cancel(queued.job_id) == jobkit.Cancellation(queued.job_id, "queued", QUEUE)
+    assert jobkit.cancel(scheduled.job_id).outcome == "scheduled"
+    assert jobkit.cancel("no-such-job").outcome == "not_found"
+    # A copy the search cannot find (moved by the poller meanwhile, say) meets the mark.
+    raced = WaitingJob("raced")
+    cancellation.mark(raced.job_id)
+    raced.enqueue()
+    failing = FailingJob.perform_later("failing")
+    cooperative = CooperativeJob.perform_later("cooperative")
+    raising = CooperativeJob.perform_later("raising", True)
+    sleeping = SleepingJob.perform_later("sleeping")
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "prefork", "-c", "4", cwd=ROOT)
+    try:
+        wait_until(lambda: api.RetrySet().size() == 1 and {
+            "cooperative: started", "raising: started", "sleeping: started"
+        } <= set(events(own_client)), timeout=20, what="failing in the retry set, 3 running")
+        assert jobkit.cancel(failing.job_id).outcome == "retry"
+        own_client.config_resetstat()
+        started_at = time.monotonic()
+        running = jobkit.cancel(cooperative.job_id)
+        assert (running.outcome, running.removed) == ("running", False)
+        assert running.where in {p.id for p in api.processes()}
+        # The busy page's Cancel button, on a job that raises once it sees the cancel.
+        web = Client()
+        _, _, busy = web.get("/busy")
+        assert f'name="job_id" value="{raising.job_id}"' in busy and 'value="cancel_hard"' in busy
+        status, _, _ = web.request("POST", "/busy", form={
+            "csrf": web.csrf("/busy"), "action": "cancel", "job_id": raising.job_id})
+        assert status in (302, 303)
+        assert jobkit.cancel(sleeping.job_id, hard=True).hard
+        wait_until(lambda: {queued.job_id, scheduled.job_id, raced.job_id, failing.job_id,
+                            raising.job_id, sleeping.job_id} <= set(dead(own_client))
+                   and any(e.startswith("cooperative: saw") for e in events(own_client)),
+                   timeout=15, what="every cancelled job recorded")
+        seconds = time.monotonic() - started_at
+        reads = exists_calls(own_client)
+    finally:
+        worker.stop()
+    entries = dead(own_client)
+    assert len(entries) == 6 and cooperative.job_id not in entries  # it ended normally: done
+    assert {e["reason"] for e in entries.values()} == {"cancelled"}
+    assert {e["error_class"] for e in entries.values()} == {"jobkit.Cancelled"}
+    assert "killed" in entries[sleeping.job_id]["error_message"].lower()
+    assert "stopping after the cancel" in entries[raising.job_id]["error_message"]
+    assert entries[raced.job_id]["error_message"] == "cancelled before it started"
+    assert api.RetrySet().size() == api.ScheduledSet().size() == api.Queue(QUEUE).size() == 0
+    seen = events(own_client)
+    assert [e for e in seen if e.endswith(": ran")] == ["failing: ran"]  # once, not retried
+    assert "sleeping: woke" not in seen and not any("never saw" in e for e in seen)
+    checks = int(next(e for e in seen if e.startswith("cooperative: saw")).split()[-2])
+    # A job asking `cancelled` every millisecond reads Redis about once a second.
+    assert checks > 100 and reads < checks / 5 and reads < 10 * seconds + 10, (checks, reads)
+    # The marks of jobs recorded as cancelled are gone (a retry from the dead set runs them).
+    assert own_client.exists(*(keys.cancel_mark(i) for i in entries)) == 0
+    assert own_client.get(keys.cancel_mark(cooperative.job_id)) == b"soft"
+    assert {e.job_id for e in api.cancelled_jobs()} == set(entries)
+
+
+def test_a_long_queue_is_scanned_in_chunks(own_client: redis.Redis) -> None:
+    target = WaitingJob.perform_later("oldest")  # at the far end of the list
+    WaitingJob.perform_bulk([f"job {n}"] for n in range(2 * cancellation.QUEUE_CHUNK + 500))
+    assert jobkit.cancel(target.job_id).outcome == "queued"
+    assert api.Queue(QUEUE).size() == 2 * cancellation.QUEUE_CHUNK + 500
+    assert set(dead(own_client)) == {target.job_id}
+    with pytest.raises(ValueError, match="job_id must be a non-empty string"):
+        jobkit.cancel("")
+    with pytest.raises(TypeError, match="hard must be True or False"):
+        jobkit.cancel("x", hard="yes")  # type: ignore[arg-type]
+
+
+def test_cli_cancel(own_client: redis.Redis) -> None:
+    job = WaitingJob.perform_later("cli")
+    runner = CliRunner()
+    done = runner.invoke(main, ["cancel", job.job_id])
+    assert done.exit_code == 0, done.output
+    assert f"job {job.job_id}: removed from queue {QUEUE}; kept in the dead set" in done.output
+    missing = runner.invoke(main, ["cancel", "no-such-job", "--hard"])
+    assert missing.exit_code == 1 and "not found in any queue, set or worker" in missing.output
+    assert runner.invoke(main, ["cancel", ""]).exit_code == 2
+
+
+def test_dashboard_cancel_buttons(own_client: redis.Redis) -> None:
+    queued = WaitingJob.perform_later("queued")
+    scheduled = WaitingJob.set(wait=3600).perform_later("scheduled")
+    web = Client()
+    _, _, page = web.get(f"/queues/{QUEUE}")
+    assert 'value="cancel"' in page and queued.job_id in page
+    status, _, _ = web.request("POST", f"/queues/{QUEUE}", form={
+        "csrf": web.csrf(), "queue": QUEUE, "action": "cancel", "job_id": queued.job_id})
+    assert status in (302, 303) and api.Queue(QUEUE).size() == 0
+    entry = api.ScheduledSet().find(scheduled.job_id)
+    assert entry is not None
+    _, _, page = web.get("/scheduled")
+    assert "Cancel selected" in page
+    status, _, _ = web.request("POST", "/scheduled", form={
+        "csrf": web.csrf(), "action": "cancel", "key": entry.key})
+    assert status in (302, 303) and api.ScheduledSet().size() == 0
+    forged = web.request("POST", "/busy", form={"csrf": "forged", "action": "cancel",
+                                                "job_id": "x"})
+    assert forged[0] == 403
+    _, _, page = web.get('/dead?q="reason":"cancelled"')
+    assert queued.job_id in page and scheduled.job_id in page and "jobkit.Cancelled" in page
+
+
+def test_the_test_modes() -> None:
+    with testing.fake() as adapter:
+        job = WaitingJob.perform_later("fake")
+        assert jobkit.cancel(job.job_id).outcome == "queued"
+        assert WaitingJob.jobs == [] and [r.job_id for r in adapter.cancelled] == [job.job_id]
+        assert CheckingJob.perform_now() is False
+        checking = CheckingJob()
+        assert jobkit.cancel(checking.job_id).outcome == "not_found"
+        assert checking.perform_now() is True  # how a test simulates a cancel while it runs
+    with testing.inline():
+        checking = CheckingJob()
+        jobkit.cancel(checking.job_id)
+        assert checking.perform_now() is True
+    assert CheckingJob().perform_now() is False  # outside the test modes, outside a worker
