@@ -6,6 +6,7 @@ run adds what it saw to a list (start, resume with the cursor and executions, st
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -20,8 +21,14 @@ DONE = "resumable-test:done:"  # + name: hash item -> times done
 RUNS = "resumable-test:runs:"  # + name: list of what each run saw
 
 
-def client() -> redis.Redis:
+@functools.cache
+def _client(pid: int) -> redis.Redis:
     return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def client() -> redis.Redis:
+    """One client per process (a pool child's own, after the fork)."""
+    return _client(os.getpid())
 
 
 class _Recording(IterableJob):

@@ -9,14 +9,16 @@ import json
 import os
 import re
 import signal
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from jobkit import IterableJob, JobClassError, keys
+from jobkit import IterableJob, JobClassError, keys, testing
 from jobkit.celery_message import read_task_args
 from jobkit.iteration import cursor as saved_cursor
 from jobkit.iteration import indexed
@@ -204,3 +206,24 @@ def test_good_options() -> None:
         cursor_ttl = 3600
 
     assert Tuned.max_iteration_runtime == dt.timedelta(minutes=5)
+
+
+def test_the_examples_of_resumable_md_run() -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "resumable.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert len(blocks) == 3
+    module = types.ModuleType("docs_resumable_example")
+    sys.modules[module.__name__] = module
+    try:
+        with testing.fake():
+            for block in blocks:
+                exec(compile(block, f"{doc}:example", "exec"), module.__dict__)
+            testing.assert_enqueued_with(job=module.ImportRows, args=[module.out.name],
+                                         queue="imports")
+            section = (doc.parent / "jobs.md").read_text().split("## Resumable jobs\n")[1]
+            (short,) = re.findall(r"```python\n(.*?)```", section.split("\n## ")[0], re.DOTALL)
+            exec(compile(short, "docs/jobs.md:example", "exec"), module.__dict__)
+            testing.assert_enqueued_with(job=module.ResizeImages, args=[["a.png", "b.png"]])
+    finally:
+        del sys.modules[module.__name__]
+        os.unlink(module.out.name)

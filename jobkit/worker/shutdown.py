@@ -8,7 +8,8 @@ would sit in the in-flight keys until recovery notices. Here:
 - TSTP: stop fetching (cancel every queue on the event loop), finish running jobs, stay up.
 - TERM: Celery's warm shutdown (stop fetching, let running jobs finish); if the worker is still
   up after `timeout` seconds, every job it still holds goes back to the front of its queue and
-  the process exits.
+  the process exits. Iterable jobs are told at once to stop after their current item
+  (jobkit.iteration.stop), so they go back to their queues well before that.
 - TTIN: log every thread's stack.
 
 Signal handlers only put the signal number on a queue (safe in a handler); a helper thread does
