@@ -4,10 +4,11 @@ A cancel first writes the job's mark (``keys.cancel_mark``: "soft" or "hard", fo
 `MARK_SECONDS`), then looks for the job: the scheduled set, the retry set, every queue, the
 jobs worker processes hold. A job found waiting is removed and recorded in one Lua step:
 taken out of its set or list, kept in the dead set with the reason "cancelled" (through
-`bury`, the dead set's one writer), and its mark deleted, since no other copy of it exists.
-A job a worker holds keeps its mark: it sees `Job.cancelled`, a copy fetched before the cancel
-is refused as it starts, a failure is recorded as cancelled instead of retried, and a hard
-mark stops its pool process (worker/hard_cancel.py).
+`bury`, the dead set's one writer), and its mark deleted, since no other copy of it exists;
+then its unique lock goes (`controls.release.let_go`). A job a worker holds keeps its mark:
+it sees `Job.cancelled`, a copy fetched before the cancel is refused as it starts, a failure
+is recorded as cancelled instead of retried, and a hard mark stops its pool process
+(worker/hard_cancel.py).
 
 Writing the mark first closes every race with the poller, a fetch or a failure during the
 search: whichever copy is not removed here meets the mark.
@@ -30,6 +31,7 @@ import redis
 from jobkit import keys
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
+from jobkit.controls.release import let_go
 from jobkit.job_sets import (
     BURY_LUA,
     DeadSet,
@@ -41,7 +43,7 @@ from jobkit.job_sets import (
     describe_error,
     entry_member,
 )
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import get_redis, script
 
 __all__ = [
     "CHECK_SECONDS",
@@ -69,7 +71,7 @@ MARK_SECONDS = 86_400
 #: A running job reads its mark at most this often, however often it asks `cancelled`.
 CHECK_SECONDS = 1.0
 #: Queue items one Lua step looks at: each step blocks Redis for about a millisecond.
-QUEUE_CHUNK = 1000
+QUEUE_CHUNK = 500
 #: The dead-set entry of a cancelled job: its `reason` and `error_class`.
 REASON = "cancelled"
 ERROR_CLASS = "jobkit.Cancelled"
@@ -115,7 +117,7 @@ for _, item in ipairs(items) do
         error_class = 'jobkit.Cancelled', error_message = ARGV[9], failed_at = now}),
         ARGV[6], ARGV[7])
       redis.call('DEL', KEYS[3])
-      return {1, #items}
+      return {1, #items, item}
     end
   end
 end
@@ -230,8 +232,8 @@ def record(payload: dict[str, Any], job_class: str, what: str,
                           backtrace=describe_error(error, backtrace)["backtrace"]
                           if error is not None else [])
     client = client or get_redis()
-    client.register_script(_RECORD)(keys=[keys.DEAD, keys.cancel_mark(payload["job_id"])],
-                                    args=[now, member, *dead_limits()])
+    script(_RECORD)(keys=[keys.DEAD, keys.cancel_mark(payload["job_id"])],
+                    args=[now, member, *dead_limits()], client=client)
 
 
 def cancelled_jobs(limit: int = 100, client: redis.Redis | None = None) -> list[JobEntry]:
@@ -273,10 +275,11 @@ def _remove_from_set(job_set: JobSet, job_id: str, client: redis.Redis) -> bool:
         info.update(reason=REASON, error_class=ERROR_CLASS, failed_at=now, backtrace=[],
                     error_message=f"cancelled while in the {job_set.name} set")
         member = entry_member(entry.data["list_key"], entry.data["message"], **info)
-        removed = client.register_script(_REMOVE_FROM_SET)(
+        removed = script(_REMOVE_FROM_SET)(
             keys=[job_set.key, keys.DEAD, keys.cancel_mark(job_id)],
-            args=[entry.member, member, now, *dead_limits()])
+            args=[entry.member, member, now, *dead_limits()], client=client)
         if removed:
+            let_go(entry.data["message"])
             return True
     return False
 
@@ -303,14 +306,14 @@ def _queue_lists(client: redis.Redis) -> list[tuple[str, str]]:
 def _remove_from_list(list_key: str, queue: str, job_id: str, client: redis.Redis) -> bool:
     """Scan a queue list a chunk per step; the step that finds the job removes and records
     it."""
-    script = client.register_script(_REMOVE_FROM_LIST)
     start = 0
     while True:
-        found, seen = script(keys=[list_key, keys.DEAD, keys.cancel_mark(job_id)],
-                             args=[start, QUEUE_CHUNK, f'"job_id":"{job_id}"', job_id,
-                                   time.time(), *dead_limits(), queue,
-                                   f"cancelled while in queue {queue}"])
+        found, seen, *item = script(_REMOVE_FROM_LIST)(
+            keys=[list_key, keys.DEAD, keys.cancel_mark(job_id)],
+            args=[start, QUEUE_CHUNK, f'"job_id":"{job_id}"', job_id, time.time(),
+                  *dead_limits(), queue, f"cancelled while in queue {queue}"], client=client)
         if found:
+            let_go(item[0])
             return True
         if seen < QUEUE_CHUNK:
             return False

@@ -78,3 +78,13 @@ class CheckingJob(Job):
 
     def perform(self) -> bool:
         return self.cancelled
+
+
+class UniqueJob(Job):
+    """Unique for an hour: a cancel while it waits lets its lock go."""
+
+    queue_as = QUEUE
+    unique_for = 3600
+
+    def perform(self, name: str) -> None:
+        record(f"{name}: ran")

@@ -4,7 +4,10 @@ cooperative, raising, hard), the CLI, the dashboard's Cancel buttons and the tes
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from tests.cancel_jobs import (
     CooperativeJob,
     FailingJob,
     SleepingJob,
+    UniqueJob,
     WaitingJob,
 )
 from tests.test_web import Client
@@ -105,11 +109,13 @@ def test_cancel_waiting_and_running_jobs_on_prefork(own_client: redis.Redis,
 
 
 def test_a_long_queue_is_scanned_in_chunks(own_client: redis.Redis) -> None:
-    target = WaitingJob.perform_later("oldest")  # at the far end of the list
-    WaitingJob.perform_bulk([f"job {n}"] for n in range(2 * cancellation.QUEUE_CHUNK + 500))
+    target = UniqueJob.perform_later("oldest")  # at the far end of the list
+    others = 2 * cancellation.QUEUE_CHUNK + 100
+    WaitingJob.perform_bulk([f"job {n}"] for n in range(others))
     assert jobkit.cancel(target.job_id).outcome == "queued"
-    assert api.Queue(QUEUE).size() == 2 * cancellation.QUEUE_CHUNK + 500
+    assert api.Queue(QUEUE).size() == others
     assert set(dead(own_client)) == {target.job_id}
+    assert UniqueJob.perform_later("oldest").successfully_enqueued  # its lock went
     with pytest.raises(ValueError, match="job_id must be a non-empty string"):
         jobkit.cancel("")
     with pytest.raises(TypeError, match="hard must be True or False"):
@@ -164,3 +170,21 @@ def test_the_test_modes() -> None:
         jobkit.cancel(checking.job_id)
         assert checking.perform_now() is True
     assert CheckingJob().perform_now() is False  # outside the test modes, outside a worker
+
+
+def test_the_examples_in_jobs_md_run(own_client: redis.Redis) -> None:
+    text = (ROOT / "docs" / "jobs.md").read_text()
+    section = text.split("## Cancelling jobs", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(examples) == 2
+    module = types.ModuleType("docs_cancel_example")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(examples[0], "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
+        started = time.monotonic()
+        exec(compile(examples[1], "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[module.__name__]
+    assert (module.result.outcome, module.result.where) == ("queued", "default")
+    # 1,000 pages of 10 ms, had it not seen the cancel at its first check
+    assert module.running.executions == 1 and time.monotonic() - started < 5
