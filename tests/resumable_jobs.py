@@ -44,6 +44,9 @@ class _Recording(IterableJob):
     def on_stop(self) -> None:
         client().rpush(RUNS + self.arguments[0], f"stop after {self.cursor}")
 
+    def on_cancel(self) -> None:
+        client().rpush(RUNS + self.arguments[0], f"cancel after {self.cursor}")
+
     def on_complete(self) -> None:
         client().rpush(RUNS + self.arguments[0], "complete")
 

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 import redis
 
+import jobkit
 from jobkit import IterableJob, JobClassError, keys, testing
+from jobkit.cancellation import cancelled_jobs
 from jobkit.celery_message import read_task_args
 from jobkit.iteration import cursor as saved_cursor
 from jobkit.iteration import indexed
 from jobkit.iteration.stop import run_by_worker
+from jobkit.job_sets import DeadSet
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.conftest import start_worker
 from tests.resumable_jobs import DONE, QUEUE, RUNS, CountItems, FailsOnce, ShortRuns
@@ -44,8 +47,10 @@ def saved(own_client: redis.Redis, job_id: str) -> Any:
     return None if raw is None else json.loads(raw)
 
 
-def worker(own_redis: RedisServer, log: Path, pool: str = "prefork") -> WorkerProcess:
-    return start_worker(own_redis.url, log, "-q", QUEUE, "-P", pool, "-c", "2", env=FAST)
+def worker(own_redis: RedisServer, log: Path, pool: str = "prefork", concurrency: int = 2
+           ) -> WorkerProcess:
+    return start_worker(own_redis.url, log, "-q", QUEUE, "-P", pool, "-c", str(concurrency),
+                        env=FAST)
 
 
 def test_ten_thousand_items_through_three_terms_and_a_kill(
@@ -101,17 +106,31 @@ def test_ten_thousand_items_through_three_terms_and_a_kill(
     assert 0 < own_client.ttl(keys.iteration(job.job_id)) <= saved_cursor.FINISHED_SECONDS
 
 
-def test_runtime_limit_and_retry_from_the_cursor_on_threads(
+def test_runtime_limit_retry_and_cancel_from_the_cursor_on_threads(
         own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
     short = ShortRuns.perform_later("short", 40, 0.025)
     failing = FailsOnce.perform_later("failing", 20, 0.0)
-    proc = worker(own_redis, tmp_path / "threads.log", pool="threads")
+    cancelled = CountItems.perform_later("cancelled", 400, 0.005)
+    proc = worker(own_redis, tmp_path / "threads.log", pool="threads", concurrency=3)
     try:
-        wait_until(lambda: "complete" in runs(own_client, "short")
-                   and "complete" in runs(own_client, "failing"), timeout=20,
-                   what="both jobs to complete")
+        wait_until(lambda: len(done(own_client, "cancelled")) >= 50, what="50 items done")
+        jobkit.cancel(cancelled.job_id)
+        wait_until(lambda: any(e.data["job_id"] == cancelled.job_id
+                               for e in cancelled_jobs(client=own_client)),
+                   what="the cancelled job in the dead set")
+        at = saved(own_client, cancelled.job_id)["cursor"]
+        assert runs(own_client, "cancelled") == ["start", f"cancel after {at}"]
+        assert done(own_client, "cancelled") == dict.fromkeys(range(at + 1), 1)
+        (entry,) = cancelled_jobs(client=own_client)
+        DeadSet(own_client).push_now(entry)  # the dead page's Retry: it goes on from there
+        wait_until(lambda: all("complete" in runs(own_client, name)
+                               for name in ("short", "failing", "cancelled")), timeout=20,
+                   what="the three jobs to complete")
     finally:
         proc.stop()
+    assert done(own_client, "cancelled") == dict.fromkeys(range(400), 1)
+    assert runs(own_client, "cancelled")[2:] == [f"resume after {at} (executions 2)",
+                                                 "complete"]
     assert done(own_client, "short") == dict.fromkeys(range(40), 1)
     short_runs = runs(own_client, "short")
     assert short_runs[0] == "start" and short_runs[-1] == "complete"
@@ -120,7 +139,7 @@ def test_runtime_limit_and_retry_from_the_cursor_on_threads(
     # A failure saved the cursor of the last item done; the retry (executions 2) goes on there.
     assert done(own_client, "failing") == dict.fromkeys(range(20), 1)
     assert runs(own_client, "failing") == ["start", "resume after 9 (executions 2)", "complete"]
-    for job in (short, failing):
+    for job in (short, failing, cancelled):
         assert saved(own_client, job.job_id) == {"finished": True}
     assert "max_iteration_runtime (0.3 s) reached" in proc.output()
 

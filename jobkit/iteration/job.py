@@ -23,18 +23,23 @@ from jobkit.iteration import cursor as saved_cursor
 from jobkit.iteration.stop import stop_requested, worker_runs
 from jobkit.job import Job
 
-__all__ = ["Interrupted", "IterableJob", "indexed"]
+__all__ = ["Interrupted", "IterableJob", "IterationCancelled", "indexed"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_HOOKS = ("on_start", "on_resume", "on_stop", "on_complete")
+_HOOKS = ("on_start", "on_resume", "on_stop", "on_cancel", "on_complete")
 
 
 class Interrupted(Exception):  # noqa: N818 (Sidekiq's and Rails' name)
     """An iteration stopped between items, its cursor saved: the worker puts the job back in
     its queue as it was (same id, executions unchanged; not a failure, not a retry)."""
+
+
+class IterationCancelled(Exception):  # noqa: N818 (it is not an error of the job's)
+    """`jobkit.cancel` reached a running iteration: it stopped between items, its cursor saved,
+    and the worker records it as cancelled (never retried; the dead set's Retry resumes it)."""
 
 
 class IterableJob(Job):
@@ -81,6 +86,9 @@ class IterableJob(Job):
     def on_stop(self) -> None:
         """When a run stops between items (TERM, max_iteration_runtime), its cursor saved."""
 
+    def on_cancel(self) -> None:
+        """When a run stops between items because `jobkit.cancel` was called for the job."""
+
     def on_complete(self) -> None:
         """Once the enumerator has no item left."""
 
@@ -120,10 +128,15 @@ class IterableJob(Job):
                 item, cursor = pair
                 self.each_iteration(item, *args, **kwargs)
                 self.cursor = cursor
-                if run is not None and (why := run.item_done()) is not None:
-                    self.on_stop()
-                    raise Interrupted(f"{whose} stopped after cursor {cursor!r:.80}: {why}; "
-                                      "put back in its queue")
+                if run is None or (why := run.item_done()) is None:
+                    continue
+                if why == _CANCELLED:
+                    self.on_cancel()
+                    raise IterationCancelled(f"{whose} cancelled; stopped after cursor "
+                                             f"{cursor!r:.80}")
+                self.on_stop()
+                raise Interrupted(f"{whose} stopped after cursor {cursor!r:.80}: {why}; "
+                                  "put back in its queue")
             self.on_complete()
         except Interrupted:
             raise
@@ -133,6 +146,9 @@ class IterableJob(Job):
             raise
         if run is not None:
             saved_cursor.finish(self.job_id, run.ttl)
+
+
+_CANCELLED = "cancelled"
 
 
 class _Run:
@@ -154,7 +170,8 @@ class _Run:
         """Why the run stops now (the cursor then saved), or None to go on."""
         self.unsaved += 1
         now = time.monotonic()
-        why = ("the worker is stopping (TERM)" if stop_requested()
+        why = (_CANCELLED if self.job.cancelled  # read from Redis at most once a second
+               else "the worker is stopping (TERM)" if stop_requested()
                else f"max_iteration_runtime ({self.limit:g} s) reached"
                if self.limit is not None and now - self.started >= self.limit else None)
         if why is not None or now - self.saved_at >= self.every or (
