@@ -108,6 +108,24 @@ def test_cancel_waiting_and_running_jobs_on_prefork(own_client: redis.Redis,
     assert {e.job_id for e in api.cancelled_jobs()} == set(entries)
 
 
+def test_hard_cancel_on_threads_leaves_the_job_to_check(own_client: redis.Redis,
+                                                       own_redis: RedisServer) -> None:
+    job = CooperativeJob.perform_later("threads", True)
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT)
+    try:
+        wait_until(lambda: "threads: started" in events(own_client), timeout=15,
+                   what="the job to start")
+        assert jobkit.cancel(job.job_id, hard=True).outcome == "running"
+        wait_until(lambda: job.job_id in dead(own_client), timeout=15,
+                   what="the job recorded as cancelled")
+    finally:
+        worker.stop()
+    assert any(e.startswith("threads: saw the cancel") for e in events(own_client))
+    assert "cannot stop it: it runs until it checks job.cancelled" in worker.output()
+    assert dead(own_client)[job.job_id]["reason"] == "cancelled"
+    assert api.RetrySet().size() == 0
+
+
 def test_a_long_queue_is_scanned_in_chunks(own_client: redis.Redis) -> None:
     target = UniqueJob.perform_later("oldest")  # at the far end of the list
     others = 2 * cancellation.QUEUE_CHUNK + 100
