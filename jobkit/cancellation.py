@@ -8,7 +8,10 @@ taken out of its set or list, kept in the dead set with the reason "cancelled" (
 then its unique lock goes (`controls.release.let_go`). A job a worker holds keeps its mark:
 it sees `Job.cancelled`, a copy fetched before the cancel is refused as it starts, a failure
 is recorded as cancelled instead of retried, and a hard mark stops its pool process
-(worker/hard_cancel.py).
+(worker/hard_cancel.py). A worker records the job with `_RECORD`, which turns the mark into
+`done:<task id>` (the copy it kept in the dead set) rather than deleting it, since the
+message is acknowledged only after: a copy delivered again after a crash in between is
+refused again, while the kept copy runs if someone retries it.
 
 Writing the mark first closes every race with the poller, a fetch or a failure during the
 search: whichever copy is not removed here meets the mark.
@@ -57,7 +60,7 @@ __all__ = [
     "cancelled_jobs",
     "check_job_id",
     "hard_marked",
-    "is_marked",
+    "is_cancelled",
     "mark",
     "record",
     "refused",
@@ -82,10 +85,25 @@ _REBUILT_FROM = frozenset({"job_id", "job_class", "queue_name", "priority", "exe
 
 Outcome = Literal["queued", "scheduled", "retry", "running", "not_found"]
 
-# KEYS: dead set, mark. ARGV: now, member, dead max jobs, dead timeout.
+# KEYS: mark. ARGV: soft or hard, seconds. A hard mark is never softened; a `done:` one is
+# replaced (the job is cancelled again).
+_MARK = """
+local now = redis.call('GET', KEYS[1])
+if ARGV[1] == 'hard' or not now or string.sub(now, 1, 5) == 'done:' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""
+
+# By a worker, before it acknowledges the run: the mark becomes `done:<task id of the copy
+# kept in the dead set>` (its TTL kept), so that copy runs if retried from there, while a copy
+# delivered again after a crash before the acknowledgement is refused again.
+# KEYS: dead set, mark. ARGV: now, member, dead max jobs, dead timeout, the kept copy's id.
 _RECORD = BURY_LUA + """
 bury(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
-redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[2], 'done:' .. ARGV[5], 'KEEPTTL')
+end
 return 1
 """
 
@@ -186,15 +204,18 @@ def check_job_id(job_id: object) -> None:
 
 def mark(job_id: str, hard: bool = False, client: redis.Redis | None = None) -> None:
     """Mark a job cancelled for `MARK_SECONDS` (a hard mark is never softened)."""
-    client = client or get_redis()
-    if hard:
-        client.set(keys.cancel_mark(job_id), "hard", ex=MARK_SECONDS)
-    else:
-        client.set(keys.cancel_mark(job_id), "soft", ex=MARK_SECONDS, nx=True)
+    script(_MARK)(keys=[keys.cancel_mark(job_id)],
+                  args=["hard" if hard else "soft", MARK_SECONDS], client=client or get_redis())
 
 
-def is_marked(job_id: str, client: redis.Redis | None = None) -> bool:
-    return bool((client or get_redis()).exists(keys.cancel_mark(job_id)))
+def is_cancelled(job_id: str, task_id: str | None, client: redis.Redis | None = None) -> bool:
+    """Whether the run of message `task_id` (its Celery task id) of this job is cancelled:
+    the job is marked, and this is not the copy a worker kept in the dead set when it
+    recorded the cancel (retried from there, it runs)."""
+    value = (client or get_redis()).get(keys.cancel_mark(job_id))
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value is not None and value != f"done:{task_id}"
 
 
 def hard_marked(job_ids: list[str], client: redis.Redis | None = None) -> list[str]:
@@ -205,13 +226,14 @@ def hard_marked(job_ids: list[str], client: redis.Redis | None = None) -> list[s
     return [i for i, value in zip(job_ids, values, strict=True) if value in (b"hard", "hard")]
 
 
-def refused(payload: Any, job_class: str, client: redis.Redis | None = None) -> bool:
+def refused(payload: Any, job_class: str, task_id: str | None,
+            client: redis.Redis | None = None) -> bool:
     """At a job's start: True when it is marked, after recording it as cancelled (it must not
     run). A payload without a job id is never marked."""
     if not isinstance(payload, dict) or not payload.keys() >= _REBUILT_FROM:
         return False  # not a job payload: it goes the way of unreadable ones (the dead set)
     job_id = payload["job_id"]
-    if not isinstance(job_id, str) or not is_marked(job_id, client):
+    if not isinstance(job_id, str) or not is_cancelled(job_id, task_id, client):
         return False
     record(payload, job_class, "cancelled before it started", client=client)
     return True
@@ -221,8 +243,9 @@ def record(payload: dict[str, Any], job_class: str, what: str,
            error: BaseException | None = None, backtrace: int = 0,
            client: redis.Redis | None = None) -> None:
     """Keep a cancelled job (its `payload`, as it would run next) in the dead set with the
-    reason "cancelled", and delete its mark, in one step: the Retry of the dead set runs it."""
-    key, message = build_message(payload, str(uuid.uuid4()))
+    reason "cancelled", in one step with its mark's `done:` (the dead set's Retry runs it)."""
+    kept_id = str(uuid.uuid4())
+    key, message = build_message(payload, kept_id)
     now = time.time()
     if error is not None:
         what += f"; it raised {describe_error(error, 0)['error_class']}: {error}"
@@ -233,7 +256,7 @@ def record(payload: dict[str, Any], job_class: str, what: str,
                           if error is not None else [])
     client = client or get_redis()
     script(_RECORD)(keys=[keys.DEAD, keys.cancel_mark(payload["job_id"])],
-                    args=[now, member, *dead_limits()], client=client)
+                    args=[now, member, *dead_limits(), kept_id], client=client)
 
 
 def cancelled_jobs(limit: int = 100, client: redis.Redis | None = None) -> list[JobEntry]:
@@ -246,8 +269,9 @@ class Probe:
     """`Job.cancelled` on a worker: the job's mark, read at most once per `CHECK_SECONDS`
     (a job may ask in a tight loop); once seen, it stays true without reading again."""
 
-    def __init__(self, job_id: str, client: redis.Redis | None = None) -> None:
-        self.job_id = job_id
+    def __init__(self, job_id: str, task_id: str | None, client: redis.Redis | None = None
+                 ) -> None:
+        self.job_id, self.task_id = job_id, task_id
         self.client = client
         self._seen = False
         self._read_at = time.monotonic()  # `refused` has just read it, at the job's start
@@ -258,7 +282,7 @@ class Probe:
             return self._seen
         self._read_at = now
         try:
-            self._seen = is_marked(self.job_id, self.client)
+            self._seen = is_cancelled(self.job_id, self.task_id, self.client)
         except redis.RedisError as exc:  # the job goes on; it asks again in CHECK_SECONDS
             logger.warning("job %s: cannot read its cancel mark: %s", self.job_id, exc)
         return self._seen

@@ -63,7 +63,7 @@ class JobTask(Task):
             _release_slot(payload)
 
     def _run(self, payload: Any) -> Any:
-        if self._guarded_redis(cancellation.refused, payload, self.name):
+        if self._guarded_redis(cancellation.refused, payload, self.name, self.request.id):
             self._cancelled(payload)  # cancelled before it started: recorded, it never runs
             return None
         try:
@@ -78,9 +78,9 @@ class JobTask(Task):
             raise
         except Exception as exc:  # e.g. the database is down while locating a record
             stats.count("failed")
-            job = self._stand_in(payload)
+            job = self._stand_in(payload, self.request.id)
             return self._guarded(exc, payload, self._after_failure, job, payload, exc)
-        job._cancel_probe = cancellation.Probe(job.job_id)  # job.cancelled
+        job._cancel_probe = cancellation.Probe(job.job_id, job.provider_job_id)  # job.cancelled
         unique = _control(payload, "unique")
         try:
             with contextlib.ExitStack() as limits:
@@ -126,7 +126,7 @@ class JobTask(Task):
         logger.info("job %s %s over rate limit %r (%d time(s)); runs again in %.0f s",
                     self.name, job.job_id, error.limiter, times, delay)
 
-    def record_kill(self, payload: Any, error: JobKilled) -> None:
+    def record_kill(self, payload: Any, error: JobKilled, task_id: str | None = None) -> None:
         """A run that ended with its process killed (request.py): in the worker's main
         process, record it as a failure, per the retry policy, without performing."""
         stats.count("failed")
@@ -136,10 +136,10 @@ class JobTask(Task):
             self._bury_as_received(payload, error)
             return
         with contextlib.suppress(Retry, JobKilled):  # recorded in the retry or dead set
-            self._after_failure(self._stand_in(payload), payload, error)
+            self._after_failure(self._stand_in(payload, task_id), payload, error)
 
     def _after_failure(self, job: Job, payload: dict, error: Exception) -> None:
-        if cancellation.is_marked(job.job_id):  # cancelled while running: never retried
+        if cancellation.is_cancelled(job.job_id, job.provider_job_id):  # never retried
             cancellation.record({**payload, "executions": job.executions}, self.name,
                                 "cancelled while running", error, type(job).backtrace)
             self._cancelled(payload)
@@ -206,12 +206,13 @@ class JobTask(Task):
                       queue=queue, payload=payload, failed_at=time.time(),
                       **describe_error(error, self.job_class.backtrace))
 
-    def _stand_in(self, payload: dict) -> Job:
-        """A job with the payload's identity but no arguments, for the retry policy when the
-        arguments themselves could not be loaded."""
+    def _stand_in(self, payload: dict, task_id: str | None) -> Job:
+        """A job with the payload's identity (and its message's task id) but no arguments, for
+        the retry policy when the arguments themselves could not be loaded."""
         job = self.job_class.__new__(self.job_class)
         Job.__init__(job)
         job.job_id, job.queue_name = payload["job_id"], payload["queue_name"]
+        job.provider_job_id = task_id
         job.executions = payload["executions"] + 1
         return job
 

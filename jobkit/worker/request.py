@@ -57,7 +57,8 @@ class JobRequest(Request):
             return
         self._jobkit_recorded = True
         try:
-            self.task.record_kill(self.args[0] if self.args else None, JobKilled(reason))
+            self.task.record_kill(self.args[0] if self.args else None, JobKilled(reason),
+                                  self.id)
         except redis.RedisError:
             logger.exception("cannot record killed job %s; handing it back to its queue",
                              self.id)
