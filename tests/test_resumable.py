@@ -1,6 +1,7 @@
 """Resumable jobs (jobkit.IterableJob) on real workers: a job over 10,000 items survives three
-TERMs and a kill -9, every item done once but for the documented window; max_iteration_runtime
-puts the job back in its queue; a failure is retried from the cursor; class checks."""
+TERMs and a kill -9 on prefork, every item done once but for the documented window; on threads,
+max_iteration_runtime puts the job back in its queue, a failure is retried from the cursor, a
+cancel stops it between items and TERM too; class checks and the docs' examples."""
 
 from __future__ import annotations
 
@@ -53,6 +54,25 @@ def worker(own_redis: RedisServer, log: Path, pool: str = "prefork", concurrency
                         env=FAST)
 
 
+def term_stops_between_items(own_client: redis.Redis, proc: WorkerProcess, job_id: str,
+                             name: str) -> None:
+    """TERM to the worker's main process (as systemd and Heroku send it): the job stops after
+    its current item, its exact cursor saved, and its message is back in the queue as it was."""
+    sent = time.monotonic()
+    os.kill(proc.proc.pid, signal.SIGTERM)
+    proc.proc.wait(timeout=20)
+    assert time.monotonic() - sent < 5, proc.output()[-3000:]  # stopped, not timed out
+    assert "timeout reached" not in proc.output()
+    items = done(own_client, name)
+    assert saved(own_client, job_id) == {"cursor": max(items)}
+    assert sorted(items) == list(range(max(items) + 1))
+    assert not any(own_client.hlen(k) for k in own_client.keys(keys.unacked("*")))
+    (message,) = own_client.lrange(QUEUE, 0, -1)
+    (payload,) = read_task_args(message)
+    assert (payload["job_id"], payload["executions"]) == (job_id, 0)
+    assert runs(own_client, name)[-1] == f"stop after {max(items)}"
+
+
 def test_ten_thousand_items_through_three_terms_and_a_kill(
         own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
     job = CountItems.perform_later("big", TOTAL, 0.0002)
@@ -60,19 +80,7 @@ def test_ten_thousand_items_through_three_terms_and_a_kill(
         proc = worker(own_redis, tmp_path / f"term{n}.log")
         wait_until(lambda at=at: len(done(own_client, "big")) >= at, timeout=20,
                    what=f"{at} items done")
-        sent = time.monotonic()
-        os.kill(proc.proc.pid, signal.SIGTERM)
-        proc.proc.wait(timeout=20)
-        assert time.monotonic() - sent < 5, proc.output()[-3000:]  # stopped, not timed out
-        assert "timeout reached" not in proc.output()
-        # Stopped between items: the exact cursor saved, the message back as it was.
-        items = done(own_client, "big")
-        assert saved(own_client, job.job_id) == {"cursor": max(items)}
-        assert sorted(items) == list(range(max(items) + 1))
-        assert not any(own_client.hlen(k) for k in own_client.keys(keys.unacked("*")))
-        (message,) = own_client.lrange(QUEUE, 0, -1)
-        (payload,) = read_task_args(message)
-        assert (payload["job_id"], payload["executions"]) == (job.job_id, 0)
+        term_stops_between_items(own_client, proc, job.job_id, "big")
 
     proc = worker(own_redis, tmp_path / "kill.log")
     wait_until(lambda: len(done(own_client, "big")) >= 7_500, timeout=20, what="7,500 items")
@@ -106,7 +114,7 @@ def test_ten_thousand_items_through_three_terms_and_a_kill(
     assert 0 < own_client.ttl(keys.iteration(job.job_id)) <= saved_cursor.FINISHED_SECONDS
 
 
-def test_runtime_limit_retry_and_cancel_from_the_cursor_on_threads(
+def test_runtime_limit_retry_cancel_and_term_on_threads(
         own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
     short = ShortRuns.perform_later("short", 40, 0.025)
     failing = FailsOnce.perform_later("failing", 20, 0.0)
@@ -126,6 +134,9 @@ def test_runtime_limit_retry_and_cancel_from_the_cursor_on_threads(
         wait_until(lambda: all("complete" in runs(own_client, name)
                                for name in ("short", "failing", "cancelled")), timeout=20,
                    what="the three jobs to complete")
+        term = CountItems.perform_later("term", 1000, 0.005)
+        wait_until(lambda: len(done(own_client, "term")) >= 20, what="20 items done")
+        term_stops_between_items(own_client, proc, term.job_id, "term")
     finally:
         proc.stop()
     assert done(own_client, "cancelled") == dict.fromkeys(range(400), 1)
