@@ -61,7 +61,7 @@ def term_stops_between_items(own_client: redis.Redis, proc: WorkerProcess, job_i
     sent = time.monotonic()
     os.kill(proc.proc.pid, signal.SIGTERM)
     proc.proc.wait(timeout=20)
-    assert time.monotonic() - sent < 5, proc.output()[-3000:]  # stopped, not timed out
+    assert time.monotonic() - sent < 10, proc.output()[-3000:]  # stopped, not timed out (25 s)
     assert "timeout reached" not in proc.output()
     items = done(own_client, name)
     assert saved(own_client, job_id) == {"cursor": max(items)}
@@ -100,8 +100,10 @@ def test_ten_thousand_items_through_three_terms_and_a_kill(
     twice = sorted(item for item, times in counts.items() if times == 2)
     assert set(counts.values()) <= {1, 2}
     # The window: the items after the last saved cursor, up to the one running at the kill;
-    # fewer than cursor_save_items = 50 done since that save, plus the one running.
-    assert twice == list(range(at_kill + 1, last_done + 1))
+    # fewer than cursor_save_items = 50 done since that save, plus the one running (whose
+    # write may reach Redis just after `last_done` was read).
+    assert twice == list(range(at_kill + 1, at_kill + 1 + len(twice)))
+    assert last_done <= at_kill + len(twice) <= last_done + 1
     assert len(twice) <= 50
     stops = [r for r in runs(own_client, "big") if r.startswith("stop")]
     resumes = [r for r in runs(own_client, "big") if r.startswith("resume")]
