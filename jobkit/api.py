@@ -1,5 +1,5 @@
-"""Sidekiq's API in Python: queues, the job sets, worker processes, stats and the controls
-(unique locks, concurrency limits and held jobs, debounced jobs, rate limiters).
+"""Sidekiq's API in Python: queues, the job sets, worker processes, stats, batches and the
+controls (unique locks, concurrency limits and held jobs, debounced jobs, rate limiters).
 
 Everything reads Redis in pages; nothing loads a whole queue or set.
 
@@ -8,6 +8,7 @@ Everything reads Redis in pages; nothing loads a whole queue or set.
     api.DeadSet().find(job_id)          # -> JobEntry; .retry(entry), .delete(entry)
     api.Stats().history(7)              # processed/failed for the last 7 days
     api.cancelled_jobs()                # jobs jobkit.cancel kept in the dead set
+    api.batch(batch_id).pending         # a batch's progress, one HGETALL
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import redis
 
 from jobkit import display, keys, limiter
+from jobkit.batch.state import BatchStatus, RedisBatches
 from jobkit.cancellation import cancelled_jobs
 from jobkit.celery_message import read_task_args
 from jobkit.config import current_settings
@@ -42,6 +44,7 @@ from jobkit.limiter import LimiterState
 from jobkit.redis_client import get_redis
 
 __all__ = [
+    "BatchStatus",
     "ConcurrencyState",
     "DeadSet",
     "DebouncedJob",
@@ -56,6 +59,8 @@ __all__ = [
     "Stats",
     "UniqueLock",
     "cancelled_jobs",
+    "batch",
+    "batches",
     "concurrency_limits",
     "debounced",
     "held_count",
@@ -351,6 +356,18 @@ class Stats:
 
 
 # -- controls (readers in jobkit.controls.read), and rate limiters -------------------------
+
+def batch(batch_id: str, client: redis.Redis | None = None) -> BatchStatus | None:
+    """A batch's progress (total, pending, failed, ...) in one read, or None once it expired
+    (docs/batches.md)."""
+    return RedisBatches(client).status(batch_id)
+
+
+def batches(start: int = 0, count: int = 25, client: redis.Redis | None = None
+            ) -> list[BatchStatus]:
+    """Batches, newest first, paged (one read per batch, in one round trip)."""
+    return RedisBatches(client).recent(max(0, start), count)
+
 
 def limiters() -> list[LimiterState]:
     """Every rate limiter with a key in Redis, by kind and name (`jobkit.limiter.states`:

@@ -26,6 +26,7 @@ from typing import (
 
 from jobkit import arguments, callbacks
 from jobkit.adapters import current_adapter
+from jobkit.batch import scope as batch_scope
 from jobkit.controls.options import (
     Concurrency,
     Debounce,
@@ -213,6 +214,8 @@ class Job:
         self.successfully_enqueued: bool = False
         #: Set when a unique job was not enqueued: the id of the job that holds its lock.
         self.duplicate_of: str | None = None
+        #: The batch this job belongs to (jobkit.Batch), or None.
+        self.batch_id: str | None = None
         # This job's limits in seconds (the class's, or set(...)'s), or None.
         cls = type(self)
         self.time_limit, self.hard_time_limit = time_limits(cls.time_limit, cls.hard_time_limit,
@@ -264,6 +267,12 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<{class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"
+
+    @property
+    def batch(self) -> batch_scope.OpenBatch | None:
+        """This job's batch, to add jobs to it while it runs (``with self.batch: ...``: they
+        are counted before this job finishes), or None."""
+        return None if self.batch_id is None else batch_scope.OpenBatch(self.batch_id)
 
     # -- enqueueing ---------------------------------------------------------------------------
 
@@ -320,6 +329,8 @@ class Job:
 
     def _enqueue_now(self) -> None:
         self.duplicate_of = None
+        if batch_scope.join((self,)):  # inside `with jobkit.Batch(...)`: sent with its chunk
+            return
         current_adapter().enqueue(self)
         self.successfully_enqueued = self.duplicate_of is None
         _raise_for_duplicates([self])
@@ -390,6 +401,7 @@ class Job:
             controls=controls_of(self, args, kwargs) if controlled else None,
             time_limits=[*self._limits()] if any(self._limits()) else None,
             awaits=_is_async(cls),
+            batch=self.batch_id,
         ).to_dict()
 
     @staticmethod
@@ -411,13 +423,15 @@ class Job:
         job.scheduled_at = from_timestamp(payload.scheduled_at)
         if payload.time_limits is not None:
             job.time_limit, job.hard_time_limit = payload.time_limits
+        job.batch_id = payload.batch
         return job
 
     # -- performing ---------------------------------------------------------------------------
 
     def _perform_this(self) -> Any:
         self.executions += 1
-        _, result = callbacks.run_callbacks(self, "perform", self._call_perform)
+        with batch_scope.running(self.batch_id):  # a Batch made in perform is a child of it
+            _, result = callbacks.run_callbacks(self, "perform", self._call_perform)
         return result
 
     def _call_perform(self) -> Any:
@@ -493,6 +507,8 @@ def perform_all_later(jobs: Iterable[J]) -> list[J]:
             raise TypeError(f"perform_all_later takes Job instances, got {job!r}")
         job._prepare()
         job.duplicate_of = None
+    if batch_scope.join(jobs):  # inside `with jobkit.Batch(...)`: sent in its chunks
+        return jobs
     current_adapter().enqueue_all(jobs)
     for job in jobs:
         job.successfully_enqueued = job.duplicate_of is None

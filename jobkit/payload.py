@@ -6,7 +6,7 @@
 
 plus, only when set, "controls" (unique / concurrency / debounce keys, jobkit.controls),
 "over_limit" (times a rate limiter sent the job back to wait), "time_limits" ([soft, hard]
-seconds) and "awaits" (`perform` is `async def`).
+seconds), "awaits" (`perform` is `async def`) and "batch" (the id of its jobkit.Batch).
 
 Arguments are stored serialized (see arguments.py); times are Unix seconds.
 """
@@ -44,6 +44,8 @@ class Payload:
     time_limits: list[float | None] | None = None
     #: `perform` is `async def`: jobkit, not Celery's pool, enforces its soft time limit.
     awaits: bool = False
+    #: The id of the batch the job belongs to (jobkit.batch), when it is in one.
+    batch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Payload:
             **({"over_limit": self.over_limit} if self.over_limit else {}),
             **({"time_limits": self.time_limits} if self.time_limits else {}),
             **({"awaits": True} if self.awaits else {}),
+            **({"batch": self.batch} if self.batch else {}),
         }
 
     @classmethod
@@ -105,6 +108,7 @@ _OPTIONAL: dict[str, tuple[tuple[type, ...], Any]] = {
     "controls": ((dict, type(None)), None),
     "over_limit": ((int,), 0),
     "awaits": ((bool,), False),
+    "batch": ((str, type(None)), None),
 }
 
 

@@ -11,6 +11,7 @@ from jobkit.errors import NotRecordingError
 
 if TYPE_CHECKING:
     from jobkit.adapters.test import TestAdapter
+    from jobkit.batch.state import BatchStore
     from jobkit.job import Job
 
 
@@ -27,6 +28,12 @@ class Adapter:
         """Send many jobs; adapters with a cheaper bulk path override this."""
         for job in jobs:
             self.enqueue(job)
+
+    def batches(self) -> BatchStore:
+        """Where this adapter keeps batches (jobkit.Batch): Redis, or the test modes' memory."""
+        raise NotImplementedError(
+            f"batches need the celery adapter or a test mode (jobkit.testing.fake / inline), "
+            f"not the {self.name!r} adapter")
 
     def cancel(self, job_id: str, hard: bool = False) -> Cancellation:
         """`jobkit.cancel`: in Redis, where the celery adapter's jobs wait and run (the inline

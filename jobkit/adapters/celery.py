@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from redis.exceptions import NoScriptError
 
 from jobkit.adapters.base import Adapter
+from jobkit.batch.state import RedisBatches, count_members
 from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.controls.enqueue import ControlledPush, ScriptCall
@@ -44,11 +46,15 @@ class CeleryAdapter(Adapter):
     def enqueue(self, job: Job) -> None:
         self.enqueue_all((job,))
 
+    def batches(self) -> CeleryBatches:
+        return CeleryBatches()
+
     def enqueue_all(self, jobs: Sequence[Job]) -> None:
         """Every job in one pipelined round trip (not a transaction: each push stands alone),
         then wake tokens for the queues that got jobs now. A unique or debounced job is one
         script in the same pipeline (jobkit.controls.enqueue); a duplicate gets its
-        `duplicate_of` set."""
+        `duplicate_of` set. Jobs of a batch (never unique or debounced: jobkit.batch.scope)
+        are counted in it first, in one transaction with their pushes."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
         queues: set[str] = set()  # every queue a job went to (a script adds its own to QUEUES)
@@ -56,7 +62,10 @@ class CeleryAdapter(Adapter):
         scheduled = ScheduledSet()
         scripts: dict[int, tuple[Job, ScriptCall]] = {}  # place in the pipeline -> its call
         client = get_redis()
-        with client.pipeline(transaction=False) as pipe:
+        batched = Counter(job.batch_id for job in jobs if job.batch_id is not None)
+        with client.pipeline(transaction=bool(batched)) as pipe:
+            for batch_id, count in batched.items():
+                count_members(pipe, batch_id, count)
             for job in jobs:
                 queue, key, message, controls = job_message(job)
                 _warn_if_unconsumed(queue)
@@ -110,6 +119,15 @@ class CeleryAdapter(Adapter):
                           job_class=class_path(type(job)), queue=queue)
             return None
         return key, message
+
+
+class CeleryBatches(RedisBatches):
+    """Batches in Redis, their callbacks stored as the message a worker will receive."""
+
+    def callback_entry(self, job: Job) -> str:
+        queue, key, message, _ = job_message(job)
+        return json.dumps({"list_key": key, "message": message, "queue": queue,
+                           "job_class": class_path(type(job)), "job_id": job.job_id})
 
 
 def _push_ready(pipe: Pipeline, ready: dict[str, list[str]]) -> None:

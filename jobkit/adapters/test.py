@@ -7,6 +7,10 @@ The controls (docs/controls.md) act here as on Redis, in memory: a unique job wh
 held is not recorded, a debounced job replaces the one pending in its window; both are kept
 in `skipped` for tests to assert on. Nothing runs concurrently here, so `held` lists what a
 concurrency limit would hold: the recorded jobs beyond the first `to` of each key.
+
+Batches (jobkit.Batch) live in memory here (`batch_store`): each record's payload names its
+batch, a performed job counts as succeeded, or as dead if it raised (there is no retry set
+here), and a callback due is recorded (fake) or performed (inline) like any job.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from jobkit.adapters.base import Adapter
 from jobkit.adapters.inline import perform_payload, wire_copy
 from jobkit.arguments import deserialize
+from jobkit.batch.memory import MemoryBatches
 from jobkit.cancellation import Cancellation
 from jobkit.imports import class_path
 
 if TYPE_CHECKING:
+    from jobkit.batch.state import Outcome
     from jobkit.job import Job
 
 __all__ = ["EnqueuedJob", "SkippedJob", "TestAdapter"]
@@ -77,6 +83,11 @@ class EnqueuedJob:
         """The payload's control `name` ("unique", "concurrency", "debounce"), or None."""
         controls = self.payload.get("controls") or {}
         return controls.get(name)
+
+    @property
+    def batch_id(self) -> str | None:
+        """The batch the job belongs to (jobkit.Batch), or None."""
+        return self.payload.get("batch")
 
     @property
     def unique_key(self) -> str | None:
@@ -138,11 +149,26 @@ class TestAdapter(Adapter):
     cancelled: list[EnqueuedJob] = field(default_factory=list)
     #: Ids `jobkit.cancel` was called with: `job.cancelled` is true for a job with one.
     cancelled_ids: set[str] = field(default_factory=set)
+    batch_store: MemoryBatches = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batch_store = MemoryBatches(self._push_callback, wire_copy)
+
+    def batches(self) -> MemoryBatches:
+        return self.batch_store
 
     def enqueue(self, job: Job) -> None:
         record = EnqueuedJob(wire_copy(job), clock_offset=self.clock_offset)
         if not self._admit(job, record):
             return
+        if record.batch_id is not None:
+            self.batch_store.count(record.batch_id, 1)
+        self._keep(record)
+
+    def _push_callback(self, payload: dict[str, Any]) -> None:
+        self._keep(EnqueuedJob(payload, clock_offset=self.clock_offset))
+
+    def _keep(self, record: EnqueuedJob) -> None:
         if self.perform_at_enqueue:
             self.perform(record)
         else:
@@ -200,10 +226,19 @@ class TestAdapter(Adapter):
         unique = record.control("unique")
         if unique is not None and unique["until"] == "start":
             self._unlock(record)
-        result = perform_payload(record.payload)
+        try:
+            result = perform_payload(record.payload)
+        except BaseException:
+            self._record_in_batch(record, "dead")
+            raise
+        self._record_in_batch(record, "succeeded")
         if unique is not None and unique["until"] == "success":
             self._unlock(record)
         return result
+
+    def _record_in_batch(self, record: EnqueuedJob, outcome: Outcome) -> None:
+        if record.batch_id is not None:
+            self.batch_store.record(record.batch_id, record.job_id, outcome)
 
     def _unlock(self, record: EnqueuedJob) -> None:
         key = record.unique_key

@@ -1,6 +1,6 @@
 """jobkit's web app (WSGI): dashboard, queues, busy workers, the scheduled / retry / dead sets,
-periodic jobs, controls (unique locks, concurrency limits and held jobs, debounced jobs, rate
-limiters), `/status.json`, mail previews and the development mail catcher's inbox.
+batches, periodic jobs, controls (unique locks, concurrency limits and held jobs, debounced
+jobs, rate limiters), `/status.json`, mail previews and the development mail catcher's inbox.
 
 Mount it in any WSGI host (Flask, Django) or serve it with `jobkit web`:
 
@@ -25,6 +25,7 @@ from jobkit.config import current_settings
 from jobkit.errors import ConfigError
 from jobkit.masking import mask_secrets
 from jobkit.web import (  # noqa: F401 - routes
+    batch_pages,
     controls_pages,
     dashboard,
     mail_pages,

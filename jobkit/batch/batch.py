@@ -1,0 +1,122 @@
+"""`jobkit.Batch`: a group of jobs with callback jobs (docs/batches.md).
+
+    with jobkit.Batch(on_success=Report, on_death=Alert.set(queue="ops"),
+                      description="import 2024-05") as batch:
+        for row in rows:
+            ImportRow.perform_later(row)
+
+A callback is a Job class, `Job.set(...)` (a class with options), or a job (`Alert("ops")`,
+its arguments kept); its job gets the batch id as its first argument, before its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from types import TracebackType
+from typing import Any
+
+from jobkit.adapters import current_adapter
+from jobkit.batch.scope import OpenBatch, parent_id
+from jobkit.batch.state import EVENTS
+from jobkit.job import ConfiguredJob, Job
+
+__all__ = ["Batch", "Callback"]
+
+#: A callback: a Job class, a class with options (`Job.set(...)`), or a job instance.
+Callback = type[Job] | ConfiguredJob[Any, Any, Any] | Job
+
+
+class Batch(OpenBatch):
+    """Create a batch: ``with Batch(...) as batch:`` enqueues its jobs (and child batches).
+
+    Its callbacks fire at most once each, when its condition is met: `on_success` when every
+    member succeeded (a discarded job counts as succeeded, as in Sidekiq), `on_complete` when
+    every member finished (succeeded, discarded or dead), `on_death` when the first member
+    died. Nothing counts as finished before the block ends. If the block raises, the jobs
+    already sent still run, and no callback fires.
+    """
+
+    def __init__(self, *, on_success: Callback | None = None,
+                 on_complete: Callback | None = None, on_death: Callback | None = None,
+                 description: str = "") -> None:
+        if not isinstance(description, str):
+            raise TypeError(f"Batch description must be a string, got {description!r}")
+        super().__init__(str(uuid.uuid4()))
+        self.description = description
+        given = {"success": on_success, "complete": on_complete, "death": on_death}
+        self.callbacks: dict[str, Job] = {
+            event: _callback_job(f"on_{event}", callback, self.batch_id)
+            for event, callback in given.items() if callback is not None}
+        self.parent_id: str | None = None
+        self._created = False
+
+    def __enter__(self) -> Batch:
+        if self._created:
+            raise RuntimeError(f"batch {self.batch_id} was already created; to add jobs to "
+                               "it, use `with jobkit.Batch.open(batch_id):`")
+        store = current_adapter().batches()
+        self.parent_id = parent_id()
+        store.create(self.batch_id, self.parent_id, self.description,
+                     {event: store.callback_entry(self.callbacks[event])
+                      for event in EVENTS if event in self.callbacks})
+        self._created = True
+        super().__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        aborted = exc_type is not None
+        try:
+            super().__exit__(exc_type, exc, tb)
+        except BaseException:
+            aborted = True
+            raise
+        finally:
+            self.store.seal(self.batch_id, aborted)
+
+    @staticmethod
+    def open(batch_id: str) -> OpenBatch:
+        """An existing batch, to add jobs to (from one of its jobs: `job.batch` is the same).
+        LookupError when it is unknown (expired) or already complete."""
+        status = current_adapter().batches().status(batch_id)
+        if status is None:
+            raise LookupError(f"batch {batch_id} not found (expired, or never created)")
+        if status.complete:
+            raise LookupError(f"batch {batch_id} is complete: no job can be added to it")
+        return OpenBatch(batch_id)
+
+
+def _callback_job(name: str, callback: Any, batch_id: str) -> Job:
+    """The callback's job, prepared, with the batch id first; refused when it could not run
+    as a callback."""
+    options: dict[str, Any] = {}
+    if isinstance(callback, type) and issubclass(callback, Job):
+        job: Job = callback.__new__(callback)
+        job._setup([batch_id], {})
+    elif isinstance(callback, ConfiguredJob):
+        job_class: type[Job] = callback.job_class
+        job = job_class.__new__(job_class)
+        job._setup([batch_id], {})
+        options = callback.options
+    elif isinstance(callback, Job):
+        job = copy.copy(callback)
+        job.arguments = [batch_id, *callback.arguments]
+        job.job_id = str(uuid.uuid4())
+    else:
+        raise TypeError(f"Batch {name} must be a Job class, Job.set(...) or a job, "
+                        f"got {callback!r}")
+    cls = type(job)
+    if options.get("wait") is not None or options.get("wait_until") is not None \
+            or job.scheduled_at is not None:
+        raise ValueError(f"Batch {name}={cls.__qualname__}: a callback runs when its event "
+                         "happens; it cannot be delayed")
+    if cls.unique_for is not None or cls.debounce is not None:
+        raise ValueError(f"Batch {name}={cls.__qualname__}: a callback cannot be unique or "
+                         "debounced (it is pushed as it is, once)")
+    try:
+        job._prepare(**options)
+    except TypeError as exc:
+        raise TypeError(f"Batch {name}: the callback's perform takes the batch id as its first "
+                        f"argument: {exc}") from None
+    return job

@@ -1,0 +1,256 @@
+"""Batches (docs/batches.md): callbacks exactly once on a real worker (a member retried then
+succeeding, a member dying then retried from the dead set, a member delivered twice, nested
+batches, jobs added from inside a batch job), a 100,000-job batch created in chunks, the
+state rules on real Redis, the test modes, `jobkit.api` and the dashboard pages."""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+import jobkit
+from jobkit import api, keys, testing
+from jobkit.batch import scope, state
+from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.batch_jobs import EVENTS, HEAL, QUEUE, Callback, Doomed, Flaky, Spawner, Work
+from tests.test_web import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def events(client: redis.Redis) -> list[str]:
+    return [e.decode() for e in client.lrange(EVENTS, 0, -1)]
+
+
+def labels(client: redis.Redis) -> Counter[str]:
+    """How many times each callback ran, by its label."""
+    return Counter(e.split(":")[0] for e in events(client) if not e.startswith("ran "))
+
+
+def status_of(batch_id: str) -> state.BatchStatus:
+    status = api.batch(batch_id)
+    assert status is not None, f"batch {batch_id} not found"
+    return status
+
+
+def deliver_twice(client: redis.Redis, queue: str) -> None:
+    """Push a copy of the queue's oldest message, as a redelivery after a lost ack would (its
+    own delivery tag: a worker tells deliveries apart by it)."""
+    message = json.loads(client.lindex(queue, -1))
+    message["properties"]["delivery_tag"] = "again"
+    client.lpush(queue, json.dumps(message))
+
+
+def callbacks(label: str) -> dict[str, jobkit.Job]:
+    return {f"on_{event}": Callback(f"{label} {event}") for event in state.EVENTS}
+
+
+def test_callbacks_run_once_each_on_a_real_worker(own_client: redis.Redis,
+                                                  own_redis: RedisServer) -> None:
+    with jobkit.Batch(**callbacks("A"), description="retried once") as a:
+        Work.perform_later("a1")
+        Flaky.perform_later("a2")  # fails, waits in the retry set, then succeeds
+    deliver_twice(own_client, QUEUE)  # a1, the oldest
+    with jobkit.Batch(**callbacks("B")) as b:
+        Work.perform_later("b1")
+        Doomed.perform_later("b2")
+    with jobkit.Batch(**callbacks("C")) as c:
+        Spawner.perform_later("c1")  # adds two jobs and a child batch as it runs
+        with jobkit.Batch(on_success=Callback("child success")) as child:
+            Work.perform_later("c-child")
+        assert child.parent_id == c.batch_id
+    assert status_of(c.batch_id).total == 2  # Spawner and the child, so far
+
+    done = ["A success", "A complete", "B death", "B complete", "C success", "C complete",
+            "child success", "grandchild success"]
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "4", cwd=ROOT)
+    try:
+        wait_until(lambda: set(done) <= set(labels(own_client)), timeout=20,
+                   what="every callback but B's success")
+        own_client.sadd(HEAL, "b2")
+        entry = api.DeadSet().page(0, 1)[0]
+        assert entry.payload["batch"] == b.batch_id
+        api.DeadSet().retry(entry)
+        wait_until(lambda: "B success" in labels(own_client), timeout=10,
+                   what="B's success after its dead member was retried")
+        wait_until(lambda: own_client.llen(QUEUE) == 0 and not own_client.zcard(keys.RETRY),
+                   timeout=10, what="the queue drained")
+    finally:
+        worker.stop()
+
+    assert labels(own_client) == Counter({label: 1 for label in [*done, "B success"]})
+    ran = Counter(e for e in events(own_client) if e.startswith("ran "))
+    assert ran["ran a1"] == 2  # run twice, counted once:
+    assert (status_of(a.batch_id).succeeded, status_of(a.batch_id).total) == (2, 2)
+    got = {e.split(":")[0]: e.split(": ")[1] for e in events(own_client) if ":" in e}
+    assert got["A success"] == "total=2 succeeded=2 dead=0 pending=0"
+    assert got["B death"] == "total=2 succeeded=1 dead=1 pending=0"
+    assert got["B success"] == "total=2 succeeded=2 dead=0 pending=0"  # dead -> succeeded
+    # C: Spawner, the child batch, the two jobs Spawner added and the batch it created.
+    assert got["C success"] == "total=5 succeeded=5 dead=0 pending=0"
+    order = events(own_client)
+    assert order.index(next(e for e in order if e.startswith("C success"))) > max(
+        order.index(f"ran c1/{name}") for name in ("added-1", "added-2", "grandchild"))
+    final = status_of(b.batch_id)
+    assert final.success and set(final.fired) == {"success", "complete", "death"}
+    assert own_client.ttl(keys.batch(a.batch_id)) <= state.DONE_SECONDS
+
+
+def test_a_100000_job_batch_is_created_in_chunks(own_client: redis.Redis) -> None:
+    started = time.perf_counter()
+    with jobkit.Batch(on_success=Callback("big"), description="big") as batch:
+        assert batch.perform_all_later(Work(f"n{i}") for i in range(100_000)) == 100_000
+        assert batch.status is not None and not batch.status.sealed  # nothing finishes yet
+    elapsed = time.perf_counter() - started
+    status = api.batch(batch.batch_id)
+    assert status is not None and status.sealed
+    assert (status.total, status.pending, status.failed) == (100_000, 100_000, 0)
+    assert own_client.llen(QUEUE) == 100_000
+    print(f"100,000 jobs in a batch: {elapsed:.1f} s")
+    own_client.delete(QUEUE)
+
+    # The memory a batch's creation holds does not grow with its size (one chunk at most).
+    peaks = []
+    for size in (2 * scope.CHUNK, 8 * scope.CHUNK):
+        tracemalloc.start()
+        with jobkit.Batch() as batch:
+            for i in range(size):
+                Work.perform_later(f"n{i}")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        own_client.delete(QUEUE)
+    print(f"peak memory: {peaks[0] / 1e6:.1f} MB for 2,000 jobs, {peaks[1] / 1e6:.1f} MB "
+          "for 8,000")
+    assert peaks[1] < 1.5 * peaks[0]
+
+
+def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
+    """Outcomes as a worker records them (state.record), on real Redis, without a worker."""
+    with jobkit.Batch(**callbacks("S"), description="<b>rules</b>") as batch:
+        one, two = Work.perform_later("1"), Work.perform_later("2")
+    bid = batch.batch_id
+    pushed = lambda: [json.loads(m) for m in own_client.lrange(QUEUE, 0, -1)]  # noqa: E731
+    state.record(own_client, bid, one.job_id, "failing")
+    assert (status_of(bid).failed, status_of(bid).pending) == (1, 2)
+    state.record(own_client, bid, one.job_id, "dead")
+    state.record(own_client, bid, one.job_id, "dead")  # the same again: counted once
+    state.record(own_client, bid, two.job_id, "discarded")  # counts as a success
+    state.record(own_client, bid, two.job_id, "dead")  # after a final outcome: ignored
+    status = status_of(bid)
+    assert (status.dead, status.discarded, status.pending) == (1, 1, 0)
+    assert status.complete and not status.success and set(status.fired) == {"death", "complete"}
+    state.record(own_client, bid, one.job_id, "succeeded")  # a dead-set retry succeeded
+    state.record(own_client, bid, one.job_id, "succeeded")
+    assert status_of(bid).success
+    assert len(pushed()) == 2 + 3  # the two members, each callback once
+
+    with pytest.raises(RuntimeError, match="boom"), jobkit.Batch(**callbacks("X")) as aborted:
+        sent = Work.perform_later("sent")
+        aborted.flush()
+        Work.perform_later("never sent")
+        raise RuntimeError("boom")
+    state.record(own_client, aborted.batch_id, sent.job_id, "succeeded")
+    status = status_of(aborted.batch_id)
+    assert status.aborted and status.complete and status.total == 1 and not status.fired
+    assert len(pushed()) == 6  # "sent" only
+    with pytest.raises(LookupError, match="complete"):
+        jobkit.Batch.open(bid)
+
+
+def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
+    class Unique(jobkit.Job):
+        queue_as = QUEUE
+        unique_for = 60
+
+        def perform(self) -> None: ...
+
+    with pytest.raises(ValueError, match="Unique is unique or debounced: it cannot join"), \
+            jobkit.Batch():
+        Unique.perform_later()
+    class NoArguments(jobkit.Job):
+        def perform(self) -> None: ...
+
+    with pytest.raises(TypeError, match="on_success: the callback's perform takes the batch id"):
+        jobkit.Batch(on_success=NoArguments)
+    with pytest.raises(ValueError, match="on_success=.*Unique: a callback cannot be unique"):
+        jobkit.Batch(on_success=Unique)
+    with pytest.raises(ValueError, match="on_death=Callback: a callback .* cannot be delayed"):
+        jobkit.Batch(on_death=Callback.set(wait=10))
+    with pytest.raises(TypeError, match="on_complete must be a Job class"):
+        jobkit.Batch(on_complete=print)  # type: ignore[arg-type]  # not a job
+    with pytest.raises(LookupError, match="not found"):
+        jobkit.Batch.open("no-such-batch")
+    jobkit.use_adapter("inline")
+    try:
+        with pytest.raises(NotImplementedError, match="not the 'inline' adapter"), \
+                jobkit.Batch():
+            pass
+    finally:
+        jobkit.use_adapter(None)
+
+
+notes: list[str] = []  # what the test-mode jobs did (they run in this process)
+
+
+class Noted(jobkit.Job):
+    def perform(self, name: str) -> None:
+        if name == "fails":
+            raise RuntimeError(f"{name} fails")
+        notes.append(name)
+
+
+class Notice(jobkit.Job):
+    def perform(self, batch_id: str, label: str = "notice") -> None:
+        notes.append(f"{label} {batch_id}")
+
+
+def test_fake_mode_records_membership_and_inline_runs_callbacks() -> None:
+    notes.clear()
+    with testing.fake() as adapter:
+        with jobkit.Batch(on_success=Notice("ok"), on_death=Notice("died")) as batch:
+            Noted.perform_later("1")
+            Noted.perform_later("fails")
+        assert [r.batch_id for r in adapter.jobs()] == [batch.batch_id] * 2
+        assert batch.status is not None and batch.status.pending == 2
+        with pytest.raises(RuntimeError, match="fails"):
+            Noted.drain()  # no retry set in the test modes: counted as dead
+        assert [r.args for r in adapter.jobs(Notice)] == [[batch.batch_id, "died"]]
+        status = adapter.batches().status(batch.batch_id)
+        assert status is not None and (status.dead, status.succeeded) == (1, 1)
+    with testing.inline() as adapter:
+        with jobkit.Batch(on_success=Notice.set(queue="x")) as batch:
+            Noted.perform_later("3")
+            assert not adapter.performed  # sent (and run) with its chunk: at the block's end
+        assert [r.queue for r in adapter.performed] == ["default", "x"]
+        assert batch.status is not None and batch.status.success
+    assert notes == ["1", "3", f"notice {batch.batch_id}"]
+
+
+def test_api_and_dashboard(own_client: redis.Redis) -> None:
+    with jobkit.Batch(on_complete=Callback("report"), description="<b>first</b>") as first:
+        Work.perform_later("1")
+    with jobkit.Batch(description="second") as second:
+        pass  # empty: succeeds as it is sealed
+    assert [b.batch_id for b in api.batches()] == [second.batch_id, first.batch_id]
+    status = status_of(first.batch_id)
+    assert (status.total, status.pending, status.failed) == (1, 1, 0)
+    assert status.callbacks == {"complete": "tests.batch_jobs.Callback"}
+    assert api.batch("nope") is None
+
+    client = Client()
+    code, _, page = client.request("GET", "/batches")
+    assert code == 200 and '<a href="/batches">Batches</a>' in page
+    assert "&lt;b&gt;first&lt;/b&gt;" in page and "<b>first</b>" not in page
+    assert page.index(second.batch_id) < page.index(first.batch_id)
+    code, _, page = client.request("GET", f"/batches/{first.batch_id}")
+    assert code == 200 and "<b>1</b>pending" in page and "tests.batch_jobs.Callback" in page
+    assert f"/dead?q={first.batch_id}" in page
+    code, _, page = client.request("GET", f"/batches/{second.batch_id}")
+    assert "succeeded" in page and page.count("not yet") == 1  # on_death only: empty, so done
+    assert client.request("GET", "/batches/nope")[0] == 404
