@@ -91,12 +91,13 @@ def test_cancel_waiting_and_running_jobs_on_prefork(own_client: redis.Redis,
         # the dead set, runs; another copy (as after a crash before the ack) is refused again.
         kept = api.DeadSet().find(raced.job_id)
         assert kept is not None and api.DeadSet().retry(kept)
+        wait_until(lambda: "raced: ran" in events(own_client), timeout=15,
+                   what="the retried copy to run")
         again = WaitingJob("raced again")
         again.job_id = raced.job_id
         again.enqueue()
-        wait_until(lambda: "raced: ran" in events(own_client)
-                   and api.DeadSet().find(raced.job_id) is not None, timeout=15,
-                   what="the retried copy run, the other refused")
+        wait_until(lambda: api.DeadSet().find(raced.job_id) is not None, timeout=15,
+                   what="the other copy refused")
     finally:
         worker.stop()
     assert "raced again: ran" not in events(own_client)
