@@ -6,8 +6,11 @@ state rules on real Redis, the test modes, `jobkit.api` and the dashboard pages.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 import tracemalloc
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -254,3 +257,21 @@ def test_api_and_dashboard(own_client: redis.Redis) -> None:
     code, _, page = client.request("GET", f"/batches/{second.batch_id}")
     assert "succeeded" in page and page.count("not yet") == 1  # on_death only: empty, so done
     assert client.request("GET", "/batches/nope")[0] == 404
+
+
+def test_the_examples_in_batches_md_run(own_client: redis.Redis) -> None:
+    """Each python block of docs/batches.md, in order, on the celery adapter (no worker: the
+    jobs wait in the private Redis, where the counts are read)."""
+    doc = ROOT / "docs" / "batches.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert len(blocks) == 4
+    module = types.ModuleType("docs_batches_example")
+    sys.modules[module.__name__] = module
+    try:
+        for block in blocks:
+            exec(compile(block, f"{doc}:example", "exec"), module.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[module.__name__]
+    totals = sorted(status.total for status in api.batches())
+    assert totals == [1, 100, 1000]
+    assert own_client.llen("default") == 1101

@@ -11,6 +11,8 @@ from jobkit.references import Locator
 PUBLIC = [
     "Abort",
     "Adapter",
+    "Batch",
+    "BatchStatus",
     "Cancellation",
     "Concurrency",
     "ConfigError",
@@ -28,6 +30,7 @@ PUBLIC = [
     "NotRecordingError",
     "NotReplicatedError",
     "NotUniqueError",
+    "OpenBatch",
     "OverLimit",
     "PayloadError",
     "SQLAlchemyLocator",
