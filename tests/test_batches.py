@@ -165,6 +165,17 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     with pytest.raises(LookupError, match="complete"):
         jobkit.Batch.open(bid)
 
+    # A member that will never run (cancelled while waiting; buried by a worker before its
+    # task) counts as dead; a callback entry that is not jobkit's is skipped, not fatal.
+    with jobkit.Batch(on_success=Callback("never")) as other:
+        waiting = Work.perform_later("waits")
+    own_client.hset(keys.batch(other.batch_id), "on_death", "not json")
+    assert jobkit.cancel(waiting.job_id).outcome == "queued"
+    status = status_of(other.batch_id)
+    assert (status.dead, status.complete, set(status.fired)) == (1, True, {"death",
+                                                                        "complete"})
+    assert len(pushed()) == 6
+
 
 def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
     class Unique(jobkit.Job):

@@ -57,7 +57,11 @@ local function fire(batch, event)
   if redis.call('HSETNX', batch, 'fired_' .. event, now) == 0 then return end
   local entry = redis.call('HGET', batch, 'on_' .. event)
   if not entry then return end
-  local callback = cjson.decode(entry)
+  local ok, callback = pcall(cjson.decode, entry)  -- written by _CREATE; anything else: none
+  if not ok or type(callback) ~= 'table' or type(callback.list_key) ~= 'string'
+      or type(callback.message) ~= 'string' or type(callback.queue) ~= 'string' then
+    return
+  end
   redis.call('LPUSH', callback.list_key, callback.message)
   wake(callback.list_key, ARGV[6], ARGV[7], ARGV[8])
   redis.call('SADD', queues, callback.queue)
@@ -205,11 +209,18 @@ class BatchStatus:
 
     @classmethod
     def from_hash(cls, batch_id: str, data: Mapping[str, str]) -> BatchStatus:
+        """Never fails: a field that is not a number reads as 0."""
         def number(name: str) -> int:
             try:
                 return int(data.get(name) or 0)
             except ValueError:
                 return 0
+
+        def moment(name: str) -> float:
+            try:
+                return float(data.get(name) or 0)
+            except ValueError:
+                return 0.0
 
         callbacks: dict[str, str] = {}
         for event in EVENTS:
@@ -219,11 +230,11 @@ class BatchStatus:
                     callbacks[event] = str(json.loads(entry).get("job_class"))
                 except (ValueError, AttributeError):
                     callbacks[event] = "?"
-        return cls(batch_id, data.get("description", ""), float(data.get("created_at") or 0),
+        return cls(batch_id, data.get("description", ""), moment("created_at"),
                    data.get("parent"), number("total"), number("succeeded"),
                    number("discarded"), number("dead"), number("failing"),
                    data.get("sealed") == "1", data.get("aborted") == "1", callbacks,
-                   {event: float(data[f"fired_{event}"]) for event in EVENTS
+                   {event: moment(f"fired_{event}") for event in EVENTS
                     if f"fired_{event}" in data})
 
 

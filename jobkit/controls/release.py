@@ -4,7 +4,7 @@ A lock or slot left behind does not lose a job, but it refuses duplicates (for u
 `unique_for`) or holds the key's other jobs (for up to `duration`) after the job is gone. So a
 release that meets a Redis restart or failover is tried again until Redis answers (at most
 RETRY_SECONDS), and a job that will never run (buried in the dead set before it reached its
-task) lets both go too.
+task, or cancelled while waiting) lets both go too, and counts as dead in its batch.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any
 import redis
 from redis.exceptions import ReadOnlyError
 
+from jobkit.batch import state as batch_state
 from jobkit.celery_message import read_task_args
 from jobkit.controls.concurrency import header_problem, release
 from jobkit.controls.unique import release_lock
 from jobkit.masking import mask_secrets
+from jobkit.redis_client import get_redis
 
 __all__ = ["RETRY_SECONDS", "let_go", "released"]
 
@@ -55,7 +57,8 @@ def released(release_it: Callable[[], object], what: str) -> None:
 
 def let_go(message: bytes | str) -> None:
     """For a message that will not run (buried before its task ran): free its concurrency slot
-    (its ``jobkit_concurrency`` header) and its unique lock (its payload's control)."""
+    (its ``jobkit_concurrency`` header) and its unique lock (its payload's control), and count
+    it dead in its batch (the payload's ``batch``), as a job buried by its task is."""
     try:
         envelope = json.loads(message)
         headers = envelope.get("headers") or {}
@@ -74,3 +77,7 @@ def let_go(message: bytes | str) -> None:
     unique = controls.get("unique") if isinstance(controls, dict) else None
     if isinstance(unique, dict) and isinstance(unique.get("key"), str):
         released(lambda: release_lock(unique, job_id), f"job {job_id}: unique lock")
+    batch_id, member = payload.get("batch"), payload.get("job_id")
+    if isinstance(batch_id, str) and isinstance(member, str):
+        released(lambda: batch_state.record(get_redis(), batch_id, member, "dead"),
+                 f"job {member}: its count in batch {batch_id}")

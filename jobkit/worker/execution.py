@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject, Retry
+from redis.exceptions import ReadOnlyError
 
 from jobkit import cancellation, references, stats
 from jobkit.batch import state as batch_state
@@ -252,11 +253,19 @@ def _control(payload: Any, name: str) -> dict[str, Any] | None:
 
 def _count_in_batch(payload: Any, outcome: batch_state.Outcome) -> None:
     """Count the run's outcome in the job's batch, if it has one (and a payload readable
-    enough to say so: an undecodable message names no batch)."""
+    enough to say so: an undecodable message names no batch). A Redis that cannot be reached
+    raises: the job goes back to its queue and is counted when it runs again. Any other Redis
+    error (say, a batch key of another type) is logged: it would fail every run the same."""
     batch_id = payload.get("batch") if isinstance(payload, dict) else None
     job_id = payload.get("job_id") if isinstance(payload, dict) else None
-    if isinstance(batch_id, str) and isinstance(job_id, str):
+    if not (isinstance(batch_id, str) and isinstance(job_id, str)):
+        return
+    try:
         batch_state.record(get_redis(), batch_id, job_id, outcome)
+    except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError):
+        raise
+    except redis.RedisError:
+        logger.exception("job %s: cannot count it %s in batch %s", job_id, outcome, batch_id)
 
 
 def _release_unique(unique: dict[str, Any], job_id: str) -> None:
