@@ -214,7 +214,8 @@ class Job:
         self.successfully_enqueued: bool = False
         #: Set when a unique job was not enqueued: the id of the job that holds its lock.
         self.duplicate_of: str | None = None
-        #: The batch this job belongs to (jobkit.Batch), or None.
+        #: The batch this job belongs to (jobkit.Batch; `Batch.open(self.batch_id)` adds jobs
+        #: to it while this job runs), or None.
         self.batch_id: str | None = None
         # This job's limits in seconds (the class's, or set(...)'s), or None.
         cls = type(self)
@@ -267,12 +268,6 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<{class_path(type(self))} {self.job_id} queue={self.queue_name!r}>"
-
-    @property
-    def batch(self) -> batch_scope.OpenBatch | None:
-        """This job's batch, to add jobs to it while it runs (``with self.batch: ...``: they
-        are counted before this job finishes), or None."""
-        return None if self.batch_id is None else batch_scope.OpenBatch(self.batch_id)
 
     # -- enqueueing ---------------------------------------------------------------------------
 

@@ -62,11 +62,11 @@ class Spawner(Job):
     queue_as = QUEUE
 
     def perform(self, name: str) -> None:
-        assert self.batch is not None
-        with self.batch:
+        with jobkit.Batch.open(self.batch_id):
             Work.perform_later(f"{name}/added-1")
             Work.perform_later(f"{name}/added-2")
-        with jobkit.Batch(on_success=Callback("grandchild success"), description="from a job"):
+        child = jobkit.Batch(description="from a job")
+        with child.on("success", Callback(child.batch_id, "grandchild success")):
             Work.perform_later(f"{name}/grandchild")
         record(f"ran {name}")
 

@@ -50,22 +50,28 @@ def deliver_twice(client: redis.Redis, queue: str) -> None:
     client.lpush(queue, json.dumps(message))
 
 
-def callbacks(label: str) -> dict[str, jobkit.Job]:
-    return {f"on_{event}": Callback(f"{label} {event}") for event in state.EVENTS}
+def labeled(label: str, description: str = "",
+            events: tuple[state.Event, ...] = state.EVENTS) -> jobkit.Batch:
+    """A batch whose callbacks record "<label> <event>" (each a job built with the batch's
+    id, through `Batch.on`)."""
+    batch = jobkit.Batch(description=description)
+    for event in events:
+        batch.on(event, Callback(batch.batch_id, f"{label} {event}"))
+    return batch
 
 
 def test_callbacks_run_once_each_on_a_real_worker(own_client: redis.Redis,
                                                   own_redis: RedisServer) -> None:
-    with jobkit.Batch(**callbacks("A"), description="retried once") as a:
+    with labeled("A", "retried once") as a:
         Work.perform_later("a1")
         Flaky.perform_later("a2")  # fails, waits in the retry set, then succeeds
     deliver_twice(own_client, QUEUE)  # a1, the oldest
-    with jobkit.Batch(**callbacks("B")) as b:
+    with labeled("B") as b:
         Work.perform_later("b1")
         Doomed.perform_later("b2")
-    with jobkit.Batch(**callbacks("C")) as c:
+    with labeled("C") as c:
         Spawner.perform_later("c1")  # adds two jobs and a child batch as it runs
-        with jobkit.Batch(on_success=Callback("child success")) as child:
+        with labeled("child", events=("success",)) as child:
             Work.perform_later("c-child")
         assert child.parent_id == c.batch_id
     assert status_of(c.batch_id).total == 2  # Spawner and the child, so far
@@ -107,7 +113,7 @@ def test_callbacks_run_once_each_on_a_real_worker(own_client: redis.Redis,
 
 def test_a_100000_job_batch_is_created_in_chunks(own_client: redis.Redis) -> None:
     started = time.perf_counter()
-    with jobkit.Batch(on_success=Callback("big"), description="big") as batch:
+    with labeled("big", "big", ("success",)) as batch:
         assert batch.perform_all_later(Work(f"n{i}") for i in range(100_000)) == 100_000
         assert batch.status is not None and not batch.status.sealed  # nothing finishes yet
     elapsed = time.perf_counter() - started
@@ -135,7 +141,7 @@ def test_a_100000_job_batch_is_created_in_chunks(own_client: redis.Redis) -> Non
 
 def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     """Outcomes as a worker records them (state.record), on real Redis, without a worker."""
-    with jobkit.Batch(**callbacks("S"), description="<b>rules</b>") as batch:
+    with labeled("S", "<b>rules</b>") as batch:
         one, two = Work.perform_later("1"), Work.perform_later("2")
     bid = batch.batch_id
     pushed = lambda: [json.loads(m) for m in own_client.lrange(QUEUE, 0, -1)]  # noqa: E731
@@ -153,7 +159,7 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     assert status_of(bid).success
     assert len(pushed()) == 2 + 3  # the two members, each callback once
 
-    with pytest.raises(RuntimeError, match="boom"), jobkit.Batch(**callbacks("X")) as aborted:
+    with pytest.raises(RuntimeError, match="boom"), labeled("X") as aborted:
         sent = Work.perform_later("sent")
         aborted.flush()
         Work.perform_later("never sent")
@@ -167,7 +173,7 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
 
     # A member that will never run (cancelled while waiting; buried by a worker before its
     # task) counts as dead; a callback entry that is not jobkit's is skipped, not fatal.
-    with jobkit.Batch(on_success=Callback("never")) as other:
+    with labeled("never", events=("success",)) as other:
         waiting = Work.perform_later("waits")
     own_client.hset(keys.batch(other.batch_id), "on_death", "not json")
     assert jobkit.cancel(waiting.job_id).outcome == "queued"
@@ -190,8 +196,11 @@ def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
     class NoArguments(jobkit.Job):
         def perform(self) -> None: ...
 
-    with pytest.raises(TypeError, match="on_success: the callback's perform takes the batch id"):
+    with pytest.raises(TypeError, match="on_success: a callback class's perform takes the "
+                                        "batch id as its one argument"):
         jobkit.Batch(on_success=NoArguments)
+    with pytest.raises(ValueError, match="the events are success, complete, death, not 'done'"):
+        jobkit.Batch().on("done", Callback)  # type: ignore[arg-type]  # not an event
     with pytest.raises(ValueError, match="on_success=.*Unique: a callback cannot be unique"):
         jobkit.Batch(on_success=Unique)
     with pytest.raises(ValueError, match="on_death=Callback: a callback .* cannot be delayed"):
@@ -200,6 +209,8 @@ def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
         jobkit.Batch(on_complete=print)  # type: ignore[arg-type]  # not a job
     with pytest.raises(LookupError, match="not found"):
         jobkit.Batch.open("no-such-batch")
+    with pytest.raises(LookupError, match="the job is in no batch"):
+        jobkit.Batch.open(Work("alone").batch_id)
     jobkit.use_adapter("inline")
     try:
         with pytest.raises(NotImplementedError, match="not the 'inline' adapter"), \
@@ -227,14 +238,15 @@ class Notice(jobkit.Job):
 def test_fake_mode_records_membership_and_inline_runs_callbacks() -> None:
     notes.clear()
     with testing.fake() as adapter:
-        with jobkit.Batch(on_success=Notice("ok"), on_death=Notice("died")) as batch:
+        with jobkit.Batch(on_success=Notice, on_death=Notice.set(queue="deaths")) as batch:
             Noted.perform_later("1")
             Noted.perform_later("fails")
         assert [r.batch_id for r in adapter.jobs()] == [batch.batch_id] * 2
         assert batch.status is not None and batch.status.pending == 2
         with pytest.raises(RuntimeError, match="fails"):
             Noted.drain()  # no retry set in the test modes: counted as dead
-        assert [r.args for r in adapter.jobs(Notice)] == [[batch.batch_id, "died"]]
+        assert [(r.args, r.queue) for r in adapter.jobs(Notice)] == [([batch.batch_id],
+                                                                      "deaths")]
         status = adapter.batches().status(batch.batch_id)
         assert status is not None and (status.dead, status.succeeded) == (1, 1)
     with testing.inline() as adapter:
@@ -247,7 +259,7 @@ def test_fake_mode_records_membership_and_inline_runs_callbacks() -> None:
 
 
 def test_api_and_dashboard(own_client: redis.Redis) -> None:
-    with jobkit.Batch(on_complete=Callback("report"), description="<b>first</b>") as first:
+    with labeled("report", "<b>first</b>", ("complete",)) as first:
         Work.perform_later("1")
     with jobkit.Batch(description="second") as second:
         pass  # empty: succeeds as it is sealed
@@ -275,7 +287,7 @@ def test_the_examples_in_batches_md_run(own_client: redis.Redis) -> None:
     jobs wait in the private Redis, where the counts are read)."""
     doc = ROOT / "docs" / "batches.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     module = types.ModuleType("docs_batches_example")
     sys.modules[module.__name__] = module
     try:
@@ -284,5 +296,5 @@ def test_the_examples_in_batches_md_run(own_client: redis.Redis) -> None:
     finally:
         del sys.modules[module.__name__]
     totals = sorted(status.total for status in api.batches())
-    assert totals == [1, 100, 1000]
-    assert own_client.llen("default") == 1101
+    assert totals == [1, 1, 100, 1000]
+    assert own_client.llen("default") == 1102

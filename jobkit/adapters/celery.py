@@ -54,7 +54,8 @@ class CeleryAdapter(Adapter):
         then wake tokens for the queues that got jobs now. A unique or debounced job is one
         script in the same pipeline (jobkit.controls.enqueue); a duplicate gets its
         `duplicate_of` set. Jobs of a batch (never unique or debounced: jobkit.batch.scope)
-        are counted in it first, in one transaction with their pushes."""
+        are counted in it first, in one transaction with their pushes (a plain pipeline, the
+        count first, with `wait_for_replicas`: WAIT inside MULTI would not wait)."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
         queues: set[str] = set()  # every queue a job went to (a script adds its own to QUEUES)
@@ -63,7 +64,8 @@ class CeleryAdapter(Adapter):
         scripts: dict[int, tuple[Job, ScriptCall]] = {}  # place in the pipeline -> its call
         client = get_redis()
         batched = Counter(job.batch_id for job in jobs if job.batch_id is not None)
-        with client.pipeline(transaction=bool(batched)) as pipe:
+        replicas = current_settings().wait_for_replicas
+        with client.pipeline(transaction=bool(batched) and not replicas) as pipe:
             for batch_id, count in batched.items():
                 count_members(pipe, batch_id, count)
             for job in jobs:
@@ -87,7 +89,6 @@ class CeleryAdapter(Adapter):
             for queue, count in woken.items():
                 pipe.lpush(wake_key(queue), *["1"] * min(count, WAKE_TOKENS_MAX))
                 pipe.ltrim(wake_key(queue), 0, WAKE_TOKENS_MAX - 1)
-            replicas = current_settings().wait_for_replicas
             if replicas:
                 pipe.wait(replicas, REPLICA_WAIT_MS)
             results = pipe.execute(raise_on_error=False)

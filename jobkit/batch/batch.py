@@ -5,8 +5,9 @@
         for row in rows:
             ImportRow.perform_later(row)
 
-A callback is a Job class, `Job.set(...)` (a class with options), or a job (`Alert("ops")`,
-its arguments kept); its job gets the batch id as its first argument, before its own.
+A callback is a Job class or `Job.set(...)` (a class with options), whose job gets the batch
+id as its one argument, or a job, which runs as it was built (`batch.on("success",
+Notify(batch.batch_id, "ops"))` gives it the id: a type checker sees its arguments).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from jobkit.adapters import current_adapter
 from jobkit.batch.scope import OpenBatch, parent_id
-from jobkit.batch.state import EVENTS
+from jobkit.batch.state import EVENTS, Event
 from jobkit.job import ConfiguredJob, Job
 
 __all__ = ["Batch", "Callback"]
@@ -44,12 +45,26 @@ class Batch(OpenBatch):
             raise TypeError(f"Batch description must be a string, got {description!r}")
         super().__init__(str(uuid.uuid4()))
         self.description = description
-        given = {"success": on_success, "complete": on_complete, "death": on_death}
-        self.callbacks: dict[str, Job] = {
-            event: _callback_job(f"on_{event}", callback, self.batch_id)
-            for event, callback in given.items() if callback is not None}
+        self.callbacks: dict[str, Job] = {}
         self.parent_id: str | None = None
         self._created = False
+        given: dict[Event, Callback | None] = {"success": on_success, "complete": on_complete,
+                                               "death": on_death}
+        for event, callback in given.items():
+            if callback is not None:
+                self.on(event, callback)
+
+    def on(self, event: Event, callback: Callback) -> Batch:
+        """Set the callback of `event` ("success", "complete" or "death"), before the block
+        starts; e.g. a job built with the batch's id: ``batch.on("success",
+        Notify(batch.batch_id, "ops"))``."""
+        if event not in EVENTS:
+            raise ValueError(f"Batch.on: the events are {', '.join(EVENTS)}, not {event!r}")
+        if self._created:
+            raise RuntimeError(f"batch {self.batch_id} was already created: set its callbacks "
+                               "before its block starts")
+        self.callbacks[event] = _callback_job(f"on_{event}", callback, self.batch_id)
+        return self
 
     def __enter__(self) -> Batch:
         if self._created:
@@ -76,9 +91,13 @@ class Batch(OpenBatch):
             self.store.seal(self.batch_id, aborted)
 
     @staticmethod
-    def open(batch_id: str) -> OpenBatch:
-        """An existing batch, to add jobs to (from one of its jobs: `job.batch` is the same).
-        LookupError when it is unknown (expired) or already complete."""
+    def open(batch_id: str | None) -> OpenBatch:
+        """An existing batch, to add jobs to: from one of its jobs, ``with
+        jobkit.Batch.open(self.batch_id):`` (they count before that job finishes).
+        LookupError when there is no batch (None: a job in no batch), it expired, or it is
+        already complete."""
+        if batch_id is None:
+            raise LookupError("no batch to open (the job is in no batch: its batch_id is None)")
         status = current_adapter().batches().status(batch_id)
         if status is None:
             raise LookupError(f"batch {batch_id} not found (expired, or never created)")
@@ -88,8 +107,8 @@ class Batch(OpenBatch):
 
 
 def _callback_job(name: str, callback: Any, batch_id: str) -> Job:
-    """The callback's job, prepared, with the batch id first; refused when it could not run
-    as a callback."""
+    """The callback's job, prepared (a class's with the batch id as its argument); refused
+    when it could not run as a callback."""
     options: dict[str, Any] = {}
     if isinstance(callback, type) and issubclass(callback, Job):
         job: Job = callback.__new__(callback)
@@ -100,8 +119,7 @@ def _callback_job(name: str, callback: Any, batch_id: str) -> Job:
         job._setup([batch_id], {})
         options = callback.options
     elif isinstance(callback, Job):
-        job = copy.copy(callback)
-        job.arguments = [batch_id, *callback.arguments]
+        job = copy.copy(callback)  # the caller's job stays as it was
         job.job_id = str(uuid.uuid4())
     else:
         raise TypeError(f"Batch {name} must be a Job class, Job.set(...) or a job, "
@@ -117,6 +135,8 @@ def _callback_job(name: str, callback: Any, batch_id: str) -> Job:
     try:
         job._prepare(**options)
     except TypeError as exc:
-        raise TypeError(f"Batch {name}: the callback's perform takes the batch id as its first "
-                        f"argument: {exc}") from None
+        if isinstance(callback, Job):
+            raise
+        raise TypeError(f"Batch {name}: a callback class's perform takes the batch id as its "
+                        f"one argument: {exc}") from None
     return job

@@ -32,9 +32,9 @@ _running: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 class OpenBatch:
-    """An existing batch to add jobs to: ``with job.batch: OtherJob.perform_later(...)``
-    inside one of its jobs (which keeps the batch pending until the block has sent them), or
-    `jobkit.Batch.open(batch_id)`."""
+    """An existing batch to add jobs to (`jobkit.Batch.open`): ``with
+    jobkit.Batch.open(self.batch_id): OtherJob.perform_later(...)`` inside one of its jobs
+    (which keeps the batch pending until the block has sent them)."""
 
     def __init__(self, batch_id: str) -> None:
         self.batch_id = batch_id
@@ -128,7 +128,7 @@ def parent_id() -> str | None:
 @contextlib.contextmanager
 def running(batch_id: str | None) -> Iterator[None]:
     """While a job of `batch_id` is performed (no batch is filled then: its enqueues go
-    straight to their queues unless it opens `job.batch`)."""
+    straight to their queues unless it opens its batch, `jobkit.Batch.open`)."""
     token = _running.set(batch_id)
     filling = _filling.set(None)
     try:

@@ -124,3 +124,20 @@ def time_limits() -> None:
         ImportJob.perform_now(1)
     except jobkit.SoftTimeLimitExceeded as error:
         assert_type(error, jobkit.SoftTimeLimitExceeded)
+
+
+class BatchDoneJob(Job):
+    def perform(self, batch_id: str, who: str = "ops") -> None: ...
+
+
+def batches() -> None:
+    batch = jobkit.Batch(on_success=BatchDoneJob, on_death=BatchDoneJob.set(queue="ops"),
+                         description="import")
+    with batch.on("complete", BatchDoneJob(batch.batch_id, "reports")):
+        assert_type(batch, jobkit.Batch)
+        assert_type(batch.perform_all_later(ImportJob(n) for n in range(3)), int)
+        assert_type(jobkit.Batch.open(ImportJob(1).batch_id), jobkit.OpenBatch)
+    status = batch.status
+    if status is not None:
+        assert_type(status, jobkit.BatchStatus)
+        assert_type((status.total, status.pending, status.failed), tuple[int, int, int])
