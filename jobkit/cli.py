@@ -15,7 +15,7 @@ from typing import Any
 import click
 import redis
 
-from jobkit.config import configure, default_config_path, load_settings, machine_notes
+from jobkit.config import POOLS, configure, default_config_path, load_settings, machine_notes
 from jobkit.config_values import parse_queue
 from jobkit.display import when
 from jobkit.errors import ConfigError
@@ -66,7 +66,7 @@ config_file_option = click.option(
 @click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE[,WEIGHT]",
               help="A queue to consume; repeat for more (default: the configured queues).")
 @click.option("-r", "--require", multiple=True, metavar="MODULE", help="Import at start.")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]))
+@click.option("-P", "--pool", type=click.Choice(POOLS))
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("-n", "--hostname", help="Node name (Celery's %h/%n forms work).")
 @click.option("--on-demand-slot", type=click.IntRange(min=0), hidden=True,
@@ -106,8 +106,9 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
         refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
     apply_settings(app, settings)
+    # No -P: Celery's default takes the app's worker_pool, jobkit's pool (apply_settings)
     argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
-            "-P", settings.pool, "-l", loglevel]
+            "-l", loglevel]
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv=[*argv, *celery_args])

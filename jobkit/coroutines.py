@@ -8,6 +8,11 @@ thread of any pool. Called where an event loop is already running in this thread
 web handler or test calling `perform_now`), the coroutine runs in a helper thread with its own
 loop, and the caller waits for it, as for any synchronous call. A soft time limit is
 `asyncio.timeout`, so it holds for async jobs on every pool (Celery's holds on prefork only).
+
+On the `asyncio` pool (worker/pools.py) the pool's threads are marked with its one event loop
+(`use_shared_loop`): there the coroutine is sent to that loop and the thread waits for it, so
+a worker's async jobs share one loop (and the clients bound to it), and the hard time limit can
+cancel it.
 """
 
 from __future__ import annotations
@@ -15,22 +20,38 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import threading
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-__all__ = ["run_to_completion"]
+from jobkit.errors import JobKilled
+
+__all__ = ["run_to_completion", "use_shared_loop"]
 
 T = TypeVar("T")
 
+_thread = threading.local()  # .loop: the asyncio pool's loop, in that pool's threads
 
-def run_to_completion(awaitable: Awaitable[T], time_limit: float | None = None) -> T:
+
+def use_shared_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the coroutines of this thread's jobs on `loop` (running in another thread) from now
+    on. Called by the asyncio pool as each of its threads starts."""
+    _thread.loop = loop
+
+
+def run_to_completion(awaitable: Awaitable[T], time_limit: float | None = None,
+                      hard_time_limit: float | None = None) -> T:
     """The awaitable's result (or its exception), waited for here. With `time_limit`, it is
     cancelled at that many seconds (it sees CancelledError at the await it is in, and can
-    clean up), and SoftTimeLimitExceeded is raised here unless it swallowed the cancel."""
+    clean up), and SoftTimeLimitExceeded is raised here unless it swallowed the cancel.
+    `hard_time_limit` holds on the shared loop only (`_on_shared_loop`)."""
     coroutine = awaitable if isinstance(awaitable, Coroutine) else _awaited(awaitable)
     bounded = coroutine if time_limit is None else _within(coroutine, time_limit)
+    loop: asyncio.AbstractEventLoop | None = getattr(_thread, "loop", None)
+    if loop is not None:
+        return _on_shared_loop(loop, bounded, hard_time_limit)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running in this thread: the usual case on a worker
@@ -38,6 +59,21 @@ def run_to_completion(awaitable: Awaitable[T], time_limit: float | None = None) 
     context = contextvars.copy_context()  # the caller's context variables, in the helper
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jobkit-async") as pool:
         return pool.submit(context.run, asyncio.run, bounded).result()
+
+
+def _on_shared_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T],
+                    hard_time_limit: float | None) -> T:
+    """Run on the pool's loop, as a task with a copy of this thread's context variables
+    (run_coroutine_threadsafe's handle copies them), and wait. At the hard limit the task is
+    cancelled (on the loop's thread) and the run fails with JobKilled at once: the thread
+    does not wait for the task's clean-up."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    try:
+        return future.result(timeout=hard_time_limit)
+    except concurrent.futures.TimeoutError:
+        if not future.cancel():  # done meanwhile, or the coroutine raised TimeoutError itself
+            return future.result()
+        raise JobKilled(f"hard time limit ({hard_time_limit:g} s) exceeded") from None
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

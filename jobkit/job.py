@@ -41,7 +41,7 @@ from jobkit.imports import class_path, import_object
 from jobkit.job_options import check_class_options
 from jobkit.payload import Payload, from_timestamp, to_timestamp
 from jobkit.queues import DEFAULT_QUEUE
-from jobkit.time_limits import time_limits
+from jobkit.time_limits import soft_limit, time_limits
 
 if TYPE_CHECKING:
     from jobkit.adapters.test import EnqueuedJob
@@ -430,10 +430,13 @@ class Job:
         return result
 
     def _call_perform(self) -> Any:
-        """`perform`'s result; an `async def perform` is run to its end (jobkit.coroutines)."""
-        result = self.perform(*self.arguments, **self.kwargs)
+        """`perform`'s result; an `async def perform` is run to its end (jobkit.coroutines).
+        A `def perform`'s soft limit holds here in the threads of jobkit's thread pools
+        (time_limits.soft_limit); an async one only makes its coroutine inside that block."""
+        with soft_limit(self._limits()[0]):
+            result = self.perform(*self.arguments, **self.kwargs)
         if inspect.isawaitable(result):
-            return run_to_completion(result, self._limits()[0])
+            return run_to_completion(result, *self._limits())
         return result
 
     def _limits(self) -> tuple[float | None, float | None]:

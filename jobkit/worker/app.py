@@ -24,6 +24,7 @@ from jobkit.worker.execution import JobTask
 from jobkit.worker.idle import IdleExitStep
 from jobkit.worker.periodic import PeriodicStep
 from jobkit.worker.poller import SchedulePollerStep
+from jobkit.worker.pools import POOL_CLASSES
 from jobkit.worker.shutdown import SidekiqSignals
 
 __all__ = ["apply_settings", "create_app"]
@@ -83,7 +84,8 @@ def create_app(settings: Settings) -> Celery:
 
 
 def apply_settings(celery: Celery, settings: Settings) -> None:
-    """Point an app at the settings' broker and queue order (again by the CLI after -C)."""
+    """Point an app at the settings' broker, queue order and pool (again by the CLI after
+    -C)."""
     sentinel = is_sentinel_url(settings.redis_url)
     options: dict = {"jobkit_queue_weights": dict(settings.queues),
                      "jobkit_queue_order": settings.queue_order}
@@ -95,6 +97,7 @@ def apply_settings(celery: Celery, settings: Settings) -> None:
         broker_transport="jobkit.worker.transport:"
                          + ("SentinelTransport" if sentinel else "Transport"),
         broker_transport_options=options,
+        worker_pool=POOL_CLASSES[settings.pool],  # Celery's default -P takes it (cli.py)
     )
 
 
