@@ -5,13 +5,13 @@ A cancel first writes the job's mark (``keys.cancel_mark``: "soft" or "hard", fo
 jobs worker processes hold. A job found waiting is removed and recorded in one Lua step:
 taken out of its set or list, kept in the dead set with the reason "cancelled" (through
 `bury`, the dead set's one writer), and its mark deleted, since no other copy of it exists;
-then its unique lock goes (`controls.release.let_go`). A job a worker holds keeps its mark:
-it sees `Job.cancelled`, a copy fetched before the cancel is refused as it starts, a failure
-is recorded as cancelled instead of retried, and a hard mark stops its pool process
-(worker/hard_cancel.py). A worker records the job with `_RECORD`, which turns the mark into
-`done:<task id>` (the copy it kept in the dead set) rather than deleting it, since the
-message is acknowledged only after: a copy delivered again after a crash in between is
-refused again, while the kept copy runs if someone retries it.
+then its unique lock goes and its batch counts it dead (`controls.release.let_go`). A job a
+worker holds keeps its mark: it sees `Job.cancelled`, a copy fetched before the cancel is
+refused as it starts, a failure is recorded as cancelled instead of retried, and a hard mark
+stops its pool process (worker/hard_cancel.py). A worker records the job with `_RECORD`,
+which turns the mark into `done:<task id>` (the copy it kept in the dead set) rather than
+deleting it, since the message is acknowledged only after: a copy delivered again after a
+crash in between is refused again, while the kept copy runs if someone retries it.
 
 Writing the mark first closes every race with the poller, a fetch or a failure during the
 search: whichever copy is not removed here meets the mark.
