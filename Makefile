@@ -33,9 +33,11 @@ lint: setup
 	pyright
 
 ## make bench: jobkit vs raw Celery (enqueue, processing, delayed jobs), raw aiosmtplib (mail),
-## and each control (unique, debounce, concurrency, limiter) vs a plain job
+## each control (unique, debounce, concurrency, limiter) vs a plain job, and the asyncio pool
+## vs threads for I/O-bound jobs
 bench: setup
 	python bench/enqueue_perform.py
 	python bench/scheduled.py
 	python bench/mail.py
 	python bench/controls.py
+	python bench/async_pool.py

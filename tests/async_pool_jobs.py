@@ -116,3 +116,18 @@ class SyncLimitedJob(Job):
             events.rpush(EVENTS, f"{name}: cleaned up in {thread}")
             raise
         events.rpush(EVENTS, f"{name}: finished in {thread}")
+
+
+class AsyncHardLimitedJob(Job):
+    """Awaits past its hard limit: its task is cancelled, it records that it saw it."""
+
+    queue_as = QUEUE
+    max_retries = 0
+    hard_time_limit = 0.5
+
+    async def perform(self, name: str, seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            await client().rpush(EVENTS, f"{name}: cancelled")
+            raise

@@ -26,6 +26,7 @@ from tests.async_pool_jobs import (
     RELEASE,
     STARTED,
     AsyncFailingJob,
+    AsyncHardLimitedJob,
     AsyncRetriedJob,
     HeldJob,
     SleepJob,
@@ -51,18 +52,20 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
                                                        tmp_path: Path) -> None:
     """200 long jobs first (they must all overlap), then 1,000 × sleep(0.1); a failing async
     job goes to the dead set, a retried one to the retry set; a sync job over its soft limit
-    cleans up and the next sync job runs untouched. A clean stop leaves no pending task."""
+    cleans up and the next sync job runs untouched; an async job over its hard limit is
+    cancelled and dead. A clean stop leaves no pending task."""
     jobkit.perform_all_later([SleepJob(1.0) for _ in range(200)])
     jobkit.perform_all_later([SleepJob(0.1) for _ in range(1000)])
     AsyncFailingJob.perform_later("dies")
     AsyncRetriedJob.perform_later("retried")
     SyncLimitedJob.perform_later("over", 5)
     SyncLimitedJob.perform_later("under", 0.1)
+    AsyncHardLimitedJob.perform_later("hard", 30)
     worker = start_worker(own_redis.url, tmp_path / "worker.log", "-q", QUEUE,
                           "-P", "asyncio", "-c", "200")
     started = time.time()
     try:
-        wait_until(lambda: own_client.llen(DONE) == 1200 and len(events(own_client)) == 2
+        wait_until(lambda: own_client.llen(DONE) == 1200 and len(events(own_client)) == 3
                    and RetrySet(own_client).size() == 1, timeout=30,
                    what="1,200 sleeps, the two sync jobs and the retried job")
         finished = max(float(at) for at in own_client.lrange(DONE, 0, -1))
@@ -76,7 +79,10 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     (retried,) = RetrySet(own_client).page()
     assert retried.payload["args"] == ["retried"]
     assert "async failure: retried" in (retried.error_message or "")
-    over, under = sorted(events(own_client))
+    hard, over, under = sorted(events(own_client))
+    assert hard == "hard: cancelled"
+    assert dead(own_client)["hard"]["error_class"] == "jobkit.errors.JobKilled"
+    assert "hard time limit (0.5 s) exceeded" in dead(own_client)["hard"]["error_message"]
     assert over.startswith("over: cleaned up in ") and under.startswith("under: finished in ")
     assert dead(own_client)["over"]["error_class"] == "billiard.exceptions.SoftTimeLimitExceeded"
     assert not any(noise in worker.output() for noise in NO_NOISE), worker.output()[-3000:]

@@ -48,6 +48,8 @@ CONTRACTS = [
     ("celery.worker.consumer.consumer", "Consumer.cancel_task_queue", ["queue"],
      "worker/shutdown.py: TSTP"),
     ("celery.concurrency.prefork", "TaskPool._get_info", [], "worker/shutdown.py: pool.info"),
+    ("celery.concurrency.thread", "TaskPool.on_start", [], "worker/pools.py: the loop"),
+    ("celery.concurrency.thread", "TaskPool.on_stop", [], "worker/pools.py: waits for jobs"),
     ("kombu.transport.virtual", "QoS.restore_unacked_once", ["stderr"],
      "worker/transport.py: no hand-back when a channel closes"),
     ("kombu.transport.virtual", "QoS._delivered", None, "worker/transport.py: held tags"),
