@@ -72,10 +72,6 @@ class MemoryBatches:
         batch = self._batches.get(batch_id)
         return None if batch is None else BatchStatus.from_hash(batch_id, batch.data)
 
-    def recent(self) -> list[BatchStatus]:
-        """Every batch of this test, newest first."""
-        return [BatchStatus.from_hash(i, b.data) for i, b in reversed(self._batches.items())]
-
     def _add(self, batch_id: str, name: str, by: int) -> None:
         data = self._batches[batch_id].data
         data[name] = str(int(data.get(name, "0")) + by)

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from jobkit.job import Job
 
-__all__ = ["DONE_SECONDS", "EVENTS", "OPEN_SECONDS", "BatchStatus", "BatchStore",
-           "RedisBatches", "count_members", "record"]
+__all__ = ["DONE_SECONDS", "EVENTS", "OPEN_SECONDS", "BatchStatus", "BatchStore", "Event",
+           "Outcome", "RedisBatches", "count_members", "record"]
 
 Outcome = Literal["succeeded", "discarded", "failing", "dead"]
 Event = Literal["success", "complete", "death"]
@@ -200,7 +200,7 @@ class BatchStatus:
     @property
     def complete(self) -> bool:
         """Every member finished: succeeded, discarded or dead."""
-        return self.sealed and self.pending == 0
+        return self.sealed and self.pending <= 0
 
     @property
     def success(self) -> bool:
