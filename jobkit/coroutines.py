@@ -4,7 +4,7 @@ Why not leave it to the pool: Celery's pools (prefork, threads, solo) call a tas
 it returns; a coroutine would be returned unawaited ("never awaited"), the job logged as done
 without having run. So `Job.perform_now` runs the coroutine itself, in an event loop of its
 own (`asyncio.run`): each run starts with a fresh loop and leaves nothing behind in it, in any
-thread of any pool. Called where an event loop is already running in this thread (an async
+thread of the other pools. Called where an event loop is already running in this thread (an async
 web handler or test calling `perform_now`), the coroutine runs in a helper thread with its own
 loop, and the caller waits for it, as for any synchronous call. A soft time limit is
 `asyncio.timeout`, so it holds for async jobs on every pool (Celery's holds on prefork only).

@@ -4,10 +4,14 @@ pools, which never reaches the thread's next job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
+import sys
 import time
+import types
 from pathlib import Path
 
 import redis
@@ -34,6 +38,7 @@ from tests.async_pool_jobs import (
 )
 from tests.conftest import start_worker
 
+ROOT = Path(__file__).resolve().parent.parent
 NO_NOISE = ("Task was destroyed but it is pending", "never awaited", "Exception in callback")
 
 
@@ -145,3 +150,23 @@ def test_a_sync_soft_limit_on_threads_stops_the_job_and_spares_the_next(
     assert following == f"next: finished in {thread}"
     assert longer == f"longer limit: finished in {thread}"
     assert set(dead(own_client)) == {"over"}
+
+
+def test_the_shared_client_example_in_jobs_md_runs(own_client: redis.Redis) -> None:
+    """The docs' `cache()` serves several jobs on one loop, as on the asyncio pool."""
+    text = (ROOT / "docs" / "jobs.md").read_text()
+    (example,) = re.findall(r"#### The asyncio pool\n.*?```python\n(.*?)```", text, re.DOTALL)
+    module = types.ModuleType("docs_asyncio_pool_example")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
+
+        async def three_jobs() -> list[int]:
+            jobs = [module.CountVisitJob("home") for _ in range(3)]
+            return list(await asyncio.gather(*(job.perform("home") for job in jobs)))
+
+        assert sorted(asyncio.run(three_jobs())) == [1, 2, 3]
+        asyncio.run(module.cache().aclose())
+    finally:
+        del sys.modules[module.__name__]
+    assert own_client.get("visits:home") == b"3"

@@ -89,6 +89,8 @@ class AsyncioPool(ThreadPool):
             self.loop.close()
 
 
-#: The `pool` setting -> Celery's pool (a name Celery knows, or a class), as `worker_pool`.
-POOL_CLASSES: dict[str, str | type] = {
-    "prefork": "prefork", "solo": "solo", "threads": ThreadPool, "asyncio": AsyncioPool}
+#: The `pool` setting -> Celery's `worker_pool`: a name Celery knows, or a class's import path
+#: (a string, as every Celery setting can be shown: `celery inspect conf`).
+POOL_CLASSES: dict[str, str] = {
+    "prefork": "prefork", "solo": "solo", "threads": f"{__name__}:{ThreadPool.__name__}",
+    "asyncio": f"{__name__}:{AsyncioPool.__name__}"}
