@@ -131,3 +131,23 @@ class AsyncHardLimitedJob(Job):
         except asyncio.CancelledError:
             await client().rpush(EVENTS, f"{name}: cancelled")
             raise
+
+
+class OrphanJob(Job):
+    """Starts a task it does not await: it outlives the job, until the pool stops."""
+
+    queue_as = QUEUE
+
+    async def perform(self) -> None:
+        _orphans.add(asyncio.get_running_loop().create_task(_wait_forever()))
+
+
+_orphans: set[asyncio.Task] = set()  # kept, as asyncio asks, so it is not collected
+
+
+async def _wait_forever() -> None:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await client().rpush(EVENTS, "orphan: cancelled")
+        raise

@@ -33,6 +33,7 @@ from tests.async_pool_jobs import (
     AsyncHardLimitedJob,
     AsyncRetriedJob,
     HeldJob,
+    OrphanJob,
     SleepJob,
     SyncLimitedJob,
 )
@@ -58,7 +59,7 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     """200 long jobs first (they must all overlap), then 1,000 × sleep(0.1); a failing async
     job goes to the dead set, a retried one to the retry set; a sync job over its soft limit
     cleans up and the next sync job runs untouched; an async job over its hard limit is
-    cancelled and dead. A clean stop leaves no pending task."""
+    cancelled and dead. A clean stop cancels the task a job left on the loop."""
     jobkit.perform_all_later([SleepJob(1.0) for _ in range(200)])
     jobkit.perform_all_later([SleepJob(0.1) for _ in range(1000)])
     AsyncFailingJob.perform_later("dies")
@@ -66,6 +67,7 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     SyncLimitedJob.perform_later("over", 5)
     SyncLimitedJob.perform_later("under", 0.1)
     AsyncHardLimitedJob.perform_later("hard", 30)
+    OrphanJob.perform_later()
     worker = start_worker(own_redis.url, tmp_path / "worker.log", "-q", QUEUE,
                           "-P", "asyncio", "-c", "200")
     started = time.time()
@@ -84,7 +86,8 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     (retried,) = RetrySet(own_client).page()
     assert retried.payload["args"] == ["retried"]
     assert "async failure: retried" in (retried.error_message or "")
-    hard, over, under = sorted(events(own_client))
+    hard, orphan, over, under = sorted(events(own_client))
+    assert orphan == "orphan: cancelled", "the task left on the loop was not cancelled at stop"
     assert hard == "hard: cancelled"
     assert dead(own_client)["hard"]["error_class"] == "jobkit.errors.JobKilled"
     assert "hard time limit (0.5 s) exceeded" in dead(own_client)["hard"]["error_message"]
