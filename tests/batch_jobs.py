@@ -4,6 +4,7 @@ in a Redis list, so the test reads what ran, and how often, from any process."""
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 
@@ -13,6 +14,7 @@ from jobkit import Job, api
 QUEUE = "batches"
 EVENTS = "batches-test:events"
 HEAL = "batches-test:heal"  # set: Doomed jobs that succeed from now on
+GATE = "batches-test:gate"  # string: once set, Gate jobs finish
 
 
 def client() -> redis.Redis:
@@ -53,6 +55,19 @@ class Doomed(Job):
     def perform(self, name: str) -> None:
         if not client().sismember(HEAL, name):
             raise RuntimeError(f"{name} is doomed")
+        record(f"ran {name}")
+
+
+class Gate(Job):
+    """Records its start, then waits (at most 30 s) for the test to open the gate."""
+
+    queue_as = QUEUE
+
+    def perform(self, name: str) -> None:
+        record(f"started {name}")
+        deadline = time.monotonic() + 30
+        while not client().exists(GATE) and time.monotonic() < deadline:
+            time.sleep(0.05)
         record(f"ran {name}")
 
 

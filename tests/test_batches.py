@@ -1,12 +1,15 @@
 """Batches (docs/batches.md): callbacks exactly once on a real worker (a member retried then
 succeeding, a member dying then retried from the dead set, a member delivered twice, nested
-batches, jobs added from inside a batch job), a 100,000-job batch created in chunks, the
-state rules on real Redis, the test modes, `jobkit.api` and the dashboard pages."""
+batches, jobs added from inside a batch job, a worker killed -9 mid-run), a 100,000-job
+batch created in chunks, the state rules on real Redis, the test modes, `jobkit.api` and the
+dashboard pages."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sys
 import time
 import tracemalloc
@@ -21,7 +24,18 @@ import jobkit
 from jobkit import api, keys, testing
 from jobkit.batch import scope, state
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
-from tests.batch_jobs import EVENTS, HEAL, QUEUE, Callback, Doomed, Flaky, Spawner, Work
+from tests.batch_jobs import (
+    EVENTS,
+    GATE,
+    HEAL,
+    QUEUE,
+    Callback,
+    Doomed,
+    Flaky,
+    Gate,
+    Spawner,
+    Work,
+)
 from tests.test_web import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +47,7 @@ def events(client: redis.Redis) -> list[str]:
 
 def labels(client: redis.Redis) -> Counter[str]:
     """How many times each callback ran, by its label."""
-    return Counter(e.split(":")[0] for e in events(client) if not e.startswith("ran "))
+    return Counter(e.split(":")[0] for e in events(client) if ": " in e)
 
 
 def status_of(batch_id: str) -> state.BatchStatus:
@@ -109,6 +123,37 @@ def test_callbacks_run_once_each_on_a_real_worker(own_client: redis.Redis,
     final = status_of(b.batch_id)
     assert final.success and set(final.fired) == {"success", "complete", "death"}
     assert own_client.ttl(keys.batch(a.batch_id)) <= state.DONE_SECONDS
+
+
+def test_a_member_killed_mid_run_runs_again_and_counts_once(own_client: redis.Redis,
+                                                           own_redis: RedisServer) -> None:
+    with labeled("K") as batch:
+        Gate.perform_later("g")
+        Work.perform_later("k1")
+    fast = {"JOBKIT_HEARTBEAT_TIMEOUT": "3"}  # the killed worker's job is handed back soon
+    first = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT,
+                          env=fast)
+    try:
+        wait_until(lambda: {"started g", "ran k1"} <= set(events(own_client)), timeout=15,
+                   what="the gate job running")
+        os.killpg(first.proc.pid, signal.SIGKILL)  # kill -9, mid-run: no outcome recorded
+    finally:
+        first.stop()
+    assert status_of(batch.batch_id).pending == 1
+    own_client.set(GATE, "1")
+    second = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT,
+                           env=fast)
+    try:
+        wait_until(lambda: {"K success", "K complete"} <= set(labels(own_client)), timeout=20,
+                   what="the batch's callbacks after the gate job ran again")
+        wait_until(lambda: own_client.llen(QUEUE) == 0, timeout=10, what="the queue drained")
+    finally:
+        second.stop()
+    ran = Counter(events(own_client))
+    assert (ran["started g"], ran["ran g"]) == (2, 1)
+    assert labels(own_client) == Counter({"K success": 1, "K complete": 1})
+    status = status_of(batch.batch_id)
+    assert (status.total, status.succeeded, status.pending) == (2, 2, 0)
 
 
 def test_a_100000_job_batch_is_created_in_chunks(own_client: redis.Redis) -> None:
