@@ -304,7 +304,7 @@ def test_fake_mode_records_membership_and_inline_runs_callbacks() -> None:
 
 
 def test_api_and_dashboard(own_client: redis.Redis) -> None:
-    with labeled("report", "<b>first</b>", ("complete",)) as first:
+    with labeled("report", "<b>first</b>\x1b", ("complete",)) as first:
         Work.perform_later("1")
     with jobkit.Batch(description="second") as second:
         pass  # empty: succeeds as it is sealed
@@ -317,7 +317,7 @@ def test_api_and_dashboard(own_client: redis.Redis) -> None:
     client = Client()
     code, _, page = client.request("GET", "/batches")
     assert code == 200 and '<a href="/batches">Batches</a>' in page
-    assert "&lt;b&gt;first&lt;/b&gt;" in page and "<b>first</b>" not in page
+    assert "&lt;b&gt;first&lt;/b&gt;\\x1b" in page and "<b>first</b>" not in page
     assert page.index(second.batch_id) < page.index(first.batch_id)
     code, _, page = client.request("GET", f"/batches/{first.batch_id}")
     assert code == 200 and "<b>1</b>pending" in page and "tests.batch_jobs.Callback" in page
