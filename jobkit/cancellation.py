@@ -23,6 +23,7 @@ its Retry sends the exact message back to its queue: a cancel made by mistake is
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -52,6 +53,7 @@ __all__ = [
     "CHECK_SECONDS",
     "ERROR_CLASS",
     "MARK_SECONDS",
+    "MAX_JOB_ID_LENGTH",
     "REASON",
     "Cancellation",
     "Outcome",
@@ -75,6 +77,8 @@ MARK_SECONDS = 86_400
 CHECK_SECONDS = 1.0
 #: Queue items one Lua step looks at: each step blocks Redis ~2 ms (1.2 KB jobs, measured).
 QUEUE_CHUNK = 500
+#: The longest job id `cancel` takes (jobkit's own are 36 characters).
+MAX_JOB_ID_LENGTH = 1_000
 #: The dead-set entry of a cancelled job: its `reason` and `error_class`.
 REASON = "cancelled"
 ERROR_CLASS = "jobkit.Cancelled"
@@ -83,16 +87,18 @@ ERROR_CLASS = "jobkit.Cancelled"
 _REBUILT_FROM = frozenset({"job_id", "job_class", "queue_name", "priority", "executions", "args",
                            "kwargs"})
 
-Outcome = Literal["queued", "scheduled", "retry", "running", "not_found"]
+Outcome = Literal["queued", "scheduled", "retry", "held", "running", "not_found"]
 
 # KEYS: mark. ARGV: soft or hard, seconds. A hard mark is never softened; a `done:` one is
-# replaced (the job is cancelled again).
+# replaced (the job is cancelled again). Returns the key's type when it is not a string.
 _MARK = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'none' and kind ~= 'string' then return kind end
 local now = redis.call('GET', KEYS[1])
 if ARGV[1] == 'hard' or not now or string.sub(now, 1, 5) == 'done:' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-return 1
+return 'string'
 """
 
 # By a worker, before it acknowledges the run: the mark becomes `done:<task id of the copy
@@ -115,27 +121,54 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
-# One chunk of a queue list, from the head (LPUSH shifts items towards the tail, so a push
-# during the scan makes it see an item twice, never miss one). The job id is matched in the
-# message's headers (plain text first, then decoded).
-# KEYS: the list, dead set, mark. ARGV: start, count, `"job_id":"<id>"`, job id, now, dead
-# max jobs, dead timeout, queue name, error message.
+# One chunk of a queue list, or of a concurrency key's held list, from the head (LPUSH shifts
+# items towards the tail, so a push during the scan makes it see an item twice, never miss
+# one). An item is decoded only if it holds one of the needles (the id as JSON writes it); it
+# matches if its message's headers name the job (a held entry wraps the message and the list
+# it goes back to). The record names the list the message was bound for.
+# KEYS: the list, dead set, mark. ARGV: start, count, job id, now, dead max jobs, dead timeout,
+# "queue" or "held", priority separator, then the needles.
 _REMOVE_FROM_LIST = BURY_LUA + """
+local function found_in(item)
+  for i = 9, #ARGV do
+    if string.find(item, ARGV[i], 1, true) then return true end
+  end
+  return false
+end
+
+local function job_message(item)
+  local ok, data = pcall(cjson.decode, item)
+  if not ok or type(data) ~= 'table' then return nil end
+  local message, list_key = item, KEYS[1]
+  if ARGV[7] == 'held' then
+    if data.job_id ~= ARGV[3] or type(data.message) ~= 'string'
+        or type(data.list_key) ~= 'string' then return nil end
+    message, list_key = data.message, data.list_key
+    ok, data = pcall(cjson.decode, message)
+    if not ok or type(data) ~= 'table' then return nil end
+  end
+  if type(data.headers) ~= 'table' or data.headers.job_id ~= ARGV[3] then return nil end
+  return message, list_key, data.headers.task
+end
+
 local first = tonumber(ARGV[1])
 local items = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1)
 for _, item in ipairs(items) do
-  if string.find(item, ARGV[3], 1, true) then
-    local ok, message = pcall(cjson.decode, item)
-    if ok and type(message) == 'table' and type(message.headers) == 'table'
-        and message.headers.job_id == ARGV[4] then
+  if found_in(item) then
+    local message, list_key, task = job_message(item)
+    if message then
       redis.call('LREM', KEYS[1], 1, item)
-      local now = tonumber(ARGV[5])
-      bury(KEYS[2], now, cjson.encode({list_key = KEYS[1], message = item, job_id = ARGV[4],
-        job_class = message.headers.task, queue = ARGV[8], reason = 'cancelled',
-        error_class = 'jobkit.Cancelled', error_message = ARGV[9], failed_at = now}),
-        ARGV[6], ARGV[7])
+      local at = string.find(list_key, ARGV[8], 1, true)
+      local queue = at and string.sub(list_key, 1, at - 1) or list_key
+      local now = tonumber(ARGV[4])
+      local where = ARGV[7] == 'held' and 'while held by its concurrency limit'
+        or 'while in queue ' .. queue
+      bury(KEYS[2], now, cjson.encode({list_key = list_key, message = message,
+        job_id = ARGV[3], job_class = task, queue = queue, reason = 'cancelled',
+        error_class = 'jobkit.Cancelled', error_message = 'cancelled ' .. where,
+        failed_at = now}), ARGV[5], ARGV[6])
       redis.call('DEL', KEYS[3])
-      return {1, #items, item}
+      return {1, #items, message}
     end
   end
 end
@@ -147,11 +180,12 @@ return {0, #items}
 class Cancellation:
     """What `jobkit.cancel` found and did.
 
-    `outcome`: "queued", "scheduled" or "retry" (it was waiting there: removed, and kept in
-    the dead set with the reason "cancelled"); "running" (a worker process holds it, running
-    or about to start: it is marked, see `jobkit.Job.cancelled`); "not_found" (marked all the
-    same, for `MARK_SECONDS`: a job held by a concurrency limit, or in transit, is refused when
-    it starts). `where`: the queue, or the worker process holding it."""
+    `outcome`: "queued", "scheduled", "retry" or "held" (it was waiting there, "held" by a
+    concurrency limit: removed, and kept in the dead set with the reason "cancelled");
+    "running" (a worker process holds it, running or about to start: it is marked, see
+    `jobkit.Job.cancelled`); "not_found" (marked all the same, for `MARK_SECONDS`: a job in
+    transit is refused when it starts). `where`: the queue, the concurrency key, or the worker
+    process holding it."""
 
     job_id: str
     outcome: Outcome
@@ -161,11 +195,14 @@ class Cancellation:
     @property
     def removed(self) -> bool:
         """Whether it was taken out of a queue or set (it will not run)."""
-        return self.outcome in ("queued", "scheduled", "retry")
+        return self.outcome in ("queued", "scheduled", "retry", "held")
 
     def __str__(self) -> str:
         if self.outcome == "queued":
             return f"job {self.job_id}: removed from queue {self.where}; kept in the dead set"
+        if self.outcome == "held":
+            return (f"job {self.job_id}: removed from the jobs held by concurrency limit "
+                    f"{self.where}; kept in the dead set")
         if self.outcome in ("scheduled", "retry"):
             return (f"job {self.job_id}: removed from the {self.outcome} set; kept in the dead "
                     "set")
@@ -188,8 +225,11 @@ def cancel(job_id: str, hard: bool = False, client: redis.Redis | None = None) -
         if _remove_from_set(job_set, job_id, client):
             return Cancellation(job_id, outcome, None, hard)
     for queue, list_key in _queue_lists(client):
-        if _remove_from_list(list_key, queue, job_id, client):
+        if _remove_from_list(list_key, "queue", job_id, client):
             return Cancellation(job_id, "queued", queue, hard)
+    for concurrency_key, list_key in _held_lists(client):
+        if _remove_from_list(list_key, "held", job_id, client):
+            return Cancellation(job_id, "held", concurrency_key, hard)
     holder = _holder(job_id, client)
     if holder is not None:
         return Cancellation(job_id, "running", holder, hard)
@@ -200,19 +240,37 @@ def check_job_id(job_id: object) -> None:
     """ValueError naming the culprit when `job_id` cannot be a job's id."""
     if not isinstance(job_id, str) or not job_id:
         raise ValueError(f"jobkit.cancel: job_id must be a non-empty string, got {job_id!r}")
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise ValueError(f"jobkit.cancel: job_id is {len(job_id):,} characters long "
+                         f"({job_id[:40]!r}...); no job's id is longer than "
+                         f"{MAX_JOB_ID_LENGTH:,}")
 
 
 def mark(job_id: str, hard: bool = False, client: redis.Redis | None = None) -> None:
-    """Mark a job cancelled for `MARK_SECONDS` (a hard mark is never softened)."""
-    script(_MARK)(keys=[keys.cancel_mark(job_id)],
-                  args=["hard" if hard else "soft", MARK_SECONDS], client=client or get_redis())
+    """Mark a job cancelled for `MARK_SECONDS` (a hard mark is never softened). ValueError
+    if the mark's key holds another type (jobkit never writes one there)."""
+    key = keys.cancel_mark(job_id)
+    kind = script(_MARK)(keys=[key], args=["hard" if hard else "soft", MARK_SECONDS],
+                         client=client or get_redis())
+    kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
+    if kind != "string":
+        raise ValueError(f"jobkit.cancel: Redis key {key!r} holds a {kind}, not a cancel "
+                         "mark; nothing was cancelled (delete the key, then cancel again)")
 
 
 def is_cancelled(job_id: str, task_id: str | None, client: redis.Redis | None = None) -> bool:
     """Whether the run of message `task_id` (its Celery task id) of this job is cancelled:
     the job is marked, and this is not the copy a worker kept in the dead set when it
     recorded the cancel (retried from there, it runs)."""
-    value = (client or get_redis()).get(keys.cancel_mark(job_id))
+    key = keys.cancel_mark(job_id)
+    try:
+        value = (client or get_redis()).get(key)
+    except redis.ResponseError as exc:  # not a mark: the job runs (handing it back would loop)
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        logger.error("job %s: Redis key %r holds no cancel mark (%s); not taken as cancelled",
+                     job_id, key, exc)
+        return False
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
     return value is not None and value != f"done:{task_id}"
@@ -290,8 +348,10 @@ class Probe:
 
 def _remove_from_set(job_set: JobSet, job_id: str, client: redis.Redis) -> bool:
     """Take the job's entry out of a scheduled or retry set into the dead set (one step)."""
-    for entry in job_set.search(f'"job_id":"{job_id}"', limit=1000):
-        if entry.job_id != job_id or not entry.pushable:
+    entries = {entry.member: entry for needle in _needles(job_id)
+               for entry in job_set.search(f'"job_id":{needle}', limit=1000)}
+    for entry in entries.values():
+        if entry.data.get("job_id") != job_id or not entry.pushable:
             continue  # the id as an argument of another job, or an unreadable entry
         info = {name: value for name, value in entry.data.items()
                 if name not in ("list_key", "message")}
@@ -327,15 +387,25 @@ def _queue_lists(client: redis.Redis) -> list[tuple[str, str]]:
     return [pair for pair, size in zip(lists, sizes, strict=True) if size]
 
 
-def _remove_from_list(list_key: str, queue: str, job_id: str, client: redis.Redis) -> bool:
-    """Scan a queue list a chunk per step; the step that finds the job removes and records
-    it."""
+def _held_lists(client: redis.Redis) -> list[tuple[str, str]]:
+    """(concurrency key, held list key) of every concurrency key holding jobs."""
+    found = []
+    for raw in sorted(client.smembers(keys.CONCURRENCY_HELD_KEYS)):
+        name = _bytes(raw).decode(errors="replace")
+        found.append((name, keys.concurrency_held(name)))
+    return found
+
+
+def _remove_from_list(list_key: str, kind: Literal["queue", "held"], job_id: str,
+                      client: redis.Redis) -> bool:
+    """Scan a queue list or a held list a chunk per step; the step that finds the job removes
+    and records it."""
     start = 0
     while True:
         found, seen, *item = script(_REMOVE_FROM_LIST)(
             keys=[list_key, keys.DEAD, keys.cancel_mark(job_id)],
-            args=[start, QUEUE_CHUNK, f'"job_id":"{job_id}"', job_id, time.time(),
-                  *dead_limits(), queue, f"cancelled while in queue {queue}"], client=client)
+            args=[start, QUEUE_CHUNK, job_id, time.time(), *dead_limits(), kind,
+                  keys.PRIORITY_SEPARATOR, *_needles(job_id)], client=client)
         if found:
             let_go(item[0])
             return True
@@ -351,11 +421,30 @@ def _holder(job_id: str, client: redis.Redis) -> str | None:
         for raw_id in ids:
             pipe.hvals(keys.unacked("").encode() + _bytes(raw_id))
         held = pipe.execute() if ids else []
-    needle = f'"job_id":"{job_id}"'.encode()
     for raw_id, values in zip(ids, held, strict=True):
-        if any(needle in _bytes(value) for value in values):
+        if any(_holds(_bytes(value), job_id) for value in values):
             return _bytes(raw_id).decode(errors="replace")
     return None
+
+
+def _holds(value: bytes, job_id: str) -> bool:
+    """Whether an in-flight entry (``[message, exchange, routing key]``, as kombu keeps it) is
+    the job's: its message's headers name it."""
+    if not any(needle.encode() in value for needle in _needles(job_id)):
+        return False
+    try:
+        headers = json.loads(value)[0]["headers"]
+    except (ValueError, LookupError, TypeError):
+        return False
+    return isinstance(headers, dict) and headers.get("job_id") == job_id
+
+
+def _needles(job_id: str) -> list[str]:
+    """The id as JSON text holds it, to look for before decoding: as jobkit and kombu write it
+    (non-ASCII kept or escaped), and as Lua's cjson does (it also escapes "/")."""
+    kept = json.dumps(job_id, ensure_ascii=False)
+    forms = [kept, json.dumps(job_id), kept.replace("/", "\\/")]
+    return list(dict.fromkeys(forms))
 
 
 def _bytes(value: bytes | str) -> bytes:

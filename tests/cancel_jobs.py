@@ -8,6 +8,7 @@ import time
 import redis
 
 from jobkit import Job
+from jobkit.controls import Concurrency
 
 QUEUE = "cancels"
 EVENTS = "cancel-test:events"
@@ -88,3 +89,18 @@ class UniqueJob(Job):
 
     def perform(self, name: str) -> None:
         record(f"{name}: ran")
+
+
+class LimitedJob(Job):
+    """One at a time (a concurrency limit): runs until it sees a cancel, so the next waits
+    held by the limit."""
+
+    queue_as = QUEUE
+    limits_concurrency = Concurrency(to=1, key=lambda job: "cancel-test", duration=60)
+
+    def perform(self, name: str) -> None:
+        record(f"{name}: started")
+        deadline = time.monotonic() + 30
+        while not self.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        record(f"{name}: ended")

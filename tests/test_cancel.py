@@ -24,6 +24,7 @@ from tests.cancel_jobs import (
     CheckingJob,
     CooperativeJob,
     FailingJob,
+    LimitedJob,
     SleepingJob,
     UniqueJob,
     WaitingJob,
@@ -31,6 +32,8 @@ from tests.cancel_jobs import (
 from tests.test_web import Client
 
 ROOT = Path(__file__).resolve().parent.parent
+HELD_KEY = "tests.cancel_jobs.LimitedJob:cancel-test"  # concurrency key: class, then key
+HELD_LIST = keys.concurrency_held(HELD_KEY)
 
 
 def dead(client: redis.Redis) -> dict[str, dict]:
@@ -142,6 +145,71 @@ def test_hard_cancel_on_threads_leaves_the_job_to_check(own_client: redis.Redis,
     assert "cannot stop it: it runs until it checks job.cancelled" in worker.output()
     assert dead(own_client)[job.job_id]["reason"] == "cancelled"
     assert api.RetrySet().size() == 0
+
+
+def test_held_jobs_and_a_mark_key_of_another_type_on_a_worker(own_client: redis.Redis,
+                                                               own_redis: RedisServer) -> None:
+    first = LimitedJob.perform_later("first")
+    held = LimitedJob.perform_later("held")
+    # Not jobkit's mark: the job runs once (it used to be handed back to its queue forever).
+    odd = WaitingJob("odd mark")
+    own_client.hset(keys.cancel_mark(odd.job_id), "not", "a mark")
+    odd.enqueue()
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "3", cwd=ROOT)
+    try:
+        wait_until(lambda: own_client.llen(HELD_LIST) == 1
+                   and "odd mark: ran" in events(own_client), timeout=15,
+                   what="the second job held by the limit, the oddly marked one run")
+        assert jobkit.cancel(held.job_id) == jobkit.Cancellation(held.job_id, "held",
+                                                                 HELD_KEY)
+        assert own_client.llen(HELD_LIST) == 0
+        assert jobkit.cancel(first.job_id).outcome == "running"
+        wait_until(lambda: "first: ended" in events(own_client), timeout=15,
+                   what="the running one to see its cancel")
+        after = LimitedJob.perform_later("after")  # the slot was not kept by the held one
+        wait_until(lambda: "after: started" in events(own_client), timeout=15,
+                   what="the next job to get the slot")
+        jobkit.cancel(after.job_id)
+        wait_until(lambda: "after: ended" in events(own_client), timeout=15,
+                   what="the last job to end")
+    finally:
+        worker.stop()
+    seen = events(own_client)
+    assert "held: started" not in seen and seen.count("odd mark: ran") == 1
+    assert "cannot check job" not in worker.output()
+    assert f"Redis key '{keys.cancel_mark(odd.job_id)}' holds no cancel mark" in worker.output()
+    entry = dead(own_client)[held.job_id]
+    assert (entry["reason"], entry["queue"], entry["error_message"]) == (
+        "cancelled", QUEUE, "cancelled while held by its concurrency limit")
+
+
+def test_odd_ids_bad_ids_and_a_mark_key_of_another_type(own_client: redis.Redis) -> None:
+    odd = "'); alert(\"x/é\\\"); ('"  # quotes, a backslash, a slash, non-ASCII
+    queued, scheduled = WaitingJob("queued"), WaitingJob("scheduled")
+    queued.job_id, scheduled.job_id = odd, odd + "2"
+    queued.enqueue()
+    scheduled.enqueue(wait=3600)
+    web = Client()
+    _, _, page = web.get(f"/queues/{QUEUE}")
+    # The id reaches no script: HTML-escaped in an attribute that confirm() only reads.
+    assert "confirm('Cancel job" not in page
+    assert 'data-confirm="Cancel job &#39;); alert(&#34;x/é\\&#34;); (&#39;?"' in page
+    assert jobkit.cancel(odd) == jobkit.Cancellation(odd, "queued", QUEUE)
+    assert jobkit.cancel(odd + "2").outcome == "scheduled"
+    assert {odd, odd + "2"} == set(dead(own_client))
+    assert dead(own_client)[odd]["error_message"] == f"cancelled while in queue {QUEUE}"
+    huge = "x" * (cancellation.MAX_JOB_ID_LENGTH + 1)
+    with pytest.raises(ValueError, match="job_id is 1,001 characters long"):
+        jobkit.cancel(huge)
+    assert CliRunner().invoke(main, ["cancel", huge]).exit_code == 2
+    status, _, body = web.request("POST", "/busy", form={
+        "csrf": web.csrf(), "action": "cancel", "job_id": huge})
+    assert status == 400 and "characters long" in body
+    key = keys.cancel_mark("taken")
+    own_client.rpush(key, "something else")
+    with pytest.raises(ValueError, match=f"Redis key '{key}' holds a list, not a cancel mark"):
+        jobkit.cancel("taken")
+    assert own_client.lrange(key, 0, -1) == [b"something else"]
 
 
 def test_a_long_queue_is_scanned_in_chunks(own_client: redis.Redis) -> None:

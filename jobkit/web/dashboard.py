@@ -101,7 +101,10 @@ def cancel(request: Request, form: dict[str, list[str]], back: str) -> Response:
     if not job_id:
         return Response("no job_id given: nothing was cancelled", "400 Bad Request",
                         "text/plain")
-    cancellation.cancel(job_id, hard=action == "cancel_hard")
+    try:
+        cancellation.cancel(job_id, hard=action == "cancel_hard")
+    except ValueError as exc:  # an id no job can have, or a key in the way: nothing was done
+        return Response(f"{exc}: nothing was cancelled", "400 Bad Request", "text/plain")
     return redirect(back)
 
 

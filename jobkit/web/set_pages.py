@@ -43,7 +43,10 @@ def cancel(entry: JobEntry) -> str | None:
     dead set, reason "cancelled"; the reason it was refused, or None."""
     if entry.job_id is None:
         return f"{entry.key}: has no job id to cancel by"
-    cancellation.cancel(entry.job_id)
+    try:
+        cancellation.cancel(entry.job_id)
+    except ValueError as exc:  # an id too long to be a job's, or the mark's key in the way
+        return f"{entry.key}: {exc}"
     return None
 
 
