@@ -222,7 +222,7 @@ def cancel(job_id: str, hard: bool = False, client: redis.Redis | None = None) -
     sets: tuple[tuple[JobSet, Outcome], ...] = ((ScheduledSet(client), "scheduled"),
                                                  (RetrySet(client), "retry"))
     for job_set, outcome in sets:
-        if _remove_from_set(job_set, job_id, client):
+        if _remove_from_set(job_set, outcome, job_id, client):
             return Cancellation(job_id, outcome, None, hard)
     for queue, list_key in _queue_lists(client):
         if _remove_from_list(list_key, "queue", job_id, client):
@@ -346,7 +346,8 @@ class Probe:
         return self._seen
 
 
-def _remove_from_set(job_set: JobSet, job_id: str, client: redis.Redis) -> bool:
+def _remove_from_set(job_set: JobSet, outcome: Outcome, job_id: str, client: redis.Redis
+                     ) -> bool:
     """Take the job's entry out of a scheduled or retry set into the dead set (one step)."""
     entries = {entry.member: entry for needle in _needles(job_id)
                for entry in job_set.search(f'"job_id":{needle}', limit=1000)}
@@ -357,7 +358,7 @@ def _remove_from_set(job_set: JobSet, job_id: str, client: redis.Redis) -> bool:
                 if name not in ("list_key", "message")}
         now = time.time()
         info.update(reason=REASON, error_class=ERROR_CLASS, failed_at=now, backtrace=[],
-                    error_message=f"cancelled while in the {job_set.name} set")
+                    error_message=f"cancelled while in the {outcome} set")
         member = entry_member(entry.data["list_key"], entry.data["message"], **info)
         removed = script(_REMOVE_FROM_SET)(
             keys=[job_set.key, keys.DEAD, keys.cancel_mark(job_id)],

@@ -198,6 +198,7 @@ def test_odd_ids_bad_ids_and_a_mark_key_of_another_type(own_client: redis.Redis)
     assert jobkit.cancel(odd + "2").outcome == "scheduled"
     assert {odd, odd + "2"} == set(dead(own_client))
     assert dead(own_client)[odd]["error_message"] == f"cancelled while in queue {QUEUE}"
+    assert dead(own_client)[odd + "2"]["error_message"] == "cancelled while in the scheduled set"
     huge = "x" * (cancellation.MAX_JOB_ID_LENGTH + 1)
     with pytest.raises(ValueError, match="job_id is 1,001 characters long"):
         jobkit.cancel(huge)
