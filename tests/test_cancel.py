@@ -270,6 +270,15 @@ def test_the_test_modes() -> None:
         checking = CheckingJob()
         assert jobkit.cancel(checking.job_id).outcome == "not_found"
         assert checking.perform_now() is True  # how a test simulates a cancel while it runs
+        # A batch member cancelled while waiting counts dead, as in Redis: the batch completes.
+        with jobkit.Batch(on_complete=WaitingJob, on_death=WaitingJob) as batch:
+            member, other = CheckingJob.perform_later(), CheckingJob.perform_later()
+        assert jobkit.cancel(member.job_id).removed
+        testing.drain_all(CheckingJob)
+        status = batch.status
+        assert (status.dead, status.succeeded, set(status.fired)) == (1, 1, {"complete",
+                                                                          "death"})
+        assert len(WaitingJob.jobs) == 2 and other.job_id not in adapter.cancelled_ids
     with testing.inline():
         checking = CheckingJob()
         jobkit.cancel(checking.job_id)

@@ -211,6 +211,7 @@ class TestAdapter(Adapter):
             return Cancellation(job_id, "not_found", None, hard)
         self.enqueued.remove(record)
         self._unlock(record)
+        self._record_in_batch(record, "dead")  # as in Redis (controls.release.let_go)
         self.cancelled.append(record)
         return Cancellation(job_id, "queued" if record.at is None else "scheduled",
                             record.queue, hard)
