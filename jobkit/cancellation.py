@@ -23,6 +23,7 @@ its Retry sends the exact message back to its queue: a cancel made by mistake is
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -318,9 +319,11 @@ def record(payload: dict[str, Any], job_class: str, what: str,
 
 
 def cancelled_jobs(limit: int = 100, client: redis.Redis | None = None) -> list[JobEntry]:
-    """The cancelled jobs kept in the dead set, newest first, at most `limit`."""
-    found = DeadSet(client).search(f'"reason":"{REASON}"', limit)
-    return [entry for entry in found if entry.data.get("reason") == REASON]
+    """The cancelled jobs kept in the dead set, newest first, at most `limit`: read from the
+    newest a page at a time, until `limit` are found (a ZSCAN search would give any `limit`
+    of them, in hash order, not the newest)."""
+    cancelled = (entry for entry in DeadSet(client) if entry.data.get("reason") == REASON)
+    return list(itertools.islice(cancelled, max(0, limit)))
 
 
 class Probe:

@@ -216,11 +216,18 @@ def test_odd_ids_bad_ids_and_a_mark_key_of_another_type(own_client: redis.Redis)
 def test_a_long_queue_is_scanned_in_chunks(own_client: redis.Redis) -> None:
     target = UniqueJob.perform_later("oldest")  # at the far end of the list
     others = 2 * cancellation.QUEUE_CHUNK + 100
-    WaitingJob.perform_bulk([f"job {n}"] for n in range(others))
+    waiting = WaitingJob.perform_bulk([f"job {n}"] for n in range(others))
     assert jobkit.cancel(target.job_id).outcome == "queued"
     assert api.Queue(QUEUE).size() == others
     assert set(dead(own_client)) == {target.job_id}
     assert UniqueJob.perform_later("oldest").successfully_enqueued  # its lock went
+    # Past 128 entries Redis keeps the dead set as a skiplist, which ZSCAN reads in hash
+    # order: `cancelled_jobs` must still give the newest.
+    newest = [job.job_id for job in waiting[-150:]]
+    for job_id in newest:
+        jobkit.cancel(job_id)
+    assert own_client.object("encoding", keys.DEAD) == b"skiplist"
+    assert [e.job_id for e in api.cancelled_jobs(limit=5)] == newest[::-1][:5]
     with pytest.raises(ValueError, match="job_id must be a non-empty string"):
         jobkit.cancel("")
     with pytest.raises(TypeError, match="hard must be True or False"):
