@@ -23,6 +23,7 @@ import jobkit
 from jobkit import IterableJob, JobClassError, keys, testing
 from jobkit.cancellation import cancelled_jobs
 from jobkit.celery_message import read_task_args
+from jobkit.display import shown
 from jobkit.iteration import cursor as saved_cursor
 from jobkit.iteration import indexed
 from jobkit.iteration.stop import run_by_worker
@@ -40,7 +41,7 @@ def done(own_client: redis.Redis, name: str) -> dict[int, int]:
 
 
 def runs(own_client: redis.Redis, name: str) -> list[str]:
-    return [r.decode() for r in own_client.lrange(RUNS + name, 0, -1)]
+    return [shown(r) for r in own_client.lrange(RUNS + name, 0, -1)]
 
 
 def saved(own_client: redis.Redis, job_id: str) -> Any:
@@ -54,33 +55,44 @@ def worker(own_redis: RedisServer, log: Path, pool: str = "prefork", concurrency
                         env=FAST)
 
 
-def term_stops_between_items(own_client: redis.Redis, proc: WorkerProcess, job_id: str,
-                             name: str) -> None:
-    """TERM to the worker's main process (as systemd and Heroku send it): the job stops after
-    its current item, its exact cursor saved, and its message is back in the queue as it was."""
+def term_stops_between_items(own_client: redis.Redis, proc: WorkerProcess,
+                             jobs: dict[str, str], *, group: bool = False) -> None:
+    """TERM to the worker's main process (as systemd sends it), or with `group` to its whole
+    process group (as Heroku and `docker stop` with an init do, reaching the pool processes
+    too): each job (name -> job id) stops after its current item, its exact cursor saved, and
+    its message is back in the queue as it was."""
     sent = time.monotonic()
-    os.kill(proc.proc.pid, signal.SIGTERM)
+    (os.killpg if group else os.kill)(proc.proc.pid, signal.SIGTERM)
     proc.proc.wait(timeout=20)
     assert time.monotonic() - sent < 10, proc.output()[-3000:]  # stopped, not timed out (25 s)
     assert "timeout reached" not in proc.output()
-    items = done(own_client, name)
-    assert saved(own_client, job_id) == {"cursor": max(items)}
-    assert sorted(items) == list(range(max(items) + 1))
     assert not any(own_client.hlen(k) for k in own_client.keys(keys.unacked("*")))
-    (message,) = own_client.lrange(QUEUE, 0, -1)
-    (payload,) = read_task_args(message)
-    assert (payload["job_id"], payload["executions"]) == (job_id, 0)
-    assert runs(own_client, name)[-1] == f"stop after {max(items)}"
+    queued = sorted((payload["job_id"], payload["executions"]) for message in own_client.lrange(
+        QUEUE, 0, -1) for payload in read_task_args(message))
+    assert queued == sorted((job_id, 0) for job_id in jobs.values())  # each once, as it was
+    for name, job_id in jobs.items():
+        items = done(own_client, name)
+        assert saved(own_client, job_id) == {"cursor": max(items)}, (name, proc.output())
+        assert items == dict.fromkeys(range(max(items) + 1), 1)
+        assert runs(own_client, name)[-1] == f"stop after {max(items)}"
 
 
 def test_ten_thousand_items_through_three_terms_and_a_kill(
         own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
     job = CountItems.perform_later("big", TOTAL, 0.0002)
-    for n, at in enumerate((1_500, 3_500, 5_500)):  # TERM the main process, as systemd does
+    for n, at in enumerate((1_500, 3_500)):  # TERM the main process, as systemd does
         proc = worker(own_redis, tmp_path / f"term{n}.log")
         wait_until(lambda at=at: len(done(own_client, "big")) >= at, timeout=20,
                    what=f"{at} items done")
-        term_stops_between_items(own_client, proc, job.job_id, "big")
+        term_stops_between_items(own_client, proc, {"big": job.job_id})
+    # TERM to the process group reaches the pool processes too; the items of `slow`, mostly a
+    # sleep, would be cut short in the middle if billiard's TERM handler were left in place.
+    slow = CountItems.perform_later("slow", 60, 0.05)
+    proc = worker(own_redis, tmp_path / "group.log")
+    wait_until(lambda: len(done(own_client, "big")) >= 5_500 and done(own_client, "slow"),
+               timeout=20, what="5,500 items done, and one slow item")
+    term_stops_between_items(own_client, proc, {"big": job.job_id, "slow": slow.job_id},
+                             group=True)
 
     proc = worker(own_redis, tmp_path / "kill.log")
     wait_until(lambda: len(done(own_client, "big")) >= 7_500, timeout=20, what="7,500 items")
@@ -138,7 +150,7 @@ def test_runtime_limit_retry_cancel_and_term_on_threads(
                    what="the three jobs to complete")
         term = CountItems.perform_later("term", 1000, 0.005)
         wait_until(lambda: len(done(own_client, "term")) >= 20, what="20 items done")
-        term_stops_between_items(own_client, proc, term.job_id, "term")
+        term_stops_between_items(own_client, proc, {"term": term.job_id})
     finally:
         proc.stop()
     assert done(own_client, "cancelled") == dict.fromkeys(range(400), 1)
@@ -211,6 +223,21 @@ def test_cursor_and_enumerator_errors_name_the_job(own_client: redis.Redis) -> N
     assert list(indexed(iter("abc"), cursor=0)) == [("b", 1), ("c", 2)]
     with pytest.raises(TypeError, match=r"CountItems.build_enumerator\(\): missing a required"):
         CountItems.perform_later("name", 1)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (b"\xff\xfe not JSON", r"holds b'\\xff\\xfe not JSON', not a saved cursor; delete the key"),
+    (b'["a list"]', r"holds b'\[\"a list\"\]', not a saved cursor; delete the key"),
+    ({"a": "hash"}, r"is not a string, so not a saved cursor; delete the key"),
+])
+def test_a_key_that_is_no_saved_cursor_is_named(own_client: redis.Redis, value: Any,
+                                                message: str) -> None:
+    job = Steps()
+    key = keys.iteration(job.job_id)
+    own_client.hset(key, mapping=value) if isinstance(value, dict) else own_client.set(key, value)
+    with run_by_worker(job.job_id), pytest.raises(ValueError, match=re.escape(key) + " " + message):
+        job.perform_now()
+    assert not hasattr(job, "seen")
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 from jobkit.durations import seconds
 from jobkit.errors import JobClassError
 from jobkit.iteration import cursor as saved_cursor
-from jobkit.iteration.stop import stop_requested, worker_runs
+from jobkit.iteration.stop import stop_requested, term_stops_iteration, worker_runs
 from jobkit.job import Job
 
 __all__ = ["Interrupted", "IterableJob", "IterationCancelled", "indexed"]
@@ -118,7 +118,19 @@ class IterableJob(Job):
             raise TypeError(f"{cls.__qualname__}.build_enumerator must return an iterable of "
                             f"(item, cursor) pairs, not {items!r:.80}")
         (self.on_resume if saved is not None else self.on_start)()
-        run = _Run(self, whose) if saving else None
+        if not saving:
+            self._iterate(items, None, whose, args, kwargs)
+            return
+        with term_stops_iteration():
+            run = _Run(self, whose)
+            self._iterate(items, run, whose, args, kwargs)
+            saved_cursor.finish(self.job_id, run.ttl)
+
+    def _iterate(self, items: Iterable[Any], run: _Run | None, whose: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None:
+        """Every item after the cursor, then on_complete; with `run` (on a worker), the cursor
+        saved as it goes, and a stop between items."""
+        cls = type(self)
         try:
             for pair in items:
                 if not (isinstance(pair, tuple) and len(pair) == 2):
@@ -144,8 +156,6 @@ class IterableJob(Job):
             if run is not None:
                 run.save_on_failure()
             raise
-        if run is not None:
-            saved_cursor.finish(self.job_id, run.ttl)
 
 
 _CANCELLED = "cancelled"

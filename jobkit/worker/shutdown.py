@@ -166,6 +166,8 @@ def log_thread_stacks() -> None:
 @celery_signals.worker_process_init.connect
 def _children_ignore_worker_signals(**_: Any) -> None:
     """Pool children leave TSTP and TTIN to the main process (a process-group TSTP would
-    otherwise stop them)."""
+    otherwise stop them), and a TERM that reaches one during an iteration stops the iteration
+    between items (jobkit.iteration.stop)."""
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    iteration_stop.in_pool_process()
