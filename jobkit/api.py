@@ -359,14 +359,16 @@ class Stats:
 
 def batch(batch_id: str, client: redis.Redis | None = None) -> BatchStatus | None:
     """A batch's progress (total, pending, failed, ...) in one read, or None once it expired
-    (docs/batches.md)."""
+    (docs/batches.md); ValueError naming the key when it is not a batch's hash."""
     return RedisBatches(client).status(batch_id)
 
 
 def batches(start: int = 0, count: int = 25, client: redis.Redis | None = None
             ) -> list[BatchStatus]:
-    """Batches, newest first, paged (one read per batch, in one round trip)."""
-    return RedisBatches(client).recent(max(0, start), count)
+    """Batches, newest first, paged (one read per batch, in one round trip); a key that is
+    not a batch's hash is left out (the dashboard shows it)."""
+    return [status for status in RedisBatches(client).recent(max(0, start), count)
+            if isinstance(status, BatchStatus)]
 
 
 def limiters() -> list[LimiterState]:

@@ -228,6 +228,62 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     assert len(pushed()) == 6
 
 
+def test_a_child_whose_creator_died_in_its_block_does_not_hold_its_parent(
+        own_client: redis.Redis) -> None:
+    """A batch job's worker killed -9 inside a child batch's block leaves that child never
+    sealed: the parent counts a child only once its block ended, so it still completes (the
+    job runs again and makes a new child, which the parent waits for)."""
+    with labeled("P", events=("success",)) as parent:
+        maker = Work.perform_later("maker")
+    with scope.running(parent.batch_id):  # as inside perform of the parent's job
+        orphan = jobkit.Batch(description="its creator was killed")
+        orphan.__enter__()  # never left: no __exit__ (the running scope resets the block)
+        lost = Work.perform_later("in the orphan")
+        orphan.flush()
+    assert orphan.parent_id == parent.batch_id and not status_of(orphan.batch_id).sealed
+    assert status_of(parent.batch_id).total == 1  # the orphan is not a member
+    with scope.running(parent.batch_id), jobkit.Batch() as child:  # the job's second run
+        again = Work.perform_later("in the new child")
+        assert status_of(parent.batch_id).total == 1  # counted when its block ends
+    assert status_of(parent.batch_id).total == 2
+    state.record(own_client, child.batch_id, again.job_id, "succeeded")
+    state.record(own_client, orphan.batch_id, lost.job_id, "succeeded")
+    state.record(own_client, parent.batch_id, maker.job_id, "succeeded")
+    status = status_of(parent.batch_id)
+    assert status.success and (status.total, status.succeeded) == (2, 2)
+    assert not own_client.hexists(keys.batch(orphan.batch_id), "fired_success")
+
+
+def test_keys_jobkit_did_not_write_are_named_and_never_half_changed(
+        own_client: redis.Redis) -> None:
+    with jobkit.Batch() as counters, jobkit.Batch() as members:
+        one, two = Work.perform_later("1"), Work.perform_later("2")
+    assert status_of(members.batch_id).parent == counters.batch_id
+    own_client.hset(keys.batch(counters.batch_id), "failing", "x")
+    own_client.set(keys.batch_members(members.batch_id), "not a hash")
+    with pytest.raises(redis.ResponseError, match=re.escape(
+            f"jobkit batch key {keys.batch(counters.batch_id)}: its failing is \"x\", not a "
+            "whole number")):
+        state.record(own_client, counters.batch_id, one.job_id, "succeeded")
+    with pytest.raises(redis.ResponseError, match=re.escape(
+            f"jobkit batch key {keys.batch_members(members.batch_id)} is a string, not a hash")):
+        state.record(own_client, members.batch_id, two.job_id, "succeeded")
+    assert not own_client.exists(keys.batch_members(counters.batch_id))  # nothing half-done
+    assert status_of(counters.batch_id).succeeded == 0
+
+    own_client.delete(keys.batch(members.batch_id))
+    own_client.set(keys.batch(members.batch_id), "not a hash")
+    with pytest.raises(ValueError, match=f"its key {keys.batch(members.batch_id)} cannot be "
+                                         "read .*WRONGTYPE"):
+        api.batch(members.batch_id)
+    assert [b.batch_id for b in api.batches()] == [counters.batch_id]  # the bad one left out
+    client = Client()
+    code, _, page = client.request("GET", "/batches")
+    assert code == 200 and counters.batch_id in page and "cannot be read" in page
+    code, _, text = client.request("GET", f"/batches/{members.batch_id}")
+    assert code == 500 and "cannot be read" in text
+
+
 def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
     class Unique(jobkit.Job):
         queue_as = QUEUE
@@ -325,6 +381,16 @@ def test_api_and_dashboard(own_client: redis.Redis) -> None:
     code, _, page = client.request("GET", f"/batches/{second.batch_id}")
     assert "succeeded" in page and page.count("not yet") == 1  # on_death only: empty, so done
     assert client.request("GET", "/batches/nope")[0] == 404
+    # An id (from Redis, not jobkit's) with a slash and a control character: linked, shown
+    # escaped, reachable (PATH_INFO as the server decodes it).
+    odd = "a/b\x1b"
+    own_client.hset(keys.batch(odd), mapping={"total": 1, "parent": "p\x1b"})
+    own_client.zadd(keys.BATCHES, {odd: time.time()})
+    page = client.request("GET", "/batches")[2]
+    assert '<a href="/batches/a%2Fb%1B"><code>a/b\\x1b</code>' in page and "\x1b" not in page
+    code, _, page = client.request("GET", "/batches/a/b\x1b")
+    assert code == 200 and "<code>a/b\\x1b</code>" in page and "<code>p\\x1b</code>" in page
+    assert "\x1b" not in page
 
 
 def test_the_examples_in_batches_md_run(own_client: redis.Redis) -> None:

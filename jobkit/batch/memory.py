@@ -41,10 +41,8 @@ class MemoryBatches:
 
     def create(self, batch_id: str, parent: str | None, description: str,
                callbacks: Mapping[str, str]) -> None:
-        if parent is not None:
-            if parent not in self._batches:
-                raise LookupError(f"parent batch {parent} not found")
-            self._add(parent, "total", 1)
+        if parent is not None and parent not in self._batches:
+            raise LookupError(f"parent batch {parent} not found")
         data = {"created_at": str(time.time()), "total": "0", "description": description,
                 **({"parent": parent} if parent is not None else {}),
                 **{f"on_{event}": entry for event, entry in callbacks.items()}}
@@ -59,9 +57,13 @@ class MemoryBatches:
         batch = self._batches.get(batch_id)
         if batch is None:
             return
-        batch.data["sealed"] = "1"
         if aborted:
             batch.data["aborted"] = "1"
+        if "sealed" not in batch.data:  # a child counts in its parent once its block ended
+            batch.data["sealed"] = "1"
+            parent = batch.data.get("parent")
+            if parent is not None and parent in self._batches:
+                self._add(parent, "total", 1)
         self._propagate(batch_id)
 
     def record(self, batch_id: str, member: str, outcome: Outcome) -> None:

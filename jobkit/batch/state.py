@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from jobkit.job import Job
 
-__all__ = ["DONE_SECONDS", "EVENTS", "OPEN_SECONDS", "BatchStatus", "BatchStore", "Event",
-           "Outcome", "RedisBatches", "count_members", "record"]
+__all__ = ["DONE_SECONDS", "EVENTS", "OPEN_SECONDS", "BatchProblem", "BatchStatus", "BatchStore",
+           "Event", "Outcome", "RedisBatches", "count_members", "record"]
 
 Outcome = Literal["succeeded", "discarded", "failing", "dead"]
 Event = Literal["success", "complete", "death"]
@@ -51,6 +51,31 @@ local now, open_ttl, done_ttl = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local queues = KEYS[2]
 
 local function num(value) return tonumber(value) or 0 end
+
+-- refuse, before anything is written, a batch (or an ancestor) whose keys jobkit did not write:
+-- a key of another type, or a counter that HINCRBY cannot add to (an error naming the key,
+-- never a half-applied change)
+local function check(batch)
+  for depth = 1, 32 do
+    for _, key in ipairs({batch, batch .. suffix}) do
+      local kind = redis.call('TYPE', key).ok
+      if kind ~= 'hash' and kind ~= 'none' then
+        error({err = 'jobkit batch key ' .. key .. ' is a ' .. kind .. ', not a hash'})
+      end
+    end
+    local counters = {'total', 'succeeded', 'discarded', 'dead', 'failing'}
+    local values = redis.call('HMGET', batch, unpack(counters))
+    for i, name in ipairs(counters) do
+      if values[i] and not string.match(values[i], '^%-?%d+$') then
+        error({err = 'jobkit batch key ' .. batch .. ': its ' .. name .. ' is '
+               .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not a whole number'})
+      end
+    end
+    local parent = redis.call('HGET', batch, 'parent')
+    if not parent then return end
+    batch = prefix .. parent
+  end
+end
 
 -- push an event's callback job, once ever per batch
 local function fire(batch, event)
@@ -116,28 +141,36 @@ end
 
 # KEYS: the batch, keys.QUEUES. ARGV[9], [10]: member, outcome.
 _RECORD = _COMMON + """
+check(KEYS[1])
 if move(KEYS[1], ARGV[9], ARGV[10]) then propagate(KEYS[1]) end
 return 1
 """
 
 # KEYS: the batch, keys.QUEUES. ARGV[9]: '1' when its block raised (no callback will fire).
+# A child batch becomes a member of its parent here, when its block has ended, not when it is
+# made: a creator killed inside the block (a batch job's worker killed -9) leaves a child
+# that is never sealed, and the parent must not wait for it (the job runs again and makes a
+# new one).
 _SEAL = _COMMON + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'sealed', '1')
+check(KEYS[1])
 if ARGV[9] == '1' then redis.call('HSET', KEYS[1], 'aborted', '1') end
+if redis.call('HSETNX', KEYS[1], 'sealed', '1') == 1 then
+  local parent = redis.call('HGET', KEYS[1], 'parent')
+  if parent and redis.call('EXISTS', prefix .. parent) == 1 then
+    redis.call('HINCRBY', prefix .. parent, 'total', 1)
+    redis.call('EXPIRE', prefix .. parent, open_ttl)
+  end
+end
 propagate(KEYS[1])
 return 1
 """
 
 # KEYS: the batch, the index (keys.BATCHES), then the parent batch if any. ARGV: id, now,
-# ttl, then field/value pairs. A parent counts the child as one member, in the same step.
+# ttl, then field/value pairs. The parent must exist; it counts the child when it is sealed.
 _CREATE = """
 local ttl = tonumber(ARGV[3])
-if #KEYS == 3 then
-  if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-  redis.call('HINCRBY', KEYS[3], 'total', 1)
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
+if #KEYS == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'created_at', ARGV[2], 'total', 0, unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -238,6 +271,14 @@ class BatchStatus:
                     if f"fired_{event}" in data})
 
 
+@dataclass(frozen=True)
+class BatchProblem:
+    """A batch in the index whose key cannot be read as a batch (`RedisBatches.recent`)."""
+
+    batch_id: str
+    problem: str
+
+
 class BatchStore(Protocol):
     """Where an adapter keeps batches: Redis (celery) or memory (the test modes)."""
 
@@ -278,24 +319,35 @@ class RedisBatches:
                       args=[*_common_args(), "1" if aborted else "0"], client=self.client)
 
     def status(self, batch_id: str) -> BatchStatus | None:
-        data = self.client.hgetall(keys.batch(batch_id))
+        """ValueError naming the key when it is not a hash (not jobkit's)."""
+        try:
+            data = self.client.hgetall(keys.batch(batch_id))
+        except redis.ResponseError as exc:
+            raise ValueError(_unreadable(batch_id, exc)) from None
         return BatchStatus.from_hash(batch_id, _texts(data)) if data else None
 
-    def recent(self, start: int = 0, count: int = 25) -> list[BatchStatus]:
-        """The newest batches first (those expired since are left out)."""
+    def recent(self, start: int = 0, count: int = 25) -> list[BatchStatus | BatchProblem]:
+        """The newest batches first (those expired since are left out; a key that is not a
+        hash is a BatchProblem, so one bad key does not hide the others)."""
         found = cast("list[bytes | str]", self.client.zrevrange(keys.BATCHES, start,
                                                                 start + count - 1))
         ids = [_text(i) for i in found]
         with self.client.pipeline(transaction=False) as pipe:
             for batch_id in ids:
                 pipe.hgetall(keys.batch(batch_id))
-            read = pipe.execute()
-        return [BatchStatus.from_hash(batch_id, _texts(data))
+            read = pipe.execute(raise_on_error=False)
+        return [BatchProblem(batch_id, _unreadable(batch_id, data))
+                if isinstance(data, redis.ResponseError)
+                else BatchStatus.from_hash(batch_id, _texts(data))
                 for batch_id, data in zip(ids, read, strict=True) if data]
 
     def size(self) -> int:
         """Batches in the index (created within OPEN_SECONDS; some may have expired)."""
         return self.client.zcard(keys.BATCHES)
+
+
+def _unreadable(batch_id: str, error: Exception) -> str:
+    return f"batch {batch_id}: its key {keys.batch(batch_id)} cannot be read ({error})"
 
 
 def _text(value: bytes | str) -> str:
