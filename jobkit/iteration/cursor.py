@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from jobkit import keys
 from jobkit.redis_client import get_redis
 
@@ -42,7 +44,14 @@ def encode(cursor: Any, whose: str) -> str:
 
 def load(job_id: str) -> Saved | None:
     """What a previous run of this job saved, or None (a first run, or the key expired)."""
-    raw = get_redis().get(keys.iteration(job_id))
+    key = keys.iteration(job_id)
+    try:
+        raw = get_redis().get(key)
+    except redis.ResponseError as exc:  # WRONGTYPE: something else wrote a hash or a list there
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        raise ValueError(f"{key} is not a string, so not a saved cursor; delete the key to "
+                         "start the job over") from None
     if raw is None:
         return None
     try:
@@ -52,7 +61,7 @@ def load(job_id: str) -> Saved | None:
     if isinstance(state, dict) and state.get("finished") is True:
         return Saved(None, True)
     if not (isinstance(state, dict) and "cursor" in state):
-        raise ValueError(f"{keys.iteration(job_id)} holds {raw!r:.80}, not a saved cursor; "
+        raise ValueError(f"{key} holds {raw!r:.80}, not a saved cursor; "
                          "delete the key to start the job over")
     return Saved(state["cursor"], False)
 
