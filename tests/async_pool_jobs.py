@@ -151,3 +151,19 @@ async def _wait_forever() -> None:
     except asyncio.CancelledError:
         await client().rpush(EVENTS, "orphan: cancelled")
         raise
+
+
+class LoopBreakerJob(Job):
+    """Stops the shared loop (`stop`) or lets SystemExit out of its task (`exit`): the loop
+    must go on for the other jobs."""
+
+    queue_as = QUEUE
+    max_retries = 0
+
+    async def perform(self, how: str) -> None:
+        await asyncio.sleep(0.05)
+        if how == "exit":
+            raise SystemExit(f"{how}: out of the loop")
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(0.05)
+        await client().rpush(EVENTS, f"{how}: went on")

@@ -33,6 +33,7 @@ from tests.async_pool_jobs import (
     AsyncHardLimitedJob,
     AsyncRetriedJob,
     HeldJob,
+    LoopBreakerJob,
     OrphanJob,
     SleepJob,
     SyncLimitedJob,
@@ -59,7 +60,10 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     """200 long jobs first (they must all overlap), then 1,000 × sleep(0.1); a failing async
     job goes to the dead set, a retried one to the retry set; a sync job over its soft limit
     cleans up and the next sync job runs untouched; an async job over its hard limit is
-    cancelled and dead. A clean stop cancels the task a job left on the loop."""
+    cancelled and dead. A clean stop cancels the task a job left on the loop. A job that stops
+    the loop, or lets SystemExit out of it, does not end it for the others."""
+    LoopBreakerJob.perform_later("stop")
+    LoopBreakerJob.perform_later("exit")
     jobkit.perform_all_later([SleepJob(1.0) for _ in range(200)])
     jobkit.perform_all_later([SleepJob(0.1) for _ in range(1000)])
     AsyncFailingJob.perform_later("dies")
@@ -72,9 +76,9 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
                           "-P", "asyncio", "-c", "200")
     started = time.time()
     try:
-        wait_until(lambda: own_client.llen(DONE) == 1200 and len(events(own_client)) == 3
+        wait_until(lambda: own_client.llen(DONE) == 1200 and len(events(own_client)) == 4
                    and RetrySet(own_client).size() == 1, timeout=30,
-                   what="1,200 sleeps, the two sync jobs and the retried job")
+                   what="1,200 sleeps, four events and the retried job")
         finished = max(float(at) for at in own_client.lrange(DONE, 0, -1))
     finally:
         worker.stop()
@@ -86,7 +90,9 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
     (retried,) = RetrySet(own_client).page()
     assert retried.payload["args"] == ["retried"]
     assert "async failure: retried" in (retried.error_message or "")
-    hard, orphan, over, under = sorted(events(own_client))
+    hard, orphan, over, stop, under = sorted(events(own_client))
+    assert stop == "stop: went on"
+    assert "SystemExit: exit: out of the loop" in worker.output()
     assert orphan == "orphan: cancelled", "the task left on the loop was not cancelled at stop"
     assert hard == "hard: cancelled"
     assert dead(own_client)["hard"]["error_class"] == "jobkit.errors.JobKilled"

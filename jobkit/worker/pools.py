@@ -55,6 +55,7 @@ class AsyncioPool(ThreadPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loop = asyncio.new_event_loop()
+        self.stopping = False  # set by on_stop: until then the loop runs, whatever a job does
         self.loop_thread = threading.Thread(target=self._run_loop, name="jobkit-asyncio-loop",
                                             daemon=True)  # TERM's os._exit must not wait
 
@@ -69,12 +70,14 @@ class AsyncioPool(ThreadPool):
     def on_stop(self) -> None:
         super().on_stop()  # Celery's: waits for the running jobs
         if self.loop_thread.is_alive():
+            self.stopping = True
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.loop_thread.join(LOOP_CLOSE_SECONDS + 1)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while not self.stopping:
+            self._run_until_stopped()
         try:  # stopped: what asyncio.run does after its coroutine, so nothing is left pending
             left = asyncio.all_tasks(self.loop)
             for task in left:
@@ -87,6 +90,18 @@ class AsyncioPool(ThreadPool):
             logger.exception("closing the asyncio pool's loop")
         finally:
             self.loop.close()
+
+    def _run_until_stopped(self) -> None:
+        """Run the loop until it is stopped. It is run again unless the pool stops: a job
+        that stops it (`loop.stop()`) or raises SystemExit or KeyboardInterrupt in its task
+        (asyncio lets those two out of `run_forever`, the task failed with it) must not end
+        it, or every later async job of the worker would wait forever or fail with
+        "Event loop is closed". The job itself gets its exception as on `threads`."""
+        try:
+            self.loop.run_forever()
+        except BaseException:  # noqa: BLE001 - the job's own exit: its thread re-raises it
+            logger.exception("an async job let this out of the asyncio pool's loop; the loop "
+                             "goes on")
 
 
 #: The `pool` setting -> Celery's `worker_pool`: a name Celery knows, or a class's import path
