@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import tracemalloc
 import types
@@ -252,6 +253,28 @@ def test_a_child_whose_creator_died_in_its_block_does_not_hold_its_parent(
     status = status_of(parent.batch_id)
     assert status.success and (status.total, status.succeeded) == (2, 2)
     assert not own_client.hexists(keys.batch(orphan.batch_id), "fired_success")
+
+
+def test_the_seal_waits_for_a_redis_restart() -> None:
+    """The block's jobs are sent; Redis restarts as the block ends: the seal is tried again
+    until Redis answers (an unsealed batch would never call back)."""
+    server = RedisServer(aof=True)  # appendfsync always: the restart keeps every write
+    before = jobkit.config.current_settings()
+    jobkit.configure(redis_url=server.url)
+    restart = threading.Timer(1.0, server.start)
+    try:
+        with labeled("R", events=("success",)) as batch:
+            Work.perform_later("r")
+            batch.flush()
+            server.kill()
+            restart.start()
+        status = status_of(batch.batch_id)
+        assert status.sealed and (status.total, status.pending) == (1, 1)
+    finally:
+        jobkit.config.use_settings(before)
+        if restart.is_alive():
+            restart.join()
+        server.stop()
 
 
 def test_keys_jobkit_did_not_write_are_named_and_never_half_changed(

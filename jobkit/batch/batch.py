@@ -13,16 +13,26 @@ Notify(batch.batch_id, "ops"))` gives it the id: a type checker sees its argumen
 from __future__ import annotations
 
 import copy
+import logging
+import time
 import uuid
 from types import TracebackType
 from typing import Any
 
+import redis
+from redis.exceptions import ReadOnlyError
+
 from jobkit.adapters import current_adapter
 from jobkit.batch.scope import OpenBatch, parent_id
 from jobkit.batch.state import EVENTS, Event
+from jobkit.controls.release import RETRY_SECONDS
 from jobkit.job import ConfiguredJob, Job
 
 __all__ = ["Batch", "Callback"]
+
+logger = logging.getLogger(__name__)
+
+_SEAL_PAUSE_SECONDS = 0.25
 
 #: A callback: a Job class, a class with options (`Job.set(...)`), or a job instance.
 Callback = type[Job] | ConfiguredJob[Any, Any, Any] | Job
@@ -88,7 +98,28 @@ class Batch(OpenBatch):
             aborted = True
             raise
         finally:
-            self.store.seal(self.batch_id, aborted)
+            self._seal(aborted)
+
+    def _seal(self, aborted: bool) -> None:
+        """Seal the batch. Its jobs are all sent by now, and an unsealed batch never calls
+        back: through a Redis restart or failover the seal is tried again for up to
+        RETRY_SECONDS, then raises. After an error in the block (its own error goes on, not
+        this one) it is tried once: unsealed or aborted, no callback of it runs."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        while True:
+            try:
+                self.store.seal(self.batch_id, aborted)
+                return
+            except redis.RedisError as exc:
+                unreachable = isinstance(exc, (redis.ConnectionError, redis.TimeoutError,
+                                               ReadOnlyError))
+                if aborted:
+                    logger.warning("batch %s (its block raised) not sealed: %s",
+                                   self.batch_id, exc)
+                    return
+                if not unreachable or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_SEAL_PAUSE_SECONDS)
 
     @staticmethod
     def open(batch_id: str | None) -> OpenBatch:
