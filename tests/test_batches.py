@@ -329,6 +329,9 @@ def test_bad_batches_are_refused(own_client: redis.Redis) -> None:
         jobkit.Batch(on_success=Unique)
     with pytest.raises(ValueError, match="on_death=Callback: a callback .* cannot be delayed"):
         jobkit.Batch(on_death=Callback.set(wait=10))
+    received = Callback("id", "a member's copy")
+    received.batch_id = "its batch"  # as a batch job's own job, received by its worker
+    assert jobkit.Batch().on("success", received).callbacks["success"].batch_id is None
     with pytest.raises(TypeError, match="on_complete must be a Job class"):
         jobkit.Batch(on_complete=print)  # type: ignore[arg-type]  # not a job
     with pytest.raises(LookupError, match="not found"):

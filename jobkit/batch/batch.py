@@ -152,6 +152,7 @@ def _callback_job(name: str, callback: Any, batch_id: str) -> Job:
     elif isinstance(callback, Job):
         job = copy.copy(callback)  # the caller's job stays as it was
         job.job_id = str(uuid.uuid4())
+        job.batch_id = None  # a callback belongs to no batch (a job a batch job received does)
     else:
         raise TypeError(f"Batch {name} must be a Job class, Job.set(...) or a job, "
                         f"got {callback!r}")
