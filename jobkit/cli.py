@@ -79,6 +79,12 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
            hostname: str | None, on_demand_slot: int | None, idle_timeout: float | None,
            celery_args: tuple[str, ...]) -> None:
     """Run a worker: a Celery worker on jobkit's app. Extra arguments go to Celery."""
+    for arg in celery_args:  # Celery's -P takes its own pools (threads without soft limits,
+        # no asyncio) and, given `prefork`, silently the configured one: only jobkit's names it
+        if arg in ("-P", "--pool") or arg.startswith(("-P", "--pool=")):
+            raise click.UsageError(f"{arg} after --: the pool is jobkit's option, not Celery's; "
+                                   f"give -P before -- or pool: in the settings file (one of "
+                                   f"{', '.join(POOLS)})")
     settings = configure(  # a ConfigError becomes one masked line (_Main.invoke)
         config_path, environment, concurrency=concurrency, pool=pool,
         queues=[parse_queue(q, "-q") for q in queues] or None,

@@ -91,6 +91,7 @@ class HeldJob(Job):
 
     async def perform(self, n: int) -> None:
         r = client()
+        await r.sadd(LOOPS, f"{os.getpid()}:{id(asyncio.get_running_loop())}")
         await r.rpush(STARTED, n)
         while not await r.exists(RELEASE):
             await asyncio.sleep(0.05)

@@ -15,9 +15,11 @@ import types
 from pathlib import Path
 
 import redis
+from click.testing import CliRunner
 
 import jobkit
 from jobkit import keys
+from jobkit.cli import main
 from jobkit.job_sets import RetrySet
 from jobkit.testing_services import RedisServer, wait_until
 from tests.async_pool_jobs import (
@@ -108,10 +110,10 @@ def test_kill_9_and_term_lose_no_async_job(own_client: redis.Redis, own_redis: R
     running at `timeout` hands them back and exits in time; a third worker finishes each
     exactly once."""
     config = tmp_path / "jobkit.yml"
-    config.write_text("timeout: 1\n")
+    config.write_text("timeout: 1\npool: asyncio\n")  # the pool from the file, not -P
     fast = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}
     jobkit.perform_all_later([HeldJob(n) for n in range(30)])
-    args = ("-C", str(config), "-q", FAULTS_QUEUE, "-P", "asyncio", "-c", "40")
+    args = ("-C", str(config), "-q", FAULTS_QUEUE, "-c", "40")
     killed = start_worker(own_redis.url, tmp_path / "killed.log", *args, env=fast)
     try:
         wait_until(lambda: own_client.llen(STARTED) == 30, timeout=15, what="30 jobs started")
@@ -137,6 +139,7 @@ def test_kill_9_and_term_lose_no_async_job(own_client: redis.Redis, own_redis: R
     finally:
         last.stop()
     assert sorted(int(n) for n in own_client.lrange(DONE, 0, -1)) == list(range(30))
+    assert own_client.scard(LOOPS) == 3, "not one shared loop per worker: pool: asyncio unread"
     assert not any(noise in last.output() for noise in NO_NOISE), last.output()[-3000:]
 
 
@@ -179,3 +182,13 @@ def test_the_shared_client_example_in_jobs_md_runs(own_client: redis.Redis) -> N
     finally:
         del sys.modules[module.__name__]
     assert own_client.get("visits:home") == b"3"
+
+
+def test_a_pool_given_to_celery_after_the_double_dash_is_refused() -> None:
+    """`-- -P threads` would be Celery's thread pool (no soft limits), `-- -P prefork` the
+    configured pool: jobkit's -P (or `pool:`) is the one way to choose it."""
+    for args in (["-P", "threads"], ["--pool=asyncio"], ["-Psolo"], ["--pool", "prefork"]):
+        result = CliRunner().invoke(main, ["worker", "-q", QUEUE, "-r", "no_such_module_here",
+                                           "--", *args])  # refused before the -r import
+        assert result.exit_code == 2, result.output
+        assert f"{args[0]} after --: the pool is jobkit's option" in result.output
