@@ -305,6 +305,15 @@ def test_keys_jobkit_did_not_write_are_named_and_never_half_changed(
     assert code == 200 and counters.batch_id in page and "cannot be read" in page
     code, _, text = client.request("GET", f"/batches/{members.batch_id}")
     assert code == 500 and "cannot be read" in text
+    own_client.delete(keys.BATCHES)
+    own_client.set(keys.BATCHES, "not a sorted set")
+    with pytest.raises(ValueError, match=f"the batch index {keys.BATCHES} cannot be read"):
+        api.batches()
+    with pytest.raises(redis.ResponseError, match=f"jobkit batch index {keys.BATCHES} is a "
+                                                  "string, not a sorted set"):
+        jobkit.Batch().__enter__()
+    code, _, text = client.request("GET", "/batches")
+    assert code == 500 and f"the batch index {keys.BATCHES} cannot be read" in text
 
 
 def test_bad_batches_are_refused(own_client: redis.Redis) -> None:

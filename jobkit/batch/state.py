@@ -170,6 +170,10 @@ return 1
 # ttl, then field/value pairs. The parent must exist; it counts the child when it is sealed.
 _CREATE = """
 local ttl = tonumber(ARGV[3])
+local kind = redis.call('TYPE', KEYS[2]).ok
+if kind ~= 'zset' and kind ~= 'none' then
+  error({err = 'jobkit batch index ' .. KEYS[2] .. ' is a ' .. kind .. ', not a sorted set'})
+end
 if #KEYS == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'created_at', ARGV[2], 'total', 0, unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -329,8 +333,11 @@ class RedisBatches:
     def recent(self, start: int = 0, count: int = 25) -> list[BatchStatus | BatchProblem]:
         """The newest batches first (those expired since are left out; a key that is not a
         hash is a BatchProblem, so one bad key does not hide the others)."""
-        found = cast("list[bytes | str]", self.client.zrevrange(keys.BATCHES, start,
-                                                                start + count - 1))
+        try:
+            found = cast("list[bytes | str]", self.client.zrevrange(keys.BATCHES, start,
+                                                                    start + count - 1))
+        except redis.ResponseError as exc:
+            raise ValueError(f"the batch index {keys.BATCHES} cannot be read ({exc})") from None
         ids = [_text(i) for i in found]
         with self.client.pipeline(transaction=False) as pipe:
             for batch_id in ids:
