@@ -2,16 +2,18 @@
 
 A cancel first writes the job's mark (``keys.cancel_mark``: "soft" or "hard", for
 `MARK_SECONDS`), then looks for the job: the scheduled set, the retry set, every queue, the
-jobs worker processes hold. A job found waiting is removed and recorded in one Lua step:
-taken out of its set or list, kept in the dead set with the reason "cancelled" (through
-`bury`, the dead set's one writer), and its mark deleted, since no other copy of it exists;
-then its unique lock goes and its batch counts it dead (`controls.release.let_go`). A job a
-worker holds keeps its mark: it sees `Job.cancelled`, a copy fetched before the cancel is
-refused as it starts, a failure is recorded as cancelled instead of retried, and a hard mark
-stops its pool process (worker/hard_cancel.py). A worker records the job with `_RECORD`,
-which turns the mark into `done:<task id>` (the copy it kept in the dead set) rather than
-deleting it, since the message is acknowledged only after: a copy delivered again after a
-crash in between is refused again, while the kept copy runs if someone retries it.
+jobs concurrency limits hold back, the jobs worker processes hold. A job found waiting is
+removed and recorded in one Lua step: taken out of its set or list, kept in the dead set with
+the reason "cancelled" (through `bury`, the dead set's one writer), and its mark turned into
+`done:<task id of the message kept>`; then its unique lock goes and its batch counts it dead
+(`controls.release.let_go`). A job a worker holds keeps its mark: it sees `Job.cancelled`, a
+copy fetched before the cancel is refused as it starts, a failure is recorded as cancelled
+instead of retried, and a hard mark stops its pool process (worker/hard_cancel.py). A worker
+records the job with `_RECORD`, which also turns the mark into `done:<task id>` (of the copy
+it kept in the dead set). So the kept copy runs if someone retries it from the dead set,
+while any other copy of the job is refused: one enqueued twice, one handed back by recovery
+while its worker still runs it, one delivered again after a crash between the record and the
+acknowledgement.
 
 Writing the mark first closes every race with the poller, a fetch or a failure during the
 search: whichever copy is not removed here meets the mark.
@@ -102,23 +104,35 @@ end
 return 'string'
 """
 
-# By a worker, before it acknowledges the run: the mark becomes `done:<task id of the copy
-# kept in the dead set>` (its TTL kept), so that copy runs if retried from there, while a copy
-# delivered again after a crash before the acknowledgement is refused again.
-# KEYS: dead set, mark. ARGV: now, member, dead max jobs, dead timeout, the kept copy's id.
-_RECORD = BURY_LUA + """
-bury(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('SET', KEYS[2], 'done:' .. ARGV[5], 'KEEPTTL')
+# In the step that keeps a cancelled job in the dead set: the mark becomes `done:<task id of
+# the copy kept there>` (its TTL kept; a mark gone meanwhile is not made again, without one),
+# so that copy runs if retried from there, while any other copy of the job (enqueued twice,
+# handed back by recovery, delivered again after a crash before the ack) is refused.
+_KEEP_MARK_LUA = """
+local function keep_mark(mark, task_id)
+  if redis.call('EXISTS', mark) == 0 then return end
+  if type(task_id) == 'string' and task_id ~= '' then
+    redis.call('SET', mark, 'done:' .. task_id, 'KEEPTTL')
+  else
+    redis.call('DEL', mark)
+  end
 end
+"""
+
+# By a worker, before it acknowledges the run.
+# KEYS: dead set, mark. ARGV: now, member, dead max jobs, dead timeout, the kept copy's id.
+_RECORD = BURY_LUA + _KEEP_MARK_LUA + """
+bury(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
+keep_mark(KEYS[2], ARGV[5])
 return 1
 """
 
-# KEYS: the set, dead set, mark. ARGV: member in the set, dead-set member, now, limits.
-_REMOVE_FROM_SET = BURY_LUA + """
+# KEYS: the set, dead set, mark. ARGV: member in the set, dead-set member, now, limits, the
+# task id of its message.
+_REMOVE_FROM_SET = BURY_LUA + _KEEP_MARK_LUA + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 bury(KEYS[2], tonumber(ARGV[3]), ARGV[2], ARGV[4], ARGV[5])
-redis.call('DEL', KEYS[3])
+keep_mark(KEYS[3], ARGV[6])
 return 1
 """
 
@@ -129,7 +143,7 @@ return 1
 # it goes back to). The record names the list the message was bound for.
 # KEYS: the list, dead set, mark. ARGV: start, count, job id, now, dead max jobs, dead timeout,
 # "queue" or "held", priority separator, then the needles.
-_REMOVE_FROM_LIST = BURY_LUA + """
+_REMOVE_FROM_LIST = BURY_LUA + _KEEP_MARK_LUA + """
 local function found_in(item)
   for i = 9, #ARGV do
     if string.find(item, ARGV[i], 1, true) then return true end
@@ -149,14 +163,14 @@ local function job_message(item)
     if not ok or type(data) ~= 'table' then return nil end
   end
   if type(data.headers) ~= 'table' or data.headers.job_id ~= ARGV[3] then return nil end
-  return message, list_key, data.headers.task
+  return message, list_key, data.headers.task, data.headers.id
 end
 
 local first = tonumber(ARGV[1])
 local items = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1)
 for _, item in ipairs(items) do
   if found_in(item) then
-    local message, list_key, task = job_message(item)
+    local message, list_key, task, task_id = job_message(item)
     if message then
       redis.call('LREM', KEYS[1], 1, item)
       local at = string.find(list_key, ARGV[8], 1, true)
@@ -168,7 +182,7 @@ for _, item in ipairs(items) do
         job_id = ARGV[3], job_class = task, queue = queue, reason = 'cancelled',
         error_class = 'jobkit.Cancelled', error_message = 'cancelled ' .. where,
         failed_at = now}), ARGV[5], ARGV[6])
-      redis.call('DEL', KEYS[3])
+      keep_mark(KEYS[3], task_id)
       return {1, #items, message}
     end
   end
@@ -365,7 +379,8 @@ def _remove_from_set(job_set: JobSet, outcome: Outcome, job_id: str, client: red
         member = entry_member(entry.data["list_key"], entry.data["message"], **info)
         removed = script(_REMOVE_FROM_SET)(
             keys=[job_set.key, keys.DEAD, keys.cancel_mark(job_id)],
-            args=[entry.member, member, now, *dead_limits()], client=client)
+            args=[entry.member, member, now, *dead_limits(),
+                  _task_id(entry.data["message"])], client=client)
         if removed:
             let_go(entry.data["message"])
             return True
@@ -441,6 +456,15 @@ def _holds(value: bytes, job_id: str) -> bool:
     except (ValueError, LookupError, TypeError):
         return False
     return isinstance(headers, dict) and headers.get("job_id") == job_id
+
+
+def _task_id(message: str) -> str:
+    """The Celery task id in a message's headers ("" if it has none)."""
+    try:
+        task_id = json.loads(message)["headers"]["id"]
+    except (ValueError, LookupError, TypeError):
+        return ""
+    return task_id if isinstance(task_id, str) else ""
 
 
 def _needles(job_id: str) -> list[str]:
