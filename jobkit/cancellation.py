@@ -25,6 +25,7 @@ its Retry sends the exact message back to its queue: a cancel made by mistake is
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -388,31 +389,40 @@ def _remove_from_set(job_set: JobSet, outcome: Outcome, job_id: str, client: red
 
 
 def _queue_lists(client: redis.Redis) -> list[tuple[str, str]]:
-    """(queue, list key) of every list of every known queue that holds items. A queue name
-    that is not UTF-8 is skipped: jobkit never enqueues a job to one."""
+    """(queue, list key) of every list of every known queue that holds items."""
     names = list(current_settings().queue_names)
-    for raw in client.smembers(keys.QUEUES):
-        try:
-            name = raw.decode() if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
-            continue
-        if name not in names:
-            names.append(name)
-    lists = [(name, key) for name in names for key in keys.list_keys(name)]
-    with client.pipeline(transaction=False) as pipe:
-        for _, key in lists:
-            pipe.llen(key)
-        sizes = pipe.execute() if lists else []
-    return [pair for pair, size in zip(lists, sizes, strict=True) if size]
+    names += [name for name in _names(client, keys.QUEUES) if name not in names]
+    return _holding(client, [(name, key) for name in names for key in keys.list_keys(name)])
 
 
 def _held_lists(client: redis.Redis) -> list[tuple[str, str]]:
     """(concurrency key, held list key) of every concurrency key holding jobs."""
-    found = []
-    for raw in sorted(client.smembers(keys.CONCURRENCY_HELD_KEYS)):
-        name = _bytes(raw).decode(errors="replace")
-        found.append((name, keys.concurrency_held(name)))
-    return found
+    names = sorted(_names(client, keys.CONCURRENCY_HELD_KEYS))
+    return _holding(client, [(name, keys.concurrency_held(name)) for name in names])
+
+
+def _names(client: redis.Redis, key: str) -> list[str]:
+    """The members of a set of names; one that is not UTF-8 is skipped: jobkit never makes
+    one."""
+    names = []
+    for raw in client.smembers(key):
+        with contextlib.suppress(UnicodeDecodeError):
+            names.append(_bytes(raw).decode())
+    return names
+
+
+def _holding(client: redis.Redis, lists: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs whose list holds items (one round trip). A key of another type is skipped
+    with a warning naming it, rather than make every cancel fail."""
+    with client.pipeline(transaction=False) as pipe:
+        for _, key in lists:
+            pipe.llen(key)
+        sizes = pipe.execute(raise_on_error=False) if lists else []
+    for (_, key), size in zip(lists, sizes, strict=True):
+        if isinstance(size, Exception):
+            logger.warning("jobkit.cancel: Redis key %r skipped, not a list: %s", key, size)
+    return [pair for pair, size in zip(lists, sizes, strict=True)
+            if isinstance(size, int) and size > 0]
 
 
 def _remove_from_list(list_key: str, kind: Literal["queue", "held"], job_id: str,
@@ -434,14 +444,15 @@ def _remove_from_list(list_key: str, kind: Literal["queue", "held"], job_id: str
 
 
 def _holder(job_id: str, client: redis.Redis) -> str | None:
-    """The worker process whose in-flight keys hold the job (one round trip), or None."""
+    """The worker process whose in-flight keys hold the job (one round trip), or None. A key
+    of another type holds nothing (HVALS fails on it; the others are still read)."""
     ids = sorted(client.smembers(keys.PROCESSES))
     with client.pipeline(transaction=False) as pipe:
         for raw_id in ids:
             pipe.hvals(keys.unacked("").encode() + _bytes(raw_id))
-        held = pipe.execute() if ids else []
+        held = pipe.execute(raise_on_error=False) if ids else []
     for raw_id, values in zip(ids, held, strict=True):
-        if any(_holds(_bytes(value), job_id) for value in values):
+        if isinstance(values, list) and any(_holds(_bytes(value), job_id) for value in values):
             return _bytes(raw_id).decode(errors="replace")
     return None
 

@@ -199,8 +199,19 @@ def test_odd_ids_bad_ids_and_a_mark_key_of_another_type(own_client: redis.Redis)
     # The id reaches no script: HTML-escaped in an attribute that confirm() only reads.
     assert "confirm('Cancel job" not in page
     assert 'data-confirm="Cancel job &#39;); alert(&#34;x/é\\&#34;); (&#39;?"' in page
+    # Keys of the wrong type where a queue, a held list and a worker's in-flight hash should
+    # be: skipped (each used to make every cancel fail with WRONGTYPE).
+    bogus = ["not-a-list", keys.concurrency_held("not-a-list"), keys.unacked("not-a-hash")]
+    own_client.hset(bogus[0], "x", "y")
+    own_client.set(bogus[1], "x")
+    own_client.set(bogus[2], "x")
+    own_client.sadd(keys.QUEUES, "not-a-list")
+    own_client.sadd(keys.CONCURRENCY_HELD_KEYS, "not-a-list")
+    own_client.sadd(keys.PROCESSES, "not-a-hash")
     assert jobkit.cancel(odd) == jobkit.Cancellation(odd, "queued", QUEUE)
     assert jobkit.cancel(odd + "2").outcome == "scheduled"
+    assert jobkit.cancel("elsewhere").outcome == "not_found"
+    own_client.delete(*bogus)
     assert {odd, odd + "2"} == set(dead(own_client))
     assert dead(own_client)[odd]["error_message"] == f"cancelled while in queue {QUEUE}"
     assert dead(own_client)[odd + "2"]["error_message"] == "cancelled while in the scheduled set"
