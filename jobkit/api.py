@@ -292,6 +292,11 @@ class Process:
     def concurrency(self) -> str | None:
         return display.field_text(self.info.get("concurrency"))
 
+    @property
+    def pool(self) -> str | None:
+        """The `pool` setting it runs with (`prefork`, `threads`, `solo`, `asyncio`)."""
+        return display.field_text(self.info.get("pool"))
+
 
 def _held(raw: bytes | str) -> QueuedJob:
     """One in-flight item ([message, exchange, routing key]) as a QueuedJob."""

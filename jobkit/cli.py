@@ -233,7 +233,7 @@ def processes_command() -> None:
     from jobkit import api
 
     for process in api.processes():
-        click.echo(f"{process.id}  beat {when(process.beat_at)}  "
+        click.echo(f"{process.id}  pool {process.pool or '?'}  beat {when(process.beat_at)}  "
                    f"holding {len(process.in_flight)}")
         for job in process.in_flight:
             if job.problem:

@@ -18,7 +18,7 @@ import redis
 from click.testing import CliRunner
 
 import jobkit
-from jobkit import keys
+from jobkit import api, keys
 from jobkit.cli import main
 from jobkit.job_sets import RetrySet
 from jobkit.testing_services import RedisServer, wait_until
@@ -82,9 +82,12 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
                    and RetrySet(own_client).size() == 1, timeout=30,
                    what="1,200 sleeps, four events and the retried job")
         finished = max(float(at) for at in own_client.lrange(DONE, 0, -1))
+        (process,) = api.processes(own_client)
+        listing = CliRunner().invoke(main, ["processes"]).output
     finally:
         worker.stop()
     assert worker.proc.returncode == 0
+    assert process.pool == "asyncio" and f"{process.id}  pool asyncio  beat" in listing
     assert int(own_client.get(MOST) or 0) >= 100, "the jobs did not run at once"
     assert own_client.scard(LOOPS) == 1, "the async jobs did not share one loop"
     assert finished - started < 20

@@ -114,7 +114,7 @@ def keep_beating() -> None:
 
 
 def update_info(**info: Any) -> None:
-    """Add to what the heartbeat shows (node, queues, concurrency, start time)."""
+    """Add to what the heartbeat shows (node, queues, concurrency, pool, start time)."""
     process_info.update(info)
     with _lock:
         beating = _heartbeat.get(os.getpid())

@@ -93,7 +93,8 @@ class SchedulePollerStep(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         settings = current_settings()
         update_info(node=getattr(parent, "hostname", None), queues=settings.queue_names,
-                    concurrency=getattr(parent, "concurrency", None), started_at=time.time())
+                    concurrency=getattr(parent, "concurrency", None), pool=settings.pool,
+                    started_at=time.time())
         self.poller = SchedulePoller(settings.poll_interval, hard_cancel=HardCancel(parent))
         self.poller.start()
 
