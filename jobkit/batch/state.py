@@ -5,7 +5,9 @@ The hash holds the counters (`total`, and one per outcome: `succeeded`, `discard
 member (job id, or a child batch's id) to its last outcome, so a job that runs twice
 (at-least-once) is counted once. Every change is one Lua script that also pushes the callback
 jobs whose condition it meets, each at most once (the `fired_<event>` flag, HSETNX), and when
-a batch finishes, records its outcome in its parent, in the same step.
+a batch finishes, records its outcome in its parent, in the same step. A child becomes a member
+of its parent when it is sealed (`_SEAL`), so one whose creator died inside its block holds no
+parent. Every script checks the keys it will change (types, counters) before its first write.
 
 Member outcomes move: (none) -> failing | succeeded | discarded | dead; failing -> any;
 dead -> failing | succeeded | discarded (a dead-set retry); succeeded and discarded are final.
