@@ -109,9 +109,9 @@ def test_a_thousand_async_jobs_run_at_once_on_one_loop(own_client: redis.Redis,
 
 def test_kill_9_and_term_lose_no_async_job(own_client: redis.Redis, own_redis: RedisServer,
                                            tmp_path: Path) -> None:
-    """Jobs running on a worker killed with -9 start again on another; TERM with jobs still
-    running at `timeout` hands them back and exits in time; a third worker finishes each
-    exactly once."""
+    """Jobs running on a worker killed with -9 start again on another; TTIN logs where each
+    awaits; TERM with jobs still running at `timeout` hands them back and exits in time; a
+    third worker finishes each exactly once."""
     config = tmp_path / "jobkit.yml"
     config.write_text("timeout: 1\npool: asyncio\n")  # the pool from the file, not -P
     fast = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}
@@ -127,6 +127,10 @@ def test_kill_9_and_term_lose_no_async_job(own_client: redis.Redis, own_redis: R
     try:
         wait_until(lambda: own_client.llen(STARTED) == 60, timeout=20,
                    what="the killed worker's 30 jobs started again")
+        os.kill(termed.proc.pid, signal.SIGTTIN)  # the stacks of the jobs on the loop too
+        wait_until(lambda: termed.output().count("async_pool_jobs.py\", line") >= 30,
+                   what="TTIN to log where each held job awaits")
+        assert "TTIN: asyncio task" in termed.output()
         asked = time.monotonic()
         os.kill(termed.proc.pid, signal.SIGTERM)
         termed.proc.wait(15)

@@ -17,6 +17,7 @@ mark each executor thread as it starts:
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +91,16 @@ class AsyncioPool(ThreadPool):
             logger.exception("closing the asyncio pool's loop")
         finally:
             self.loop.close()
+
+    def log_task_stacks(self) -> None:
+        """TTIN (worker/shutdown.py): where each task on the loop is, as the job threads'
+        stacks only show them waiting for it. Read from the signal thread, not on the loop,
+        so that a blocked loop's tasks are shown too (the loop thread's stack shows the
+        blocking call)."""
+        for task in asyncio.all_tasks(self.loop):
+            stack = io.StringIO()
+            task.print_stack(file=stack)
+            logger.warning("TTIN: asyncio task %s\n%s", task.get_name(), stack.getvalue())
 
     def _run_until_stopped(self) -> None:
         """Run the loop until it is stopped. It is run again unless the pool stops: a job

@@ -10,7 +10,7 @@ would sit in the in-flight keys until recovery notices. Here:
   up after `timeout` seconds, every job it still holds goes back to the front of its queue and
   the process exits. Iterable jobs are told at once to stop after their current item
   (jobkit.iteration.stop), so they go back to their queues well before that.
-- TTIN: log every thread's stack.
+- TTIN: log every thread's stack (and, on the asyncio pool, every task's on its loop).
 
 Signal handlers only put the signal number on a queue (safe in a handler); a helper thread does
 the work, handing anything that touches the event loop to `consumer.call_soon`, which is
@@ -37,6 +37,7 @@ from celery.worker import state as worker_state
 from jobkit.config import current_settings
 from jobkit.iteration import stop as iteration_stop
 from jobkit.worker import membership
+from jobkit.worker.pools import AsyncioPool
 
 __all__ = ["SidekiqSignals", "handing_back", "terminating"]
 
@@ -85,7 +86,7 @@ class SidekiqSignals(bootsteps.StartStopStep):
     def _dispatch(self) -> None:
         actions: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self._term, signal.SIGTSTP: self._quiet,
-            signal.SIGTTIN: log_thread_stacks}
+            signal.SIGTTIN: self._stacks}
         while True:
             signum = self.inbox.get()
             try:
@@ -146,6 +147,11 @@ class SidekiqSignals(bootsteps.StartStopStep):
                 callback()
             else:
                 hub.call_soon(callback)
+
+    def _stacks(self) -> None:
+        log_thread_stacks()
+        if isinstance(self.consumer.pool, AsyncioPool):  # and where each async job is
+            self.consumer.pool.log_task_stacks()
 
     def _pool_children(self) -> list[int]:
         try:
