@@ -6,6 +6,7 @@ dashboard pages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -214,6 +215,19 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     status = status_of(aborted.batch_id)
     assert status.aborted and status.complete and status.total == 1 and not status.fired
     assert len(pushed()) == 6  # "sent" only
+    # A member that dies while the block still runs: on_death waits for the block's end (it
+    # may raise: then no callback runs at all).
+    for raises in (True, False):
+        with contextlib.suppress(RuntimeError), labeled("D", events=("death",)) as early:
+            dies = Work.perform_later("dies early")
+            early.flush()
+            state.record(own_client, early.batch_id, dies.job_id, "dead")
+            assert not status_of(early.batch_id).fired
+            if raises:
+                raise RuntimeError("the block fails")
+        assert set(status_of(early.batch_id).fired) == (set() if raises else {"death",
+                                                                                "complete"})
+    assert len(pushed()) == 6 + 2 + 1  # the two members, D's death once
     with pytest.raises(LookupError, match="complete"):
         jobkit.Batch.open(bid)
 
@@ -226,7 +240,7 @@ def test_the_state_rules_on_redis(own_client: redis.Redis) -> None:
     status = status_of(other.batch_id)
     assert (status.dead, status.complete, set(status.fired)) == (1, True, {"death",
                                                                         "complete"})
-    assert len(pushed()) == 6
+    assert len(pushed()) == 9
 
 
 def test_a_child_whose_creator_died_in_its_block_does_not_hold_its_parent(

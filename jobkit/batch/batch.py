@@ -44,8 +44,8 @@ class Batch(OpenBatch):
     Its callbacks fire at most once each, when its condition is met: `on_success` when every
     member succeeded (a discarded job counts as succeeded, as in Sidekiq), `on_complete` when
     every member finished (succeeded, discarded or dead), `on_death` when the first member
-    died. Nothing counts as finished before the block ends. If the block raises, the jobs
-    already sent still run, and no callback fires.
+    died. No callback fires before the block ends. If the block raises, the jobs already
+    sent still run, and no callback fires.
     """
 
     def __init__(self, *, on_success: Callback | None = None,

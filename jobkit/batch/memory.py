@@ -102,7 +102,7 @@ class MemoryBatches:
 
     def _settle(self, batch_id: str) -> str | None:
         status = BatchStatus.from_hash(batch_id, self._batches[batch_id].data)
-        if status.dead > 0 and not status.aborted:
+        if status.dead > 0 and status.sealed and not status.aborted:
             self._fire(batch_id, "death")
         if not status.complete:
             return None

@@ -107,13 +107,15 @@ local function move(batch, member, outcome)
   return true
 end
 
--- fire what is due; once every member finished, the batch's own outcome for its parent
+-- fire what is due (nothing before the block ended: it may still raise, and then no callback
+-- runs); once every member finished, the batch's own outcome for its parent
 local function settle(batch)
   local h = redis.call('HMGET', batch, 'total', 'succeeded', 'discarded', 'dead', 'sealed',
                        'aborted')
   local total, ok, dead, aborted = num(h[1]), num(h[2]) + num(h[3]), num(h[4]), h[6] == '1'
+  if h[5] ~= '1' then return nil end
   if dead > 0 and not aborted then fire(batch, 'death') end
-  if h[5] ~= '1' or ok + dead < total then return nil end
+  if ok + dead < total then return nil end
   local ttl = open_ttl
   if not aborted then
     fire(batch, 'complete')
