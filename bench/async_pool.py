@@ -4,9 +4,7 @@ Run from the repository root: ``.venv/bin/python bench/async_pool.py [--jobs N] 
 [--concurrency C] [--repeat R]``.
 
 Three variants, each ``--jobs`` jobs (default 1,000) that wait ``--seconds`` (default 0.1) on a
-worker with ``--concurrency`` (default 200):
-
-The jobs are bench/async_pool_jobs.py.
+worker with ``--concurrency`` (default 200); the jobs are bench/async_pool_jobs.py:
 
 * **asyncio pool, async job**: ``await asyncio.sleep(S)``, every job on the worker's one loop;
 * **threads pool, async job**: the same job, each run in an event loop of its own;

@@ -1,4 +1,4 @@
-"""Jobs for tests/test_async_pool.py and bench/async_pool.py (imported by path by workers).
+"""Jobs for tests/test_async_pool.py (imported by path by workers).
 
 The async jobs talk to Redis through one `redis.asyncio` client per event loop, made by the
 first job that needs it and reused by the next ones: a loop-bound client, as the asyncio pool
@@ -59,16 +59,6 @@ class SleepJob(Job):
         finally:
             await r.decr(RUNNING)
         await r.rpush(DONE, time.time())
-
-
-class BlockingSleepJob(Job):
-    """The sync twin of SleepJob, for the threads pool in bench/async_pool.py."""
-
-    queue_as = QUEUE
-
-    def perform(self, seconds: float) -> None:
-        time.sleep(seconds)
-        redis.Redis.from_url(os.environ["REDIS_URL"]).rpush(DONE, time.time())
 
 
 class AsyncFailingJob(Job):
