@@ -1,7 +1,8 @@
 """Iterable jobs for tests/test_resumable.py (imported by path by the test's workers).
 
 Each item adds 1 to its field in a hash, so a test sees every item done and how often; each
-run adds what it saw to a list (start, resume with the cursor and executions, stop, complete).
+run adds what it saw to a list (start, resume with the cursor and executions, stop, complete)
+and leaves its process id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jobkit.iteration import indexed
 QUEUE = "resumable"
 DONE = "resumable-test:done:"  # + name: hash item -> times done
 RUNS = "resumable-test:runs:"  # + name: list of what each run saw
+PID = "resumable-test:pid:"  # + name: the process id of the job's latest run
 
 
 @functools.cache
@@ -35,9 +37,11 @@ class _Recording(IterableJob):
     queue_as = QUEUE
 
     def on_start(self) -> None:
+        client().set(PID + self.arguments[0], os.getpid())
         client().rpush(RUNS + self.arguments[0], "start")
 
     def on_resume(self) -> None:
+        client().set(PID + self.arguments[0], os.getpid())
         client().rpush(RUNS + self.arguments[0],
                        f"resume after {self.cursor} (executions {self.executions})")
 

@@ -30,7 +30,7 @@ from jobkit.iteration.stop import run_by_worker
 from jobkit.job_sets import DeadSet
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.conftest import start_worker
-from tests.resumable_jobs import DONE, QUEUE, RUNS, CountItems, FailsOnce, ShortRuns
+from tests.resumable_jobs import DONE, PID, QUEUE, RUNS, CountItems, FailsOnce, ShortRuns
 
 FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}  # a killed worker's job comes back within seconds
 TOTAL = 10_000
@@ -47,6 +47,15 @@ def runs(own_client: redis.Redis, name: str) -> list[str]:
 def saved(own_client: redis.Redis, job_id: str) -> Any:
     raw = own_client.get(keys.iteration(job_id))
     return None if raw is None else json.loads(raw)
+
+
+def process_ended(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet (Linux's /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def worker(own_redis: RedisServer, log: Path, pool: str = "prefork", concurrency: int = 2
@@ -105,8 +114,21 @@ def test_ten_thousand_items_through_three_terms_and_a_kill(
     try:
         wait_until(lambda: "complete" in runs(own_client, "big"), timeout=30,
                    what="the job to complete")
+        # TERM to one pool process alone (as billiard sends it for a hard time limit or a cold
+        # shutdown): its item ends and the exact cursor is saved, then the process ends as
+        # that TERM would have ended it (Celery records the job as killed at its next pool
+        # check, up to 5 s later: not waited for here).
+        alone = CountItems.perform_later("alone", 1000, 0.02)
+        wait_until(lambda: len(done(own_client, "alone")) >= 3, what="3 items done")
+        pid = int(wait_until(lambda: own_client.get(PID + "alone"), what="its pid"))
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: process_ended(pid), what="the pool process to end")
     finally:
         proc.stop()
+    alone_items = done(own_client, "alone")
+    assert saved(own_client, alone.job_id) == {"cursor": max(alone_items)}
+    assert alone_items == dict.fromkeys(range(max(alone_items) + 1), 1)
+    assert runs(own_client, "alone") == ["start", f"stop after {max(alone_items)}"]
     counts = done(own_client, "big")
     assert sorted(counts) == list(range(TOTAL))
     twice = sorted(item for item, times in counts.items() if times == 2)
