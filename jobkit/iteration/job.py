@@ -50,7 +50,8 @@ class IterableJob(Job):
     Class options: ``max_iteration_runtime`` (seconds or timedelta; None: no limit),
     ``cursor_save_seconds`` and ``cursor_save_items`` (the cursor is saved after an item once
     either is reached; 0 seconds: after every item), ``cursor_ttl``. Hooks: ``on_start``,
-    ``on_resume``, ``on_stop``, ``on_complete``. docs/resumable.md says when each applies.
+    ``on_resume``, ``on_stop``, ``on_cancel``, ``on_complete``. docs/resumable.md says when each
+    applies.
     """
 
     #: After this long a run stops between items and the job goes to the back of its queue.
