@@ -191,6 +191,19 @@ def test_runtime_limit_retry_cancel_and_term_on_threads(
     assert "max_iteration_runtime (0.3 s) reached" in proc.output()
 
 
+def test_term_on_solo_stops_between_items(own_client: redis.Redis, own_redis: RedisServer,
+                                          tmp_path: Path) -> None:
+    """The solo pool runs the job in the worker's main process, whose TERM handler sets the
+    flag (as the threads test; prefork is the first test)."""
+    job = CountItems.perform_later("solo", 1000, 0.005)
+    proc = worker(own_redis, tmp_path / "solo.log", pool="solo", concurrency=1)
+    try:
+        wait_until(lambda: len(done(own_client, "solo")) >= 20, what="20 items done")
+        term_stops_between_items(own_client, proc, {"solo": job.job_id})
+    finally:
+        proc.stop()
+
+
 class Steps(IterableJob):
     def build_enumerator(self, *, cursor: int | None) -> Any:
         return indexed(["extract", "load"], cursor=cursor)
