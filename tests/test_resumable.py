@@ -1,7 +1,9 @@
 """Resumable jobs (jobkit.IterableJob) on real workers: a job over 10,000 items survives three
-TERMs and a kill -9 on prefork, every item done once but for the documented window; on threads,
-max_iteration_runtime puts the job back in its queue, a failure is retried from the cursor, a
-cancel stops it between items and TERM too; class checks and the docs' examples."""
+TERMs (the last to the whole process group) and a kill -9 on prefork, every item done once but
+for the documented window, and TERM to a pool process alone stops it between items too; on
+threads, max_iteration_runtime puts the job back in its queue, a failure is retried from the
+cursor, a cancel stops it between items and TERM too; TERM on solo; a key that is no cursor;
+class checks and the docs' examples."""
 
 from __future__ import annotations
 
