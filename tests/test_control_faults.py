@@ -83,7 +83,8 @@ def test_a_raised_limit_starts_the_jobs_held_under_the_old_one_first(r: redis.Re
     assert not _held(r, "e", 4)  # and no further
 
 
-def test_held_jobs_promoted_together_are_fetched_oldest_first(r: redis.Redis) -> None:
+def test_held_jobs_promoted_together_are_fetched_oldest_first(own_client: redis.Redis) -> None:
+    r = own_client  # no worker's poller sweeps here: only the test does
     assert all(_held(r, f"run{n}", 3, duration=1) for n in range(3))
     assert not any(_held(r, f"held{n}", 3) for n in range(3))
     last_expiry = max(score for _, score in r.zrange(keys.concurrency_slots("k"), 0, -1,
@@ -94,7 +95,8 @@ def test_held_jobs_promoted_together_are_fetched_oldest_first(r: redis.Redis) ->
     assert _front(r) == ["held0", "held1", "held2"]
 
 
-def test_a_broken_held_entry_is_buried_and_the_sweep_goes_on(r: redis.Redis) -> None:
+def test_a_broken_held_entry_is_buried_and_the_sweep_goes_on(own_client: redis.Redis) -> None:
+    r = own_client  # no worker's poller sweeps here: only the test does
     r.hset("not-a-list", "x", "1")
     assert _held(r, "run", 1, duration=1)
     assert not _held(r, "odd", 1, list_key="not-a-list") and not _held(r, "ok", 1)
