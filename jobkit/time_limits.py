@@ -73,7 +73,10 @@ def soft_limit(limit: float | None) -> Iterator[None]:
 class _Alarm:
     """A timer that raises SoftTimeLimitExceeded in one thread, at most once, and never after
     `disarm`: firing and disarming hold the same lock, and disarming clears an exception set
-    but not yet delivered, so it cannot reach the thread's next job."""
+    but not yet delivered, so it cannot reach the thread's next job, nor the code after the
+    run (Celery's tracer, the ack, jobkit's failure record). Python checks for a pending one
+    at function calls, so one set as the run ends is usually raised as `disarm` is called:
+    out of `soft_limit`, failing that run."""
 
     def __init__(self, ident: int, limit: float) -> None:
         self.ident, self.lock, self.state = ident, threading.Lock(), "armed"
