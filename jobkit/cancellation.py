@@ -223,8 +223,9 @@ class Cancellation:
             return (f"job {self.job_id}: removed from the {self.outcome} set; kept in the dead "
                     "set")
         if self.outcome == "running":
-            how = ("its pool process is stopped where the pool allows (prefork), else it sees "
-                   "job.cancelled" if self.hard else "it sees job.cancelled")
+            how = ("it is stopped where the pool allows (prefork: its pool process; asyncio: an "
+                   "async job's task), else it sees job.cancelled" if self.hard
+                   else "it sees job.cancelled")
             return f"job {self.job_id}: held by worker process {self.where}: marked; {how}"
         return (f"job {self.job_id}: not found in any queue, set or worker; marked for "
                 f"{MARK_SECONDS // 3600} h, so it will not start if it shows up")

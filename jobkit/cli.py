@@ -245,7 +245,8 @@ def processes_command() -> None:
 @main.command("cancel")
 @click.argument("job_id")
 @click.option("--hard", is_flag=True, help="Also stop it if it runs (prefork: its pool "
-              "process is killed; threads, solo, asyncio: it must check job.cancelled).")
+              "process is killed; asyncio: an async job's task is cancelled; otherwise it "
+              "must check job.cancelled).")
 def cancel_command(job_id: str, hard: bool) -> None:
     """Cancel job JOB_ID: a waiting job is removed (kept in the dead set, reason "cancelled");
     a running one sees job.cancelled. Exit status 1 when no queue, set or worker holds it."""

@@ -438,7 +438,7 @@ class Job:
         with soft_limit(None if inspect.iscoroutinefunction(self.perform) else soft):
             result = self.perform(*self.arguments, **self.kwargs)
         if inspect.isawaitable(result):
-            return run_to_completion(result, soft, hard)
+            return run_to_completion(result, soft, hard, self.job_id)
         return result
 
     def _limits(self) -> tuple[float | None, float | None]:

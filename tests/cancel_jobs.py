@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -71,6 +72,22 @@ class SleepingJob(Job):
     def perform(self, name: str) -> None:
         record(f"{name}: started")
         time.sleep(60)
+        record(f"{name}: woke")
+
+
+class AsyncSleepingJob(Job):
+    """Never checks `cancelled`: on the asyncio pool a hard cancel cancels its task, and its
+    clean-up runs."""
+
+    queue_as = QUEUE
+    max_retries = 5
+
+    async def perform(self, name: str) -> None:
+        record(f"{name}: started")
+        try:
+            await asyncio.sleep(60)
+        finally:
+            record(f"{name}: cleaned up")
         record(f"{name}: woke")
 
 

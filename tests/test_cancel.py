@@ -21,6 +21,7 @@ from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.cancel_jobs import (
     EVENTS,
     QUEUE,
+    AsyncSleepingJob,
     CheckingJob,
     CooperativeJob,
     FailingJob,
@@ -134,21 +135,28 @@ def test_cancel_waiting_and_running_jobs_on_prefork(own_client: redis.Redis,
     assert {e.job_id for e in api.cancelled_jobs()} == set(entries)
 
 
-def test_hard_cancel_on_threads_leaves_the_job_to_check(own_client: redis.Redis,
-                                                       own_redis: RedisServer) -> None:
-    job = CooperativeJob.perform_later("threads", True)
-    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "threads", "-c", "2", cwd=ROOT)
+def test_hard_cancel_on_the_asyncio_pool(own_client: redis.Redis,
+                                         own_redis: RedisServer) -> None:
+    """An async job's task is cancelled; a sync job (in a thread, as on `threads`) is left to
+    check job.cancelled."""
+    sync = CooperativeJob.perform_later("threads", True)
+    async_job = AsyncSleepingJob.perform_later("async")
+    worker = WorkerProcess(own_redis.url, "-q", QUEUE, "-P", "asyncio", "-c", "2", cwd=ROOT)
     try:
-        wait_until(lambda: "threads: started" in events(own_client), timeout=15,
-                   what="the job to start")
-        assert jobkit.cancel(job.job_id, hard=True).outcome == "running"
-        wait_until(lambda: job.job_id in dead(own_client), timeout=15,
-                   what="the job recorded as cancelled")
+        wait_until(lambda: {"threads: started", "async: started"} <= set(events(own_client)),
+                   timeout=15, what="both jobs to start")
+        assert jobkit.cancel(sync.job_id, hard=True).outcome == "running"
+        assert jobkit.cancel(async_job.job_id, hard=True).outcome == "running"
+        wait_until(lambda: {sync.job_id, async_job.job_id} <= set(dead(own_client)),
+                   timeout=15, what="both jobs recorded as cancelled")
     finally:
         worker.stop()
     assert any(e.startswith("threads: saw the cancel") for e in events(own_client))
+    assert "async: cleaned up" in events(own_client)
+    assert "async: woke" not in events(own_client)
     assert "cannot stop it: it runs until it checks job.cancelled" in worker.output()
-    assert dead(own_client)[job.job_id]["reason"] == "cancelled"
+    assert "its task on the asyncio pool's loop is cancelled" in worker.output()
+    assert {dead(own_client)[j.job_id]["reason"] for j in (sync, async_job)} == {"cancelled"}
     assert api.RetrySet().size() == 0
 
 

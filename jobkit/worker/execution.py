@@ -65,7 +65,7 @@ class JobTask(Task):
 
     def _run(self, payload: Any) -> Any:
         if self._guarded_redis(cancellation.refused, payload, self.name, self.request.id):
-            self._cancelled(payload)  # cancelled before it started: recorded, it never runs
+            self._guarded_redis(self._cancelled, payload)  # recorded before it started: never runs
             return None
         try:
             job = Job.deserialize(payload, self.request.id, self.job_class)

@@ -5,8 +5,11 @@ this worker is running (Celery's `active_requests`), whatever their number. A ma
 runs in a prefork pool process gets that process killed (SIGKILL), on the event loop, so no
 other job can have been given to the process in between; billiard reports it lost, and
 request.py records it through `_after_failure`, which finds the mark: cancelled, in the dead
-set, not retried. A job on the threads or solo pool runs in the worker's own process, where a
-thread cannot be stopped safely: it is left to see `job.cancelled` (logged once).
+set, not retried. An async job on the asyncio pool has its task on the shared loop cancelled
+(coroutines.cancel_on_shared_loop): it sees CancelledError at its await, and the run fails
+with JobKilled, recorded the same way. Any other job on the threads, asyncio or solo pool runs
+in the worker's own process, where a thread cannot be stopped safely: it is left to see
+`job.cancelled` (logged once).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from celery.worker import state as worker_state
 
 from jobkit import cancellation
+from jobkit.coroutines import cancel_on_shared_loop
 
 __all__ = ["HardCancel"]
 
@@ -33,7 +37,7 @@ class HardCancel:
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
-        self._left_running: set[str] = set()  # job ids already logged as not stoppable
+        self._handled: set[str] = set()  # job ids already stopped on the loop, or logged
         self._killed: weakref.WeakSet[Any] = weakref.WeakSet()  # until billiard reports it
 
     def __call__(self) -> int:
@@ -47,12 +51,16 @@ class HardCancel:
                 if request not in self._killed:
                     self._killed.add(request)
                     self.worker.consumer.call_soon(_kill, request, pid)
-            elif job_id not in self._left_running:
-                self._left_running.add(job_id)
+            elif job_id not in self._handled:
+                self._handled.add(job_id)
+                if cancel_on_shared_loop(job_id):
+                    logger.warning("job %s cancelled (hard): its task on the asyncio pool's "
+                                   "loop is cancelled", job_id)
+                    continue
                 logger.warning("job %s cancelled (hard), but this pool runs it in the worker's "
                                "own process, which cannot stop it: it runs until it checks "
                                "job.cancelled", job_id)
-        self._left_running &= set(running)
+        self._handled &= set(running)
         return len(marked)
 
 
