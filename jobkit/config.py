@@ -25,6 +25,7 @@ import yaml
 
 from jobkit.config_values import (
     REDIS_URL_FORMS,
+    SMTP_SETTINGS,
     SMTP_URL_FORMS,
     Number,
     Validator,
@@ -35,6 +36,7 @@ from jobkit.config_values import (
     queue_list,
     rule,
     shown,
+    url_options,
     valid_redis_url,
     valid_smtp_url,
 )
@@ -221,6 +223,8 @@ _SECTION_KEYS: dict[str, dict[str, Validator]] = {
         "file_dir": rule(lambda v: isinstance(v, str) and v, "a directory (a non-empty string)"),
         "timeout": Number(whole=False, least=0, above=True),
         "previews": rule(is_name_list, "a list of module names"),
+        "default_url_options": url_options,
+        **SMTP_SETTINGS,
     },
     "web": {"stuck_after": Number(whole=False, least=0, above=True)},
 }

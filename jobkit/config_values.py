@@ -10,6 +10,7 @@ every delivery).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ __all__ = [
     "sentinel_hosts",
     "shown",
     "valid_redis_url",
+    "url_options",
     "valid_smtp_url",
+    "SMTP_SETTINGS",
 ]
 
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")  # what jobkit.mailer.delivery connects with
@@ -210,3 +213,74 @@ def module_names(value: Any, where: str) -> tuple[str, ...]:
 
 def is_name_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+URL_PROTOCOLS = ("http", "https")
+
+
+def url_options(value: Any, where: str) -> dict[str, Any]:
+    """`default_url_options` (Action Mailer's): {host, protocol, port}, for links in mail."""
+    if not isinstance(value, dict):
+        raise invalid(value, where, "a mapping of host, protocol, port")
+    unknown = sorted(set(value) - {"host", "protocol", "port"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; default_url_options takes "
+                          "host, protocol, port")
+    host, protocol, port = value.get("host"), value.get("protocol"), value.get("port")
+    if host is not None and not (isinstance(host, str) and re.fullmatch(r"[^\s/:?#@]+", host)):
+        raise invalid(host, f"{where}.host", "a host name like www.example.com (the protocol "
+                      "and port go in their own keys)")
+    if protocol is not None and protocol not in URL_PROTOCOLS:
+        raise invalid(protocol, f"{where}.protocol", "http or https")
+    checked = dict(value)
+    if port is not None:
+        checked["port"] = Number(whole=True, least=1)(port, f"{where}.port")
+        if checked["port"] > 65535:
+            raise invalid(port, f"{where}.port", "a port from 1 to 65535")
+    return checked
+
+
+def flag(value: Any, where: str) -> bool:
+    """A yes/no setting: a bool, or the text true/false/yes/no (from ``${VAR}``)."""
+    words = {"true": True, "yes": True, "false": False, "no": False}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise invalid(value, where, "true or false")
+
+
+def readable_file(value: Any, where: str) -> str:
+    """A path to a file this process can read (checked when settings load, not per mail)."""
+    if not isinstance(value, str) or not value:
+        raise invalid(value, where, "the path of a PEM file of CA certificates")
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ConfigError(f"{where}: {value!r} is not a readable file (want the PEM file of "
+                          "the CA certificate(s) that signed the SMTP server's certificate)")
+    return value
+
+
+def _one_of(*choices: str) -> Validator:
+    return rule(lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
+                       r"|^\[[0-9A-Fa-f:.]+\]$")
+
+# The SMTP keys of the `mailer:` section (Action Mailer's smtp_settings names); read by
+# jobkit.mailer.smtp.SmtpSettings.from_mailer.
+SMTP_SETTINGS: dict[str, Validator] = {
+    "openssl_verify_mode": _one_of("peer", "none"),
+    "ca_file": readable_file,
+    "enable_starttls": _one_of("auto", "always", "never"),
+    "tls": flag,
+    "authentication": _one_of("plain", "login", "cram_md5"),
+    "local_hostname": rule(lambda v: isinstance(v, str) and bool(_HOSTNAME.match(v)),
+                           "a host name for EHLO (e.g. mail.example.com) or an address "
+                           "literal like [192.0.2.1]"),
+    "open_timeout": Number(whole=False, least=0, above=True),
+    "read_timeout": Number(whole=False, least=0, above=True),
+    "pool_size": Number(whole=True, least=1),
+    "max_messages_per_connection": Number(whole=True, least=1),
+    "idle_check_after": Number(whole=False, least=0),
+}

@@ -243,7 +243,9 @@ def test_password_reset_link_carries_a_signed_expiring_token() -> None:
 
 
 def test_email_policy_is_the_modern_one() -> None:
-    assert render_preview("UserMailer.welcome").policy == email.policy.default
+    # policy.default but 7-bit bodies (jobkit.mailer.headers.MESSAGE_POLICY)
+    assert render_preview("UserMailer.welcome").policy == email.policy.default.clone(
+        cte_type="7bit")
 
 
 @pytest.mark.parametrize("path", ["tests.jobs.EchoJob", "email.policy.default"])
@@ -258,7 +260,7 @@ def test_a_delivery_job_naming_something_else_than_a_mailer_is_refused(path: str
 @pytest.mark.parametrize("url", ["smtp://ada:s3cret@mail.example:99999",
                                  "smtp://ada:s3cret@mail.example:0", "http://mail.example"])
 def test_an_smtp_url_changed_after_load_is_checked_by_the_same_rule(url: str) -> None:
-    from jobkit.mailer.delivery import SmtpSettings
+    from jobkit.mailer.smtp import SmtpSettings
 
     with pytest.raises(jobkit.ConfigError, match="port from 1 to 65535") as refused:
         SmtpSettings.from_url(url)

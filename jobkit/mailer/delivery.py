@@ -8,45 +8,36 @@ Configured by the `mailer:` section of config/jobkit.yml:
       file_dir: tmp/mails              # for `file`
       timeout: 10                      # seconds, for `smtp`
 
-`smtp_url`: ``smtp://user:password@host:port`` (STARTTLS when the server offers it),
-``smtp+starttls://...`` (STARTTLS required) or ``smtps://...`` (implicit TLS). The
-``SMTP_URL`` environment variable wins over the file.
+`smtp` sends over connections each process keeps open (jobkit.mailer.smtp, where the SMTP
+settings are read: docs/mailers.md lists them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
-import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
-
-import aiosmtplib
+from typing import Any
 
 from jobkit.config import current_settings
-from jobkit.config_values import SMTP_URL_FORMS, valid_smtp_url
 from jobkit.errors import ConfigError
-from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
-from jobkit.masking import mask_url
+from jobkit.mailer.headers import wire_bytes
+from jobkit.mailer.message import needs_smtputf8
+from jobkit.mailer.smtp import SmtpSettings, send_smtp
 
 __all__ = [
     "DELIVERY_METHODS",
-    "SmtpSettings",
     "deliver",
     "deliveries",
     "register_interceptor",
     "register_observer",
 ]
 
-DEFAULT_SMTP_URL = "smtp://localhost:25"
-DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_FILE_DIR = "tmp/mails"
 
 logger = logging.getLogger(__name__)
@@ -72,43 +63,21 @@ def register_observer(observer: Any) -> Any:
     return observer
 
 
-@dataclass(frozen=True)
-class SmtpSettings:
-    hostname: str
-    port: int
-    username: str | None
-    password: str | None
-    use_tls: bool
-    start_tls: bool | None
-    timeout: float
-
-    @classmethod
-    def from_url(cls, url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> SmtpSettings:
-        if not valid_smtp_url(url):  # the rule settings are loaded with (SMTP_URL may change)
-            raise ConfigError(f"smtp_url {mask_url(url)!r}: want {SMTP_URL_FORMS}")
-        parts = urlsplit(url)
-        tls = {"smtp": (False, None), "smtp+starttls": (False, True), "smtps": (True, False)}
-        use_tls, start_tls = tls[parts.scheme]
-        host = cast(str, parts.hostname)  # valid_smtp_url checked there is one
-        return cls(host, parts.port or (465 if use_tls else 25),
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None,
-                   use_tls, start_tls, timeout)
-
-
 def _mailer_settings() -> dict[str, Any]:
     return dict(current_settings().mailer)
 
 
-def deliver(message: EmailMessage, on_sent: Callable[[], None] | None = None) -> bool:
-    """Deliver through the interceptors, the configured method and the observers; False when
-    an interceptor stopped it. `on_sent` runs as soon as the method has handed the message
-    over, before the observers (whose errors are logged, never raised: the mail is gone)."""
+def deliver(message: EmailMessage, on_sent: Callable[[], None] | None = None,
+            method: str | None = None) -> bool:
+    """Deliver through the interceptors, the configured method (or `method`, a mailer's own)
+    and the observers; False when an interceptor stopped it. `on_sent` runs as soon as the
+    method has handed the message over, before the observers (whose errors are logged, never
+    raised: the mail is gone)."""
     for interceptor in _interceptors:
         if interceptor.delivering_email(message) is False:
             return False
     settings = _mailer_settings()
-    method = settings.get("delivery_method", "smtp")
+    method = method or settings.get("delivery_method", "smtp")
     sender = DELIVERY_METHODS.get(method)
     if sender is None:
         raise ConfigError(f"mailer.delivery_method {method!r}: choose one of "
@@ -129,61 +98,26 @@ def _deliver_test(message: EmailMessage, settings: dict[str, Any]) -> None:
 
 
 def _deliver_console(message: EmailMessage, settings: dict[str, Any]) -> None:
-    sys.stdout.write(message.as_string() + "\n")
+    sys.stdout.write(wire_bytes(message, keep_bcc=True, utf8=True).decode() + "\n")
 
 
 def _deliver_file(message: EmailMessage, settings: dict[str, Any]) -> None:
+    """One new file per mail, never an existing one: a unique name, written to a temporary
+    file and linked into place (os.link fails rather than replace), so a reader never sees
+    half a mail. Bcc is kept: the file records the mail, not one recipient's copy."""
     folder = Path(settings.get("file_dir", DEFAULT_FILE_DIR))
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(message):x}.eml"
-    (folder / name).write_bytes(message.as_bytes())
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex}.eml"
+    temporary = folder / f".{name}.tmp"
+    temporary.write_bytes(wire_bytes(message, keep_bcc=True, utf8=needs_smtputf8(message)))
+    try:
+        os.link(temporary, folder / name)
+    finally:
+        temporary.unlink()
 
 
 def _deliver_smtp(message: EmailMessage, settings: dict[str, Any]) -> None:
-    url = os.environ.get("SMTP_URL") or settings.get("smtp_url", DEFAULT_SMTP_URL)
-    smtp = SmtpSettings.from_url(url, float(settings.get("timeout", DEFAULT_TIMEOUT_SECONDS)))
-    try:
-        refused, _reply = _run(aiosmtplib.send(
-            message, hostname=smtp.hostname, port=smtp.port, username=smtp.username,
-            password=smtp.password, use_tls=smtp.use_tls, start_tls=smtp.start_tls,
-            timeout=smtp.timeout))
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        codes = [r.code for r in exc.recipients]
-        error = PermanentDeliveryError if all(500 <= c < 600 for c in codes) else \
-            TransientDeliveryError
-        replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-        raise error(f"SMTP refused recipients: {replies}") from exc
-    except aiosmtplib.SMTPResponseException as exc:
-        error = PermanentDeliveryError if 500 <= exc.code < 600 else TransientDeliveryError
-        raise error(f"SMTP {exc.code} {exc.message}") from exc
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise TransientDeliveryError(f"SMTP {smtp.hostname}:{smtp.port}: {exc}") from exc
-    if refused:  # the others got it: raising would resend to them, so say it loudly instead
-        logger.warning("SMTP accepted %s but refused %s", message["Message-ID"],
-                       "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items()))
-
-
-def _run(coroutine: Any) -> Any:
-    """Run a coroutine to completion, also from code already inside an event loop (e.g. a
-    FastAPI handler calling deliver_now): then on a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coroutine)
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
+    send_smtp(message, SmtpSettings.from_mailer(settings))
 
 
 DELIVERY_METHODS: dict[str, Callable[[EmailMessage, dict[str, Any]], None]] = {  # as config

@@ -1,0 +1,250 @@
+"""SMTP transport: TLS settings against Debian's postfix, connection reuse and reconnects
+against aiosmtpd, render once, and the settings' checks."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import email.utils
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+import jobkit
+from jobkit.config import load_settings
+from jobkit.mailer import MailDeliveryJob, PermanentDeliveryError, deliveries
+from jobkit.mailer.delivery import deliver
+from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
+from jobkit.testing_services import free_port, wait_until
+from tests.mailers_app import ReportMailer
+from tests.postfix import PrivatePostfix
+
+
+def _mail(to: str, subject: str) -> email.message.EmailMessage:
+    message = email.message.EmailMessage()
+    message["From"] = "app@example.org"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = email.utils.make_msgid(domain="example.org")
+    message.set_content(f"body of {subject}\n")
+    return message
+
+
+@pytest.fixture(autouse=True)
+def _own_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("SMTP_URL", raising=False)  # it would win over smtp_url
+    yield
+    close_connections()
+    jobkit.configure()
+
+
+# -- Debian's postfix: STARTTLS with a self-signed certificate ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def postfix() -> Iterator[PrivatePostfix]:
+    reason = PrivatePostfix.unavailable()
+    if reason:
+        pytest.skip(f"private postfix: {reason}")
+    server = PrivatePostfix()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_postfix_starttls_verification_settings(postfix: PrivatePostfix) -> None:
+    url = f"smtp://localhost:{postfix.port}"  # the certificate is for CN=localhost
+    # Stock behaviour (auto STARTTLS, verify peer): a permanent error naming the settings.
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": url})
+    with pytest.raises(PermanentDeliveryError) as refused:
+        deliver(_mail("ada@example.com", "verify peer, no CA"))
+    assert "mailer.ca_file" in str(refused.value)
+    assert "mailer.openssl_verify_mode: none" in str(refused.value)
+    assert MailDeliveryJob("m", "a", [], {}, {}).retry_in(1, refused.value) == "kill"  # dead set, not hours of retries
+
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": url,
+                             "openssl_verify_mode": "none"})
+    deliver(_mail("ada@example.com", "verify none"))
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": url,
+                             "ca_file": postfix.cert, "enable_starttls": "always"})
+    deliver(_mail("bob@example.com", "verify peer with the CA file"))
+
+    wait_until(lambda: len(postfix.delivered()) == 2, timeout=15,
+               what=f"two mails in postfix's Maildir; log: {postfix.log()[-1500:]}")
+    got = {m["Subject"]: m for m in postfix.delivered()}
+    assert set(got) == {"verify none", "verify peer with the CA file"}
+    assert got["verify none"]["Delivered-To"] == "ada@example.com"
+    assert "ESMTPS" in got["verify peer with the CA file"]["Received"]  # sent over TLS
+    assert got["verify peer with the CA file"].get_content() == \
+        "body of verify peer with the CA file\n"
+
+
+# -- aiosmtpd: reuse, limits, health check, 421 --------------------------------------------------
+
+
+class CountingServer:
+    """aiosmtpd handler that records the connection (client port) of each mail, NOOPs and
+    QUITs, and answers MAIL FROM with 421 for subjects listed in `refuse_once`."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[int, str]] = []  # (client port, subject)
+        self.noops = 0
+        self.quits = 0
+        self.refuse_mail_numbers: set[int] = set()  # the n-th MAIL FROM gets a 421
+        self.mail_commands = 0
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port(),
+                                     server_hostname="counting.test")
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        self.mail_commands += 1
+        if self.mail_commands in self.refuse_mail_numbers:
+            return "421 4.3.2 service shutting down, closing channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.mails.append((session.peer[1], str(message["Subject"])))
+        return "250 accepted"
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:  # noqa: N802
+        self.noops += 1
+        return "250 OK"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.quits += 1
+        return "221 Bye"
+
+    def connections(self) -> int:
+        return len({port for port, _ in self.mails})
+
+
+@pytest.fixture(scope="module")
+def counting_server() -> Iterator[CountingServer]:
+    server = CountingServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+@pytest.fixture
+def counting(counting_server: CountingServer) -> CountingServer:
+    counting_server.mails.clear()
+    counting_server.noops = counting_server.quits = counting_server.mail_commands = 0
+    counting_server.refuse_mail_numbers = set()
+    return counting_server
+
+
+def _use(server: CountingServer, **mailer: Any) -> SmtpSettings:
+    settings = {"delivery_method": "smtp", "smtp_url": f"smtp://127.0.0.1:"
+                f"{server.controller.port}", **mailer}
+    jobkit.configure(mailer=settings)
+    return SmtpSettings.from_mailer(settings)
+
+
+def test_one_connection_is_reused_up_to_its_limit_then_quit(counting: CountingServer) -> None:
+    settings = _use(counting, pool_size=1, max_messages_per_connection=10)
+    for i in range(25):
+        deliver(_mail("ada@example.com", f"mail {i}"))
+    assert [subject for _, subject in counting.mails] == [f"mail {i}" for i in range(25)]
+    assert counting.connections() == 3 == connections_opened(settings)  # 10 + 10 + 5
+    wait_until(lambda: counting.quits == 2, timeout=5, what="QUIT of the two full connections")
+    assert counting.noops == 0  # never idle for idle_check_after (5 s) between these mails
+    close_connections()
+    assert counting.quits == 3  # the open one is closed at shutdown too
+
+
+def test_idle_connection_is_checked_and_421_reconnects(counting: CountingServer) -> None:
+    _use(counting, pool_size=1, idle_check_after=0)
+    counting.refuse_mail_numbers = {3}
+    for i in range(5):
+        deliver(_mail("ada@example.com", f"mail {i}"))
+    # Mail 2 got a 421 at MAIL FROM (nothing sent yet): resent at once on a new connection.
+    assert [subject for _, subject in counting.mails] == [f"mail {i}" for i in range(5)]
+    ports = [port for port, _ in counting.mails]
+    assert ports[0] == ports[1] != ports[2] == ports[3] == ports[4]
+    assert counting.mail_commands == 6
+    # NOOP before each reuse of an idle connection (idle_check_after 0): mails 1 to 4, not
+    # mail 0 nor the resend of mail 2 (fresh connections).
+    assert counting.noops == 4
+
+
+def test_connections_are_not_shared_across_fork(counting: CountingServer) -> None:
+    import os
+
+    _use(counting, pool_size=1)
+    deliver(_mail("ada@example.com", "parent before fork"))
+    pid = os.fork()
+    if pid == 0:  # the child sends on a connection of its own, and leaves without QUIT
+        try:
+            deliver(_mail("ada@example.com", "child"))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    deliver(_mail("ada@example.com", "parent after fork"))
+    ports = dict((subject, port) for port, subject in counting.mails)
+    assert ports["parent before fork"] == ports["parent after fork"] != ports["child"]
+
+
+# -- render once ---------------------------------------------------------------------------------
+
+
+def test_deliver_later_sends_what_the_caller_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobkit.configure(mailer={"delivery_method": "test"})
+    deliveries.clear()
+    delivery = ReportMailer.plain_only("ada@example.com", subject="Once")
+    job = delivery._job(wait=None, wait_until=None, queue=None, priority=None)
+    assert "rendered" in job.kwargs and job.arguments[:2] == [
+        "tests.mailers_app.ReportMailer", "plain_only"]  # shown as mailer, action, args
+    monkeypatch.setattr(ReportMailer, "process", lambda *a, **k: pytest.fail("rendered again"))
+    job.perform(*job.arguments, **job.kwargs)
+    [sent] = deliveries
+    assert sent["Subject"] == "Once" and sent["Message-ID"] == f"<{job.job_id}@jobkit>"
+    assert sent.get_body(("plain",)).get_content() == \
+        delivery.message.get_body(("plain",)).get_content()
+    deliveries.clear()
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mailer", "message"), [
+    ({"openssl_verify_mode": "strict"}, "mailer.openssl_verify_mode: 'strict' is not valid: "
+                                        "expected one of peer, none"),
+    ({"enable_starttls": True}, "mailer.enable_starttls: True is not valid: expected one of "
+                                "auto, always, never"),
+    ({"ca_file": "/no/such/ca.pem"}, "mailer.ca_file: '/no/such/ca.pem' is not a readable file"),
+    ({"authentication": "ntlm"}, "expected one of plain, login, cram_md5"),
+    ({"tls": "maybe"}, "mailer.tls: 'maybe' is not valid: expected true or false"),
+    ({"local_hostname": "bad host"}, "mailer.local_hostname: 'bad host' is not valid"),
+    ({"read_timeout": 0}, "mailer.read_timeout: 0 is not valid: expected seconds > 0"),
+    ({"max_messages_per_connection": 0}, "expected a whole number >= 1"),
+])
+def test_bad_smtp_settings_are_refused_naming_the_key(mailer: dict, message: str) -> None:
+    with pytest.raises(jobkit.ConfigError, match=message.replace("(", r"\(")):
+        load_settings(None, environ={}, mailer=mailer)
+
+
+def test_settings_win_over_what_the_scheme_implies() -> None:
+    plain = SmtpSettings.from_mailer({"smtp_url": "smtp://u%40x:p@mail.example"}, environ={})
+    assert (plain.port, plain.tls, plain.enable_starttls, plain.username) == \
+        (25, False, "auto", "u@x")
+    implicit = SmtpSettings.from_mailer({"smtp_url": "smtps://mail.example"}, environ={})
+    assert (implicit.port, implicit.tls, implicit.enable_starttls) == (465, True, "never")
+    never = SmtpSettings.from_mailer({"smtp_url": "smtp+starttls://mail.example",
+                                      "enable_starttls": "never", "timeout": 3,
+                                      "read_timeout": 30}, environ={})
+    assert (never.enable_starttls, never.open_timeout, never.read_timeout) == ("never", 3, 30)
+    from_env = SmtpSettings.from_mailer({"smtp_url": "smtp://file.example"},
+                                        environ={"SMTP_URL": "smtp://env.example:2525"})
+    assert (from_env.hostname, from_env.port) == ("env.example", 2525)
+    with pytest.raises(jobkit.ConfigError, match="contradict"):
+        SmtpSettings.from_mailer({"smtp_url": "smtps://mail.example",
+                                  "enable_starttls": "always"}, environ={})
