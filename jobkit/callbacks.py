@@ -29,7 +29,9 @@ KINDS = ("before", "around", "after")
 _ATTR = "_jobkit_callback"
 
 
-def _marker(kind: str, event: str) -> Callable[[Callable], Callable]:
+def marker(kind: str, event: str) -> Callable[[Callable], Callable]:
+    """The decorator that puts a method in the `<kind>_<event>` slot (mailers add events)."""
+
     def mark(method: Callable) -> Callable:
         setattr(method, _ATTR, f"{kind}_{event}")
         return method
@@ -39,31 +41,41 @@ def _marker(kind: str, event: str) -> Callable[[Callable], Callable]:
     return mark
 
 
-before_enqueue = _marker("before", "enqueue")
-around_enqueue = _marker("around", "enqueue")
-after_enqueue = _marker("after", "enqueue")
-before_perform = _marker("before", "perform")
-around_perform = _marker("around", "perform")
-after_perform = _marker("after", "perform")
+def slot_of(attr: Any) -> str | None:
+    """The `<kind>_<event>` slot a decorator put a method in, or None."""
+    return getattr(attr, _ATTR, None)
 
 
-def collect(cls: type) -> dict[str, list[str]]:
-    """Callback method names per `<kind>_<event>`, parents first, for a class.
+before_enqueue = marker("before", "enqueue")
+around_enqueue = marker("around", "enqueue")
+after_enqueue = marker("after", "enqueue")
+before_perform = marker("before", "perform")
+around_perform = marker("around", "perform")
+after_perform = marker("after", "perform")
+
+
+def collect(cls: type, events: tuple[str, ...] = EVENTS) -> dict[str, list[str]]:
+    """Callback method names per `<kind>_<event>`, parents first, for a class whose callbacks
+    are for `events` (a decorator for another event is refused).
 
     Callbacks are registered by name, as in Rails: a subclass that redefines a callback method
     without a decorator keeps it in its slot (its own version runs); with another decorator,
     the method moves to that slot.
     """
+    names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in events}
     slots: dict[str, str] = {}  # method name -> slot, in first-definition order
     for klass in reversed(cls.__mro__):
         for name, attr in vars(klass).items():
-            slot = getattr(attr, _ATTR, None)
+            slot = slot_of(attr)
             if slot is not None:
                 if inspect.iscoroutinefunction(attr):  # its coroutine would never be awaited
                     raise JobClassError(f"{klass.__qualname__}.{name}: a {slot} callback "
                                         "must be a plain method (`def`), not `async def`")
+                if slot not in names:
+                    raise JobClassError(f"{klass.__qualname__}.{name}: {slot} is not a "
+                                        f"callback of this kind of class (it has "
+                                        f"{', '.join(names)})")
                 slots[name] = slot
-    names: dict[str, list[str]] = {f"{k}_{e}": [] for k in KINDS for e in EVENTS}
     for name, slot in slots.items():
         names[slot].append(name)
     return names

@@ -36,8 +36,9 @@ from jobkit.adapters.base import Adapter
 from jobkit.adapters.test import EnqueuedJob, SkippedJob, TestAdapter
 from jobkit.arguments import serialize_value
 from jobkit.config import Settings, current_settings, use_settings
+from jobkit.errors import JobkitError
 from jobkit.imports import class_path
-from jobkit.job import Job
+from jobkit.job import Job, resolve_job_class
 
 __all__ = [
     "EnqueuedJob",
@@ -47,13 +48,17 @@ __all__ = [
     "advance",
     "assert_emails",
     "assert_enqueued_email_with",
+    "assert_enqueued_emails",
     "assert_enqueued_jobs",
     "assert_enqueued_with",
     "assert_no_emails",
+    "assert_no_enqueued_emails",
     "assert_no_enqueued_jobs",
     "assert_performed_jobs",
     "assert_performed_with",
+    "capture_emails",
     "clear",
+    "deliver_enqueued_emails",
     "disable",
     "drain_all",
     "fake",
@@ -349,7 +354,20 @@ def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | None = No
 
 # -- mail ----------------------------------------------------------------------------------------
 
-MAIL_JOB = "jobkit.mailer.job.MailDeliveryJob"
+@functools.cache
+def _is_mail_job(path: str) -> bool:
+    """Whether a recorded job class is a mail delivery job (MailDeliveryJob or a mailer's
+    own `delivery_job` subclass)."""
+    from jobkit.mailer.job import MailDeliveryJob
+
+    try:
+        return issubclass(resolve_job_class(path), MailDeliveryJob)
+    except JobkitError:
+        return False
+
+
+def _mail_jobs(records: list[EnqueuedJob], queue: str | None = None) -> list[EnqueuedJob]:
+    return [r for r in records if _is_mail_job(r.job_class) and r.matches(None, queue)]
 
 
 def outbox() -> list[EmailMessage]:
@@ -364,20 +382,41 @@ def _mail_listing() -> str:
                              or "  (none)")
 
 
+def _deliver_mail(queue: str | None = None, earlier: frozenset[int] = frozenset()) -> None:
+    """Perform the recorded mail jobs waiting (on `queue`), except the records in `earlier`."""
+    adapter = adapters.current_adapter()
+    if not isinstance(adapter, TestAdapter):
+        return
+    for record in [r for r in _mail_jobs(adapter.enqueued, queue) if id(r) not in earlier]:
+        adapter.enqueued.remove(record)
+        adapter.perform(record)
+
+
+class _DeliveringMail(AbstractContextManager[None]):
+    """Mail jobs enqueued in the block are delivered at its end, as in Rails."""
+
+    def __init__(self, queue: str | None = None) -> None:
+        self.queue = queue
+
+    def __enter__(self) -> None:
+        adapter = adapters.current_adapter()
+        self.earlier = frozenset(id(r) for r in getattr(adapter, "enqueued", []))
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            _deliver_mail(self.queue, self.earlier)
+
+
 class _CountingEmails(_Counting):
     """Block form: mail jobs enqueued in the block are delivered at its end, as in Rails."""
 
     def __enter__(self) -> None:
-        adapter = adapters.current_adapter()
-        self.earlier = {id(r) for r in getattr(adapter, "enqueued", [])}
+        self.delivering = _DeliveringMail()
+        self.delivering.__enter__()
         super().__enter__()
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        adapter = adapters.current_adapter()
-        if exc_type is None and isinstance(adapter, TestAdapter):
-            for record in [r for r in adapter.jobs(MAIL_JOB) if id(r) not in self.earlier]:
-                adapter.enqueued.remove(record)
-                adapter.perform(record)
+        self.delivering.__exit__(exc_type, *exc)
         super().__exit__(exc_type, *exc)
 
 
@@ -394,11 +433,61 @@ def assert_no_emails() -> AbstractContextManager[None]:
                                             _mail_listing), _used_as_context_manager())
 
 
+def deliver_enqueued_emails(queue: str | None = None) -> AbstractContextManager[None]:
+    """As a call: deliver every recorded mail job (on `queue`) now. As ``with``: deliver
+    those the block enqueued, at its end."""
+    if _used_as_context_manager():
+        return _DeliveringMail(queue)
+    _deliver_mail(queue)
+    return nullcontext()
+
+
+@contextlib.contextmanager
+def capture_emails() -> Iterator[list[EmailMessage]]:
+    """``with capture_emails() as mails:``: `mails` holds, after the block, the mail it
+    delivered (its deliver_later mail is delivered at the end of the block)."""
+    captured: list[EmailMessage] = []
+    before = len(outbox())
+    with _DeliveringMail():
+        yield captured
+    captured.extend(outbox()[before:])
+
+
+def _mail_enqueued(adapter: TestAdapter) -> Callable[[], int]:
+    return lambda: len(_mail_jobs([*adapter.enqueued, *adapter.performed]))
+
+
+def _mail_waiting_listing(adapter: TestAdapter) -> Callable[[], str]:
+    return lambda: _listing(_mail_jobs(adapter.enqueued), "mail jobs waiting")
+
+
+def assert_enqueued_emails(n: int) -> AbstractContextManager[None]:
+    """Mail jobs enqueued (delivered ones included): as a call, so far; as ``with``, by the
+    block (nothing is delivered)."""
+    adapter = _recorder()
+    return _count_assertion(_Counting(_mail_enqueued(adapter), n, "enqueued email(s)",
+                                      _mail_waiting_listing(adapter)),
+                            _used_as_context_manager())
+
+
+def assert_no_enqueued_emails() -> AbstractContextManager[None]:
+    """As a call: no mail job is waiting to be delivered. As ``with``: the block enqueued
+    none."""
+    adapter = _recorder()
+    if _used_as_context_manager():
+        return _Counting(_mail_enqueued(adapter), 0, "enqueued email(s)",
+                         _mail_waiting_listing(adapter))
+    _check_count(len(_mail_jobs(adapter.enqueued)), 0, "enqueued email(s)",
+                 _mail_waiting_listing(adapter))
+    return nullcontext()
+
+
 def assert_enqueued_email_with(action: Callable[..., Any],
                                args: Sequence[Any] | None = None,
-                               params: Mapping[str, Any] | None = None) -> EnqueuedJob:
-    """A recorded MailDeliveryJob for an action such as `UserMailer.welcome` (taken from the
-    class, not called); `args` and `params` are compared when given."""
+                               params: Mapping[str, Any] | None = None,
+                               queue: str | None = None) -> EnqueuedJob:
+    """A recorded mail job for an action such as `UserMailer.welcome` (taken from the
+    class, not called); `args`, `params` and `queue` are compared when given."""
     if not (isinstance(action, functools.partial) and action.args
             and isinstance(getattr(action.func, "__self__", None), type)):
         raise TypeError(f"assert_enqueued_email_with takes a mailer action such as "
@@ -406,7 +495,7 @@ def assert_enqueued_email_with(action: Callable[..., Any],
     mailer, name = action.func.__self__, action.args[0]
     path = class_path(mailer)
     adapter = _recorder()
-    mail_jobs = [r for r in [*adapter.enqueued, *adapter.performed] if r.matches(MAIL_JOB)]
+    mail_jobs = _mail_jobs([*adapter.enqueued, *adapter.performed], queue)
     for record in mail_jobs:
         got_mailer, got_action, got_args, _kwargs, got_params = record.payload["args"]
         if (got_mailer, got_action) != (path, name):
@@ -417,5 +506,5 @@ def assert_enqueued_email_with(action: Callable[..., Any],
             continue
         return record
     raise AssertionError(f"no {mailer.__name__}.{name} mail enqueued with args={args} "
-                         f"params={params}\n"
+                         f"params={params} queue={queue}\n"
                          f"{_listing(mail_jobs, 'mail jobs')}")

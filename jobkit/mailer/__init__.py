@@ -3,6 +3,14 @@
 from jobkit.mailer.attachments import Attachment as Attachment
 from jobkit.mailer.base import Mailer as Mailer
 from jobkit.mailer.base import MessageDelivery as MessageDelivery
+from jobkit.mailer.base import deliver_all_later as deliver_all_later
+from jobkit.mailer.callbacks import after_action as after_action
+from jobkit.mailer.callbacks import after_deliver as after_deliver
+from jobkit.mailer.callbacks import around_action as around_action
+from jobkit.mailer.callbacks import around_deliver as around_deliver
+from jobkit.mailer.callbacks import before_action as before_action
+from jobkit.mailer.callbacks import before_deliver as before_deliver
+from jobkit.mailer.callbacks import rescue_from as rescue_from
 from jobkit.mailer.delivery import deliveries as deliveries
 from jobkit.mailer.delivery import register_interceptor as register_interceptor
 from jobkit.mailer.delivery import register_observer as register_observer
@@ -33,7 +41,15 @@ __all__ = [
     "TemplateError",
     "TemplateMissingError",
     "TransientDeliveryError",
+    "after_action",
+    "after_deliver",
+    "around_action",
+    "around_deliver",
+    "before_action",
+    "before_deliver",
+    "deliver_all_later",
     "deliveries",
     "register_interceptor",
     "register_observer",
+    "rescue_from",
 ]

@@ -10,7 +10,8 @@
 
 Every public method a Mailer subclass defines is an action: called on the class it returns a
 MessageDelivery, which renders only when `.message`, `deliver_now` or `deliver_later` needs it
-(`deliver_later` renders once in the caller to refuse bad input, and the worker renders again).
+(`deliver_later` renders in the caller to refuse bad input, and the worker sends what it built:
+jobkit.mailer.rendered says when the worker renders again).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from typing import Any, ClassVar
 import jinja2
 
 from jobkit.imports import class_path, require_importable
+from jobkit.mailer import callbacks, options, rendered, urls
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import TemplateError, TemplateMissingError
 from jobkit.mailer.message import build_message
 from jobkit.mailer.rendering import render_parts, template_dirs
 
-__all__ = ["Mailer", "MessageDelivery"]
+__all__ = ["Mailer", "MessageDelivery", "deliver_all_later"]
 
 Addresses = str | Iterable[str] | None
 
@@ -58,27 +60,42 @@ class _Action:
 
 class Mailer:
     """Base class of mailers. Class options: `default` (headers merged along the class tree:
-    "from", "reply_to", "cc", "bcc", any other header), `layout` (templates/layouts/<name>)."""
+    "from", "reply_to", "cc", "bcc", any other header), `layout` (templates/layouts/<name>),
+    `delivery_method` (overrides the configured one, except `test`), `delivery_job` (a
+    MailDeliveryJob subclass), `deliver_later_queue_name` (default: the job's queue),
+    `default_url_options` (host, protocol, port for `url()`, over the setting's)."""
 
     default: ClassVar[dict[str, Any]] = {}
     layout: ClassVar[str | None] = "mailer"
+    delivery_method: ClassVar[str | None] = None
+    delivery_job: ClassVar[type | None] = None
+    deliver_later_queue_name: ClassVar[str | None] = None
+    default_url_options: ClassVar[dict[str, Any]] = {}
     _actions: ClassVar[dict[str, _Action]] = {}
+    _callbacks: ClassVar[dict[str, list[str]]] = {}
+    _rescue_handlers: ClassVar[callbacks.Handlers] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         actions = dict(cls._actions)
         for name, attr in list(vars(cls).items()):
-            if name.startswith("_") or not inspect.isfunction(attr) or hasattr(Mailer, name):
+            if (name.startswith("_") or not inspect.isfunction(attr) or hasattr(Mailer, name)
+                    or callbacks.is_marked(attr)):
                 continue
             actions[name] = _Action(name, attr)
             setattr(cls, name, actions[name])
         cls._actions = actions
+        cls._callbacks, cls._rescue_handlers = callbacks.collect(cls)
+        options.check_class_options(cls)
+        urls.check_class_options(cls)
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
         self.attachments = Attachments()
         self.message: EmailMessage | None = None
         self.action_name: str | None = None
+        #: Set to False (e.g. in an after_action) to build the mail but not deliver it.
+        self.perform_deliveries = True
 
     @classmethod
     def mailer_name(cls) -> str:
@@ -137,14 +154,22 @@ class Mailer:
                                      self.attachments)
         return self.message
 
+    def url(self, path: str = "/", **query: Any) -> str:
+        """An absolute URL for a link in the mail (also `url(...)` in templates), from
+        `default_url_options`: ``self.url("/users/5", ref="mail")``."""
+        return urls.build_url(urls.options_for(type(self)), path, query,
+                              f"{type(self).__name__}.{self.action_name}")
+
     def _template_context(self) -> dict[str, Any]:
         context = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return {**context, "mailer": self}
+        return {"url": self.url, **context, "mailer": self}
 
     def process(self, action: str, *args: Any, **kwargs: Any) -> EmailMessage | None:
-        """Run an action; the message it built with mail(), or None if it built none."""
+        """Run an action inside its callbacks; the message it built with mail(), or None if
+        it built none, a callback aborted or a rescue_from handler took its error."""
         self.action_name = action
-        getattr(self, action)(*args, **kwargs)
+        if not callbacks.run(self, "action", lambda: getattr(self, action)(*args, **kwargs)):
+            return None
         return self.message
 
 
@@ -170,41 +195,83 @@ class MessageDelivery:
         self.kwargs = kwargs
         self.params = params
         self._message: EmailMessage | None = None
+        self._mailer: Mailer | None = None
         self._processed = False
 
     def __repr__(self) -> str:
         return f"<MessageDelivery {self.mailer_class.__name__}.{self.action}>"
 
+    @classmethod
+    def prebuilt(cls, mailer_class: type[Mailer], action: str, args: list, kwargs: dict,
+                 params: dict[str, Any], message: EmailMessage) -> MessageDelivery:
+        """A delivery of a message built elsewhere (render once: jobkit.mailer.rendered);
+        its mailer instance has the params and the message, the action is not run again."""
+        delivery = cls(mailer_class, action, args, kwargs, params)
+        mailer = delivery._mailer = mailer_class(params)
+        mailer.action_name, mailer.message = action, message
+        delivery._message, delivery._processed = message, True
+        return delivery
+
     @property
     def message(self) -> EmailMessage | None:
         """The built message (rendered once, on first use); None if the action sent none."""
         if not self._processed:
-            mailer = self.mailer_class(self.params)
-            self._message = mailer.process(self.action, *self.args, **self.kwargs)
+            self._mailer = self.mailer_class(self.params)
+            self._message = self._mailer.process(self.action, *self.args, **self.kwargs)
             self._processed = True
         return self._message
 
-    def deliver_now(self) -> EmailMessage | None:
-        """Build and deliver in this process, through interceptors and observers."""
+    def _will_deliver(self) -> bool:
+        return self.message is not None and self._mailer is not None \
+            and self._mailer.perform_deliveries
+
+    def deliver_now(self, on_sent: Callable[[], None] | None = None) -> EmailMessage | None:
+        """Build and deliver in this process, inside the deliver callbacks, through
+        interceptors and observers (`on_sent`: see jobkit.mailer.delivery.deliver)."""
         from jobkit.mailer.delivery import deliver
 
-        message = self.message
-        if message is not None:
-            deliver(message)
+        message, mailer = self.message, self._mailer
+        if message is None or mailer is None or not self._will_deliver():
+            return message
+        method = options.delivery_method_for(self.mailer_class)
+        callbacks.run(mailer, "deliver", lambda: deliver(message, on_sent=on_sent,
+                                                         method=method))
         return message
 
     def deliver_later(self, *, wait: Any = None, wait_until: Any = None, queue: str | None = None,
                       priority: int | None = None) -> Any:
-        """Check the mail builds (bad input raises here, nothing enqueued), then enqueue a
-        MailDeliveryJob with the mailer, action and arguments, not the rendered mail."""
-        from jobkit.mailer.job import MailDeliveryJob
+        """Check the mail builds (bad input raises here, nothing enqueued), then enqueue the
+        mailer's delivery job (MailDeliveryJob) with the mailer, action and arguments, not the
+        rendered mail; None when there is nothing to deliver."""
+        job = self._job(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
+        return None if job is None else job.enqueue()
 
+    def _job(self, **enqueue_options: Any) -> Any:
+        """The delivery job, options applied, not enqueued; None if nothing to deliver."""
         require_importable(self.mailer_class, "mailer")
-        if self.message is None:
+        if not self._will_deliver():
             return None
-        return MailDeliveryJob.set(wait=wait, wait_until=wait_until, queue=queue,
-                                   priority=priority).perform_later(
-            class_path(self.mailer_class), self.action,
-            self.args, self.kwargs, self.params)
+        job_class = options.delivery_job_for(self.mailer_class)
+        message = self.message
+        assert message is not None  # _will_deliver checked
+        packed = rendered.pack(self.mailer_class, message) if rendered.accepts(job_class) \
+            else None
+        job = job_class(class_path(self.mailer_class), self.action, self.args, self.kwargs,
+                        self.params, **({"rendered": packed} if packed else {}))
+        queue = enqueue_options.pop("queue") or self.mailer_class.deliver_later_queue_name
+        return job.set(queue=queue, **enqueue_options)
+
+
+def deliver_all_later(deliveries: Iterable[MessageDelivery], *, wait: Any = None,
+                      wait_until: Any = None, queue: str | None = None,
+                      priority: int | None = None) -> list[Any]:
+    """Enqueue many mails in one round trip (jobkit.perform_all_later), each built first as
+    `deliver_later` does; the jobs enqueued (mails with nothing to deliver are left out)."""
+    from jobkit.job import perform_all_later
+
+    jobs = [job for delivery in deliveries
+            if (job := delivery._job(wait=wait, wait_until=wait_until, queue=queue,
+                                     priority=priority)) is not None]
+    return perform_all_later(jobs)
 
 

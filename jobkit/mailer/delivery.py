@@ -77,7 +77,7 @@ def deliver(message: EmailMessage, on_sent: Callable[[], None] | None = None,
         if interceptor.delivering_email(message) is False:
             return False
     settings = _mailer_settings()
-    method = method or settings.get("delivery_method", "smtp")
+    method = method or str(settings.get("delivery_method", "smtp"))
     sender = DELIVERY_METHODS.get(method)
     if sender is None:
         raise ConfigError(f"mailer.delivery_method {method!r}: choose one of "

@@ -1,4 +1,5 @@
-"""MailDeliveryJob: renders and delivers one mail on a worker, on the `mailers` queue."""
+"""MailDeliveryJob: delivers one mail on a worker (as deliver_later built it, or rendered
+again: jobkit.mailer.rendered), on the `mailers` queue."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from jobkit import keys
 from jobkit.imports import import_object
 from jobkit.job import Job
 from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
+from jobkit.mailer.rendered import unpack
 from jobkit.queues import MAILERS_QUEUE
 from jobkit.redis_client import get_redis
 from jobkit.retries import POLYNOMIALLY_LONGER, retry_on
@@ -30,20 +32,27 @@ class MailDeliveryJob(Job):
 
     queue_as = MAILERS_QUEUE
 
-    def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict) -> None:
+    def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict,
+                rendered: dict | None = None) -> None:
+        """`rendered`: the message deliver_later built (jobkit.mailer.rendered); without it
+        the action runs again here."""
         mark = keys.mail_sent(self.job_id)
         if _sent_before(mark):  # accepted by the server on an earlier run: never resend
             return
         mailer_class = _mailer_class(mailer)
-        delivery = mailer_class.with_(**params).__getattr__(action)(*args, **kwargs)
+        if rendered:
+            from jobkit.mailer.base import MessageDelivery  # base imports this module
+
+            delivery = MessageDelivery.prebuilt(mailer_class, action, args, kwargs, params,
+                                                unpack(rendered))
+        else:
+            delivery = mailer_class.with_(**params).__getattr__(action)(*args, **kwargs)
         message = delivery.message
         if message is None:
             return
         del message["Message-ID"]
         message["Message-ID"] = f"<{self.job_id}@jobkit>"  # the same on every attempt
-        from jobkit.mailer.delivery import deliver
-
-        deliver(message, on_sent=lambda: _mark_sent(mark))
+        delivery.deliver_now(on_sent=lambda: _mark_sent(mark))
 
     def retry_in(self, retry_count: int, error: BaseException) -> Any:
         if isinstance(error, PermanentDeliveryError | MailerError) and not isinstance(

@@ -1,0 +1,333 @@
+"""Action Mailer parity: callbacks, rescue_from, per-mailer delivery options,
+deliver_all_later, the mail test helpers, and the docs' examples for them."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+import jobkit.mailer
+from jobkit import testing
+from jobkit.errors import JobClassError
+from jobkit.mailer import (
+    MailDeliveryJob,
+    Mailer,
+    TransientDeliveryError,
+    deliver_all_later,
+    deliveries,
+)
+from jobkit.mailer import delivery as delivery_module
+from jobkit.mailer.callbacks import (
+    after_action,
+    after_deliver,
+    around_action,
+    around_deliver,
+    before_action,
+    before_deliver,
+    rescue_from,
+)
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+calls: list[str] = []
+
+
+class NoticeJob(MailDeliveryJob):
+    """A mailer's own delivery job."""
+
+    queue_as = "notices"
+
+
+class HookedMailer(Mailer):
+    default = {"from": "app@example.com"}
+    deliver_later_queue_name = "mail_low"
+
+    @before_action
+    def load(self) -> None:
+        calls.append("before_action")
+        if self.params.get("stop") == "action":
+            raise jobkit.Abort("unsubscribed")
+
+    @around_action
+    def timed(self, proceed: Any) -> None:
+        calls.append("around_action:in")
+        proceed()
+        calls.append("around_action:out")
+
+    @after_action
+    def retarget(self) -> None:
+        calls.append("after_action")
+        assert self.message is not None
+        self.message["X-Campaign"] = "spring"
+        if self.params.get("redirect"):
+            self.message.replace_header("To", self.params["redirect"])
+        if self.params.get("stop") == "quietly":
+            self.perform_deliveries = False
+
+    @before_deliver
+    def check(self) -> None:
+        calls.append("before_deliver")
+        if self.params.get("stop") == "deliver":
+            raise jobkit.Abort("not now")
+
+    @around_deliver
+    def wrap(self, proceed: Any) -> None:
+        calls.append("around_deliver:in")
+        proceed()
+        calls.append("around_deliver:out")
+
+    @after_deliver
+    def record(self) -> None:
+        calls.append("after_deliver")
+
+    def hello(self, to: str) -> Any:
+        calls.append("action")
+        if to == "boom@example.com":
+            raise LookupError("no such user")
+        return self.mail(to=to, subject="Hello", body="hi")
+
+
+class RescuingMailer(HookedMailer):
+    delivery_job = NoticeJob
+    handled: list[str] = []
+
+    @rescue_from(Exception)
+    def anything(self, error: Exception) -> None:
+        self.handled.append(f"anything:{type(error).__name__}")
+
+    @rescue_from(LookupError, TransientDeliveryError)
+    def known(self, error: Exception) -> None:  # declared last: tried first
+        self.handled.append(f"known:{type(error).__name__}")
+
+
+class TestMethodMailer(Mailer):
+    __test__ = False
+    default = {"from": "app@example.com"}
+    delivery_method = "test"
+
+    def ping(self, to: str) -> Any:
+        return self.mail(to=to, subject="ping", body="ping")
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    calls.clear()
+    RescuingMailer.handled.clear()
+    deliveries.clear()
+    yield
+    deliveries.clear()
+    jobkit.configure()
+
+
+def test_callbacks_run_in_order_around_the_action_and_the_delivery() -> None:
+    with testing.fake():
+        message = HookedMailer.with_(redirect="grace@example.com").hello("ada@example.com") \
+            .deliver_now()
+    assert calls == ["before_action", "around_action:in", "action", "around_action:out",
+                     "after_action", "before_deliver", "around_deliver:in",
+                     "around_deliver:out", "after_deliver"]
+    assert message is not None and testing.outbox() == [message]
+    assert message["To"] == "grace@example.com" and message["X-Campaign"] == "spring"
+    assert HookedMailer.action_names() == ["hello"]  # callbacks are not actions
+
+
+def test_stopping_in_before_action_after_action_or_before_deliver() -> None:
+    with testing.fake():
+        stopped = HookedMailer.with_(stop="action").hello("ada@example.com")
+        assert stopped.deliver_now() is None and stopped.deliver_later() is None
+        assert "action" not in calls
+        quiet = HookedMailer.with_(stop="quietly").hello("ada@example.com")
+        assert quiet.message is not None  # built (a preview shows it), never delivered
+        assert quiet.deliver_now() is quiet.message and quiet.deliver_later() is None
+        assert "before_deliver" not in calls
+        held = HookedMailer.with_(stop="deliver").hello("ada@example.com")
+        assert held.deliver_now() is not None and "around_deliver:in" not in calls
+        testing.assert_no_enqueued_emails()
+    assert deliveries == []
+
+
+def test_deliver_callbacks_run_on_the_worker_side_too() -> None:
+    with testing.inline():
+        job = HookedMailer.hello("ada@example.com").deliver_later()
+    assert calls.count("action") == 2  # checked in the caller, built again by the job
+    assert calls[-1] == "after_deliver" and len(deliveries) == 1
+    assert deliveries[0]["Message-ID"].startswith(f"<{job.job_id}@")  # set by the job
+
+
+def test_rescue_from_handles_action_and_delivery_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with testing.fake():
+        assert RescuingMailer.hello("boom@example.com").deliver_now() is None
+        assert RescuingMailer.handled == ["known:LookupError"]
+        with pytest.raises(LookupError, match="no such user"):  # no handler on the parent
+            HookedMailer.hello("boom@example.com").deliver_now()
+
+    class Refusing:
+        def delivering_email(self, message: Any) -> None:
+            raise TransientDeliveryError("451 try later")
+
+    monkeypatch.setattr(delivery_module, "_interceptors", [Refusing()])
+    with testing.inline():  # on the worker: handled, so the job succeeds and is not retried
+        RescuingMailer.hello("ada@example.com").deliver_later()
+        job = testing.performed()[0]
+    assert job.job_class.endswith("NoticeJob") and job.queue == "mail_low"
+    assert RescuingMailer.handled == ["known:LookupError", "known:TransientDeliveryError"]
+    with pytest.raises(TransientDeliveryError):
+        HookedMailer.hello("ada@example.com").deliver_now()
+    assert "after_deliver" not in calls
+
+
+def test_bad_callbacks_and_class_options_are_refused_at_definition() -> None:
+    with pytest.raises(JobClassError, match="delivery_method 'smtpp'"):
+        type("Bad", (Mailer,), {"delivery_method": "smtpp"})
+    with pytest.raises(JobClassError, match="delivery_job"):
+        type("Bad", (Mailer,), {"delivery_job": jobkit.Job})
+    with pytest.raises(JobClassError, match="deliver_later_queue_name"):
+        type("Bad", (Mailer,), {"deliver_later_queue_name": ""})
+    with pytest.raises(JobClassError, match="before_action is not a callback"):
+        class BadJob(jobkit.Job):
+            @before_action
+            def prep(self) -> None: ...
+
+            def perform(self) -> None: ...
+    with pytest.raises(TypeError, match="Exception subclasses"):
+        rescue_from(KeyboardInterrupt)  # type: ignore[arg-type]
+
+    async def handler(self: Any, error: Exception) -> None: ...
+    with pytest.raises(JobClassError, match="async def"):
+        type("Bad", (Mailer,), {"h": rescue_from(ValueError)(handler)})
+
+
+def test_per_mailer_delivery_method_except_under_test(capsys: pytest.CaptureFixture) -> None:
+    jobkit.configure(mailer={"delivery_method": "console"})
+    TestMethodMailer.ping("ada@example.com").deliver_now()
+    assert len(deliveries) == 1 and capsys.readouterr().out == ""
+    with testing.fake():  # configured `test` wins over a mailer's own method
+        ConsoleMailer = type("ConsoleMailer", (TestMethodMailer,), {"delivery_method": "console",
+                                                                    "__module__": __name__})
+        ConsoleMailer.ping("ada@example.com").deliver_now()
+        assert len(testing.outbox()) == 1 and capsys.readouterr().out == ""
+
+
+def test_deliver_later_options_and_deliver_all_later() -> None:
+    with testing.fake():
+        job = RescuingMailer.hello("ada@example.com").deliver_later(priority=3, queue="urgent")
+        assert isinstance(job, NoticeJob) and job.priority == 3 and job.queue_name == "urgent"
+        testing.assert_enqueued_email_with(RescuingMailer.hello, args=["ada@example.com"],
+                                           queue="urgent")
+        with pytest.raises(AssertionError, match="queue=mail_low"):
+            testing.assert_enqueued_email_with(RescuingMailer.hello, queue="mail_low")
+        jobs = deliver_all_later([HookedMailer.hello("a@example.com"),
+                                  HookedMailer.with_(stop="action").hello("b@example.com"),
+                                  TestMethodMailer.ping("c@example.com")], wait=60)
+        assert [type(j) for j in jobs] == [MailDeliveryJob, MailDeliveryJob]
+        assert [j.queue_name for j in jobs] == ["mail_low", "mailers"]
+        assert all(j.scheduled_at is not None for j in jobs)
+        testing.assert_enqueued_emails(3)
+
+
+def test_deliver_all_later_sends_one_round_trip(r: Any) -> None:
+    with testing.disable():
+        r.execute_command("CONFIG", "RESETSTAT")
+        deliver_all_later([TestMethodMailer.ping(f"u{i}@example.com") for i in range(20)],
+                          queue="parity_bulk")
+        stats = r.info("commandstats")
+    assert r.llen("parity_bulk") == 20
+    # perform_all_later pipelines every push; one EVALSHA/EVAL or pipeline at most per job
+    # would show as 20 calls of something: no command ran 20 times.
+    assert all(v["calls"] < 20 for k, v in stats.items() if k != "cmdstat_info"), stats
+
+
+def test_mail_assertions_call_and_block_forms() -> None:
+    with testing.fake():
+        testing.assert_no_enqueued_emails()
+        with testing.assert_enqueued_emails(2):
+            HookedMailer.hello("a@example.com").deliver_later()
+            TestMethodMailer.ping("b@example.com").deliver_later()
+        testing.assert_enqueued_emails(2)
+        with pytest.raises(AssertionError, match="expected 1 enqueued email"):
+            testing.assert_enqueued_emails(1)
+        with pytest.raises(AssertionError, match="expected 0 enqueued email"):
+            testing.assert_no_enqueued_emails()
+        with pytest.raises(AssertionError, match="expected 0 enqueued email"), \
+                testing.assert_no_enqueued_emails():
+            HookedMailer.hello("c@example.com").deliver_later()
+        with testing.deliver_enqueued_emails():
+            TestMethodMailer.ping("d@example.com").deliver_later()
+        assert [m["To"] for m in testing.outbox()] == ["d@example.com"]
+        testing.deliver_enqueued_emails(queue="mail_low")
+        assert len(testing.outbox()) == 3 and len(testing.jobs()) == 1
+        testing.deliver_enqueued_emails()
+        testing.assert_no_enqueued_emails()
+        with testing.capture_emails() as mails:
+            HookedMailer.hello("e@example.com").deliver_later()
+            TestMethodMailer.ping("f@example.com").deliver_now()
+            assert mails == []
+        assert sorted(m["To"] for m in mails) == ["e@example.com", "f@example.com"]
+        testing.assert_enqueued_emails(5)  # delivered ones count: they were enqueued
+
+
+class LinkMailer(Mailer):
+    default = {"from": "app@example.com"}
+    default_url_options = {"protocol": "https"}
+
+    def invite(self, to: str, token: str) -> Any:
+        self.token = token
+        unsubscribe = self.url("unsubscribe", t=token)
+        return self.mail(to=to, subject="Join", headers={"List-Unsubscribe": f"<{unsubscribe}>"})
+
+
+def test_url_helper_in_templates_and_actions() -> None:
+    jobkit.configure(mailer={"default_url_options": {"host": "app.example.com", "port": 8443,
+                                                     "protocol": "http"}})
+    message = LinkMailer.invite("ada@example.com", "t k").message
+    assert message is not None
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Join: https://app.example.com:8443/invites/t%20k?ref=mail" in text
+    assert 'href="https://app.example.com:8443/invites/t%20k?ref=mail&amp;via=a+b"' in html
+    assert message["List-Unsubscribe"] == "<https://app.example.com:8443/unsubscribe?t=t+k>"
+    Local = type("Local", (LinkMailer,), {"default_url_options": {"port": 443},
+                                          "__module__": __name__})
+    assert Local().url("/a/b", q=[1, 2]) == "https://app.example.com/a/b?q=1&q=2"
+    assert Local().url("https://cdn.example.com/x?v=1", s=2) == \
+        "https://cdn.example.com/x?v=1&s=2"
+    jobkit.configure()
+    with pytest.raises(jobkit.mailer.MailerError, match="LinkMailer.invite: no host"):
+        LinkMailer.invite("ada@example.com", "t").deliver_later()
+    with pytest.raises(JobClassError, match="Bad.default_url_options.host"):
+        type("Bad", (Mailer,), {"default_url_options": {"host": "https://x.example"}})
+    with pytest.raises(jobkit.ConfigError, match="default_url_options.protocol"):
+        jobkit.configure(mailer={"default_url_options": {"host": "x.example",
+                                                         "protocol": "ftp"}})
+
+
+def _python_blocks(doc: str, heading: str) -> list[str]:
+    text = (DOCS / doc).read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    section = re.split(r"\n## ", section, maxsplit=1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.parametrize("doc,heading", [("mailers.md", "## Callbacks and rescue_from"),
+                                         ("mailers.md", "## Per-mailer delivery options"),
+                                         ("mailers.md", "## Links: default_url_options and url()"),
+                                         ("testing.md", "### Mail test helpers")])
+def test_docs_examples_run(doc: str, heading: str) -> None:
+    blocks = _python_blocks(doc, heading)
+    assert blocks, f"no python example under {heading} in docs/{doc}"
+    # A module of its own, importable by name: deliver_later refuses mailers a worker could
+    # not import.
+    name = f"tests.docs_example_{re.sub(r'[^a-z]+', '_', heading.lower()).strip('_')}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    try:
+        for block in blocks:
+            exec(compile(block, f"docs/{doc}", "exec"), module.__dict__)
+    finally:
+        del sys.modules[name]
