@@ -1,37 +1,39 @@
-"""jobkit mailers vs hand-built mail + raw aiosmtplib: messages/s to a local SMTP server.
+"""jobkit mail speed: deliver_later end to end, and render + send against raw aiosmtplib.
 
 Run from the repository root: ``.venv/bin/python bench/mail.py [--n 500] [--repeat 3] [--quick]``.
 
 The SMTP server is aiosmtpd (``Controller`` on a free 127.0.0.1 port, never 6379, with
 ``server_hostname`` set so it does no DNS per connection) whose handler only counts accepted
-messages. It runs in a **subprocess** (this script with ``--serve``, in its own session) so that
-it never competes for the GIL of the code being measured; it is stopped by closing its stdin,
-then by its PID (SIGTERM, then SIGKILL to its process group). After every measurement the
-server's count must have grown by exactly the messages sent, or the benchmark fails.
+messages and connections. It runs in a **subprocess** (this script with ``--serve``, in its
+own session) so that it never competes for the GIL of the code being measured; it is stopped
+by closing its stdin, then by its PID. After every measurement the server's count must have
+grown by exactly the messages sent, or the benchmark fails.
 
-Measured, in one process, one message at a time, each after ``--warmup`` untimed calls:
+**deliver_later, end to end** (a private redis-server and ``jobkit worker -c 2 -q mailers``
+on it; the time from the first ``deliver_later`` call in this process to the server having
+accepted the N-th mail; the worker is started and warmed up before):
 
-* **jobkit render + deliver**: ``UserMailer.welcome(user).deliver_now()`` with
-  ``jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": "smtp://127.0.0.1:PORT"})``
-  (``SMTP_URL`` is removed from this process's environment, as it would win over the setting).
-  ``user`` is a ``SimpleNamespace(id, name, email)``. Rendering: two Jinja2 templates and two
-  layouts, address checks, a multipart/alternative message whose HTML part is
-  multipart/related with the inline logo PNG.
-* **raw build + send**: the same message built by hand with ``email.message.EmailMessage``
-  (same headers, same text/HTML bodies from f-strings, same MIME tree and inline PNG), sent
-  with ``asyncio.run(aiosmtplib.send(...))`` per message and the same arguments jobkit passes:
-  one event loop and one SMTP connection per message, as ``deliver_now`` does.
-* **render only / build only**: the same two without sending (jobkit: ``.message``), which
-  separates building the mail from the SMTP round trip. "SMTP" in the breakdown is the
-  per-message time of render + deliver minus that of render only.
+* *now*: ``BenchMailer.welcome_user(...).deliver_later()``: the mail is rendered in the caller
+  and its bytes travel in the job (jobkit.mailer.rendered); each worker process sends over
+  connections it keeps open (jobkit.mailer.smtp).
+* *before* (the path of jobkit before render-once and reuse, reproduced): the caller renders
+  (``.message``, as deliver_later did to refuse bad input) and enqueues ``MailDeliveryJob``
+  with the mailer, action and arguments only, so the worker renders again, and the worker
+  runs with ``max_messages_per_connection: 1`` (a connection, EHLO and QUIT per mail).
 
-The two sides' messages are compared once before timing (MIME tree and bodies; the Content-ID
-of the logo differs by design). Each measurement is repeated ``--repeat`` times, the order of
-jobkit and raw alternating; the table gives the median and min-max of the wall-clock rates,
-ratios are of medians. Each measurement also records this process's CPU time per message
-(``time.process_time``): the "CPU ratio" and the CPU breakdown compare the same work but move
-far less than wall time when other programs load the machine (the server's CPU is excluded).
-The exit status is 0 unless the benchmark itself fails (this is a report, not a test).
+**render + send, in one process, one message at a time** (after ``--warmup`` untimed calls):
+
+* jobkit: ``UserMailer.welcome(user).deliver_now()`` (two Jinja2 templates and two layouts,
+  address checks, multipart/alternative with the inline logo PNG), sent over the process's
+  reused connection (``pool_size: 1``, default ``max_messages_per_connection`` 100).
+* raw: the same message built by hand with ``email.message.EmailMessage`` and sent with
+  ``SMTP.send_message`` over one aiosmtplib connection opened once (one event loop kept).
+* render only / build only: the same without sending, to separate the build from SMTP.
+
+Each measurement is repeated ``--repeat`` times, the order of the sides alternating; the
+tables give the median and min-max of the rates, ratios are of medians. CPU time per message
+(``time.process_time``) of this process is also given for the in-process rows. The exit status
+is 0 unless the benchmark itself fails (this is a report, not a test).
 """
 
 from __future__ import annotations
@@ -57,7 +59,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, free_port, run_main, stop_process
+from bench.harness import (
+    BIN,
+    ROOT,
+    free_port,
+    private_redis,
+    run_main,
+    start_worker,
+    stop_process,
+    tail,
+)
 
 SERVER_HOSTNAME = "bench-smtp.local"  # aiosmtpd would call socket.getfqdn() per connection
 SERVER_START_TIMEOUT = 15.0
@@ -69,13 +80,15 @@ USER = SimpleNamespace(id=42, name="Ada Lovelace", email="ada@example.com")
 
 
 class CountingHandler:
-    """Accepts every message and only counts it."""
+    """Accepts every message and only counts it (and the connections it came on)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.peers: set[Any] = set()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.count += 1
+        self.peers.add(session.peer)
         return "250 OK"
 
 
@@ -99,6 +112,8 @@ def serve() -> int:
         for line in sys.stdin:
             if line.strip() == "count":
                 print(handler.count, flush=True)
+            elif line.strip() == "connections":
+                print(len(handler.peers), flush=True)
     finally:
         controller.stop()
     return 0
@@ -116,10 +131,11 @@ class SmtpServer:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
-    def count(self) -> int:
+    def count(self, what: str = "count") -> int:
+        """Messages accepted so far (`what` "connections": connections they came on)."""
         with self.lock:
             assert self.proc.stdin is not None and self.proc.stdout is not None
-            self.proc.stdin.write("count\n")
+            self.proc.stdin.write(f"{what}\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         if not line.strip():
@@ -166,16 +182,19 @@ def _read_ready(proc: subprocess.Popen, log: Path) -> int:
 # -- the two sides ----------------------------------------------------------------------------
 
 
-def configure_jobkit(server: SmtpServer) -> type:
-    """Point jobkit's mailer at `server`; returns UserMailer."""
+def configure_jobkit(server: SmtpServer, redis_url: str) -> type:
+    """Point jobkit at `redis_url` and its mailer at `server`; returns UserMailer."""
     os.environ.pop("SMTP_URL", None)  # it would win over smtp_url
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import jobkit
+    from jobkit.adapters import use_adapter
     from mailers.user_mailer import UserMailer
 
-    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": server.url,
-                             "timeout": SMTP_TIMEOUT})
+    jobkit.configure(redis_url=redis_url,
+                     mailer={"delivery_method": "smtp", "smtp_url": server.url,
+                             "timeout": SMTP_TIMEOUT, "pool_size": 1})
+    use_adapter("celery")
     return UserMailer
 
 
@@ -227,16 +246,23 @@ def raw_message(user: Any = USER) -> EmailMessage:
     return message
 
 
-def raw_send(server: SmtpServer) -> Callable[[], object]:
-    """Build by hand, then one asyncio.run + one connection per message, as jobkit does."""
-    import aiosmtplib
+class RawSender:
+    """Raw aiosmtplib over one connection opened once, on one event loop kept open."""
 
-    def send() -> object:
-        return asyncio.run(aiosmtplib.send(raw_message(), hostname="127.0.0.1",
-                                           port=server.port, username=None, password=None,
-                                           use_tls=False, start_tls=None,
-                                           timeout=SMTP_TIMEOUT))
-    return send
+    def __init__(self, server: SmtpServer) -> None:
+        import aiosmtplib
+
+        self.loop = asyncio.new_event_loop()
+        self.smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port,
+                                    start_tls=False, timeout=SMTP_TIMEOUT)
+        self.loop.run_until_complete(self.smtp.connect())
+
+    def send(self) -> object:
+        return self.loop.run_until_complete(self.smtp.send_message(raw_message()))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.smtp.quit())
+        self.loop.close()
 
 
 def _shape(message: EmailMessage) -> tuple[list[str], list[str]]:
@@ -315,11 +341,102 @@ def run_once(server: SmtpServer, mailer: type, n: int, warmup: int, samples: Sam
 
     def raw_side() -> None:
         samples.raw_build.append(timed(n, warmup, raw_message))
-        samples.raw_send.append(timed_sends(server, n, warmup, raw_send(server),
-                                            "raw aiosmtplib.send"))
+        sender = RawSender(server)
+        try:
+            samples.raw_send.append(timed_sends(server, n, warmup, sender.send,
+                                                "raw aiosmtplib over one connection"))
+        finally:
+            sender.close()
 
     for side in (jobkit_side, raw_side) if jobkit_first else (raw_side, jobkit_side):
         side()
+
+
+# -- deliver_later, end to end --------------------------------------------------------------
+
+WORKER_ARGV = [str(BIN / "jobkit"), "worker", "-q", "mailers", "-c", "2", "-l", "WARNING"]
+DRAIN_POLL_SECONDS = 0.005
+NAME, EMAIL = "Ada Lovelace", "ada@example.com"
+
+
+@dataclass
+class LaterSamples:
+    now: list[float] = field(default_factory=list)  # mails/s
+    before: list[float] = field(default_factory=list)
+    connections: dict[str, list[int]] = field(default_factory=dict)
+
+
+def enqueue_now(i: int) -> None:
+    from bench.mail_jobs import BenchMailer
+
+    BenchMailer.welcome_user(i, NAME, EMAIL).deliver_later()
+
+
+def enqueue_before(i: int) -> None:
+    """jobkit's deliver_later before render-once: render to check, enqueue the arguments."""
+    from bench.mail_jobs import BenchMailer
+    from jobkit.imports import class_path
+    from jobkit.mailer import MailDeliveryJob
+
+    if BenchMailer.welcome_user(i, NAME, EMAIL).message is not None:
+        MailDeliveryJob.perform_later(class_path(BenchMailer), "welcome_user", [i, NAME, EMAIL],
+                                      {}, {})
+
+
+def _worker_config(workdir: Path, server: SmtpServer, mode: str) -> Path:
+    path = workdir / f"jobkit-{mode}.yml"
+    one_per_mail = "  max_messages_per_connection: 1\n" if mode == "before" else ""
+    path.write_text(f"mailer:\n  delivery_method: smtp\n  smtp_url: {server.url}\n"
+                    f"{one_per_mail}")
+    return path
+
+
+def _drain(server: SmtpServer, target: int, worker: subprocess.Popen, log: Path) -> None:
+    deadline = time.perf_counter() + 120
+    while server.count() < target:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited {worker.returncode}:\n{tail(log)}")
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"server has {server.count()} of {target} mails:\n{tail(log)}")
+        time.sleep(DRAIN_POLL_SECONDS)
+
+
+def later_rate(server: SmtpServer, url: str, workdir: Path, mode: str, n: int, warmup: int,
+               samples: LaterSamples) -> None:
+    """Start a worker for `mode`, warm it up, then time `n` deliver_later calls until the
+    server has every mail."""
+    enqueue = enqueue_now if mode == "now" else enqueue_before
+    log = workdir / f"worker-{mode}.log"
+    worker = start_worker([*WORKER_ARGV, "-C", str(_worker_config(workdir, server, mode))],
+                          url, log)
+    try:
+        start = server.count()
+        for i in range(max(warmup, 4)):  # both prefork children open their connections
+            enqueue(i)
+        _drain(server, start + max(warmup, 4), worker, log)
+        before, connections = server.count(), server.count("connections")
+        began = time.perf_counter()
+        for i in range(n):
+            enqueue(i)
+        _drain(server, before + n, worker, log)
+        elapsed = time.perf_counter() - began
+    finally:
+        stop_process(worker, grace=10.0)
+    if server.count() != before + n:
+        raise RuntimeError(f"deliver_later {mode}: {server.count() - before} mails for {n}")
+    getattr(samples, mode).append(n / elapsed)
+    samples.connections.setdefault(mode, []).append(server.count("connections") - connections)
+
+
+def print_later(s: LaterSamples, n: int) -> None:
+    now, before = statistics.median(s.now), statistics.median(s.before)
+    print(f"deliver_later, end to end (N={n:,}, worker -c 2):")
+    for mode, rates, what in (("now", s.now, "render once, reused connections"),
+                              ("before", s.before, "rendered again, a connection per mail")):
+        print(f"  {mode:<7} {statistics.median(rates):>8,.0f} mails/s "
+              f"[{min(rates):,.0f}-{max(rates):,.0f}]  {what}; new connections per run: "
+              f"{', '.join(map(str, s.connections[mode]))}")
+    print(f"  ratio now / before: {now / before:.2f}x (target >= 2x)\n")
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -335,7 +452,7 @@ def _spread(timings: list[Timing]) -> str:
 
 
 def print_table(s: Samples) -> None:
-    rows = [("render + deliver (SMTP)", s.jobkit_deliver, "raw build + aiosmtplib", s.raw_send),
+    rows = [("render + deliver (SMTP)", s.jobkit_deliver, "raw build + 1 connection", s.raw_send),
             ("render only (.message)", s.jobkit_render, "raw build only", s.raw_build)]
     header = (f"{'measure':<25} {'jobkit msgs/s':>27}  {'baseline':<23} {'baseline msgs/s':>25}"
               f"  {'ratio':>7}  {'CPU ratio':>9}")
@@ -420,17 +537,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def benchmark(server: SmtpServer, n: int, warmup: int, repeat: int) -> Samples:
-    mailer = configure_jobkit(server)
+def benchmark(server: SmtpServer, url: str, workdir: Path, n: int, warmup: int, repeat: int
+              ) -> tuple[Samples, LaterSamples]:
+    mailer = configure_jobkit(server, url)
     print_context(server, n, warmup, repeat, check_equivalent(mailer))
-    samples = Samples()
+    samples, later = Samples(), LaterSamples()
     for i in range(repeat):
         started = time.perf_counter()
         run_once(server, mailer, n, warmup, samples, jobkit_first=i % 2 == 0)
+        for mode in ("now", "before") if i % 2 == 0 else ("before", "now"):
+            later_rate(server, url, workdir, mode, n, warmup, later)
         print(f"repetition {i + 1}/{repeat} done in {time.perf_counter() - started:.1f} s",
               flush=True)
     print()
-    return samples
+    return samples, later
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,9 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     def body(workdir: Path) -> None:
         server = start_smtp_server(workdir)
         try:
-            samples = benchmark(server, args.n, args.warmup, args.repeat)
+            with private_redis(workdir) as url:
+                samples, later = benchmark(server, url, workdir, args.n, args.warmup,
+                                           args.repeat)
         finally:
             server.stop()
+        print_later(later, args.n)
         print_table(samples)
         print_breakdown(samples)
 

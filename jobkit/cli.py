@@ -137,6 +137,9 @@ def config_check(config_path: str | None, environment: str | None) -> None:
         from jobkit.periodic import check_classes
 
         check_classes(settings.schedule)
+        from jobkit.mailer.smtp import SmtpSettings
+
+        SmtpSettings.from_mailer(settings.mailer)  # the SMTP keys together (tls vs STARTTLS)
     except ConfigError as exc:
         click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         sys.exit(1)
@@ -460,8 +463,12 @@ def mail_preview(spec: str, part: str) -> None:
         message = render_preview(spec)
     except MailerError as exc:
         raise click.ClickException(mask_secrets(str(exc))) from None
-    if part == "raw":
-        click.echo(message.as_string())
+    if part == "raw":  # the serializer SMTP delivery uses: these are the bytes it would send
+        from jobkit.mailer.headers import wire_bytes
+        from jobkit.mailer.message import needs_smtputf8
+
+        sys.stdout.flush()
+        sys.stdout.buffer.write(wire_bytes(message, utf8=needs_smtputf8(message)))
         return
     text, html = message.get_body(("plain",)), message.get_body(("html",))
     if part == "all":

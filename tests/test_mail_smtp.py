@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 import jobkit
 from jobkit.config import load_settings
-from jobkit.mailer import MailDeliveryJob, PermanentDeliveryError, deliveries
+from jobkit.mailer import MailDeliveryJob, PermanentDeliveryError, deliveries, rendered
 from jobkit.mailer.delivery import deliver
 from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
 from jobkit.testing_services import free_port, wait_until
@@ -65,7 +65,8 @@ def test_postfix_starttls_verification_settings(postfix: PrivatePostfix) -> None
         deliver(_mail("ada@example.com", "verify peer, no CA"))
     assert "mailer.ca_file" in str(refused.value)
     assert "mailer.openssl_verify_mode: none" in str(refused.value)
-    assert MailDeliveryJob("m", "a", [], {}, {}).retry_in(1, refused.value) == "kill"  # dead set, not hours of retries
+    job = MailDeliveryJob("m", "a", [], {}, {})
+    assert job.retry_in(1, refused.value) == "kill"  # the dead set, not hours of retries
 
     jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": url,
                              "openssl_verify_mode": "none"})
@@ -206,10 +207,25 @@ def test_deliver_later_sends_what_the_caller_rendered(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ReportMailer, "process", lambda *a, **k: pytest.fail("rendered again"))
     job.perform(*job.arguments, **job.kwargs)
     [sent] = deliveries
-    assert sent["Subject"] == "Once" and sent["Message-ID"] == f"<{job.job_id}@jobkit>"
+    assert sent["Subject"] == "Once" and sent["Message-ID"].startswith(f"<{job.job_id}@")
     assert sent.get_body(("plain",)).get_content() == \
         delivery.message.get_body(("plain",)).get_content()
     deliveries.clear()
+
+
+def test_the_worker_sends_the_bytes_in_the_payload(worker: Any, smtp: Any) -> None:
+    """The session worker (prefork, its own SMTP connections) sends the rendered bytes, not
+    what the arguments would render now: the payload of a mail for subject "args" carries the
+    bytes of one for subject "bytes"."""
+    job = ReportMailer.plain_only("ada@example.com", subject="args")._job(
+        wait=None, wait_until=None, queue=None, priority=None)
+    other = ReportMailer.plain_only("ada@example.com", subject="bytes").message
+    assert other is not None
+    job.kwargs["rendered"] = rendered.pack(ReportMailer, other)
+    job.enqueue()
+    wait_until(lambda: smtp.received, timeout=20, what="the mail at the session's SMTP server")
+    [got] = smtp.received
+    assert got["Subject"] == "bytes" and got["Message-ID"].startswith(f"<{job.job_id}@")
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -248,3 +264,22 @@ def test_settings_win_over_what_the_scheme_implies() -> None:
     with pytest.raises(jobkit.ConfigError, match="contradict"):
         SmtpSettings.from_mailer({"smtp_url": "smtps://mail.example",
                                   "enable_starttls": "always"}, environ={})
+
+
+def test_config_check_shows_and_checks_the_smtp_settings(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from jobkit.cli import main
+
+    good = tmp_path / "good.yml"
+    good.write_text("mailer:\n  smtp_url: smtp://u:secret@mail.example\n"
+                    "  openssl_verify_mode: none\n  enable_starttls: always\n")
+    result = CliRunner().invoke(main, ["config", "check", "-C", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "'openssl_verify_mode': 'none', 'enable_starttls': 'always'" in result.output
+    assert "secret" not in result.output
+    bad = tmp_path / "bad.yml"
+    bad.write_text("mailer:\n  smtp_url: smtps://mail.example\n  enable_starttls: always\n")
+    result = CliRunner().invoke(main, ["config", "check", "-C", str(bad)])
+    assert result.exit_code == 1
+    assert "tls: true (implicit TLS) and enable_starttls: always contradict" in result.output
