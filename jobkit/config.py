@@ -24,12 +24,15 @@ from typing import Any
 import yaml
 
 from jobkit.config_values import (
+    FQDN_FORM,
+    LOCALE_FORM,
     REDIS_URL_FORMS,
     SMTP_SETTINGS,
     SMTP_URL_FORMS,
     Number,
     Validator,
     invalid,
+    is_fqdn,
     is_name_list,
     is_sentinel_url,
     module_names,
@@ -69,7 +72,7 @@ MODES = ("service", "on_demand")
 POOLS = ("prefork", "threads", "solo", "asyncio")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
-DELIVERY_METHODS = ("smtp", "test", "file", "console")  # see jobkit.mailer.delivery
+DELIVERY_METHODS = ("smtp", "test", "file", "console", "sendmail")  # see jobkit.mailer.delivery
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
@@ -224,6 +227,16 @@ _SECTION_KEYS: dict[str, dict[str, Validator]] = {
         "timeout": Number(whole=False, least=0, above=True),
         "previews": rule(is_name_list, "a list of module names"),
         "default_url_options": url_options,
+        "locale_dir": rule(lambda v: isinstance(v, str) and v,
+                           "a directory of gettext catalogs (a non-empty string)"),
+        "default_locale": rule(lambda v: isinstance(v, str) and bool(LOCALE_FORM.fullmatch(v)),
+                               "a language tag like en, fr or pt_BR"),
+        "sendmail_location": rule(lambda v: isinstance(v, str) and v,
+                                  "the path of a sendmail program"),
+        "sendmail_arguments": rule(lambda v: isinstance(v, str) or is_name_list(v),
+                                   "a list of arguments (or one string, split as a shell "
+                                   "would)"),
+        "message_id_domain": rule(is_fqdn, FQDN_FORM),
         **SMTP_SETTINGS,
     },
     "web": {"stuck_after": Number(whole=False, least=0, above=True)},

@@ -37,7 +37,10 @@ __all__ = [
     "shown",
     "valid_redis_url",
     "url_options",
+    "LOCALE_FORM",
     "valid_smtp_url",
+    "is_fqdn",
+    "FQDN_FORM",
     "SMTP_SETTINGS",
 ]
 
@@ -184,6 +187,16 @@ def valid_smtp_url(url: Any) -> bool:
         and port != 0
 
 
+_FQDN = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                   r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+FQDN_FORM = "a fully qualified domain name in ASCII (e.g. mail.example.com)"
+
+
+def is_fqdn(value: Any) -> bool:
+    """For `mailer.message_id_domain`: dotted labels (spam filters score a bare word)."""
+    return isinstance(value, str) and bool(_FQDN.match(value))
+
+
 def shown(value: Any) -> str:
     """repr(value) with any secret masked (a URL, or a mapping or list holding one)."""
     if isinstance(value, str):
@@ -216,6 +229,7 @@ def is_name_list(value: Any) -> bool:
 
 
 URL_PROTOCOLS = ("http", "https")
+LOCALE_FORM = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*")  # en, fr, pt_BR, zh-Hant
 
 
 def url_options(value: Any, where: str) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def test_deliver_later_is_rendered_by_the_worker_and_sent_over_smtp(
     assert isinstance(job, MailDeliveryJob) and job.queue_name == "mailers"
     assert job.arguments[0] == "tests.mailers_app.ReportMailer"
     [message] = received_with(smtp, "Report for June")
-    assert message["Message-ID"] == f"<{job.job_id}@jobkit>"
+    assert message["Message-ID"] == f"<{job.job_id}@example.com>"  # the From domain
     assert message["To"] == "ada@example.com, boss@example.com"
     assert message["Bcc"] is None  # Bcc reaches the envelope, not the headers
     assert "Report for June, ada@example.com. from params" in \
@@ -207,7 +207,7 @@ def test_transient_smtp_failure_is_retried_then_delivered_once(
     [entry] = list(RetrySet())
     assert "451" in entry.error_message
     messages = received_with(smtp, "[flaky] status", timeout=30)
-    assert len(messages) == 1 and messages[0]["Message-ID"] == f"<{job.job_id}@jobkit>"
+    assert len(messages) == 1 and messages[0]["Message-ID"] == f"<{job.job_id}@example.com>"
 
 
 @pytest.mark.usefixtures("worker")
@@ -243,9 +243,12 @@ def test_password_reset_link_carries_a_signed_expiring_token() -> None:
 
 
 def test_email_policy_is_the_modern_one() -> None:
-    # policy.default but 7-bit bodies (jobkit.mailer.headers.MESSAGE_POLICY)
-    assert render_preview("UserMailer.welcome").policy == email.policy.default.clone(
-        cte_type="7bit")
+    # policy.default but 7-bit bodies
+    from jobkit.mailer.headers import MESSAGE_POLICY
+
+    policy = render_preview("UserMailer.welcome").policy
+    assert policy is MESSAGE_POLICY and policy.cte_type == "7bit"
+    assert type(policy) is type(email.policy.default)
 
 
 @pytest.mark.parametrize("path", ["tests.jobs.EchoJob", "email.policy.default"])

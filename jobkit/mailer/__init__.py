@@ -17,6 +17,7 @@ from jobkit.mailer.delivery import register_observer as register_observer
 from jobkit.mailer.errors import DeliveryError as DeliveryError
 from jobkit.mailer.errors import HeaderInjectionError as HeaderInjectionError
 from jobkit.mailer.errors import InvalidAddressError as InvalidAddressError
+from jobkit.mailer.errors import InvalidHeaderError as InvalidHeaderError
 from jobkit.mailer.errors import MailerError as MailerError
 from jobkit.mailer.errors import MissingRecipientError as MissingRecipientError
 from jobkit.mailer.errors import PermanentDeliveryError as PermanentDeliveryError
@@ -31,6 +32,7 @@ __all__ = [
     "DeliveryError",
     "HeaderInjectionError",
     "InvalidAddressError",
+    "InvalidHeaderError",
     "MailDeliveryJob",
     "Mailer",
     "MailerError",

@@ -17,6 +17,7 @@ class Attachment:
     mime_type: str
     inline: bool = False
     content_id: str = ""
+    charset: str | None = None  # "utf-8" for a text/* attachment given as str
 
     @property
     def url(self) -> str:
@@ -29,13 +30,16 @@ def _attachment(filename: str, value: Any, inline: bool) -> Attachment:
     if isinstance(value, dict):
         mime_type = value.get("mime_type")
         value = value["content"]
+    given_text = isinstance(value, str)
     if isinstance(value, str):
         value = value.encode()
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"attachment {filename!r}: content must be bytes or str")
     mime_type = mime_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
     content_id = make_msgid(domain="jobkit") if inline else ""
-    return Attachment(filename, bytes(value), mime_type, inline, content_id)
+    # A str was encoded as UTF-8 just above: say so, or a reader guesses (often wrong).
+    charset = "utf-8" if given_text and mime_type.startswith("text/") else None
+    return Attachment(filename, bytes(value), mime_type, inline, content_id, charset)
 
 
 class Attachments(dict):

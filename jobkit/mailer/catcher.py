@@ -6,9 +6,13 @@ inbox without sharing a disk with the catcher.
 
 from __future__ import annotations
 
+import base64
+import email
+import email.policy
 import json
 import time
-from typing import Any
+from email.message import EmailMessage
+from typing import Any, cast
 
 import redis
 from aiosmtpd.controller import Controller
@@ -22,7 +26,16 @@ CATCHER_KEEP = 500
 
 
 class CaughtMail(dict):
-    """{"received_at", "mail_from", "rcpt_tos", "data"} as kept in Redis."""
+    """{"received_at", "mail_from", "rcpt_tos", "raw"} as kept in Redis; "raw" is the
+    message's bytes in base64, kept whole (whatever charset it claims) for the inbox."""
+
+    @property
+    def raw(self) -> bytes:
+        return base64.b64decode(self["raw"])
+
+    def message(self) -> EmailMessage:
+        return cast(EmailMessage, email.message_from_bytes(self.raw,
+                                                           policy=email.policy.default))
 
 
 class Inbox:
@@ -31,7 +44,7 @@ class Inbox:
 
     def add(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> None:
         entry = {"received_at": time.time(), "mail_from": mail_from, "rcpt_tos": rcpt_tos,
-                 "data": data.decode("utf-8", "replace")}
+                 "raw": base64.b64encode(data).decode("ascii")}
         with self.client.pipeline() as pipe:
             pipe.lpush(keys.MAIL_CATCHER, json.dumps(entry))
             pipe.ltrim(keys.MAIL_CATCHER, 0, CATCHER_KEEP - 1)
@@ -62,6 +75,8 @@ class _Handler:
 def start_catcher(host: str = "127.0.0.1", port: int = 1025,
                   inbox: Inbox | None = None) -> Controller:
     """Start the catcher on a thread; `.stop()` the returned controller to end it."""
-    controller = Controller(_Handler(inbox or Inbox()), hostname=host, port=port)
+    # SMTPUTF8 on: a catcher takes what a real server might (non-ASCII addresses too)
+    controller = Controller(_Handler(inbox or Inbox()), hostname=host, port=port,
+                            enable_SMTPUTF8=True)
     controller.start()
     return controller

@@ -8,6 +8,7 @@ __all__ = [
     "DeliveryError",
     "HeaderInjectionError",
     "InvalidAddressError",
+    "InvalidHeaderError",
     "MailerError",
     "MissingRecipientError",
     "PermanentDeliveryError",
@@ -21,7 +22,11 @@ class MailerError(JobkitError):
     """Root of mailer errors."""
 
 
-class HeaderInjectionError(MailerError, ValueError):
+class InvalidHeaderError(MailerError, ValueError):
+    """A header name or value that cannot go in a mail (e.g. a NUL or other control char)."""
+
+
+class HeaderInjectionError(InvalidHeaderError):
     """A header value holds CR or LF (an attempt to add headers of its own)."""
 
 

@@ -50,8 +50,10 @@ class MailDeliveryJob(Job):
         message = delivery.message
         if message is None:
             return
-        del message["Message-ID"]
-        message["Message-ID"] = f"<{self.job_id}@jobkit>"  # the same on every attempt
+        from jobkit.mailer.message import message_id_domain, sender_address
+
+        del message["Message-ID"]  # the same on every attempt
+        message["Message-ID"] = f"<{self.job_id}@{message_id_domain(sender_address(message))}>"
         delivery.deliver_now(on_sent=lambda: _mark_sent(mark))
 
     def retry_in(self, retry_count: int, error: BaseException) -> Any:

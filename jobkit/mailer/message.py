@@ -1,24 +1,32 @@
 """Build a stdlib `EmailMessage` from a mailer's `mail(...)` call, refusing bad input.
 
-Every header value is checked for CR/LF (header injection) and every address for the
-user@domain shape before anything is built, so a bad message never reaches a queue.
+Every header value is checked for control characters (CR/LF: header injection; NUL and
+the rest) and every address by jobkit.mailer.addresses before anything is built, so a bad
+message never reaches a queue. Header values are encoded and folded by jobkit.mailer.headers
+(not by the stdlib, whose folding loses spaces before Python 3.13).
 """
 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterable, Mapping
+from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses, make_msgid
+from email.utils import formatdate, make_msgid
 from typing import cast
 
+from jobkit.config import current_settings
+from jobkit.mailer.addresses import Address, parse_addresses
 from jobkit.mailer.attachments import Attachments
-from jobkit.mailer.errors import HeaderInjectionError, InvalidAddressError, MissingRecipientError
+from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError, MissingRecipientError
+from jobkit.mailer.headers import MESSAGE_POLICY, control_character, encode_text, fold
 
-__all__ = ["ADDRESS_HEADERS", "build_message", "check_header"]
+__all__ = ["ADDRESS_HEADERS", "build_message", "check_header", "envelope", "message_id_domain",
+           "needs_smtputf8", "sender_address"]
 
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
-_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+$")
+RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322: printable ASCII but ":"
 
 
@@ -27,26 +35,20 @@ def check_header(name: str, value: str) -> str:
         raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
     if "\r" in value or "\n" in value:
         raise HeaderInjectionError(f"header {name}: value contains CR or LF: {value!r}")
+    bad = control_character(value)
+    if bad is not None:
+        raise InvalidHeaderError(f"header {name}: value holds the control character {bad!r}: "
+                                 f"{value!r}")
     return value
 
 
-def _addresses(name: str, value: str | Iterable[str] | None) -> str | None:
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else list(value)
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidAddressError(f"{name}: {item!r} is not an address")
-        check_header(name, item)
-    pairs = getaddresses(items)
-    if not pairs or len(pairs) < len(items):
-        raise InvalidAddressError(f"{name}: cannot read addresses from {items!r}")
-    for display, address in pairs:
-        if not _ADDRESS.match(address):
-            culprit = address or display or ", ".join(items)
-            raise InvalidAddressError(f"{name}: {culprit!r} is not a valid email address "
-                                      "(want user@domain)")
-    return ", ".join(items)
+def message_id_domain(sender: Address | None = None) -> str:
+    """The right-hand side of Message-IDs: `mailer.message_id_domain`, else the From
+    address's domain (a name the sender owns, so an FQDN), else socket.getfqdn()."""
+    configured = current_settings().mailer.get("message_id_domain")
+    if configured:
+        return str(configured)
+    return sender.domain if sender is not None else socket.getfqdn()
 
 
 def build_message(headers: Mapping[str, str | Iterable[str] | None],
@@ -57,20 +59,58 @@ def build_message(headers: Mapping[str, str | Iterable[str] | None],
         raise MissingRecipientError("mail() needs a `to` address")
     if not headers.get("From"):
         raise MissingRecipientError("mail() needs a `from_` address (or default['from'])")
-    message = EmailMessage()
+    message = EmailMessage(policy=MESSAGE_POLICY)
+    sender: Address | None = None
     for name, value in headers.items():
         if value is None or value == [] or value == "":
             continue
+        check_header(name, "")  # the name
         if name in ADDRESS_HEADERS:
-            message[name] = _addresses(name, value)
+            addresses = parse_addresses(name, cast(str | Iterable[str], value))
+            sender = addresses[0] if name == "From" else sender
+            tokens = [token for address in addresses
+                      for token in (address.header_form() + ",").split(" ")]
+            tokens[-1] = tokens[-1].rstrip(",")
         else:
-            message[name] = check_header(name, str(value))
+            tokens = encode_text(check_header(name, str(value)))
+        # set_raw: the value is already encoded and folded (see jobkit.mailer.headers)
+        message.set_raw(name, fold(name, tokens))
     if "Date" not in message:
         message["Date"] = formatdate(localtime=False, usegmt=True)
     if "Message-ID" not in message:
-        message["Message-ID"] = make_msgid(domain="jobkit")
+        message["Message-ID"] = make_msgid(domain=message_id_domain(sender))
     _set_body(message, parts, attachments)
     return message
+
+
+def _header_addresses(message: EmailMessage, names: Iterable[str]) -> list[str]:
+    found: list[str] = []
+    for name in names:
+        for header in message.get_all(name) or []:
+            found += [cast(HeaderAddress, a).addr_spec for a in getattr(header, "addresses", ())]
+    return found
+
+
+def sender_address(message: EmailMessage) -> Address | None:
+    """The From address of a built message (for its Message-ID's domain)."""
+    senders = _header_addresses(message, ("From",))
+    if not senders:
+        return None
+    local, _, domain = senders[0].rpartition("@")
+    return Address("", local, domain)
+
+
+def envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    """(MAIL FROM, RCPT TO list) of a built message: From, and To + Cc + Bcc."""
+    senders = _header_addresses(message, ("From",))
+    return (senders[0] if senders else "",
+            list(dict.fromkeys(_header_addresses(message, RECIPIENT_HEADERS))))
+
+
+def needs_smtputf8(message: EmailMessage) -> bool:
+    """True when an address is not ASCII: its header is then raw UTF-8 (RFC 6532), and the
+    server must offer SMTPUTF8."""
+    return not all(a.isascii() for a in _header_addresses(message, ADDRESS_HEADERS))
 
 
 def _set_body(message: EmailMessage, parts: Mapping[str, str], attachments: Attachments
@@ -94,4 +134,6 @@ def _set_body(message: EmailMessage, parts: Mapping[str, str], attachments: Atta
     for attachment in attachments.values():
         maintype, subtype = attachment.mime_type.split("/", 1)
         message.add_attachment(attachment.content, maintype, subtype,
-                               filename=attachment.filename)
+                               filename=attachment.filename,
+                               params={"charset": attachment.charset} if attachment.charset
+                               else {})

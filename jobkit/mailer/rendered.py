@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import base64
 import inspect
-from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from typing import Any, cast
+
+from jobkit.mailer.headers import read_message, wire_bytes
 
 __all__ = ["RENDERED_MAX_BYTES", "accepts", "pack", "unpack"]
 
@@ -48,7 +48,7 @@ def pack(mailer_class: type, message: EmailMessage) -> dict[str, str] | None:
     worker is to render it (see the module docstring)."""
     if renders_on_worker(mailer_class):
         return None
-    data = message.as_bytes()
+    data = wire_bytes(message, keep_bcc=True, utf8=True)  # Bcc: the worker needs the envelope
     if len(data) > RENDERED_MAX_BYTES:
         return None
     if data.isascii():
@@ -62,4 +62,4 @@ def unpack(rendered: dict[str, Any]) -> EmailMessage:
         data = str(rendered["ascii"]).encode("ascii")
     else:
         data = base64.b64decode(str(rendered["base64"]), validate=True)
-    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))
+    return read_message(data)

@@ -30,11 +30,12 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
 from jobkit.config_values import SMTP_URL_FORMS, valid_smtp_url
 from jobkit.errors import ConfigError
 from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
+from jobkit.mailer.headers import wire_bytes
+from jobkit.mailer.message import envelope, needs_smtputf8
 from jobkit.masking import mask_url
 
 __all__ = ["SmtpSettings", "close_connections", "send_smtp"]
@@ -176,15 +177,10 @@ async def _quit(connection: _Connection) -> None:
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str], bool]:
-    sender = extract_sender(message)
-    recipients = extract_recipients(message)
+    sender, recipients = envelope(message)  # read from the parsed addresses, not the text
     if not sender or not recipients:
         raise PermanentDeliveryError("the message has no sender or no recipients")
-    try:
-        (sender + "".join(recipients)).encode("ascii")
-    except UnicodeEncodeError:
-        return sender, recipients, True
-    return sender, recipients, False
+    return sender, recipients, needs_smtputf8(message)
 
 
 async def _transaction(connection: _Connection, message: EmailMessage
@@ -200,7 +196,7 @@ async def _transaction(connection: _Connection, message: EmailMessage
     if utf8 and not smtp.supports_extension("smtputf8"):
         raise PermanentDeliveryError(f"an address is not ASCII ({sender}, {recipients}) and "
                                      "the server does not offer SMTPUTF8")
-    data = flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    data = wire_bytes(message, utf8=utf8)  # bodies are 7-bit: 8BITMIME or not, same bytes
     if smtp.supports_extension("size"):
         options.insert(0, f"SIZE={len(data)}")
     encoding = "utf-8" if utf8 else "ascii"
@@ -262,6 +258,11 @@ class _Pool:
                         raise TransientDeliveryError(
                             f"SMTP {self.settings.where}: {exc}") from exc
                     continue
+                except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                    # A reply about this mail (refused, 4xx/5xx): the session is still good.
+                    if connection.smtp.is_connected:
+                        self._checkin(connection)
+                    raise
                 except BaseException:
                     connection.smtp.close()
                     raise
@@ -382,8 +383,13 @@ def send_smtp(message: EmailMessage, settings: SmtpSettings) -> None:
     async def send() -> dict[str, aiosmtplib.SMTPResponse]:
         return await _pool(state, settings).send(message)
 
+    future = asyncio.run_coroutine_threadsafe(send(), state.loop)
     try:
-        refused = asyncio.run_coroutine_threadsafe(send(), state.loop).result()
+        try:
+            refused = future.result()
+        except BaseException:
+            future.cancel()  # e.g. a soft time limit raised here: stop the send too
+            raise
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         error = PermanentDeliveryError if all(500 <= c < 600 for c in codes) else \

