@@ -33,6 +33,7 @@ from jobkit.mailer.callbacks import (
     before_deliver,
     rescue_from,
 )
+from jobkit.testing_services import wait_until
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 calls: list[str] = []
@@ -305,6 +306,180 @@ def test_url_helper_in_templates_and_actions() -> None:
     with pytest.raises(jobkit.ConfigError, match="default_url_options.protocol"):
         jobkit.configure(mailer={"default_url_options": {"host": "x.example",
                                                          "protocol": "ftp"}})
+
+
+class SendmailMailer(Mailer):
+    default = {"from": "App <app@example.com>"}
+
+    def note(self, to: str, cc: str = "-oQ/tmp/x@example.com") -> Any:
+        return self.mail(to=to, cc=cc, bcc="hidden@example.com",
+                         subject="naïve café", body="line\n.\nafter a lone dot")
+
+
+FAKE_SENDMAIL = """#!/bin/sh
+# A user-side stand-in for sendmail: records its arguments and stdin, exits $FAKE_EXIT.
+printf '%s\\n' "$@" > "$FAKE_DIR/argv"
+cat > "$FAKE_DIR/stdin"
+echo "fake sendmail says no" >&2
+exit "${FAKE_EXIT:-0}"
+"""
+
+
+def test_sendmail_command_and_exit_statuses(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "sendmail"
+    script.write_text(FAKE_SENDMAIL)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_DIR", str(tmp_path))
+    jobkit.configure(mailer={"delivery_method": "sendmail", "sendmail_location": str(script)})
+    SendmailMailer.note("ada@example.com").deliver_now()
+    assert (tmp_path / "argv").read_text().splitlines() == [
+        "-i", "-f", "app@example.com", "--", "ada@example.com", "-oQ/tmp/x@example.com",
+        "hidden@example.com"]
+    sent = (tmp_path / "stdin").read_bytes()
+    assert b"Bcc" not in sent and b"\r\n.\r\n" in sent  # -i: a lone dot is text
+    jobkit.configure(mailer={"delivery_method": "sendmail", "sendmail_location": str(script),
+                             "sendmail_arguments": "-i -t -oi"})
+    SendmailMailer.note("ada@example.com").deliver_now()
+    assert (tmp_path / "argv").read_text().splitlines()[:4] == ["-i", "-t", "-oi", "-f"]
+    for code, error in [("75", TransientDeliveryError), ("71", TransientDeliveryError),
+                        ("67", jobkit.mailer.PermanentDeliveryError)]:
+        monkeypatch.setenv("FAKE_EXIT", code)
+        with pytest.raises(error, match=f"exited {code}.*fake sendmail says no"):
+            SendmailMailer.note("ada@example.com").deliver_now()
+    jobkit.configure(mailer={"delivery_method": "sendmail",
+                             "sendmail_location": str(tmp_path / "missing")})
+    with pytest.raises(jobkit.mailer.PermanentDeliveryError, match="sendmail_location.*no such"):
+        SendmailMailer.note("ada@example.com").deliver_now()
+    with pytest.raises(jobkit.ConfigError, match="sendmail_arguments"):
+        jobkit.configure(mailer={"sendmail_arguments": [1]})
+
+
+def test_sendmail_delivers_through_a_real_postfix() -> None:
+    from tests.postfix import PrivatePostfix
+
+    if (why := PrivatePostfix.unavailable()) is not None:
+        pytest.skip(why)
+    postfix = PrivatePostfix()
+    postfix.start()
+    try:  # -C: the private instance's config, so its pickup delivers to its Maildir
+        jobkit.configure(mailer={"delivery_method": "sendmail",
+                                 "sendmail_arguments": ["-C", str(postfix.root), "-i"]})
+        SendmailMailer.note("ada@example.com", cc="grace@example.com").deliver_now()
+        wait_until(lambda: len(postfix.delivered()) == 3, timeout=20,
+                   what=f"3 copies in the Maildir; log: {postfix.log()[-1000:]}")
+        got = postfix.delivered()
+        assert {m["Subject"] for m in got} == {"naïve café"}
+        assert all(m["Bcc"] is None and m.get_content() == "line\n.\nafter a lone dot\n"
+                   for m in got)
+        assert {m["Return-Path"] for m in got} == {"<app@example.com>"}
+    finally:
+        postfix.stop()
+
+
+FRENCH_PO = r"""
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+"Plural-Forms: nplurals=2; plural=(n > 1);\n"
+
+msgid "Hello %(name)s"
+msgstr "Bonjour %(name)s"
+
+msgid "%(count)s new message"
+msgid_plural "%(count)s new messages"
+msgstr[0] "%(count)s nouveau message"
+msgstr[1] "%(count)s nouveaux messages"
+
+msgid "Thanks"
+msgstr "Merci"
+
+msgid "i18n_mailer.welcome.subject"
+msgstr "Bienvenue, {name} !"
+"""
+
+
+class I18nMailer(Mailer):
+    default = {"from": "app@example.com"}
+
+    def welcome(self, to: str, name: str, unread: int) -> Any:
+        self.user_name, self.unread = name, unread
+        return self.mail(to=to, subject=self.default_i18n_subject(name=name))
+
+    def password_reset(self, to: str) -> Any:
+        return self.mail(to=to, body=jobkit.mailer.i18n.gettext("Thanks"))
+
+
+class RerenderingI18nMailer(I18nMailer):
+    @classmethod
+    def mailer_name(cls) -> str:
+        return "i18n_mailer"  # its parent's templates and catalog entries
+
+    @after_deliver
+    def noted(self) -> None:  # deliver callbacks: the worker builds the mail again
+        calls.append(jobkit.mailer.i18n.current_locale())
+
+
+@pytest.fixture
+def catalogs(tmp_path: Path) -> Path:
+    import shutil
+    import subprocess
+
+    if shutil.which("msgfmt") is None:
+        pytest.skip("msgfmt (GNU gettext) is not installed")
+    folder = tmp_path / "pt" / "LC_MESSAGES"  # pt_BR falls back to it
+    folder.mkdir(parents=True)
+    (folder / "messages.po").write_text(FRENCH_PO.replace("Bonjour", "Olá"))
+    subprocess.run(["msgfmt", "-o", str(folder / "messages.mo"), str(folder / "messages.po")],
+                   check=True)
+    folder = tmp_path / "fr" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "messages.po").write_text(FRENCH_PO)
+    subprocess.run(["msgfmt", "-o", str(folder / "messages.mo"), str(folder / "messages.po")],
+                   check=True)
+    jobkit.configure(mailer={"locale_dir": str(tmp_path)})
+    return tmp_path
+
+
+def test_i18n_templates_subjects_and_with_locale(catalogs: Path) -> None:
+    from jobkit.mailer import with_locale
+
+    english = I18nMailer.welcome("ada@example.com", "Ada", 1).message
+    assert english is not None and english["Subject"] == "Welcome"  # no entry: the action name
+    assert english.get_body(("plain",)).get_content() == \
+        "Hello Ada\n1 new message\nThanks\n"  # type: ignore[union-attr]
+    with with_locale("fr"):
+        french = I18nMailer.welcome("ada@example.com", "Ada <3", 2).message
+        assert I18nMailer.password_reset("ada@example.com").message.get_content() == "Merci\n"  # type: ignore[union-attr]
+    assert french is not None and french["Subject"] == "Bienvenue, Ada <3 !"
+    assert french.get_body(("plain",)).get_content() == \
+        "Bonjour Ada <3\n2 nouveaux messages\nMerci\n"  # type: ignore[union-attr]
+    assert french.get_body(("html",)).get_content() == \
+        '<p lang="fr">Bonjour Ada &lt;3</p>\n'  # type: ignore[union-attr]
+    with with_locale("pt-BR"):
+        brazil = I18nMailer.welcome("ada@example.com", "Ada", 1).message
+    assert brazil is not None and "Olá Ada" in brazil.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert I18nMailer.password_reset("ada@example.com").message["Subject"] == "Password reset"  # type: ignore[index]
+    jobkit.configure(mailer={"locale_dir": str(catalogs), "default_locale": "fr"})
+    assert I18nMailer.welcome("ada@example.com", "Ada", 1).message["Subject"] == \
+        "Bienvenue, Ada !"  # type: ignore[index]
+    with pytest.raises(ValueError, match="language tag"), with_locale("../../etc"):
+        pass
+    with pytest.raises(jobkit.ConfigError, match="default_locale"):
+        jobkit.configure(mailer={"default_locale": "french!"})
+
+
+def test_deliver_later_keeps_the_locale_for_the_worker(catalogs: Path) -> None:
+    from jobkit.mailer import with_locale
+
+    with testing.fake():
+        with with_locale("fr"):
+            job = RerenderingI18nMailer.welcome("ada@example.com", "Ada", 3).deliver_later()
+        assert job.kwargs["locale"] == "fr" and "rendered" not in job.kwargs
+        testing.deliver_enqueued_emails()  # outside the block: the job's locale applies
+        (mail,) = testing.outbox()
+    assert mail["Subject"] == "Bienvenue, Ada !" and calls == ["fr"]
+    assert "3 nouveaux messages" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def _python_blocks(doc: str, heading: str) -> list[str]:

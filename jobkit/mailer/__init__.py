@@ -24,6 +24,7 @@ from jobkit.mailer.errors import PermanentDeliveryError as PermanentDeliveryErro
 from jobkit.mailer.errors import TemplateError as TemplateError
 from jobkit.mailer.errors import TemplateMissingError as TemplateMissingError
 from jobkit.mailer.errors import TransientDeliveryError as TransientDeliveryError
+from jobkit.mailer.i18n import with_locale as with_locale
 from jobkit.mailer.job import MailDeliveryJob as MailDeliveryJob
 from jobkit.mailer.previews import Preview as Preview
 
@@ -54,4 +55,5 @@ __all__ = [
     "register_interceptor",
     "register_observer",
     "rescue_from",
+    "with_locale",
 ]

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import jinja2
 
 from jobkit.imports import class_path, require_importable
-from jobkit.mailer import callbacks, options, rendered, urls
+from jobkit.mailer import callbacks, i18n, options, rendered, urls
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import TemplateError, TemplateMissingError
 from jobkit.mailer.message import build_message
@@ -131,7 +131,8 @@ class Mailer:
              cc: Addresses = None, bcc: Addresses = None, reply_to: Addresses = None,
              headers: dict[str, str] | None = None, template_name: str | None = None,
              body: str | None = None, html_body: str | None = None) -> EmailMessage:
-        """Build this action's message from the templates (or `body` / `html_body`)."""
+        """Build this action's message from the templates (or `body` / `html_body`), in the
+        current locale (jobkit.mailer.i18n); no `subject`: `default_i18n_subject()`."""
         defaults = self.defaults()
         template = f"{self.mailer_name()}/{template_name or self.action_name}"
         if body is not None or html_body is not None:
@@ -139,7 +140,8 @@ class Mailer:
         else:
             try:
                 parts = render_parts(type(self), template, self.layout,
-                                     self._template_context())
+                                     self._template_context(),
+                                     i18n.fallbacks(i18n.current_locale()))
             except jinja2.TemplateError as exc:
                 raise TemplateError(f"{template}: {type(exc).__name__}: {exc}") from exc
         if not parts:
@@ -148,7 +150,8 @@ class Mailer:
                                        f"for {type(self).__name__}.{self.action_name} in {looked}")
         standard = {"From": from_ or defaults.get("from"), "To": to,
                     "Cc": cc or defaults.get("cc"), "Bcc": bcc or defaults.get("bcc"),
-                    "Reply-To": reply_to or defaults.get("reply_to"), "Subject": subject}
+                    "Reply-To": reply_to or defaults.get("reply_to"),
+                    "Subject": self.default_i18n_subject() if subject is None else subject}
         extra = {k: v for k, v in defaults.items() if k not in ("from", "cc", "bcc", "reply_to")}
         self.message = build_message({**standard, **extra, **(headers or {})}, parts,
                                      self.attachments)
@@ -160,9 +163,14 @@ class Mailer:
         return urls.build_url(urls.options_for(type(self)), path, query,
                               f"{type(self).__name__}.{self.action_name}")
 
+    def default_i18n_subject(self, **values: Any) -> str:
+        """The catalog's `<mailer_name>.<action>.subject` in the current locale, formatted
+        with `values` (``"Welcome, {name}"``), else the action's name (``Password reset``)."""
+        return i18n.default_subject(self.mailer_name(), self.action_name or "", values)
+
     def _template_context(self) -> dict[str, Any]:
         context = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return {"url": self.url, **context, "mailer": self}
+        return {"url": self.url, **i18n.template_callables(), **context, "mailer": self}
 
     def process(self, action: str, *args: Any, **kwargs: Any) -> EmailMessage | None:
         """Run an action inside its callbacks; the message it built with mail(), or None if
@@ -256,8 +264,10 @@ class MessageDelivery:
         assert message is not None  # _will_deliver checked
         packed = rendered.pack(self.mailer_class, message) if rendered.accepts(job_class) \
             else None
+        locale = i18n.chosen_locale()  # the worker renders in it too, if it renders
         job = job_class(class_path(self.mailer_class), self.action, self.args, self.kwargs,
-                        self.params, **({"rendered": packed} if packed else {}))
+                        self.params, **({"rendered": packed} if packed else {}),
+                        **({"locale": locale} if locale else {}))
         queue = enqueue_options.pop("queue") or self.mailer_class.deliver_later_queue_name
         return job.set(queue=queue, **enqueue_options)
 

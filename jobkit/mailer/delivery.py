@@ -1,9 +1,9 @@
-"""Delivery methods (smtp, test, file, console), interceptors and observers.
+"""Delivery methods (smtp, test, file, console, sendmail), interceptors and observers.
 
 Configured by the `mailer:` section of config/jobkit.yml:
 
     mailer:
-      delivery_method: smtp            # smtp | test | file | console
+      delivery_method: smtp            # smtp | test | file | console | sendmail
       smtp_url: ${SMTP_URL:-smtp://localhost:1025}
       file_dir: tmp/mails              # for `file`
       timeout: 10                      # seconds, for `smtp`
@@ -28,6 +28,7 @@ from jobkit.config import current_settings
 from jobkit.errors import ConfigError
 from jobkit.mailer.headers import wire_bytes
 from jobkit.mailer.message import needs_smtputf8
+from jobkit.mailer.sendmail import deliver_sendmail
 from jobkit.mailer.smtp import SmtpSettings, send_smtp
 
 __all__ = [
@@ -125,4 +126,5 @@ DELIVERY_METHODS: dict[str, Callable[[EmailMessage, dict[str, Any]], None]] = { 
     "test": _deliver_test,
     "file": _deliver_file,
     "console": _deliver_console,
+    "sendmail": deliver_sendmail,
 }

@@ -3,6 +3,7 @@ again: jobkit.mailer.rendered), on the `mailers` queue."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from jobkit import keys
 from jobkit.imports import import_object
 from jobkit.job import Job
 from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
+from jobkit.mailer.i18n import with_locale
 from jobkit.mailer.rendered import unpack
 from jobkit.queues import MAILERS_QUEUE
 from jobkit.redis_client import get_redis
@@ -33,9 +35,15 @@ class MailDeliveryJob(Job):
     queue_as = MAILERS_QUEUE
 
     def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict,
-                rendered: dict | None = None) -> None:
+                rendered: dict | None = None, locale: str | None = None) -> None:
         """`rendered`: the message deliver_later built (jobkit.mailer.rendered); without it
-        the action runs again here."""
+        the action runs again here. `locale`: the caller's `with_locale`, in force for the
+        action and the callbacks."""
+        with with_locale(locale) if locale else contextlib.nullcontext():
+            self._deliver(mailer, action, args, kwargs, params, rendered)
+
+    def _deliver(self, mailer: str, action: str, args: list, kwargs: dict, params: dict,
+                 rendered: dict | None) -> None:
         mark = keys.mail_sent(self.job_id)
         if _sent_before(mark):  # accepted by the server on an earlier run: never resend
             return
