@@ -492,6 +492,7 @@ def _python_blocks(doc: str, heading: str) -> list[str]:
 @pytest.mark.parametrize("doc,heading", [("mailers.md", "## Callbacks and rescue_from"),
                                          ("mailers.md", "## Per-mailer delivery options"),
                                          ("mailers.md", "## Links: default_url_options and url()"),
+                                         ("mailers.md", "## Translations (i18n)"),
                                          ("testing.md", "### Mail test helpers")])
 def test_docs_examples_run(doc: str, heading: str) -> None:
     blocks = _python_blocks(doc, heading)
