@@ -123,6 +123,7 @@ def wire_bytes(message: EmailMessage, *, keep_bcc: bool = False, utf8: bool = Fa
 def read_message(data: bytes) -> EmailMessage:
     """The message `wire_bytes` wrote (e.g. with `keep_bcc=True, utf8=True` to carry it in a
     payload), its header values kept as written. Parsed from text: the bytes parser would
-    read RFC 6532 UTF-8 headers as undecodable ASCII, and re-encode them on the way out."""
-    return cast(EmailMessage, email.message_from_string(data.decode("utf-8"),
-                                                        policy=MESSAGE_POLICY))
+    read RFC 6532 UTF-8 headers as undecodable ASCII, and re-encode them on the way out.
+    CRLF back to LF: a 7-bit part's content is its lines as they were set."""
+    text = data.decode("utf-8").replace("\r\n", "\n")
+    return cast(EmailMessage, email.message_from_string(text, policy=MESSAGE_POLICY))
