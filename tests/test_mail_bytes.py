@@ -293,3 +293,15 @@ def test_the_render_once_payload_carries_the_same_bytes() -> None:
     for keep_bcc in (False, True):
         assert wire_bytes(again, keep_bcc=keep_bcc, utf8=True) == \
             wire_bytes(message, keep_bcc=keep_bcc, utf8=True)
+
+
+def test_a_long_display_name_survives_a_plain_as_bytes() -> None:
+    """Code that serializes the message itself (message.as_bytes()) does not refold it."""
+    name = "Zoë Dupré " * 12
+    message = ByteMailer.note("a@example.com", from_=f"{quoted(name)} <zoe@example.com>"
+                              ).message
+    assert message is not None
+    again = python_email(message.as_bytes())
+    assert again["From"].addresses[0].display_name == name.strip()
+    [read] = postal_mime([message.as_bytes()])
+    assert read["from"]["name"] == name.strip()

@@ -247,7 +247,8 @@ def test_email_policy_is_the_modern_one() -> None:
     from jobkit.mailer.headers import MESSAGE_POLICY
 
     policy = render_preview("UserMailer.welcome").policy
-    assert policy is MESSAGE_POLICY and policy.cte_type == "7bit"
+    assert policy is MESSAGE_POLICY and policy.cte_type == "7bit" and \
+        policy.refold_source == "none"
     assert type(policy) is type(email.policy.default)
 
 

@@ -31,6 +31,8 @@ class CaughtMail(dict):
 
     @property
     def raw(self) -> bytes:
+        if "raw" not in self:  # kept by an older catcher: text, decoded with replacement
+            return str(self["data"]).encode()
         return base64.b64decode(self["raw"])
 
     def message(self) -> EmailMessage:

@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 #: Bodies are 7-bit (quoted-printable or base64 when not ASCII), so the bytes need neither
-#: 8BITMIME nor SMTPUTF8 unless an address does.
-MESSAGE_POLICY = email.policy.default.clone(cte_type="7bit")
+#: 8BITMIME nor SMTPUTF8 unless an address does; and jobkit's header values are never
+#: refolded, even by a plain `message.as_bytes()` (a long display name's line passes 78).
+MESSAGE_POLICY = email.policy.default.clone(cte_type="7bit", refold_source="none")
 _WIRE = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 _WIRE_UTF8 = _WIRE.clone(utf8=True)
 
