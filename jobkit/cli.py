@@ -453,14 +453,16 @@ def mail() -> None:
 @click.argument("spec", metavar="MAILER.EMAIL")
 @click.option("--part", type=click.Choice(["all", "text", "html", "raw"]), default="all",
               show_default=True)
-def mail_preview(spec: str, part: str) -> None:
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter for the preview (its self.params); repeatable.")
+def mail_preview(spec: str, part: str, params: tuple[str, ...]) -> None:
     """Render a preview (e.g. UserMailer.welcome) without sending it."""
     from jobkit.mailer import MailerError
     from jobkit.mailer.previews import render_preview
 
     _app_importable()
     try:
-        message = render_preview(spec)
+        message = render_preview(spec, _preview_params(params))
     except MailerError as exc:
         raise click.ClickException(mask_secrets(str(exc))) from None
     if part == "raw":  # the serializer SMTP delivery uses: these are the bytes it would send
@@ -482,6 +484,16 @@ def mail_preview(spec: str, part: str) -> None:
         click.echo(text.get_content())
     if part in ("all", "html") and html is not None:
         click.echo(html.get_content())
+
+
+def _preview_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: want KEY=VALUE", param_hint="--param")
+        params[key] = value
+    return params
 
 
 @main.command()

@@ -3,6 +3,7 @@ deliver_all_later, the mail test helpers, and the docs' examples for them."""
 
 from __future__ import annotations
 
+import base64
 import re
 import sys
 import types
@@ -480,6 +481,52 @@ def test_deliver_later_keeps_the_locale_for_the_worker(catalogs: Path) -> None:
         (mail,) = testing.outbox()
     assert mail["Subject"] == "Bienvenue, Ada !" and calls == ["fr"]
     assert "3 nouveaux messages" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000100ffff03000006000557bfabd4"
+                    "0000000049454e44ae426082")
+
+
+class BadgeMailer(Mailer):
+    default = {"from": "app@example.com"}
+
+    def badge(self, name: str) -> Any:
+        self.name = name
+        self.attachments.inline["logo.png"] = PNG
+        return self.mail(to="ada@example.com", subject=f"Badge for {name}")
+
+
+class BadgeMailerPreview(jobkit.mailer.Preview):
+    def badge(self) -> Any:  # a default, so previews without parameters render too
+        return BadgeMailer.badge(self.params.get("name", "Ada"))
+
+
+def test_previews_take_parameters_and_show_inline_images() -> None:
+    from click.testing import CliRunner
+
+    from jobkit.cli import main as cli
+    from jobkit.mailer.previews import render_preview
+    from tests.test_web import Client
+
+    assert render_preview("BadgeMailer.badge")["Subject"] == "Badge for Ada"
+    assert render_preview("BadgeMailer.badge", {"name": "Grace"})["Subject"] == \
+        "Badge for Grace"
+    client = Client()
+    status, _, page = client.get("/mail/previews/BadgeMailer.badge?name=Grace%20H")
+    assert status == 200 and "Badge for Grace H" in page
+    assert "/mail/previews/BadgeMailer.badge?name=Grace+H&amp;part=html" in page
+    status, headers, html = client.get("/mail/previews/BadgeMailer.badge?name=Grace&part=html")
+    assert status == 200 and "<p>Grace</p>" in html and "img-src data:" in \
+        headers["Content-Security-Policy"]
+    logo = re.search(r'alt="logo" src="data:image/png;base64,([^"]+)"', html)
+    assert logo is not None and base64.b64decode(logo.group(1)) == PNG
+    assert 'src="cid:unknown@x"' in html  # no such part: left alone
+    result = CliRunner().invoke(cli, ["mail", "preview", "BadgeMailer.badge", "-p", "name=Lin",
+                                      "--param", "x=1=2", "--part", "html"])
+    assert result.exit_code == 0 and "<p>Lin</p>" in result.output, result.output
+    result = CliRunner().invoke(cli, ["mail", "preview", "BadgeMailer.badge", "-p", "name"])
+    assert result.exit_code == 2 and "'name': want KEY=VALUE" in result.output
 
 
 def _python_blocks(doc: str, heading: str) -> list[str]:

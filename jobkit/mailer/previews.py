@@ -5,22 +5,27 @@
         def welcome(self):
             return UserMailer.welcome(sample_user())
 
-Each public method returns a MessageDelivery (or an EmailMessage) built from sample data.
+Each public method returns a MessageDelivery (or an EmailMessage) built from sample data;
+`self.params` holds the parameters the preview was asked with (the page's query string,
+`jobkit mail preview --param key=value`), as strings.
 Previews are found in the modules named by the `previews` list of the `mailer:` settings
 (default: ``mailers.previews``, a package whose modules are all imported).
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
 import pkgutil
+import re
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
 from jobkit.config import current_settings
 from jobkit.mailer.errors import MailerError
 
-__all__ = ["Preview", "all_previews", "find_preview", "render_preview"]
+__all__ = ["Preview", "all_previews", "find_preview", "inline_images", "render_preview"]
 
 DEFAULT_PREVIEW_MODULES = ("mailers.previews",)
 
@@ -29,6 +34,9 @@ class Preview:
     """Subclass as `<Mailer>Preview`; every public method is one preview."""
 
     registry: ClassVar[dict[str, type[Preview]]] = {}
+
+    def __init__(self, params: Mapping[str, str] | None = None) -> None:
+        self.params: dict[str, str] = dict(params or {})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,11 +85,27 @@ def find_preview(spec: str) -> tuple[type[Preview], str]:
     return preview, email
 
 
-def render_preview(spec: str) -> EmailMessage:
-    """The message a preview builds, rendered, never delivered."""
+def render_preview(spec: str, params: Mapping[str, str] | None = None) -> EmailMessage:
+    """The message a preview builds with `params` (its `self.params`), never delivered."""
     preview, email = find_preview(spec)
-    built = getattr(preview(), email)()
+    built = getattr(preview(params), email)()
     message = getattr(built, "message", built)
     if not isinstance(message, EmailMessage):
         raise MailerError(f"{preview.__name__}.{email} returned {built!r}, not a mail")
     return message
+
+
+_CID = re.compile(r"""cid:([^"'\s)>]+)""")
+
+
+def inline_images(message: EmailMessage, html: str) -> str:
+    """`html` with each `cid:<id>` of an inline part of `message` replaced by a data: URL, so
+    a browser shows the images a mail client would (an unknown id is left as it is)."""
+    parts: dict[str, str] = {}
+    for part in message.walk():
+        content_id = str(part.get("Content-ID", "")).strip().strip("<>")
+        payload = part.get_payload(decode=True)
+        if content_id and isinstance(payload, bytes):
+            parts[content_id] = (f"data:{part.get_content_type()};base64,"
+                                 f"{base64.b64encode(payload).decode('ascii')}")
+    return _CID.sub(lambda m: parts.get(m.group(1), m.group(0)), html)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from email.message import EmailMessage, MIMEPart
 from typing import Any
+from urllib.parse import urlencode
 
 from jobkit.mailer.catcher import Inbox
 from jobkit.mailer.errors import MailerError
-from jobkit.mailer.previews import all_previews, render_preview
+from jobkit.mailer.previews import all_previews, inline_images, render_preview
 from jobkit.web.http import Request, Response, url_part
 from jobkit.web.routes import page, router
 
@@ -51,14 +52,16 @@ def previews(request: Request) -> Response:
 @router.route("GET", "/mail/previews/<spec:.+>")
 def preview(request: Request) -> Response:
     spec = request.params["spec"]
+    params = {k: v for k, v in request.query.items() if k != "part"}  # the preview's params
     try:
-        message = render_preview(spec)
+        message = render_preview(spec, params)
     except MailerError as exc:
         return Response(str(exc), "404 Not Found", "text/plain")
     if request.query.get("part") == "html":
         return _html_part(message)
     return page(request, "message.html", title=spec, **_parts(message),
-                html_url=f"{request.root}/mail/previews/{url_part(spec)}?part=html")
+                html_url=f"{request.root}/mail/previews/{url_part(spec)}?"
+                         f"{urlencode({**params, 'part': 'html'})}")
 
 
 @router.route("GET", "/mail/inbox")
@@ -89,8 +92,9 @@ def inbox_message(request: Request) -> Response:
 
 
 def _html_part(message: EmailMessage) -> Response:
-    """The HTML body alone, for a sandboxed iframe (no scripts; images by cid do not load)."""
-    html = _content(message.get_body(("html",)), [])
-    return Response(html or "", headers=[
+    """The HTML body alone, for a sandboxed iframe (no scripts); its inline (cid:) images
+    as data: URLs, the only images it may load."""
+    html = inline_images(message, _content(message.get_body(("html",)), []) or "")
+    return Response(html, headers=[
         ("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; "
                                     "img-src data:")])
