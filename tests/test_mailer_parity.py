@@ -108,6 +108,21 @@ class RescuingMailer(HookedMailer):
         self.handled.append(f"known:{type(error).__name__}")
 
 
+class OnlyRescueMailer(Mailer):
+    """No deliver callbacks, one handler: the worker builds the mail again for it."""
+
+    default = {"from": "app@example.com"}
+    seen: list[str] = []
+
+    @rescue_from(TransientDeliveryError)
+    def later(self, error: Exception) -> None:
+        self.seen.append(self.who)  # set by the action: needs the action run on the worker
+
+    def hi(self, to: str) -> Any:
+        self.who = to
+        return self.mail(to=to, subject="hi", body="hi")
+
+
 class TestMethodMailer(Mailer):
     __test__ = False
     default = {"from": "app@example.com"}
@@ -182,6 +197,13 @@ def test_rescue_from_handles_action_and_delivery_errors(monkeypatch: pytest.Monk
     with pytest.raises(TransientDeliveryError):
         HookedMailer.hello("ada@example.com").deliver_now()
     assert "after_deliver" not in calls
+    with testing.fake():
+        assert "rendered" in TestMethodMailer.ping("a@example.com").deliver_later().kwargs
+        testing.clear()
+        job = OnlyRescueMailer.hi("grace@example.com").deliver_later()
+        assert "rendered" not in job.kwargs  # a handler: rendered again on the worker
+        testing.deliver_enqueued_emails()
+    assert OnlyRescueMailer.seen == ["grace@example.com"]
 
 
 def test_bad_callbacks_and_class_options_are_refused_at_definition() -> None:

@@ -41,10 +41,6 @@ class Address:
     def addr_spec(self) -> str:
         return f"{self.local}@{self.domain}"
 
-    @property
-    def needs_smtputf8(self) -> bool:
-        return not self.local.isascii()
-
     def header_form(self) -> str:
         """`Name <local@domain>` as it goes in a header (the name encoded as needed)."""
         if not self.display_name:

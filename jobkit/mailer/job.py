@@ -58,10 +58,10 @@ class MailDeliveryJob(Job):
         message = delivery.message
         if message is None:
             return
-        from jobkit.mailer.message import message_id_domain, sender_address
+        from jobkit.mailer.message import message_id_domain
 
         del message["Message-ID"]  # the same on every attempt
-        message["Message-ID"] = f"<{self.job_id}@{message_id_domain(sender_address(message))}>"
+        message["Message-ID"] = f"<{self.job_id}@{message_id_domain(message)}>"
         delivery.deliver_now(on_sent=lambda: _mark_sent(mark))
 
     def retry_in(self, retry_count: int, error: BaseException) -> Any:

@@ -9,21 +9,20 @@ message never reaches a queue. Header values are encoded and folded by jobkit.ma
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterable, Mapping
-from email.headerregistry import Address as HeaderAddress
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import cast
 
 from jobkit.config import current_settings
-from jobkit.mailer.addresses import Address, parse_addresses
+from jobkit.mailer.addresses import parse_addresses
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError, MissingRecipientError
 from jobkit.mailer.headers import MESSAGE_POLICY, control_character, encode_text, fold
 
 __all__ = ["ADDRESS_HEADERS", "build_message", "check_header", "envelope", "message_id_domain",
-           "needs_smtputf8", "sender_address"]
+           "needs_smtputf8"]
 
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
@@ -42,13 +41,14 @@ def check_header(name: str, value: str) -> str:
     return value
 
 
-def message_id_domain(sender: Address | None = None) -> str:
-    """The right-hand side of Message-IDs: `mailer.message_id_domain`, else the From
-    address's domain (a name the sender owns, so an FQDN), else socket.getfqdn()."""
+def message_id_domain(message: EmailMessage) -> str:
+    """The right-hand side of `message`'s Message-ID: `mailer.message_id_domain`, else the
+    From address's domain: a name the sender owns (not the bare word a container's
+    socket.getfqdn() often is), and what DMARC aligns with."""
     configured = current_settings().mailer.get("message_id_domain")
     if configured:
         return str(configured)
-    return sender.domain if sender is not None else socket.getfqdn()
+    return envelope(message)[0].rpartition("@")[2]
 
 
 def build_message(headers: Mapping[str, str | Iterable[str] | None],
@@ -60,14 +60,12 @@ def build_message(headers: Mapping[str, str | Iterable[str] | None],
     if not headers.get("From"):
         raise MissingRecipientError("mail() needs a `from_` address (or default['from'])")
     message = EmailMessage(policy=MESSAGE_POLICY)
-    sender: Address | None = None
     for name, value in headers.items():
         if value is None or value == [] or value == "":
             continue
         check_header(name, "")  # the name
         if name in ADDRESS_HEADERS:
             addresses = parse_addresses(name, cast(str | Iterable[str], value))
-            sender = addresses[0] if name == "From" else sender
             tokens = [token for address in addresses
                       for token in (address.header_form() + ",").split(" ")]
             tokens[-1] = tokens[-1].rstrip(",")
@@ -78,7 +76,7 @@ def build_message(headers: Mapping[str, str | Iterable[str] | None],
     if "Date" not in message:
         message["Date"] = formatdate(localtime=False, usegmt=True)
     if "Message-ID" not in message:
-        message["Message-ID"] = make_msgid(domain=message_id_domain(sender))
+        message["Message-ID"] = make_msgid(domain=message_id_domain(message))
     _set_body(message, parts, attachments)
     return message
 
@@ -87,17 +85,8 @@ def _header_addresses(message: EmailMessage, names: Iterable[str]) -> list[str]:
     found: list[str] = []
     for name in names:
         for header in message.get_all(name) or []:
-            found += [cast(HeaderAddress, a).addr_spec for a in getattr(header, "addresses", ())]
+            found += [cast(Address, a).addr_spec for a in getattr(header, "addresses", ())]
     return found
-
-
-def sender_address(message: EmailMessage) -> Address | None:
-    """The From address of a built message (for its Message-ID's domain)."""
-    senders = _header_addresses(message, ("From",))
-    if not senders:
-        return None
-    local, _, domain = senders[0].rpartition("@")
-    return Address("", local, domain)
 
 
 def envelope(message: EmailMessage) -> tuple[str, list[str]]:

@@ -6,8 +6,9 @@ MailDeliveryJob payload carries the built message's bytes next to the mailer, ac
 arguments (kept for the dashboard, the dead set and a re-render), and the worker sends those
 bytes. Action Mailer renders on the worker instead; jobkit does so too when:
 
-* the mailer has deliver callbacks (before/after/around_deliver): they run on the instance
-  the action filled in, so the worker runs the action again to have it;
+* the mailer has deliver callbacks (before/after/around_deliver) or rescue_from handlers:
+  they run on the instance the action filled in, so the worker runs the action again to have
+  it;
 * the message is larger than RENDERED_MAX_BYTES (big attachments): a Redis payload that size
   costs more to move through every queue than rendering costs.
 
@@ -38,9 +39,11 @@ def accepts(job_class: type) -> bool:
 
 
 def renders_on_worker(mailer_class: type) -> bool:
-    """Whether the worker must run the action again (the mailer has deliver callbacks)."""
+    """Whether the worker must run the action again (the mailer has deliver callbacks or
+    rescue_from handlers)."""
     slots = cast(dict[str, list[str]], getattr(mailer_class, "_callbacks", {}))
-    return any(names for slot, names in slots.items() if slot.endswith("_deliver"))
+    return bool(getattr(mailer_class, "_rescue_handlers", None)) or any(
+        names for slot, names in slots.items() if slot.endswith("_deliver"))
 
 
 def pack(mailer_class: type, message: EmailMessage) -> dict[str, str] | None:
