@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 import jobkit
 from jobkit.config import load_settings
-from jobkit.mailer import MailDeliveryJob, PermanentDeliveryError, deliveries, rendered
+from jobkit.mailer import MailDeliveryJob, Mailer, PermanentDeliveryError, deliveries, rendered
 from jobkit.mailer.delivery import deliver
 from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
 from jobkit.testing_services import free_port, wait_until
@@ -94,6 +94,7 @@ class CountingServer:
 
     def __init__(self) -> None:
         self.mails: list[tuple[int, str]] = []  # (client port, subject)
+        self.envelopes: list[tuple[list[str], bytes]] = []  # (RCPT TO, DATA)
         self.noops = 0
         self.quits = 0
         self.refuse_mail_numbers: set[int] = set()  # the n-th MAIL FROM gets a 421
@@ -110,9 +111,17 @@ class CountingServer:
         envelope.mail_options.extend(options)
         return "250 OK"
 
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        if address.endswith("@bounce.example"):
+            return f"550 5.1.1 <{address}>: no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.mails.append((session.peer[1], str(message["Subject"])))
+        self.envelopes.append((list(envelope.rcpt_tos), envelope.content))
         return "250 accepted"
 
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:  # noqa: N802
@@ -138,6 +147,7 @@ def counting_server() -> Iterator[CountingServer]:
 @pytest.fixture
 def counting(counting_server: CountingServer) -> CountingServer:
     counting_server.mails.clear()
+    counting_server.envelopes.clear()
     counting_server.noops = counting_server.quits = counting_server.mail_commands = 0
     counting_server.refuse_mail_numbers = set()
     return counting_server
@@ -175,6 +185,11 @@ def test_idle_connection_is_checked_and_421_reconnects(counting: CountingServer)
     # NOOP before each reuse of an idle connection (idle_check_after 0): mails 1 to 4, not
     # mail 0 nor the resend of mail 2 (fresh connections).
     assert counting.noops == 4
+    # A refused recipient is the mail's problem, not the session's: the connection stays.
+    with pytest.raises(PermanentDeliveryError, match="550 5.1.1 <x@bounce.example>"):
+        deliver(_mail("x@bounce.example", "bounced"))
+    deliver(_mail("ada@example.com", "after the bounce"))
+    assert counting.mails[-1] == (ports[4], "after the bounce")
 
 
 def test_connections_are_not_shared_across_fork(counting: CountingServer) -> None:
@@ -213,6 +228,36 @@ def test_deliver_later_sends_what_the_caller_rendered(monkeypatch: pytest.Monkey
     deliveries.clear()
 
 
+class BccMailer(Mailer):
+    def note(self, to: str, bcc: str) -> Any:
+        return self.mail(to=to, bcc=bcc, from_="app@example.org", subject="with bcc",
+                         body="hi\n")
+
+
+def test_the_payload_bytes_go_out_as_they_are_bcc_in_the_envelope_only(
+        counting: CountingServer) -> None:
+    job = BccMailer.note("ada@example.com", "boss@example.com")._job(
+        wait=None, wait_until=None, queue=None, priority=None)
+    packed = job.kwargs["rendered"]
+    assert (packed["from"], packed["to"]) == ("app@example.org",
+                                              ["ada@example.com", "boss@example.com"])
+    _use(counting)
+    job.perform(*job.arguments, **job.kwargs)  # smtp, no interceptor: the bytes, unparsed
+    [(rcpts, data)] = counting.envelopes
+    assert rcpts == ["ada@example.com", "boss@example.com"]
+    assert data.replace(b"\r\n", b"\n") == packed["ascii"].encode().replace(b"\r\n", b"\n")
+    assert b"boss@" not in data and f"Message-ID: <{job.job_id}@".encode() in data
+    # Another delivery method gets an EmailMessage, its Bcc put back from the envelope.
+    jobkit.configure(mailer={"delivery_method": "test"})
+    deliveries.clear()
+    again = BccMailer.note("ada@example.com", "boss@example.com")._job(
+        wait=None, wait_until=None, queue=None, priority=None)
+    again.perform(*again.arguments, **again.kwargs)
+    [sent] = deliveries
+    assert (sent["To"], sent["Bcc"]) == ("ada@example.com", "boss@example.com")
+    deliveries.clear()
+
+
 def test_the_worker_sends_the_bytes_in_the_payload(worker: Any, smtp: Any) -> None:
     """The session worker (prefork, its own SMTP connections) sends the rendered bytes, not
     what the arguments would render now: the payload of a mail for subject "args" carries the
@@ -221,7 +266,7 @@ def test_the_worker_sends_the_bytes_in_the_payload(worker: Any, smtp: Any) -> No
         wait=None, wait_until=None, queue=None, priority=None)
     other = ReportMailer.plain_only("ada@example.com", subject="bytes").message
     assert other is not None
-    job.kwargs["rendered"] = rendered.pack(ReportMailer, other)
+    job.kwargs["rendered"] = rendered.pack(ReportMailer, other, job.job_id)
     job.enqueue()
     wait_until(lambda: smtp.received, timeout=20, what="the mail at the session's SMTP server")
     [got] = smtp.received

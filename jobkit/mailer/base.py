@@ -209,17 +209,6 @@ class MessageDelivery:
     def __repr__(self) -> str:
         return f"<MessageDelivery {self.mailer_class.__name__}.{self.action}>"
 
-    @classmethod
-    def prebuilt(cls, mailer_class: type[Mailer], action: str, args: list, kwargs: dict,
-                 params: dict[str, Any], message: EmailMessage) -> MessageDelivery:
-        """A delivery of a message built elsewhere (render once: jobkit.mailer.rendered);
-        its mailer instance has the params and the message, the action is not run again."""
-        delivery = cls(mailer_class, action, args, kwargs, params)
-        mailer = delivery._mailer = mailer_class(params)
-        mailer.action_name, mailer.message = action, message
-        delivery._message, delivery._processed = message, True
-        return delivery
-
     @property
     def message(self) -> EmailMessage | None:
         """The built message (rendered once, on first use); None if the action sent none."""
@@ -262,12 +251,13 @@ class MessageDelivery:
         job_class = options.delivery_job_for(self.mailer_class)
         message = self.message
         assert message is not None  # _will_deliver checked
-        packed = rendered.pack(self.mailer_class, message) if rendered.accepts(job_class) \
-            else None
         locale = i18n.chosen_locale()  # the worker renders in it too, if it renders
         job = job_class(class_path(self.mailer_class), self.action, self.args, self.kwargs,
-                        self.params, **({"rendered": packed} if packed else {}),
-                        **({"locale": locale} if locale else {}))
+                        self.params, **({"locale": locale} if locale else {}))
+        packed = rendered.pack(self.mailer_class, message, job.job_id) \
+            if rendered.accepts(job_class) else None
+        if packed:
+            job.kwargs["rendered"] = packed
         queue = enqueue_options.pop("queue") or self.mailer_class.deliver_later_queue_name
         return job.set(queue=queue, **enqueue_options)
 

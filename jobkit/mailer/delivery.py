@@ -29,11 +29,12 @@ from jobkit.errors import ConfigError
 from jobkit.mailer.headers import wire_bytes
 from jobkit.mailer.message import needs_smtputf8
 from jobkit.mailer.sendmail import deliver_sendmail
-from jobkit.mailer.smtp import SmtpSettings, send_smtp
+from jobkit.mailer.smtp import Outgoing, SmtpSettings, send_outgoing, send_smtp
 
 __all__ = [
     "DELIVERY_METHODS",
     "deliver",
+    "deliver_outgoing",
     "deliveries",
     "register_interceptor",
     "register_observer",
@@ -91,6 +92,23 @@ def deliver(message: EmailMessage, on_sent: Callable[[], None] | None = None,
             observer.delivered_email(message)
         except Exception:
             logger.exception("mail observer %r failed", observer)
+    return True
+
+
+def deliver_outgoing(mail: Outgoing, on_sent: Callable[[], None] | None = None,
+                     method: str | None = None) -> bool:
+    """Deliver a mail rendered elsewhere (render once: jobkit.mailer.rendered) as `deliver`
+    does. Its bytes go to the SMTP server as they are, unless an interceptor, an observer or
+    another delivery method needs an EmailMessage: then it is parsed for them."""
+    settings = _mailer_settings()
+    if _interceptors or _observers or (method or settings.get("delivery_method", "smtp")) \
+            != "smtp":
+        from jobkit.mailer.rendered import message_of  # rendered builds on this module's peers
+
+        return deliver(message_of(mail), on_sent=on_sent, method=method)
+    send_outgoing(mail, SmtpSettings.from_mailer(settings))
+    if on_sent is not None:
+        on_sent()
     return True
 
 

@@ -14,7 +14,7 @@ from jobkit.imports import import_object
 from jobkit.job import Job
 from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
 from jobkit.mailer.i18n import with_locale
-from jobkit.mailer.rendered import unpack
+from jobkit.mailer.rendered import message_id, renders_on_worker, unpack
 from jobkit.queues import MAILERS_QUEUE
 from jobkit.redis_client import get_redis
 from jobkit.retries import POLYNOMIALLY_LONGER, retry_on
@@ -48,20 +48,19 @@ class MailDeliveryJob(Job):
         if _sent_before(mark):  # accepted by the server on an earlier run: never resend
             return
         mailer_class = _mailer_class(mailer)
-        if rendered:
-            from jobkit.mailer.base import MessageDelivery  # base imports this module
+        if rendered and not renders_on_worker(mailer_class):  # (the class may have changed)
+            from jobkit.mailer import options
+            from jobkit.mailer.delivery import deliver_outgoing
 
-            delivery = MessageDelivery.prebuilt(mailer_class, action, args, kwargs, params,
-                                                unpack(rendered))
-        else:
-            delivery = mailer_class.with_(**params).__getattr__(action)(*args, **kwargs)
+            deliver_outgoing(unpack(rendered), on_sent=lambda: _mark_sent(mark),
+                             method=options.delivery_method_for(mailer_class))
+            return
+        delivery = mailer_class.with_(**params).__getattr__(action)(*args, **kwargs)
         message = delivery.message
         if message is None:
             return
-        from jobkit.mailer.message import message_id_domain
-
-        del message["Message-ID"]  # the same on every attempt
-        message["Message-ID"] = f"<{self.job_id}@{message_id_domain(message)}>"
+        del message["Message-ID"]
+        message["Message-ID"] = message_id(self.job_id, message)  # the same on every attempt
         delivery.deliver_now(on_sent=lambda: _mark_sent(mark))
 
     def retry_in(self, retry_count: int, error: BaseException) -> Any:

@@ -2,9 +2,11 @@
 
 `deliver_later` must build the mail anyway (bad input raises in the caller, nothing is
 enqueued); rendering it again on the worker doubled the CPU cost of every mail. So the
-MailDeliveryJob payload carries the built message's bytes next to the mailer, action and
-arguments (kept for the dashboard, the dead set and a re-render), and the worker sends those
-bytes. Action Mailer renders on the worker instead; jobkit does so too when:
+MailDeliveryJob payload carries the message's wire bytes and envelope (and its Message-ID, the
+job's) next to the mailer, action and arguments (kept for the dashboard, the dead set and a
+re-render), and the worker sends those bytes as they are: no parsing, no building, unless an
+interceptor, an observer or a delivery method other than smtp needs the message object.
+Action Mailer renders on the worker instead; jobkit does so too when:
 
 * the mailer has deliver callbacks (before/after/around_deliver) or rescue_from handlers:
   they run on the instance the action filled in, so the worker runs the action again to have
@@ -24,9 +26,11 @@ import inspect
 from email.message import EmailMessage
 from typing import Any, cast
 
-from jobkit.mailer.headers import read_message, wire_bytes
+from jobkit.mailer.headers import read_message
+from jobkit.mailer.message import envelope, message_id_domain
+from jobkit.mailer.smtp import Outgoing, outgoing
 
-__all__ = ["RENDERED_MAX_BYTES", "accepts", "pack", "unpack"]
+__all__ = ["RENDERED_MAX_BYTES", "accepts", "message_id", "message_of", "pack", "unpack"]
 
 RENDERED_MAX_BYTES = 256 * 1024
 
@@ -46,23 +50,43 @@ def renders_on_worker(mailer_class: type) -> bool:
         names for slot, names in slots.items() if slot.endswith("_deliver"))
 
 
-def pack(mailer_class: type, message: EmailMessage) -> dict[str, str] | None:
-    """The payload form of `message` ({"ascii": text} or {"base64": text}), or None when the
-    worker is to render it (see the module docstring)."""
+def message_id(job_id: str, message: EmailMessage) -> str:
+    """The Message-ID of a delivery job's mail: the job's id, so the same on every attempt."""
+    return f"<{job_id}@{message_id_domain(message)}>"
+
+
+def pack(mailer_class: type, message: EmailMessage, job_id: str) -> dict[str, Any] | None:
+    """The payload form of `message` with the Message-ID of job `job_id` (set on `message`
+    too): its wire bytes ({"ascii": text} or {"base64": text}) and envelope ("from", "to",
+    "utf8"); None when the worker is to render it (see the module docstring)."""
     if renders_on_worker(mailer_class):
         return None
-    data = wire_bytes(message, keep_bcc=True, utf8=True)  # Bcc: the worker needs the envelope
-    if len(data) > RENDERED_MAX_BYTES:
+    del message["Message-ID"]
+    message["Message-ID"] = message_id(job_id, message)
+    mail = outgoing(message)
+    if len(mail.data) > RENDERED_MAX_BYTES:
         return None
-    if data.isascii():
-        return {"ascii": data.decode("ascii")}
-    return {"base64": base64.b64encode(data).decode("ascii")}
+    body = {"ascii": mail.data.decode("ascii")} if mail.data.isascii() else \
+        {"base64": base64.b64encode(mail.data).decode("ascii")}
+    return {**body, "from": mail.sender, "to": list(mail.recipients), "utf8": mail.utf8}
 
 
-def unpack(rendered: dict[str, Any]) -> EmailMessage:
-    """The message `pack` stored."""
+def unpack(rendered: dict[str, Any]) -> Outgoing:
+    """The mail `pack` stored."""
     if "ascii" in rendered:
         data = str(rendered["ascii"]).encode("ascii")
     else:
         data = base64.b64decode(str(rendered["base64"]), validate=True)
-    return read_message(data)
+    return Outgoing(str(rendered["from"]), tuple(str(r) for r in rendered["to"]), data,
+                    bool(rendered["utf8"]))
+
+
+def message_of(mail: Outgoing) -> EmailMessage:
+    """`mail` as an EmailMessage (for interceptors, observers and the other delivery
+    methods), its Bcc header put back from the envelope."""
+    message = read_message(mail.data)
+    shown = set(envelope(message)[1])
+    hidden = [r for r in mail.recipients if r not in shown]
+    if hidden:
+        message["Bcc"] = ", ".join(hidden)
+    return message

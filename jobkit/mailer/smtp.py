@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import ssl
@@ -38,7 +39,8 @@ from jobkit.mailer.headers import wire_bytes
 from jobkit.mailer.message import envelope, needs_smtputf8
 from jobkit.masking import mask_url
 
-__all__ = ["SmtpSettings", "close_connections", "send_smtp"]
+__all__ = ["Outgoing", "SmtpSettings", "close_connections", "outgoing", "send_outgoing",
+           "send_smtp"]
 
 DEFAULT_SMTP_URL = "smtp://localhost:25"
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -113,11 +115,18 @@ class SmtpSettings:
         return f"{self.hostname}:{self.port}"
 
     def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return _tls_context(self.verify, self.ca_file)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """One context per (verify, ca_file) and process: loading the system's CAs takes ~30 ms,
+    too much to pay per connection. A context is safe to share between connections."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 # -- one connection ----------------------------------------------------------------------------
@@ -176,27 +185,41 @@ async def _quit(connection: _Connection) -> None:
         connection.smtp.close()
 
 
-def _envelope(message: EmailMessage) -> tuple[str, list[str], bool]:
+@dataclass(frozen=True)
+class Outgoing:
+    """A mail as it goes on the wire: the envelope and the bytes (what render-once carries
+    in a job's payload, jobkit.mailer.rendered)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    utf8: bool  # an address is not ASCII: needs SMTPUTF8
+    message_id: str = ""  # for log lines
+
+
+def outgoing(message: EmailMessage) -> Outgoing:
+    """The envelope (From; To, Cc and Bcc) and wire bytes (no Bcc header) of `message`."""
     sender, recipients = envelope(message)  # read from the parsed addresses, not the text
     if not sender or not recipients:
         raise PermanentDeliveryError("the message has no sender or no recipients")
-    return sender, recipients, needs_smtputf8(message)
+    utf8 = needs_smtputf8(message)
+    # Bodies are 7-bit: with 8BITMIME or without, the same bytes.
+    return Outgoing(sender, tuple(recipients), wire_bytes(message, utf8=utf8), utf8,
+                    str(message.get("Message-ID", "")))
 
 
-async def _transaction(connection: _Connection, message: EmailMessage
+async def _transaction(connection: _Connection, mail: Outgoing
                        ) -> dict[str, aiosmtplib.SMTPResponse]:
     """MAIL, RCPT, DATA on `connection`; the refused recipients when some were accepted.
     Raises _Retry when the server hung up or said 421 before DATA."""
     smtp = connection.smtp
-    sender, recipients, utf8 = _envelope(message)
+    sender, recipients, utf8, data = mail.sender, mail.recipients, mail.utf8, mail.data
     options = ["SMTPUTF8"] if utf8 else []
-    eight_bit = smtp.supports_extension("8BITMIME")
-    if eight_bit:
+    if smtp.supports_extension("8BITMIME"):
         options.append("BODY=8BITMIME")
     if utf8 and not smtp.supports_extension("smtputf8"):
         raise PermanentDeliveryError(f"an address is not ASCII ({sender}, {recipients}) and "
                                      "the server does not offer SMTPUTF8")
-    data = wire_bytes(message, utf8=utf8)  # bodies are 7-bit: 8BITMIME or not, same bytes
     if smtp.supports_extension("size"):
         options.insert(0, f"SIZE={len(data)}")
     encoding = "utf-8" if utf8 else "ascii"
@@ -246,12 +269,12 @@ class _Pool:
         self.slots = asyncio.Semaphore(settings.pool_size)
         self.opened = 0  # connections opened so far (for tests and the benchmark)
 
-    async def send(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+    async def send(self, mail: Outgoing) -> dict[str, aiosmtplib.SMTPResponse]:
         async with self.slots:
             for attempt in range(2):
                 connection = await self._checkout()
                 try:
-                    refused = await _transaction(connection, message)
+                    refused = await _transaction(connection, mail)
                 except _Retry as exc:
                     connection.smtp.close()
                     if attempt == 1:
@@ -375,13 +398,18 @@ def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | Non
 
 
 def send_smtp(message: EmailMessage, settings: SmtpSettings) -> None:
-    """Send `message` over one of this process's connections to `settings`' server.
+    """Send `message` over one of this process's connections to `settings`' server."""
+    send_outgoing(outgoing(message), settings)
+
+
+def send_outgoing(mail: Outgoing, settings: SmtpSettings) -> None:
+    """Send `mail` over one of this process's connections to `settings`' server.
     PermanentDeliveryError for what a retry cannot fix (5xx, certificate verification),
     TransientDeliveryError for the rest (connection, timeout, 4xx)."""
     state = _current()
 
     async def send() -> dict[str, aiosmtplib.SMTPResponse]:
-        return await _pool(state, settings).send(message)
+        return await _pool(state, settings).send(mail)
 
     future = asyncio.run_coroutine_threadsafe(send(), state.loop)
     try:
@@ -408,7 +436,7 @@ def send_smtp(message: EmailMessage, settings: SmtpSettings) -> None:
                 "mailer.enable_starttls: never to send in clear)") from exc
         raise TransientDeliveryError(f"SMTP {settings.where}: {exc}") from exc
     if refused:  # the others got it: raising would resend to them, so say it loudly instead
-        logger.warning("SMTP accepted %s but refused %s", message["Message-ID"],
+        logger.warning("SMTP accepted %s but refused %s", mail.message_id,
                        "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items()))
 
 
