@@ -10,6 +10,7 @@ from typing import Any
 from jobkit.config import current_settings
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
+from jobkit.mailer.delivery import DELIVERY_METHODS
 
 __all__ = ["check_class_options", "delivery_job_for", "delivery_method_for"]
 
@@ -19,8 +20,6 @@ DEFAULT_DELIVERY_JOB = "jobkit.mailer.job.MailDeliveryJob"
 
 
 def check_class_options(cls: Any) -> None:
-    from jobkit.mailer.delivery import DELIVERY_METHODS
-
     name = cls.__qualname__
     method = cls.delivery_method
     if method is not None and method not in DELIVERY_METHODS:
