@@ -551,6 +551,25 @@ def test_previews_take_parameters_and_show_inline_images() -> None:
     assert result.exit_code == 2 and "'name': want KEY=VALUE" in result.output
 
 
+@pytest.mark.usefixtures("worker")
+def test_a_real_worker_runs_the_callbacks_and_the_handler(r: Any, smtp: Any) -> None:
+    from jobkit.job_sets import DeadSet, RetrySet
+    from tests.parity_mailers import BOUNCED, DELIVERED, CampaignMailer
+
+    jobs = deliver_all_later([CampaignMailer.with_(email=e).issue(7)
+                              for e in ("ada@example.com", "nobody@bounce.example")])
+    wait_until(lambda: r.llen(DELIVERED) == 1 and r.llen(BOUNCED) == 1, timeout=20,
+               what="one mail delivered and one bounce handled by the worker")
+    assert r.lrange(DELIVERED, 0, -1) == ["ada@example.com"]
+    [bounce] = r.lrange(BOUNCED, 0, -1)
+    assert bounce.startswith("nobody@bounce.example: SMTP refused recipients") and "550" in bounce
+    [mail] = [m for m in smtp.received if m["Subject"] == "Issue 7"]
+    assert mail["X-Campaign"] == "spring"
+    assert "Read it: https://news.example.com/issues/7?ref=mail" in mail.get_content()
+    assert mail["Message-ID"].startswith(f"<{jobs[0].job_id}@")
+    assert list(DeadSet()) == [] and list(RetrySet()) == []  # a handled bounce: no failure
+
+
 def _python_blocks(doc: str, heading: str) -> list[str]:
     text = (DOCS / doc).read_text()
     section = text.split(f"\n{heading}\n", 1)[1]
