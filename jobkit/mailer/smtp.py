@@ -39,8 +39,8 @@ from jobkit.mailer.headers import wire_bytes
 from jobkit.mailer.message import envelope, needs_smtputf8
 from jobkit.masking import mask_url
 
-__all__ = ["Outgoing", "SmtpSettings", "close_connections", "outgoing", "send_outgoing",
-           "send_smtp"]
+__all__ = ["Outgoing", "SmtpSettings", "close_connections", "connections_opened", "outgoing",
+           "send_outgoing", "send_smtp"]
 
 DEFAULT_SMTP_URL = "smtp://localhost:25"
 DEFAULT_TIMEOUT_SECONDS = 10.0
