@@ -14,9 +14,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import jobkit
+from jobkit.api import DeadSet
 from jobkit.config import load_settings
 from jobkit.mailer import MailDeliveryJob, Mailer, PermanentDeliveryError, deliveries, rendered
 from jobkit.mailer.delivery import deliver
+from jobkit.mailer.errors import MailerError
 from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
 from jobkit.testing_services import free_port, wait_until
 from tests.mailers_app import ReportMailer
@@ -271,6 +273,45 @@ def test_the_worker_sends_the_bytes_in_the_payload(worker: Any, smtp: Any) -> No
     wait_until(lambda: smtp.received, timeout=20, what="the mail at the session's SMTP server")
     [got] = smtp.received
     assert got["Subject"] == "bytes" and got["Message-ID"].startswith(f"<{job.job_id}@")
+
+
+@pytest.mark.parametrize("bad", [
+    "not a dict", {"ascii": "x"}, {"base64": "%%%", "from": "a@b.example",
+                                   "to": ["c@d.example"], "utf8": False},
+    {"ascii": "Subject: x\r\n\r\nhi\r\n", "from": "a@b.example", "to": "c@d.example",
+     "utf8": False},  # `to` a string: was sent as one RCPT TO per character
+])
+def test_a_malformed_rendered_payload_is_refused_naming_it(bad: Any) -> None:
+    jobkit.configure(mailer={"delivery_method": "test"})
+    deliveries.clear()
+    job = ReportMailer.plain_only("ada@example.com", subject="x")._job(
+        wait=None, wait_until=None, queue=None, priority=None)
+    job.kwargs["rendered"] = bad
+    with pytest.raises(MailerError, match="`rendered` payload is malformed") as caught:
+        job.perform(*job.arguments, **job.kwargs)
+    assert job.retry_in(0, caught.value) == "kill" and deliveries == []
+
+
+def test_queued_before_render_once_and_malformed_payloads_on_a_real_worker(
+        worker: Any, smtp: Any, r: Any) -> None:
+    """A job enqueued by the version before render once (positional arguments, no
+    `rendered`, no `locale`) still delivers; a malformed payload goes to the dead set at once
+    with an error naming it (no retries)."""
+    old = MailDeliveryJob("tests.mailers_app.ReportMailer", "plain_only",
+                          ["ada@example.com"], {"subject": "queued before"}, {})
+    old.enqueue()
+    bad = ReportMailer.plain_only("ada@example.com", subject="never")._job(
+        wait=None, wait_until=None, queue=None, priority=None)
+    bad.kwargs["rendered"] = {"base64": "%%%", "from": "a@b.example", "to": ["c@d.example"],
+                              "utf8": False}
+    bad.enqueue()
+    wait_until(lambda: smtp.received and r.zcard("jobkit:dead"), timeout=20,
+               what="the old job's mail and the malformed one's dead entry")
+    [got] = smtp.received
+    assert got["Subject"] == "queued before" and got["Message-ID"].startswith(f"<{old.job_id}@")
+    [dead] = list(DeadSet())
+    assert dead.job_id == bad.job_id and "`rendered` payload is malformed" in dead.error_message
+    assert r.zcard("jobkit:retry") == 0
 
 
 # -- settings -------------------------------------------------------------------------------------

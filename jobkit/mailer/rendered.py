@@ -26,6 +26,7 @@ import inspect
 from email.message import EmailMessage
 from typing import Any, cast
 
+from jobkit.mailer.errors import MailerError
 from jobkit.mailer.headers import read_message
 from jobkit.mailer.message import envelope, message_id_domain
 from jobkit.mailer.smtp import Outgoing, outgoing
@@ -71,14 +72,29 @@ def pack(mailer_class: type, message: EmailMessage, job_id: str) -> dict[str, An
     return {**body, "from": mail.sender, "to": list(mail.recipients), "utf8": mail.utf8}
 
 
-def unpack(rendered: dict[str, Any]) -> Outgoing:
-    """The mail `pack` stored."""
-    if "ascii" in rendered:
-        data = str(rendered["ascii"]).encode("ascii")
-    else:
-        data = base64.b64decode(str(rendered["base64"]), validate=True)
-    return Outgoing(str(rendered["from"]), tuple(str(r) for r in rendered["to"]), data,
-                    bool(rendered["utf8"]))
+def unpack(rendered: Any) -> Outgoing:
+    """The mail `pack` stored. A payload `pack` did not write (truncated, edited, another
+    shape) raises MailerError naming it: the job goes to the dead set, never retried, and
+    never sends a guess (a `to` string read as a list would be one RCPT per character)."""
+    try:
+        if not isinstance(rendered, dict):
+            raise TypeError(f"a {type(rendered).__name__}, not a dict")
+        payload = cast(dict[str, Any], rendered)
+        sender, recipients, utf8 = payload["from"], payload["to"], payload["utf8"]
+        if not (isinstance(sender, str) and sender and isinstance(recipients, list)
+                and recipients and all(isinstance(r, str) and r for r in recipients)
+                and isinstance(utf8, bool)):
+            raise TypeError("from/to/utf8 are not an address, a list of them and a bool")
+        if isinstance(payload.get("ascii"), str):
+            data = payload["ascii"].encode("ascii")
+        else:
+            data = base64.b64decode(payload["base64"], validate=True)
+        if not data:
+            raise ValueError("no message bytes")
+    except (KeyError, TypeError, ValueError) as exc:  # binascii.Error, UnicodeError too
+        raise MailerError(f"MailDeliveryJob: the `rendered` payload is malformed ({exc!r}); "
+                          "deliver_later wrote {ascii|base64, from, to, utf8}") from exc
+    return Outgoing(sender, tuple(cast(list[str], recipients)), data, utf8)
 
 
 def message_of(mail: Outgoing) -> EmailMessage:
