@@ -310,7 +310,8 @@ def test_queued_before_render_once_and_malformed_payloads_on_a_real_worker(
     [got] = smtp.received
     assert got["Subject"] == "queued before" and got["Message-ID"].startswith(f"<{old.job_id}@")
     [dead] = list(DeadSet())
-    assert dead.job_id == bad.job_id and "`rendered` payload is malformed" in dead.error_message
+    assert dead.job_id == bad.job_id
+    assert "`rendered` payload is malformed" in str(dead.error_message)
     assert r.zcard("jobkit:retry") == 0
 
 
