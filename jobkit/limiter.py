@@ -160,6 +160,7 @@ if expires <= now then return -1 end
 return 1
 """
 
+
 def _run(lua: str, key: str, args: list[str | int | float]) -> Any:
     """Run `lua` by its SHA on this process's client (loaded on first use)."""
     return script(lua)(keys=[key], args=args, client=get_redis())
@@ -442,9 +443,9 @@ def _interval(interval: object) -> float:
     return seconds
 
 
-
 def _seconds(value: object, what: str, allow_zero: bool = False) -> float:
     return seconds(value, f"limiter {what}", ConfigError, allow_zero=allow_zero)
+
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)

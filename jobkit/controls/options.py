@@ -192,7 +192,6 @@ def _encodes(text: str) -> bool:
     return True
 
 
-
 def _seconds(value: Any, what: str) -> float:
     return seconds(value, what, JobClassError)
 
