@@ -44,15 +44,15 @@ def released(release_it: Callable[[], object], what: str) -> None:
             release_it()
             return
         except _UNREACHABLE as exc:
-            if time.monotonic() >= deadline:
-                logger.warning("%s not released (%s); it expires by itself", what,
-                               mask_secrets(str(exc)))
-                return
-            time.sleep(_PAUSE_SECONDS)
+            if time.monotonic() < deadline:
+                time.sleep(_PAUSE_SECONDS)
+                continue
+            error: redis.RedisError = exc
         except redis.RedisError as exc:
-            logger.warning("%s not released (%s); it expires by itself", what,
-                           mask_secrets(str(exc)))
-            return
+            error = exc
+        logger.warning("%s not released (%s); it expires by itself", what,
+                       mask_secrets(str(error)))
+        return
 
 
 def let_go(message: bytes | str) -> None:
