@@ -11,11 +11,9 @@ import json
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import tracemalloc
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from tests.batch_jobs import (
     Spawner,
     Work,
 )
+from tests.doc_examples import DOCS, example_module, python_blocks, run
 from tests.test_web import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -445,16 +444,12 @@ def test_api_and_dashboard(own_client: redis.Redis) -> None:
 def test_the_examples_in_batches_md_run(own_client: redis.Redis) -> None:
     """Each python block of docs/batches.md, in order, on the celery adapter (no worker: the
     jobs wait in the private Redis, where the counts are read)."""
-    doc = ROOT / "docs" / "batches.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    doc = DOCS / "batches.md"
+    blocks = python_blocks(doc.read_text())
     assert len(blocks) == 5
-    module = types.ModuleType("docs_batches_example")
-    sys.modules[module.__name__] = module
-    try:
+    with example_module("docs_batches_example") as module:
         for block in blocks:
-            exec(compile(block, f"{doc}:example", "exec"), module.__dict__)  # noqa: S102
-    finally:
-        del sys.modules[module.__name__]
+            run(block, module, str(doc))
     totals = sorted(status.total for status in api.batches())
     assert totals == [1, 1, 100, 1000]
     assert own_client.llen("default") == 1102

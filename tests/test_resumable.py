@@ -12,9 +12,7 @@ import json
 import os
 import re
 import signal
-import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from jobkit.iteration.stop import run_by_worker
 from jobkit.job_sets import DeadSet
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.conftest import start_worker
+from tests.doc_examples import DOCS, example_module, python_blocks, run
 from tests.resumable_jobs import DONE, PID, QUEUE, RUNS, CountItems, FailsOnce, ShortRuns
 
 FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "2"}  # a killed worker's job comes back within seconds
@@ -305,21 +304,19 @@ def test_good_options() -> None:
 
 
 def test_the_examples_of_resumable_md_run() -> None:
-    doc = Path(__file__).resolve().parent.parent / "docs" / "resumable.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    doc = DOCS / "resumable.md"
+    blocks = python_blocks(doc.read_text())
     assert len(blocks) == 3
-    module = types.ModuleType("docs_resumable_example")
-    sys.modules[module.__name__] = module
-    try:
-        with testing.fake():
-            for block in blocks:
-                exec(compile(block, f"{doc}:example", "exec"), module.__dict__)
-            testing.assert_enqueued_with(job=module.ImportRows, args=[module.out.name],
-                                         queue="imports")
-            section = (doc.parent / "jobs.md").read_text().split("## Resumable jobs\n")[1]
-            (short,) = re.findall(r"```python\n(.*?)```", section.split("\n## ")[0], re.DOTALL)
-            exec(compile(short, "docs/jobs.md:example", "exec"), module.__dict__)
-            testing.assert_enqueued_with(job=module.ResizeImages, args=[["a.png", "b.png"]])
-    finally:
-        del sys.modules[module.__name__]
-        os.unlink(module.out.name)
+    with example_module("docs_resumable_example") as module:
+        try:
+            with testing.fake():
+                for block in blocks:
+                    run(block, module, str(doc))
+                testing.assert_enqueued_with(job=module.ImportRows, args=[module.out.name],
+                                             queue="imports")
+                section = (DOCS / "jobs.md").read_text().split("## Resumable jobs\n")[1]
+                (short,) = python_blocks(section.split("\n## ")[0])
+                run(short, module, "docs/jobs.md")
+                testing.assert_enqueued_with(job=module.ResizeImages, args=[["a.png", "b.png"]])
+        finally:
+            os.unlink(module.out.name)
