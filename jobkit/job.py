@@ -383,6 +383,7 @@ class Job:
         cls = type(self)
         controlled = cls.unique_for is not None or cls.limits_concurrency is not None \
             or cls.debounce is not None
+        limits = self._limits()
         return Payload(
             job_class=class_path(type(self)),
             job_id=self.job_id,
@@ -394,7 +395,7 @@ class Job:
             enqueued_at=to_timestamp(self.enqueued_at),
             scheduled_at=to_timestamp(self.scheduled_at),
             controls=controls_of(self, args, kwargs) if controlled else None,
-            time_limits=[*self._limits()] if any(self._limits()) else None,
+            time_limits=[*limits] if any(limits) else None,
             awaits=_is_async(cls),
             batch=self.batch_id,
         ).to_dict()
