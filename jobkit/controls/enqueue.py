@@ -20,6 +20,7 @@ from redis.commands.core import Script
 from jobkit import keys
 from jobkit.job_sets import WAKE_LUA
 from jobkit.queues import WAKE_TOKENS_MAX
+from jobkit.redis_client import script
 
 __all__ = ["DEBOUNCE_KEEP_SECONDS", "ControlledPush", "ScriptCall"]
 
@@ -87,10 +88,9 @@ class ControlledPush:
     keeps its place in a bulk enqueue; only after a Redis restart is one sent again)."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._unique = client.register_script(_PUSH_UNIQUE)
-        self._debounced = client.register_script(_PUSH_DEBOUNCED)
-        for script in (_PUSH_UNIQUE, _PUSH_DEBOUNCED):
-            client.script_load(script)
+        self._unique, self._debounced = script(_PUSH_UNIQUE), script(_PUSH_DEBOUNCED)
+        for lua in (_PUSH_UNIQUE, _PUSH_DEBOUNCED):
+            client.script_load(lua)
 
     def unique(self, unique: dict[str, Any], job_id: str, target: str, item: str,
                score: float | None, queue: str, now: float) -> ScriptCall:
