@@ -264,7 +264,6 @@ class Poller:
         return waiting, sum(unacked), held if self.held_key else 0
 
 
-
 def drain(r: redis.Redis, processes: list[str], worker: subprocess.Popen,
           held_key: str | None, timeout: float, log: Path) -> Drain:
     """From now until every job is done (acked, none waiting or held): the rate of the jobs
