@@ -22,7 +22,7 @@ from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError, Missi
 from jobkit.mailer.headers import MESSAGE_POLICY, control_character, encode_text, fold
 
 __all__ = ["ADDRESS_HEADERS", "build_message", "check_header", "envelope", "message_id_domain",
-           "needs_smtputf8"]
+           "needs_smtputf8", "read_addresses"]
 
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
@@ -48,7 +48,8 @@ def message_id_domain(message: EmailMessage) -> str:
     configured = current_settings().mailer.get("message_id_domain")
     if configured:
         return str(configured)
-    return envelope(message)[0].rpartition("@")[2]
+    senders = _header_addresses(message, ("From",))  # From only: the stdlib parses per read
+    return senders[0].rpartition("@")[2] if senders else ""
 
 
 def build_message(headers: Mapping[str, str | Iterable[str] | None],
@@ -89,17 +90,26 @@ def _header_addresses(message: EmailMessage, names: Iterable[str]) -> list[str]:
     return found
 
 
+def read_addresses(message: EmailMessage) -> tuple[str, list[str], bool]:
+    """(MAIL FROM, RCPT TO list, needs SMTPUTF8) of a built message, each address header
+    parsed once (the stdlib parses a header anew on every read, most of a send's cost):
+    From; To + Cc + Bcc; whether an address is not ASCII (its header is then raw UTF-8,
+    RFC 6532, and the server must offer SMTPUTF8)."""
+    found = {name: _header_addresses(message, (name,)) for name in ADDRESS_HEADERS}
+    senders = found["From"]
+    recipients = list(dict.fromkeys(a for name in RECIPIENT_HEADERS for a in found[name]))
+    utf8 = not all(a.isascii() for addresses in found.values() for a in addresses)
+    return (senders[0] if senders else "", recipients, utf8)
+
+
 def envelope(message: EmailMessage) -> tuple[str, list[str]]:
     """(MAIL FROM, RCPT TO list) of a built message: From, and To + Cc + Bcc."""
-    senders = _header_addresses(message, ("From",))
-    return (senders[0] if senders else "",
-            list(dict.fromkeys(_header_addresses(message, RECIPIENT_HEADERS))))
+    return read_addresses(message)[:2]
 
 
 def needs_smtputf8(message: EmailMessage) -> bool:
-    """True when an address is not ASCII: its header is then raw UTF-8 (RFC 6532), and the
-    server must offer SMTPUTF8."""
-    return not all(a.isascii() for a in _header_addresses(message, ADDRESS_HEADERS))
+    """True when an address is not ASCII (see read_addresses)."""
+    return read_addresses(message)[2]
 
 
 def _set_body(message: EmailMessage, parts: Mapping[str, str], attachments: Attachments

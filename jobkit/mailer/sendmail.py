@@ -15,7 +15,7 @@ from typing import Any
 
 from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
 from jobkit.mailer.headers import wire_bytes
-from jobkit.mailer.message import envelope, needs_smtputf8
+from jobkit.mailer.message import read_addresses
 
 __all__ = ["DEFAULT_ARGUMENTS", "DEFAULT_LOCATION", "deliver_sendmail"]
 
@@ -35,12 +35,12 @@ def command(settings: dict[str, Any], sender: str, recipients: list[str]) -> lis
 
 
 def deliver_sendmail(message: EmailMessage, settings: dict[str, Any]) -> None:
-    sender, recipients = envelope(message)
+    sender, recipients, utf8 = read_addresses(message)
     if not sender or not recipients:
         raise PermanentDeliveryError("the message has no sender or no recipients")
     argv = command(settings, sender, recipients)
     timeout = float(settings.get("timeout", DEFAULT_TIMEOUT_SECONDS))
-    data = wire_bytes(message, utf8=needs_smtputf8(message))
+    data = wire_bytes(message, utf8=utf8)
     try:
         done = subprocess.run(argv, input=data, capture_output=True, timeout=timeout,
                               check=False)

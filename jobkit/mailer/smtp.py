@@ -36,7 +36,7 @@ from jobkit.config_values import SMTP_URL_FORMS, valid_smtp_url
 from jobkit.errors import ConfigError
 from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
 from jobkit.mailer.headers import wire_bytes
-from jobkit.mailer.message import envelope, needs_smtputf8
+from jobkit.mailer.message import read_addresses
 from jobkit.masking import mask_url
 
 __all__ = ["Outgoing", "SmtpSettings", "close_connections", "connections_opened", "outgoing",
@@ -199,10 +199,9 @@ class Outgoing:
 
 def outgoing(message: EmailMessage) -> Outgoing:
     """The envelope (From; To, Cc and Bcc) and wire bytes (no Bcc header) of `message`."""
-    sender, recipients = envelope(message)  # read from the parsed addresses, not the text
+    sender, recipients, utf8 = read_addresses(message)  # parsed addresses, not the text
     if not sender or not recipients:
         raise PermanentDeliveryError("the message has no sender or no recipients")
-    utf8 = needs_smtputf8(message)
     # Bodies are 7-bit: with 8BITMIME or without, the same bytes.
     return Outgoing(sender, tuple(recipients), wire_bytes(message, utf8=utf8), utf8,
                     str(message.get("Message-ID", "")))
