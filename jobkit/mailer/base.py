@@ -238,8 +238,9 @@ class MessageDelivery:
     def deliver_later(self, *, wait: Any = None, wait_until: Any = None, queue: str | None = None,
                       priority: int | None = None) -> Any:
         """Check the mail builds (bad input raises here, nothing enqueued), then enqueue the
-        mailer's delivery job (MailDeliveryJob) with the mailer, action and arguments, not the
-        rendered mail; None when there is nothing to deliver."""
+        mailer's delivery job (MailDeliveryJob) with the mailer, action and arguments and,
+        unless the worker must render it (jobkit.mailer.rendered), the rendered mail; None
+        when there is nothing to deliver."""
         job = self._job(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
         return None if job is None else job.enqueue()
 
