@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import jobkit
 from jobkit import Job, JobClassError, before_perform, keys, testing
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
 from tests.async_jobs import EVENTS, RUNS, AsyncCallbacksJob, AsyncFailingJob, AsyncRecordJob
+from tests.doc_examples import DOCS, example_module, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,16 +115,8 @@ def test_a_perform_that_is_not_a_function_or_coroutine_function_is_refused() -> 
 
 
 def test_the_example_in_jobs_md_runs(own_client: redis.Redis) -> None:
-    import re
-    import sys
-    import types
-
-    text = (ROOT / "docs" / "jobs.md").read_text()
+    text = (DOCS / "jobs.md").read_text()
     (example,) = re.findall(r"#### async def perform\n\n```python\n(.*?)```", text, re.DOTALL)
-    module = types.ModuleType("docs_async_example")
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
-    finally:
-        del sys.modules[module.__name__]
+    with example_module("docs_async_example") as module:
+        run(example, module, "docs/jobs.md")
     assert module.total > 0 and own_client.llen("default") == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from jobkit.celery_message import read_task_args
 from jobkit.errors import PayloadError
 from jobkit.payload import Payload
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from tests.doc_examples import DOCS, example_module, run
 from tests.time_limit_jobs import (
     EVENTS,
     QUEUE,
@@ -118,17 +120,9 @@ def test_bad_limits_in_set_are_refused_before_anything_is_sent() -> None:
 
 
 def test_the_example_in_jobs_md_defines_and_enqueues(own_client: redis.Redis) -> None:
-    import re
-    import sys
-    import types
-
-    text = (ROOT / "docs" / "jobs.md").read_text()
+    text = (DOCS / "jobs.md").read_text()
     (example,) = re.findall(r"#### Time limits\n\n```python\n(.*?)```", text, re.DOTALL)
-    module = types.ModuleType("docs_time_limits_example")
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(example, "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
-    finally:
-        del sys.modules[module.__name__]
+    with example_module("docs_time_limits_example") as module:
+        run(example, module, "docs/jobs.md")
     message = own_client.lindex("default", 0)
     assert json.loads(message)["headers"]["timelimit"] == [3700.0, 3600.0]
