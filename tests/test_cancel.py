@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from tests.cancel_jobs import (
     UniqueJob,
     WaitingJob,
 )
+from tests.doc_examples import example_module, run
 from tests.test_web import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,14 +321,10 @@ def test_the_examples_in_jobs_md_run(own_client: redis.Redis) -> None:
     section = text.split("## Cancelling jobs", 1)[1].split("\n## ", 1)[0]
     examples = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
     assert len(examples) == 2
-    module = types.ModuleType("docs_cancel_example")
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(examples[0], "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
+    with example_module("docs_cancel_example") as module:
+        run(examples[0], module, "docs/jobs.md")
         started = time.monotonic()
-        exec(compile(examples[1], "docs/jobs.md", "exec"), module.__dict__)  # noqa: S102
-    finally:
-        del sys.modules[module.__name__]
+        run(examples[1], module, "docs/jobs.md")
     assert (module.result.outcome, module.result.where) == ("queued", "default")
     # 1,000 pages of 10 ms, had it not seen the cancel at its first check
     assert module.running.executions == 1 and time.monotonic() - started < 5
