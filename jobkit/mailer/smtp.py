@@ -152,15 +152,31 @@ async def _open(settings: SmtpSettings) -> _Connection:
         else None)
     await smtp.connect()
     smtp.timeout = settings.read_timeout
-    if settings.username is not None:
-        password = settings.password or ""
-        if settings.authentication is None:
-            await smtp.login(settings.username, password)
-        else:
-            method = {"plain": smtp.auth_plain, "login": smtp.auth_login,
-                      "cram_md5": smtp.auth_crammd5}[settings.authentication]
-            await method(settings.username, password)
+    try:
+        if settings.username is not None:
+            await _authenticate(smtp, settings)
+    except BaseException:
+        smtp.close()
+        raise
     return _Connection(smtp)
+
+
+async def _authenticate(smtp: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    if smtp.is_ehlo_or_helo_needed:  # connect() says EHLO only when it starts TLS
+        await smtp.ehlo()
+    if not smtp.supports_extension("auth"):
+        clear = not settings.tls and smtp.get_transport_info("sslcontext") is None
+        raise PermanentDeliveryError(
+            f"SMTP {settings.where}: smtp_url has credentials but the server offers no AUTH"
+            + (" on a connection in clear (many offer it only after STARTTLS: see "
+               "mailer.enable_starttls and mailer.tls)" if clear else ""))
+    password = settings.password or ""
+    if settings.authentication is None:
+        await smtp.login(settings.username or "", password)
+    else:
+        method = {"plain": smtp.auth_plain, "login": smtp.auth_login,
+                  "cram_md5": smtp.auth_crammd5}[settings.authentication]
+        await method(settings.username or "", password)
 
 
 async def _healthy(connection: _Connection, settings: SmtpSettings) -> bool:
