@@ -348,6 +348,7 @@ def test_the_payload_bytes_go_out_as_they_are_bcc_in_the_envelope_only(
     assert rcpts == ["ada@example.com", "boss@example.com"]
     assert data.replace(b"\r\n", b"\n") == packed["ascii"].encode().replace(b"\r\n", b"\n")
     assert b"boss@" not in data and f"Message-ID: <{job.job_id}@".encode() in data
+    assert packed["message_id"].startswith(f"<{job.job_id}@")  # for log lines
     # Another delivery method gets an EmailMessage, its Bcc put back from the envelope.
     jobkit.configure(mailer={"delivery_method": "test"})
     deliveries.clear()
@@ -379,6 +380,8 @@ def test_the_worker_sends_the_bytes_in_the_payload(worker: Any, smtp: Any) -> No
                                    "to": ["c@d.example"], "utf8": False},
     {"ascii": "Subject: x\r\n\r\nhi\r\n", "from": "a@b.example", "to": "c@d.example",
      "utf8": False},  # `to` a string: was sent as one RCPT TO per character
+    {"ascii": "Subject: x\r\n\r\nhi", "size": 22, "from": "a@b.example",
+     "to": ["c@d.example"], "utf8": False},  # cut short: was sent as a shorter mail
 ])
 def test_a_malformed_rendered_payload_is_refused_naming_it(bad: Any) -> None:
     jobkit.configure(mailer={"delivery_method": "test"})

@@ -86,7 +86,7 @@ def test_every_page_renders(client: Client, r: redis.Redis) -> None:
 
 def test_dead_job_detail_escapes_arguments_and_retry_removes_it(client: Client,
                                                                r: redis.Redis) -> None:
-    job = FailingJob.perform_later("<script>alert(1)</script>")
+    job = FailingJob.perform_later("<script>alert(1)</script>" + "y" * 1000)
     [dead] = dead_entries(r, 1)
     status, _, html = client.get("/dead")
     assert job.job_id in html and "<script>alert(1)" not in html
@@ -94,6 +94,7 @@ def test_dead_job_detail_escapes_arguments_and_retry_removes_it(client: Client,
     status, _, detail = client.get(f"/dead/{dead.key}")
     assert status == 200 and "failing on purpose" in detail
     assert "raise RuntimeError" in detail and "<script>alert(1)" not in detail
+    assert "y… (625 more characters)" in detail  # a long argument is cut on the page
     status, headers, _ = client.post("/dead", {"action": "push", "key": dead.key})
     assert status == 303 and headers["Location"] == "/dead"
     wait_for(lambda: DeadSet().size() == 1 and DeadSet().page()[0].key != dead.key,

@@ -58,8 +58,10 @@ def message_id(job_id: str, message: EmailMessage) -> str:
 
 def pack(mailer_class: type, message: EmailMessage, job_id: str) -> dict[str, Any] | None:
     """The payload form of `message` with the Message-ID of job `job_id` (set on `message`
-    too): its wire bytes ({"ascii": text} or {"base64": text}) and envelope ("from", "to",
-    "utf8"); None when the worker is to render it (see the module docstring)."""
+    too): its wire bytes ({"ascii": text} or {"base64": text}) and their length ("size": a
+    cut payload is refused, not sent as a shorter mail), the envelope ("from", "to",
+    "utf8") and "message_id" (for log lines); None when the worker is to render it (see the
+    module docstring)."""
     if renders_on_worker(mailer_class):
         return None
     del message["Message-ID"]
@@ -69,7 +71,8 @@ def pack(mailer_class: type, message: EmailMessage, job_id: str) -> dict[str, An
         return None
     body = {"ascii": mail.data.decode("ascii")} if mail.data.isascii() else \
         {"base64": base64.b64encode(mail.data).decode("ascii")}
-    return {**body, "from": mail.sender, "to": list(mail.recipients), "utf8": mail.utf8}
+    return {**body, "size": len(mail.data), "from": mail.sender, "to": list(mail.recipients),
+            "utf8": mail.utf8, "message_id": mail.message_id}
 
 
 def unpack(rendered: Any) -> Outgoing:
@@ -91,10 +94,17 @@ def unpack(rendered: Any) -> Outgoing:
             data = base64.b64decode(payload["base64"], validate=True)
         if not data:
             raise ValueError("no message bytes")
+        size = payload.get("size", len(data))  # absent in payloads queued before it was added
+        if size != len(data):
+            raise ValueError(f"{len(data)} bytes where {size!r} were written: cut or edited")
+        message_id = payload.get("message_id", "")
+        if not isinstance(message_id, str):
+            raise TypeError("message_id is not a string")
     except (KeyError, TypeError, ValueError) as exc:  # binascii.Error, UnicodeError too
         raise MailerError(f"MailDeliveryJob: the `rendered` payload is malformed ({exc!r}); "
-                          "deliver_later wrote {ascii|base64, from, to, utf8}") from exc
-    return Outgoing(sender, tuple(cast(list[str], recipients)), data, utf8)
+                          "deliver_later wrote {ascii|base64, size, from, to, utf8, "
+                          "message_id}") from exc
+    return Outgoing(sender, tuple(cast(list[str], recipients)), data, utf8, message_id)
 
 
 def message_of(mail: Outgoing) -> EmailMessage:

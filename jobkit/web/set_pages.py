@@ -79,12 +79,26 @@ def detail(request: Request) -> Response:
                 killable=request.params["set"] != "dead")
 
 
+LONG_TEXT = 400  # characters of one string shown on an entry's page
+
+
 def _readable(args: Any, kwargs: Any) -> str:
-    """The serialized arguments, pretty-printed (the page escapes them)."""
+    """The serialized arguments, pretty-printed (the page escapes them), long strings cut:
+    a mail's rendered bytes (MailDeliveryJob's `rendered`) or a document would bury the rest."""
     try:
-        return json.dumps({"args": args, "kwargs": kwargs}, indent=2, ensure_ascii=False)
+        return json.dumps(_cut({"args": args, "kwargs": kwargs}), indent=2, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
         return repr({"args": args, "kwargs": kwargs})
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > LONG_TEXT:
+        return f"{value[:LONG_TEXT]}… ({len(value) - LONG_TEXT:,} more characters)"
+    if isinstance(value, list):
+        return [_cut(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut(item) for key, item in value.items()}
+    return value
 
 
 @router.route("POST", "/<set:scheduled|retries|dead>")
