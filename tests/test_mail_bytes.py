@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.errors
 import email.generator
+import random
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +27,7 @@ from jobkit.mailer import (
     MailDeliveryJob,
     PermanentDeliveryError,
 )
+from jobkit.mailer import delivery as delivery_module
 from jobkit.mailer.catcher import CaughtMail, Inbox, start_catcher
 from jobkit.mailer.headers import read_message, wire_bytes
 from jobkit.mailer.previews import render_preview
@@ -37,6 +39,7 @@ from tests.mail_samples import (
     postal_mime,
     python_email,
     quoted,
+    random_text,
     send_random_mails,
 )
 from tests.test_web import Client
@@ -71,6 +74,41 @@ def test_200_random_subjects_and_names_round_trip_in_two_parsers(catcher: Inbox)
         assert all(len(line) <= 78 for line in header_lines if not line.startswith(b"From:"))
         assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
     assert_read_back(raws, sent)
+
+
+def test_headers_an_interceptor_sets_are_encoded_as_jobkits_own(
+        catcher: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`message[name] = value` in an interceptor goes through jobkit's encoder, not the
+    stdlib's folding (which drops spaces between encoded-words before Python 3.13)."""
+    rng = random.Random(44)
+    wanted = [(random_text(rng), " ".join(random_text(rng).split()), random_text(rng))
+              for _ in range(60)]
+
+    held: dict[int, tuple[str, str, str]] = {}  # what each message holds after the rewrite
+
+    class Rewriter:
+        def delivering_email(self, message: EmailMessage) -> None:
+            i = int(message["To"].addresses[0].username[2:])
+            subject, name, note = wanted[i]
+            del message["Subject"], message["From"]
+            message["Subject"] = subject
+            message["From"] = f"{quoted(name)} <a@example.com>"
+            message["X-Note"] = note
+            held[i] = (str(message["Subject"]), message["From"].addresses[0].display_name,
+                       str(message["X-Note"]))
+
+    monkeypatch.setattr(delivery_module, "_interceptors", [Rewriter()])
+    for i in range(len(wanted)):
+        ByteMailer.note(f"to{i}@example.com").deliver_now()
+    raws = [mail.raw for mail in caught(catcher, len(wanted))]
+    # The stdlib strips a value's leading whitespace on assignment: `held` has the rest.
+    assert [held[i][0].strip() for i in range(len(wanted))] == [s.strip() for s, _, _ in wanted]
+    for i, raw in enumerate(raws):
+        message = python_email(raw)
+        assert (message["Subject"], message["From"].addresses[0].display_name,
+                message["X-Note"]) == held[i]
+    for i, read in enumerate(postal_mime(raws)):
+        assert (read["subject"], read["from"]["name"]) == held[i][:2]
 
 
 @pytest.mark.parametrize(("header", "value", "error", "culprit"), [

@@ -18,6 +18,7 @@ import email
 import email.policy
 import re
 import unicodedata
+from email.headerregistry import AddressHeader, BaseHeader
 from email.message import EmailMessage
 from typing import cast
 
@@ -110,10 +111,50 @@ def fold(name: str, tokens: list[str]) -> str:
     return "\n".join(lines)[len(name) + 2:] if tokens else ""
 
 
+def _own_form(value: BaseHeader) -> str | None:
+    """The encoded, folded text for a header value set as `message[name] = value` (by an
+    interceptor or a callback; jobkit's own are set raw), or None to leave it to the stdlib:
+    MIME headers, and values the stdlib cannot fold wrongly (short printable ASCII)."""
+    name = value.name
+    if name.lower().startswith("content-") or name.lower() == "mime-version":
+        return None
+    text = str(value)
+    if _plain(text) and len(name) + 2 + len(text) <= LINE:
+        return None
+    if not isinstance(value, AddressHeader):
+        return fold(name, encode_text(text))
+    addresses = value.addresses
+    if not addresses or any(group.display_name is not None for group in value.groups):
+        return None  # group syntax: the stdlib's form (jobkit writes no groups)
+    forms = [f"{encode_phrase(a.display_name)} <{a.addr_spec}>" if a.display_name
+             else a.addr_spec for a in addresses]
+    tokens = [token for form in forms for token in (form + ",").split(" ")]
+    tokens[-1] = tokens[-1].rstrip(",")
+    return fold(name, tokens)
+
+
+def _settled(message: EmailMessage) -> EmailMessage:
+    """`message`, or a copy of it whose headers set as objects are in jobkit's own form."""
+    items = message.raw_items()
+    forms = [(name, value, _own_form(value) if isinstance(value, BaseHeader) else None)
+             for name, value in items]
+    if all(form is None for _, _, form in forms):
+        return message
+    message = copy.copy(message)
+    for name in {name for name, _, _ in forms}:
+        del message[name]
+    for name, value, form in forms:
+        message.set_raw(name, value if form is None else form)  # in its place
+    return message
+
+
 def wire_bytes(message: EmailMessage, *, keep_bcc: bool = False, utf8: bool = False) -> bytes:
     """The bytes of `message` as they go on the wire (CRLF, Bcc left out unless `keep_bcc`):
     what SMTP delivery sends, the `file` method writes and `jobkit mail preview --part raw`
-    prints. `utf8` (RFC 6532 headers) when an address is not ASCII, i.e. with SMTPUTF8."""
+    prints. `utf8` (RFC 6532 headers) when an address is not ASCII, i.e. with SMTPUTF8.
+    Headers an interceptor or a callback set with `message[name] = value` are encoded and
+    folded here as jobkit's own are (the stdlib's folding is the bug this module avoids)."""
+    message = _settled(message)
     if not keep_bcc and ("Bcc" in message or "Resent-Bcc" in message):
         message = copy.copy(message)  # __delitem__ rebinds the header list: the original keeps it
         del message["Bcc"]
