@@ -39,6 +39,7 @@ from jobkit.config_values import (
     queue_list,
     rule,
     shown,
+    smtp_tls,
     url_options,
     valid_redis_url,
     valid_smtp_url,
@@ -316,6 +317,8 @@ def load_settings(path: str | os.PathLike | None = None, environment: str | None
         values["queue_order"] = "weighted"  # Sidekiq: weights given means weighted order
     settings = Settings(environment=environment, source=None if path is None else str(path),
                         **values)
+    smtp_tls(environ.get("SMTP_URL") or settings.mailer.get("smtp_url", "smtp://localhost"),
+             settings.mailer)
     if is_sentinel_url(settings.redis_url) and not settings.sentinel_master:
         raise ConfigError(
             f"redis_url: {mask_url(settings.redis_url)!r} is a sentinel URL, so sentinel_master "

@@ -192,6 +192,23 @@ _FQDN = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9
 FQDN_FORM = "a fully qualified domain name in ASCII (e.g. mail.example.com)"
 
 
+_SCHEME_TLS = {"smtp": (False, "auto"), "smtp+starttls": (False, "always"),
+               "smtps": (True, "never")}  # (implicit TLS, enable_starttls) each scheme implies
+
+
+def smtp_tls(url: str, mailer: Any) -> tuple[bool, str]:
+    """(implicit TLS, enable_starttls) for a valid `url` and a `mailer` section: the section's
+    `tls` and `enable_starttls` win over what the URL's scheme implies. ConfigError when they
+    contradict each other (checked when settings load, so a worker refuses to start)."""
+    implied_tls, implied_starttls = _SCHEME_TLS[urlsplit(url).scheme]
+    tls = bool(mailer.get("tls", implied_tls))
+    starttls = str(mailer.get("enable_starttls", "never" if tls else implied_starttls))
+    if tls and starttls == "always":
+        raise ConfigError("mailer: tls: true (implicit TLS) and enable_starttls: always "
+                          "contradict each other; set one of them")
+    return tls, starttls
+
+
 def is_fqdn(value: Any) -> bool:
     """For `mailer.message_id_domain`: dotted labels (spam filters score a bare word)."""
     return isinstance(value, str) and bool(_FQDN.match(value))

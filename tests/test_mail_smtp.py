@@ -431,6 +431,8 @@ def test_queued_before_render_once_and_malformed_payloads_on_a_real_worker(
     ({"local_hostname": "bad host"}, "mailer.local_hostname: 'bad host' is not valid"),
     ({"read_timeout": 0}, "mailer.read_timeout: 0 is not valid: expected seconds > 0"),
     ({"max_messages_per_connection": 0}, "expected a whole number >= 1"),
+    ({"smtp_url": "smtps://mail.example", "enable_starttls": "always"}, "contradict"),
+    ({"tls": True, "enable_starttls": "always"}, "contradict"),  # a worker will not start
 ])
 def test_bad_smtp_settings_are_refused_naming_the_key(mailer: dict, message: str) -> None:
     with pytest.raises(jobkit.ConfigError, match=message.replace("(", r"\(")):

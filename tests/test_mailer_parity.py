@@ -505,6 +505,75 @@ def test_deliver_later_keeps_the_locale_for_the_worker(catalogs: Path) -> None:
     assert "3 nouveaux messages" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
+class HeaderCaseMailer(Mailer):
+    default = {"from": "app@example.com", "subject": "from default", "reply_to": "r@example.com",
+               "X-Kind": "default"}
+
+    def given(self, **mail: Any) -> Any:
+        return self.mail(to="ada@example.com", body="hi", **mail)
+
+
+def test_one_header_a_name_whatever_its_case() -> None:
+    """`default`, mail()'s arguments and `headers=` name a header in any case; the message
+    has one of each, headers= over the arguments over `default` (a lowercase `to` in
+    headers= was a second, unchecked To header that reached the envelope)."""
+    def headers(message: Any) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in message.items() if k not in (
+            "Date", "Message-ID", "Content-Type", "Content-Transfer-Encoding", "MIME-Version")]
+
+    assert headers(HeaderCaseMailer.given().message) == [
+        ("From", "app@example.com"), ("Subject", "from default"), ("Reply-To", "r@example.com"),
+        ("X-Kind", "default"), ("To", "ada@example.com")]
+    message = HeaderCaseMailer.given(subject="given", headers={
+        "TO": "eve@example.com", "x-kind": "given", "REPLY-TO": "s@example.com"}).message
+    assert headers(message) == [
+        ("From", "app@example.com"), ("Subject", "given"), ("Reply-To", "s@example.com"),
+        ("x-kind", "given"), ("To", "eve@example.com")]
+    with pytest.raises(jobkit.mailer.InvalidAddressError, match="To: 'eve@@example.com'"):
+        HeaderCaseMailer.given(headers={"to": "eve@@example.com"}).deliver_now()
+
+
+class LocalelessJob(MailDeliveryJob):
+    """A delivery job of the version before locales and render once."""
+
+    def perform(self, mailer: str, action: str, args: list, kwargs: dict,  # type: ignore[override]
+                params: dict) -> None:
+        calls.append("localeless")
+        super().perform(mailer, action, args, kwargs, params)
+
+
+class LocalelessMailer(TestMethodMailer):
+    delivery_job = LocalelessJob
+
+
+def test_a_delivery_job_without_locale_or_rendered_gets_the_arguments_only() -> None:
+    from jobkit.mailer import with_locale
+
+    with testing.fake():
+        with with_locale("fr"):
+            job = LocalelessMailer.ping("ada@example.com").deliver_later()
+        assert set(job.kwargs) == set()  # neither `locale` nor `rendered`
+        testing.deliver_enqueued_emails()
+        assert calls == ["localeless"] and [m["Subject"] for m in testing.outbox()] == ["ping"]
+
+
+def test_attachments_and_content_ids() -> None:
+    class AttachingMailer(BadgeMailer):
+        def bad(self) -> Any:
+            self.attachments["a.txt"] = {"mime_type": "text/plain"}
+            return self.mail(to="ada@example.com", body="x")
+
+    with pytest.raises(TypeError, match="attachment 'a.txt': a dict needs \"content\""):
+        _ = AttachingMailer.bad().message
+    message = BadgeMailer.badge("Ada").message
+    [logo] = [p for p in message.walk() if p.get_filename() == "logo.png"]
+    assert logo["Content-ID"].endswith("@jobkit.invalid>")  # not the bare word `jobkit`
+    jobkit.configure(mailer={"message_id_domain": "mx.example.org"})
+    message = BadgeMailer.badge("Ada").message
+    [logo] = [p for p in message.walk() if p.get_filename() == "logo.png"]
+    assert logo["Content-ID"].endswith("@mx.example.org>")
+
+
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000100ffff03000006000557bfabd4"
                     "0000000049454e44ae426082")

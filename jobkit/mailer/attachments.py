@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from email.utils import make_msgid
 from typing import Any
 
+from jobkit.config import current_settings
+
 __all__ = ["Attachment", "Attachments"]
 
 
@@ -28,6 +30,9 @@ class Attachment:
 def _attachment(filename: str, value: Any, inline: bool) -> Attachment:
     mime_type = None
     if isinstance(value, dict):
+        if "content" not in value:
+            raise TypeError(f"attachment {filename!r}: a dict needs \"content\" (and may "
+                            "have \"mime_type\")")
         mime_type = value.get("mime_type")
         value = value["content"]
     given_text = isinstance(value, str)
@@ -36,10 +41,16 @@ def _attachment(filename: str, value: Any, inline: bool) -> Attachment:
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"attachment {filename!r}: content must be bytes or str")
     mime_type = mime_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    content_id = make_msgid(domain="jobkit") if inline else ""
+    content_id = make_msgid(domain=_content_id_domain()) if inline else ""
     # A str was encoded as UTF-8 just above: say so, or a reader guesses (often wrong).
     charset = "utf-8" if given_text and mime_type.startswith("text/") else None
     return Attachment(filename, bytes(value), mime_type, inline, content_id, charset)
+
+
+def _content_id_domain() -> str:
+    """`mailer.message_id_domain`, else a reserved name (the From domain is not known yet
+    when a template asks for the `cid:` URL)."""
+    return str(current_settings().mailer.get("message_id_domain") or "jobkit.invalid")
 
 
 class Attachments(dict):

@@ -29,7 +29,7 @@ from jobkit.imports import class_path, require_importable
 from jobkit.mailer import callbacks, i18n, options, rendered, urls
 from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import TemplateError, TemplateMissingError
-from jobkit.mailer.message import build_message
+from jobkit.mailer.message import HeaderValues, build_message
 from jobkit.mailer.rendering import render_parts, template_dirs
 
 __all__ = ["Mailer", "MessageDelivery", "deliver_all_later"]
@@ -148,13 +148,17 @@ class Mailer:
             looked = ", ".join(template_dirs(type(self))) or "(no templates folder found)"
             raise TemplateMissingError(f"no template {template}.txt.j2 or {template}.html.j2 "
                                        f"for {type(self).__name__}.{self.action_name} in {looked}")
-        standard = {"From": from_ or defaults.get("from"), "To": to,
-                    "Cc": cc or defaults.get("cc"), "Bcc": bcc or defaults.get("bcc"),
-                    "Reply-To": reply_to or defaults.get("reply_to"),
-                    "Subject": self.default_i18n_subject() if subject is None else subject}
-        extra = {k: v for k, v in defaults.items() if k not in ("from", "cc", "bcc", "reply_to")}
-        self.message = build_message({**standard, **extra, **(headers or {})}, parts,
-                                     self.attachments)
+        # One value a header, whatever the case of its name: headers= over mail()'s
+        # arguments over `default`; no subject at all: the translated default.
+        merged = HeaderValues(defaults)
+        merged.update({"From": from_, "To": to, "Cc": cc, "Bcc": bcc, "Reply-To": reply_to},
+                      skip_empty=True)
+        if subject is not None:
+            merged["Subject"] = subject
+        merged.update(headers or {})
+        if "Subject" not in merged:
+            merged["Subject"] = self.default_i18n_subject()
+        self.message = build_message(merged, parts, self.attachments)
         return self.message
 
     def url(self, path: str = "/", **query: Any) -> str:
@@ -252,7 +256,8 @@ class MessageDelivery:
         job_class = options.delivery_job_for(self.mailer_class)
         message = self.message
         assert message is not None  # _will_deliver checked
-        locale = i18n.chosen_locale()  # the worker renders in it too, if it renders
+        # The caller's with_locale: a worker that renders the mail again renders in it too.
+        locale = i18n.chosen_locale() if rendered.accepts(job_class, "locale") else None
         job = job_class(class_path(self.mailer_class), self.action, self.args, self.kwargs,
                         self.params, **({"locale": locale} if locale else {}))
         packed = rendered.pack(self.mailer_class, message, job.job_id) \

@@ -9,11 +9,11 @@ message never reaches a queue. Header values are encoded and folded by jobkit.ma
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import cast
+from typing import Any, cast
 
 from jobkit.config import current_settings
 from jobkit.mailer.addresses import parse_addresses
@@ -21,12 +21,51 @@ from jobkit.mailer.attachments import Attachments
 from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError, MissingRecipientError
 from jobkit.mailer.headers import MESSAGE_POLICY, control_character, encode_text, fold
 
-__all__ = ["ADDRESS_HEADERS", "build_message", "check_header", "envelope", "message_id_domain",
-           "needs_smtputf8", "read_addresses"]
+__all__ = ["ADDRESS_HEADERS", "HeaderValues", "build_message", "check_header", "envelope",
+           "message_id_domain", "needs_smtputf8", "read_addresses"]
 
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322: printable ASCII but ":"
+
+
+_STANDARD_NAMES = {name.lower(): name for name in (*ADDRESS_HEADERS, "Subject")} | {
+    "reply_to": "Reply-To"}  # how `default` and mail()'s keyword spell it
+
+
+class HeaderValues(Mapping[str, Any]):
+    """Header values by name, one a name whatever its case (`subject` is `Subject`, and
+    `reply_to` is `Reply-To`): a later value replaces an earlier one, under the standard
+    spelling of a standard header, else under its latest spelling."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values: dict[str, tuple[str, Any]] = {}
+        self.update(values or {})
+
+    @staticmethod
+    def _key(name: str) -> tuple[str, str]:
+        lowered = name.lower()
+        return lowered if lowered != "reply_to" else "reply-to", \
+            _STANDARD_NAMES.get(lowered, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        key, spelled = self._key(name)
+        self._values[key] = (spelled, value)
+
+    def update(self, values: Mapping[str, Any], *, skip_empty: bool = False) -> None:
+        """Set each of `values`; with `skip_empty`, not those that are None, "" or []."""
+        for name, value in values.items():
+            if not (skip_empty and (value is None or value == "" or value == [])):
+                self[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[self._key(name)[0]][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (spelled for spelled, _ in self._values.values())
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def check_header(name: str, value: str) -> str:

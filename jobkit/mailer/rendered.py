@@ -36,11 +36,12 @@ __all__ = ["RENDERED_MAX_BYTES", "accepts", "message_id", "message_of", "pack", 
 RENDERED_MAX_BYTES = 256 * 1024
 
 
-def accepts(job_class: type) -> bool:
-    """Whether a delivery job class takes `rendered` (a subclass whose own perform does not
-    gets the arguments only, and renders on the worker)."""
+def accepts(job_class: type, keyword: str = "rendered") -> bool:
+    """Whether a delivery job class's perform takes `keyword` ("rendered", "locale"): a
+    subclass whose own perform does not gets the arguments only (and renders on the worker,
+    in its default locale)."""
     perform = getattr(job_class, "perform", None)
-    return perform is not None and "rendered" in inspect.signature(perform).parameters
+    return perform is not None and keyword in inspect.signature(perform).parameters
 
 
 def renders_on_worker(mailer_class: type) -> bool:

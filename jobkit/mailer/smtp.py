@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from jobkit.config_values import SMTP_URL_FORMS, valid_smtp_url
+from jobkit.config_values import SMTP_URL_FORMS, smtp_tls, valid_smtp_url
 from jobkit.errors import ConfigError
 from jobkit.mailer.errors import PermanentDeliveryError, TransientDeliveryError
 from jobkit.mailer.headers import wire_bytes
@@ -87,13 +87,7 @@ class SmtpSettings:
         if not valid_smtp_url(url):  # the rule settings are loaded with (SMTP_URL may change)
             raise ConfigError(f"smtp_url {mask_url(url)!r}: want {SMTP_URL_FORMS}")
         parts = urlsplit(url)
-        implied = {"smtp": (False, "auto"), "smtp+starttls": (False, "always"),
-                   "smtps": (True, "never")}[parts.scheme]
-        tls = bool(mailer.get("tls", implied[0]))
-        starttls = mailer.get("enable_starttls", "never" if tls else implied[1])
-        if tls and starttls == "always":
-            raise ConfigError("mailer: tls: true (implicit TLS) and enable_starttls: always "
-                              "contradict each other; set one of them")
+        tls, starttls = smtp_tls(url, mailer)
         timeout = float(mailer.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         return cls(
             hostname=cast(str, parts.hostname),  # valid_smtp_url checked there is one
