@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import re
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +33,8 @@ from jobkit.mailer.callbacks import (
     rescue_from,
 )
 from jobkit.testing_services import wait_until
+from tests import doc_examples
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 calls: list[str] = []
 
 
@@ -639,28 +637,23 @@ def test_a_real_worker_runs_the_callbacks_and_the_handler(r: Any, smtp: Any) -> 
     assert list(DeadSet()) == [] and list(RetrySet()) == []  # a handled bounce: no failure
 
 
-def _python_blocks(doc: str, heading: str) -> list[str]:
-    text = (DOCS / doc).read_text()
-    section = text.split(f"\n{heading}\n", 1)[1]
-    section = re.split(r"\n## ", section, maxsplit=1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def _section(doc: str, heading: str) -> str:
+    text = (doc_examples.DOCS / doc).read_text()
+    return re.split(r"\n## ", text.split(f"\n{heading}\n", 1)[1], maxsplit=1)[0]
 
 
 @pytest.mark.parametrize("doc,heading", [("mailers.md", "## Callbacks and rescue_from"),
                                          ("mailers.md", "## Per-mailer delivery options"),
                                          ("mailers.md", "## Links: default_url_options and url()"),
                                          ("mailers.md", "## Translations (i18n)"),
+                                         ("mailers.md", "## The bytes on the wire"),
                                          ("testing.md", "### Mail test helpers")])
 def test_docs_examples_run(doc: str, heading: str) -> None:
-    blocks = _python_blocks(doc, heading)
+    blocks = doc_examples.python_blocks(_section(doc, heading))
     assert blocks, f"no python example under {heading} in docs/{doc}"
     # A module of its own, importable by name: deliver_later refuses mailers a worker could
     # not import.
     name = f"tests.docs_example_{re.sub(r'[^a-z]+', '_', heading.lower()).strip('_')}"
-    module = types.ModuleType(name)
-    sys.modules[name] = module
-    try:
+    with doc_examples.example_module(name) as module:
         for block in blocks:
-            exec(compile(block, f"docs/{doc}", "exec"), module.__dict__)
-    finally:
-        del sys.modules[name]
+            doc_examples.run(block, module, f"docs/{doc}")
