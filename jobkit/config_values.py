@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -184,7 +186,8 @@ def valid_smtp_url(url: Any) -> bool:
     except ValueError:
         return False
     return parts is not None and parts.scheme in SMTP_SCHEMES and bool(parts.hostname) \
-        and port != 0
+        and port != 0 and bool(_HOSTNAME.match(parts.hostname or "")
+                               or _HOSTNAME.match(f"[{parts.hostname}]"))
 
 
 _FQDN = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
@@ -288,6 +291,33 @@ def readable_file(value: Any, where: str) -> str:
     if not os.path.isfile(value) or not os.access(value, os.R_OK):
         raise ConfigError(f"{where}: {value!r} is not a readable file (want the PEM file of "
                           "the CA certificate(s) that signed the SMTP server's certificate)")
+    try:
+        ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{where}: {value!r} holds no PEM CA certificate ({exc})") from None
+    return value
+
+
+def shell_words(value: Any, where: str) -> list[str]:
+    """A list of arguments, or one string split as a shell would."""
+    if is_name_list(value):
+        return list(value)
+    if not isinstance(value, str):
+        raise invalid(value, where, "a list of arguments (or one string, split as a shell "
+                                    "would)")
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {value!r} does not split as a shell would ({exc})") \
+            from None
+
+
+def directory(value: Any, where: str) -> str:
+    """A directory path (it need not exist yet, but must not be a file)."""
+    if not isinstance(value, str) or not value:
+        raise invalid(value, where, "a directory (a non-empty string)")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ConfigError(f"{where}: {value!r} exists and is not a directory")
     return value
 
 

@@ -128,6 +128,15 @@ def test_headers_an_interceptor_sets_are_encoded_as_jobkits_own(
     ("from_", "ada@example..com", InvalidAddressError, "From: 'ada@example..com'"),
     ("bcc", "ada@\u2603\u0000.example", InvalidAddressError, "Bcc:"),
     ("to", "ada@example.com\nBcc: x@example.com", HeaderInjectionError, "header To"),
+    ("to", "<attacker@evil.example> new.hire@example.com", InvalidAddressError,
+     "reads as 2 addresses"),  # no comma, two recipients: Python < 3.11.10's parser
+    ("to", "attacker@evil.example <ceo@example.com>", InvalidAddressError, "reads as 2"),
+    ("to", "ada\u00a0x@example.com", InvalidAddressError, "whitespace or an invisible"),
+    ("to", "ada\u2028@example.com", InvalidAddressError, "whitespace or an invisible"),
+    ("from_", "a@example.com, b@example.com", InvalidAddressError, "From: .* holds 2 addresses"),
+    ("subject", "hi\ud800", InvalidHeaderError, "header Subject.*lone surrogate"),
+    ("headers", {"List-Unsubscribe": "<https://exämple.com/u>"}, InvalidHeaderError,
+     "header List-Unsubscribe: a structured header takes ASCII only"),
     ("subject", "hi\x00there", InvalidHeaderError, r"header Subject.*'\\x00'"),
     ("subject", "hi\x1bthere", InvalidHeaderError, r"header Subject.*'\\x1b'"),
     ("headers", {"X-Note": "a\x85b"}, InvalidHeaderError, r"header X-Note.*'\\x85'"),
@@ -140,6 +149,23 @@ def test_bad_addresses_and_control_characters_are_refused_at_the_call(
         with pytest.raises(error, match=culprit):
             getattr(ByteMailer.note(to, **kwargs), call)()
     assert job_keys(r) == []  # nothing enqueued
+
+
+def test_structured_headers_go_as_written() -> None:
+    """No encoded-words where RFC 2047 allows none: a long List-Unsubscribe URL or msg-id
+    goes as it is (its line past 78, within 998), whitespace runs in References as one."""
+    unsubscribe = "<https://example.com/unsubscribe?token=" + "a" * 100 + ">"
+    message = ByteMailer.note("a@example.com", headers={
+        "List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "References": "<a@example.com>  <b@example.com>",
+        "In-Reply-To": "<" + "x" * 90 + "@example.com>"}).message
+    assert message is not None
+    raw = wire_bytes(message)
+    assert f"List-Unsubscribe: {unsubscribe}\r\n".encode() in raw and b"=?" not in raw
+    assert b"References: <a@example.com> <b@example.com>\r\n" in raw
+    parsed = python_email(raw)
+    assert parsed["List-Unsubscribe"] == unsubscribe
+    assert parsed["In-Reply-To"] == "<" + "x" * 90 + "@example.com>"
 
 
 def test_idn_is_punycode_and_a_utf8_local_part_goes_with_smtputf8(catcher: Inbox) -> None:

@@ -14,12 +14,19 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 import jobkit
 from jobkit.api import DeadSet
 from jobkit.config import load_settings
-from jobkit.mailer import MailDeliveryJob, Mailer, PermanentDeliveryError, deliveries, rendered
+from jobkit.mailer import (
+    MailDeliveryJob,
+    Mailer,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    deliveries,
+    rendered,
+)
 from jobkit.mailer.delivery import deliver
 from jobkit.mailer.errors import MailerError
 from jobkit.mailer.smtp import SmtpSettings, close_connections, connections_opened
@@ -293,6 +300,44 @@ def test_idle_connection_is_checked_and_421_reconnects(counting: CountingServer)
     assert counting.mails[-1] == (ports[4], "after the bounce")
 
 
+class _DataRefusingSMTP(SMTP):
+    """Answers the DATA command of the first mail with 451 and keeps the transaction open,
+    as postfix does when its DATA-stage policy service is down: the next MAIL FROM on the
+    connection is then "503 nested MAIL command" unless the client said RSET."""
+
+    refused = 0
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        if _DataRefusingSMTP.refused == 0:
+            _DataRefusingSMTP.refused += 1
+            await self.push("451 4.3.5 Server configuration problem")
+            return
+        await super().smtp_DATA(arg)
+
+
+class _DataRefusingController(Controller):
+    def factory(self) -> SMTP:
+        return _DataRefusingSMTP(self.handler, **self.SMTP_kwargs)
+
+
+def test_a_refused_data_leaves_the_connection_good_for_the_next_mail() -> None:
+    handler = CountingServer()  # its own controller unused: the refusing one serves it
+    server = _DataRefusingController(handler, hostname="127.0.0.1", port=free_port(),
+                                     server_hostname="refusing.test")
+    server.start()
+    try:
+        mailer = {"delivery_method": "smtp", "pool_size": 1,
+                  "smtp_url": f"smtp://127.0.0.1:{server.port}"}
+        jobkit.configure(mailer=mailer)
+        with pytest.raises(TransientDeliveryError, match="451 4.3.5"):
+            deliver(_mail("ada@example.com", "refused at DATA"))  # retried later: a 4xx
+        deliver(_mail("bob@example.com", "the next mail"))  # was 503 nested MAIL: permanent
+        assert [subject for _, subject in handler.mails] == ["the next mail"]
+        assert connections_opened(SmtpSettings.from_mailer(mailer)) == 1  # the same one
+    finally:
+        server.stop()
+
+
 def test_connections_are_not_shared_across_fork(counting: CountingServer) -> None:
     import os
 
@@ -432,6 +477,10 @@ def test_queued_before_render_once_and_malformed_payloads_on_a_real_worker(
     ({"read_timeout": 0}, "mailer.read_timeout: 0 is not valid: expected seconds > 0"),
     ({"max_messages_per_connection": 0}, "expected a whole number >= 1"),
     ({"smtp_url": "smtps://mail.example", "enable_starttls": "always"}, "contradict"),
+    ({"smtp_url": "smtp://ho st:25"}, "mailer.smtp_url: 'smtp://ho st:25' is not valid"),
+    ({"ca_file": "/etc/hostname"}, "mailer.ca_file: '/etc/hostname' holds no PEM CA"),
+    ({"sendmail_arguments": "-i '"}, "mailer.sendmail_arguments: \"-i '\" does not split"),
+    ({"file_dir": "/etc/hostname"}, "mailer.file_dir: '/etc/hostname' exists and is not a"),
     ({"tls": True, "enable_starttls": "always"}, "contradict"),  # a worker will not start
 ])
 def test_bad_smtp_settings_are_refused_naming_the_key(mailer: dict, message: str) -> None:

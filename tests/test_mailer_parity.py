@@ -563,6 +563,12 @@ def test_attachments_and_content_ids() -> None:
 
     with pytest.raises(TypeError, match="attachment 'a.txt': a dict needs \"content\""):
         _ = AttachingMailer.bad().message
+    from jobkit.mailer.attachments import Attachments
+
+    for name, error in (("inv\x00oice.pdf", jobkit.mailer.InvalidHeaderError),
+                        ("a\r\nX-Evil: 1.pdf", jobkit.mailer.HeaderInjectionError)):
+        with pytest.raises(error, match="attachment .*: the name"):
+            Attachments()[name] = b"%PDF"
     message = BadgeMailer.badge("Ada").message
     [logo] = [p for p in message.walk() if p.get_filename() == "logo.png"]
     assert logo["Content-ID"].endswith("@jobkit.invalid>")  # not the bare word `jobkit`

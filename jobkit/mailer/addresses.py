@@ -9,6 +9,7 @@ non-ASCII local part is kept as it is and needs a server offering SMTPUTF8 (RFC 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -63,6 +64,11 @@ def parse_addresses(header: str, value: str | Iterable[str]) -> list[Address]:
         pairs = getaddresses([item])
         if not pairs or not any(address for _, address in pairs):
             raise InvalidAddressError(f"{header}: cannot read an address from {item!r}")
+        if len(pairs) != len(_entries(item)):  # Python < 3.11.10's lenient parser (CVE-2023-27043)
+            raise InvalidAddressError(
+                f"{header}: {item!r} reads as {len(pairs)} addresses "
+                f"({', '.join(a or repr(d) for d, a in pairs)}); give one address an entry, "
+                "and separate addresses with commas")
         for display, address in pairs:
             if address and address not in item:  # the parser joined or dropped something
                 raise InvalidAddressError(f"{header}: {item!r} is not a valid email address "
@@ -79,6 +85,36 @@ def parse_addresses(header: str, value: str | Iterable[str]) -> list[Address]:
     return addresses
 
 
+def _entries(text: str) -> list[str]:
+    """`text` cut at its commas outside quoted strings, comments and angle brackets: the
+    addresses it means to hold (empty entries left out)."""
+    entries, current, quoted, escaped, depth = [], [], False, False, 0
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"' and depth == 0:
+            quoted = not quoted
+        elif not quoted and char in "(<":
+            depth += 1
+        elif not quoted and char in ")>" and depth:
+            depth -= 1
+        elif char == "," and not quoted and depth == 0:
+            entries.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    entries.append("".join(current))
+    return [entry for entry in entries if entry.strip()]
+
+
+def _hidden(char: str) -> bool:
+    """Whitespace or an invisible character (Unicode Z*, Cf): never in a mailbox."""
+    return char.isspace() or unicodedata.category(char)[0] == "Z" or \
+        unicodedata.category(char) == "Cf"
+
+
 def _address(header: str, display: str, addr_spec: str) -> Address:
     def refuse(why: str) -> InvalidAddressError:
         return InvalidAddressError(f"{header}: {addr_spec!r} is not a valid email address "
@@ -93,6 +129,8 @@ def _address(header: str, display: str, addr_spec: str) -> Address:
         raise refuse("an empty part between dots before @")
     if not all(_LOCAL_ATOM.match(atom) for atom in local.split(".")):
         raise refuse("a character not allowed before @")
+    if any(_hidden(char) for char in local):
+        raise refuse("whitespace or an invisible character before @")
     ascii_domain = _ascii_domain(domain, refuse)
     if len(local.encode()) + 1 + len(ascii_domain) > MAX_ADDRESS_OCTETS:
         raise refuse(f"longer than {MAX_ADDRESS_OCTETS} octets")

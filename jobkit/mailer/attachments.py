@@ -8,6 +8,8 @@ from email.utils import make_msgid
 from typing import Any
 
 from jobkit.config import current_settings
+from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError
+from jobkit.mailer.headers import control_character
 
 __all__ = ["Attachment", "Attachments"]
 
@@ -28,6 +30,14 @@ class Attachment:
 
 
 def _attachment(filename: str, value: Any, inline: bool) -> Attachment:
+    if not isinstance(filename, str) or not filename:
+        raise TypeError(f"attachment name {filename!r}: want a non-empty str")
+    if "\r" in filename or "\n" in filename:
+        raise HeaderInjectionError(f"attachment {filename!r}: the name contains CR or LF")
+    bad = control_character(filename)
+    if bad is not None:  # it goes in Content-Disposition and Content-Type headers
+        raise InvalidHeaderError(f"attachment {filename!r}: the name holds the control "
+                                 f"character {bad!r}")
     mime_type = None
     if isinstance(value, dict):
         if "content" not in value:

@@ -27,6 +27,7 @@ __all__ = [
     "control_character",
     "encode_phrase",
     "encode_text",
+    "structured",
     "fold",
     "read_message",
     "wire_bytes",
@@ -76,8 +77,28 @@ def _encoded_words(text: str) -> list[str]:
     return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks]
 
 
-def encode_text(value: str) -> list[str]:
-    """Unstructured text (Subject, a custom header) as tokens for `fold`."""
+#: Headers with a grammar of their own (message ids, URLs in angle brackets, tokens), where
+#: RFC 2047 forbids encoded-words: their values go as written (ASCII), folded at spaces.
+STRUCTURED = frozenset({
+    "message-id", "in-reply-to", "references", "return-path", "received", "date",
+    "resent-date", "resent-message-id", "mime-version", "dkim-signature", "arc-seal",
+    "arc-message-signature", "arc-authentication-results", "authentication-results",
+    "feedback-id", "auto-submitted", "precedence", "archived-at", "autocrypt",
+})
+_STRUCTURED_PREFIXES = ("list-", "content-")
+
+
+def structured(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in STRUCTURED or lowered.startswith(_STRUCTURED_PREFIXES)
+
+
+def encode_text(value: str, name: str = "") -> list[str]:
+    """A header value as tokens for `fold`: unstructured text (Subject, a custom header)
+    encoded as needed; the value of a `structured` header `name` as it is (the caller checks
+    it is ASCII), its whitespace runs one space (they mean nothing there)."""
+    if structured(name):
+        return value.split()
     if value == "":
         return []
     return value.split(" ") if _plain(value) else _encoded_words(value)
@@ -103,7 +124,7 @@ def fold(name: str, tokens: list[str]) -> str:
     lines: list[str] = []
     line = f"{name}:"
     for token in tokens:
-        if len(line) + 1 + len(token) > LINE and line != f"{name}:":
+        if len(line) + 1 + len(token) > LINE and line != f"{name}:" and line.strip():
             lines.append(line)
             line = ""
         line += " " + token
@@ -122,7 +143,9 @@ def _own_form(value: BaseHeader) -> str | None:
     if _plain(text) and len(name) + 2 + len(text) <= LINE:
         return None
     if not isinstance(value, AddressHeader):
-        return fold(name, encode_text(text))
+        if structured(name) and not text.isascii():
+            return None  # not jobkit's to fix here: the stdlib's form
+        return fold(name, encode_text(text, name))
     addresses = value.addresses
     if not addresses or any(group.display_name is not None for group in value.groups):
         return None  # group syntax: the stdlib's form (jobkit writes no groups)

@@ -18,12 +18,24 @@ from typing import Any, cast
 from jobkit.config import current_settings
 from jobkit.mailer.addresses import parse_addresses
 from jobkit.mailer.attachments import Attachments
-from jobkit.mailer.errors import HeaderInjectionError, InvalidHeaderError, MissingRecipientError
-from jobkit.mailer.headers import MESSAGE_POLICY, control_character, encode_text, fold
+from jobkit.mailer.errors import (
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidHeaderError,
+    MissingRecipientError,
+)
+from jobkit.mailer.headers import (
+    MESSAGE_POLICY,
+    control_character,
+    encode_text,
+    fold,
+    structured,
+)
 
 __all__ = ["ADDRESS_HEADERS", "HeaderValues", "build_message", "check_header", "envelope",
            "message_id_domain", "needs_smtputf8", "read_addresses"]
 
+MAX_LINE = 998  # octets, CRLF excluded (RFC 5322 2.1.1)
 ADDRESS_HEADERS = ("From", "To", "Cc", "Bcc", "Reply-To")
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322: printable ASCII but ":"
@@ -77,6 +89,17 @@ def check_header(name: str, value: str) -> str:
     if bad is not None:
         raise InvalidHeaderError(f"header {name}: value holds the control character {bad!r}: "
                                  f"{value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidHeaderError(f"header {name}: value holds a lone surrogate "
+                                 f"{value[exc.start]!r} (not text): {value!r}") from None
+    if structured(name) and not value.isascii():
+        raise InvalidHeaderError(f"header {name}: a structured header takes ASCII only (RFC "
+                                 f"2047 allows no encoded-words there): {value!r}")
+    if structured(name) and any(len(name) + 2 + len(word) > MAX_LINE for word in value.split()):
+        raise InvalidHeaderError(f"header {name}: a word of it would not fit in a line of "
+                                 f"{MAX_LINE} octets (RFC 5322 2.1.1): {value[:60]!r}...")
     return value
 
 
@@ -106,11 +129,15 @@ def build_message(headers: Mapping[str, str | Iterable[str] | None],
         check_header(name, "")  # the name
         if name in ADDRESS_HEADERS:
             addresses = parse_addresses(name, cast(str | Iterable[str], value))
+            if name == "From" and len(addresses) > 1:
+                raise InvalidAddressError(
+                    f"From: {value!r} holds {len(addresses)} addresses; give one (several "
+                    "authors need a Sender header, which mail() does not write)")
             tokens = [token for address in addresses
                       for token in (address.header_form() + ",").split(" ")]
             tokens[-1] = tokens[-1].rstrip(",")
         else:
-            tokens = encode_text(check_header(name, str(value)))
+            tokens = encode_text(check_header(name, str(value)), name)
         # set_raw: the value is already encoded and folded (see jobkit.mailer.headers)
         message.set_raw(name, fold(name, tokens))
     if "Date" not in message:

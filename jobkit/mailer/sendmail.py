@@ -8,7 +8,6 @@ envelope sender and `--` ends the options, so no address is read as one. The exi
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from email.message import EmailMessage
 from typing import Any
@@ -27,9 +26,7 @@ TRANSIENT_EXITS = {69: "EX_UNAVAILABLE", 71: "EX_OSERR", 74: "EX_IOERR", 75: "EX
 
 
 def command(settings: dict[str, Any], sender: str, recipients: list[str]) -> list[str]:
-    arguments = settings.get("sendmail_arguments", list(DEFAULT_ARGUMENTS))
-    if isinstance(arguments, str):
-        arguments = shlex.split(arguments)
+    arguments = settings.get("sendmail_arguments", DEFAULT_ARGUMENTS)  # a list: config splits
     return [settings.get("sendmail_location", DEFAULT_LOCATION), *arguments,
             "-f", sender, "--", *recipients]
 

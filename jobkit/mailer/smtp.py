@@ -253,7 +253,13 @@ async def _transaction(connection: _Connection, mail: Outgoing
         await _reset(smtp)
         raise aiosmtplib.SMTPRecipientsRefused(
             [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()])
-    await smtp.data(data)  # from here a failure is ambiguous: never resent in place
+    try:
+        await smtp.data(data)  # from here a failure is ambiguous: never resent in place
+    except aiosmtplib.SMTPResponseException:
+        # Refused (DATA itself, or the end of data): end the transaction, or the server takes
+        # the next mail's MAIL FROM for a nested one (postfix: 503 5.5.1).
+        await _reset(smtp)
+        raise
     connection.sent += 1
     connection.last_used = time.monotonic()
     return refused
@@ -444,6 +450,8 @@ def send_outgoing(mail: Outgoing, settings: SmtpSettings) -> None:
                 "mailer.openssl_verify_mode: none to skip verification (or "
                 "mailer.enable_starttls: never to send in clear)") from exc
         raise TransientDeliveryError(f"SMTP {settings.where}: {exc}") from exc
+    except ValueError as exc:  # aiosmtplib's own check of a mailbox (addresses.py checks first)
+        raise PermanentDeliveryError(f"SMTP {settings.where}: {exc}") from exc
     if refused:  # the others got it: raising would resend to them, so say it loudly instead
         logger.warning("SMTP accepted %s but refused %s", mail.message_id,
                        "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items()))
