@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +43,8 @@ from jobkit.job import Job, resolve_job_class
 __all__ = [
     "EnqueuedJob",
     "JobFilter",
+    "JobSelector",
+    "MatchedJob",
     "SkippedJob",
     "TestAdapter",
     "advance",
@@ -54,6 +56,7 @@ __all__ = [
     "assert_no_emails",
     "assert_no_enqueued_emails",
     "assert_no_enqueued_jobs",
+    "assert_no_performed_jobs",
     "assert_performed_jobs",
     "assert_performed_with",
     "capture_emails",
@@ -73,6 +76,12 @@ __all__ = [
 
 #: Which jobs a helper looks at: a Job class, its import path, or None for every class.
 JobFilter = type[Job] | str | None
+
+#: What `only=` / `except_=` take, as Rails' `only:` / `except:`: a Job class or its import
+#: path, a list of them, or a function given each recorded job (an `EnqueuedJob`) that says
+#: whether it is one of them.
+JobSelector = (type[Job] | str | Sequence[type[Job] | str]
+               | Callable[[EnqueuedJob], bool])
 
 
 # -- modes -------------------------------------------------------------------------------------
@@ -177,22 +186,134 @@ def advance(seconds: float) -> int:
     return ScheduledSet().move_due(now=now) + RetrySet().move_due(now=now)
 
 
+# -- picking jobs: only=, except_=, queue=, at= ---------------------------------------------------
+
+Pick = Callable[[EnqueuedJob], bool]
+
+
+def _class_path_of(value: object, option: str) -> str:
+    """The import path of a Job class given as a class or a path; TypeError/ValueError name
+    the culprit."""
+    if isinstance(value, str):
+        try:
+            return class_path(resolve_job_class(value))
+        except JobkitError as exc:
+            raise ValueError(f"{option}: {value!r} is not a Job class's import path ({exc})"
+                             ) from None
+    if isinstance(value, type) and issubclass(value, Job):
+        return class_path(value)
+    raise TypeError(f"{option} takes a Job class or its import path, a list of them, or a "
+                    f"function of the recorded job; got {value!r}")
+
+
+def _as_pick(selector: JobSelector, option: str) -> Pick:
+    if isinstance(selector, str | type):
+        path = _class_path_of(selector, option)
+        return lambda record: record.job_class == path
+    if isinstance(selector, Sequence | set | frozenset):
+        paths = {_class_path_of(item, option) for item in selector}
+        return lambda record: record.job_class in paths
+    if callable(selector):
+        return lambda record: bool(selector(record))
+    raise TypeError(f"{option} takes a Job class or its import path, a list of them, or a "
+                    f"function of the recorded job; got {selector!r}")
+
+
+def _timestamp(at: datetime | float) -> float:
+    return at.timestamp() if isinstance(at, datetime) else float(at)
+
+
+def _picker(job: JobFilter = None, queue: str | None = None, only: JobSelector | None = None,
+            except_: JobSelector | None = None, at: datetime | float | None = None) -> Pick:
+    """One test for the records a helper looks at (every one by default)."""
+    if only is not None and except_ is not None:
+        raise ValueError("give only= or except_=, not both")
+    if job is not None and (only is not None or except_ is not None):
+        raise ValueError("give job= or only=/except_=, not both (job=X is only=X)")
+    tests: list[Pick] = []
+    if job is not None:
+        tests.append(lambda record: record.matches(job))
+    if only is not None:
+        tests.append(_as_pick(only, "only="))
+    if except_ is not None:
+        excluded = _as_pick(except_, "except_=")
+        tests.append(lambda record: not excluded(record))
+    if queue is not None:
+        tests.append(lambda record: record.queue == queue)
+    if at is not None:
+        limit = _timestamp(at)
+        tests.append(lambda record: record.at is None or record.at <= limit)
+    return lambda record: all(test(record) for test in tests)
+
+
+def _describe(record: EnqueuedJob, performed: bool = False) -> str:
+    """One line for a failure message: class, arguments as they travel, queue, when, priority."""
+    shown = ", ".join([*(repr(a) for a in record.payload.get("args", [])),
+                       *(f"{k}={v!r}" for k, v in record.payload.get("kwargs", {}).items())])
+    line = f"{record.job_class}({shown}) queue={record.queue!r}"
+    if record.at is not None:
+        when = datetime.fromtimestamp(record.at, UTC).isoformat(timespec="seconds")
+        line += f" at={when.replace('+00:00', 'Z')}"
+    if record.priority is not None:
+        line += f" priority={record.priority}"
+    return line + (" (performed)" if performed else "")
+
+
+def _listing(records: list[EnqueuedJob], label: str,
+             performed: Sequence[EnqueuedJob] = ()) -> str:
+    lines = "\n".join(f"  {_describe(r, any(r is p for p in performed))}" for r in records)
+    return f"{label}:\n{lines or '  (none)'}"
+
+
+# -- performing recorded jobs --------------------------------------------------------------------
+
 @contextlib.contextmanager
-def _perform_during() -> Iterator[None]:
+def _perform_during(pick: Pick | None = None) -> Iterator[None]:
+    """Inside the block, each job enqueued that `pick` accepts is performed at once; the
+    others are recorded (also in inline mode), as in Rails' filtered block."""
     adapter = _recorder()
     before, adapter.perform_at_enqueue = adapter.perform_at_enqueue, True
+    outer = vars(adapter).get("_keep")  # an enclosing block's own
+
+    def keep(record: EnqueuedJob) -> None:
+        if pick is None or pick(record):
+            adapter.perform(record)
+        else:
+            adapter.enqueued.append(record)
+
+    setattr(adapter, "_keep", keep)  # noqa: B010 (an instance's own, for this block only)
     try:
         yield
     finally:
         adapter.perform_at_enqueue = before
+        if outer is None:
+            delattr(adapter, "_keep")
+        else:
+            setattr(adapter, "_keep", outer)  # noqa: B010
 
 
-def perform_enqueued_jobs() -> AbstractContextManager[None]:
-    """As a call: perform every recorded job (and what they enqueue) now. As ``with``:
-    perform each job enqueued inside the block at once."""
+def _perform_recorded(pick: Pick) -> int:
+    """Perform the recorded jobs `pick` accepts, oldest first, and the ones they enqueue that
+    it accepts, until none is left; returns how many."""
+    adapter = _recorder()
+    count = 0
+    while ready := next((r for r in adapter.enqueued if pick(r)), None):
+        adapter.enqueued.remove(ready)
+        adapter.perform(ready)
+        count += 1
+    return count
+
+
+def perform_enqueued_jobs(only: JobSelector | None = None, except_: JobSelector | None = None,
+                          queue: str | None = None, at: datetime | float | None = None
+                          ) -> AbstractContextManager[None]:
+    """As a call: perform the recorded jobs (and what they enqueue) now. As ``with``: perform
+    each job enqueued inside the block at once. `only`/`except_`/`queue` pick the jobs, `at`
+    leaves those scheduled after it recorded (Rails' filters)."""
+    pick = _picker(None, queue, only, except_, at)
     if _used_as_context_manager():
-        return _perform_during()
-    drain_all()
+        return _perform_during(pick)
+    _perform_recorded(pick)
     return nullcontext()
 
 
@@ -212,7 +333,7 @@ def _used_as_context_manager() -> bool:
 
 
 class _Counting(AbstractContextManager[None]):
-    """Check a count over what a block recorded."""
+    """Check a count over what a block recorded (mail)."""
 
     def __init__(self, count: Callable[[], int], expected: int, what: str,
                  shown: Callable[[], str]) -> None:
@@ -239,44 +360,43 @@ def _count_assertion(counting: _Counting, as_block: bool) -> AbstractContextMana
     return nullcontext()
 
 
-def _listing(records: list[EnqueuedJob], label: str) -> str:
-    lines = "\n".join(f"  {r!r}" for r in records) or "  (none)"
-    return f"{label}:\n{lines}"
+class _CountingJobs(AbstractContextManager[None]):
+    """Check how many records `pick` accepts: of `records()` now (`check`), or of those
+    `block_records()` gained during a block (``with``)."""
 
+    def __init__(self, adapter: TestAdapter, records: Callable[[], list[EnqueuedJob]],
+                 block_records: Callable[[], list[EnqueuedJob]], pick: Pick, expected: int,
+                 what: str, label: str) -> None:
+        self.adapter, self.records, self.block_records = adapter, records, block_records
+        self.pick, self.expected, self.what, self.label = pick, expected, what, label
 
-def assert_enqueued_jobs(n: int, job: JobFilter = None, queue: str | None = None
-                         ) -> AbstractContextManager[None]:
-    """Jobs enqueued (performed ones included): as a call, so far; as ``with``, by the block."""
-    adapter = _recorder()
-    return _count_assertion(_Counting(
-        lambda: _enqueued_count(adapter, job, queue),
-        n, f"enqueued job(s){_which(job, queue)}",
-        lambda: _listing(adapter.enqueued, "enqueued")), _used_as_context_manager())
+    def check(self, records: list[EnqueuedJob], label: str) -> None:
+        actual = len([r for r in records if self.pick(r)])
+        if actual != self.expected:
+            listing = _listing(records, label, self.adapter.performed)
+            raise AssertionError(f"expected {self.expected} {self.what}, got {actual}\n"
+                                 f"{listing}")
 
-
-def assert_no_enqueued_jobs(job: JobFilter = None, queue: str | None = None
-                            ) -> AbstractContextManager[None]:
-    """As a call: no job is waiting to be performed. As ``with``: the block enqueued none
-    (whether or not it was performed since)."""
-    adapter = _recorder()
-    what = f"enqueued job(s){_which(job, queue)}"
-    shown = lambda: _listing(adapter.enqueued, "enqueued")  # noqa: E731
-    if _used_as_context_manager():
-        return _Counting(lambda: _enqueued_count(adapter, job, queue), 0, what, shown)
-    _check_count(len(adapter.jobs(job, queue)), 0, what, shown)
-    return nullcontext()
-
-
-def _enqueued_count(adapter: TestAdapter, job: JobFilter, queue: str | None) -> int:
-    """Jobs enqueued so far, performed or not."""
-    return len([r for r in [*adapter.enqueued, *adapter.performed] if r.matches(job, queue)])
-
-
-class _CountingPerformed(_Counting):
-    """Block form: jobs enqueued in the block are performed at once, as in Rails."""
+    def now(self) -> AbstractContextManager[None]:
+        self.check(self.records(), self.label)
+        return nullcontext()
 
     def __enter__(self) -> None:
-        self.performing = _perform_during()
+        self.before = list(self.block_records())  # kept alive: their ids stay theirs
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            earlier = {id(r) for r in self.before}
+            self.check([r for r in self.block_records() if id(r) not in earlier],
+                       f"{self.label.split(' ')[0]} in the block")
+
+
+class _CountingPerformed(_CountingJobs):
+    """Block form: jobs enqueued in the block that `pick` accepts are performed at once, as
+    in Rails."""
+
+    def __enter__(self) -> None:
+        self.performing = _perform_during(self.pick)
         self.performing.__enter__()
         super().__enter__()
 
@@ -285,25 +405,82 @@ class _CountingPerformed(_Counting):
         super().__exit__(exc_type, *exc)
 
 
-def assert_performed_jobs(n: int, job: JobFilter = None, queue: str | None = None
-                          ) -> AbstractContextManager[None]:
-    """As a call: jobs performed so far. As ``with``: jobs performed in the block, where every
-    job enqueued is performed at once."""
-    adapter = _recorder()
-    counting = _CountingPerformed(
-        lambda: len([r for r in adapter.performed if r.matches(job, queue)]),
-        n, f"performed job(s){_which(job, queue)}",
-        lambda: _listing(adapter.performed, "performed"))
-    return _count_assertion(counting, _used_as_context_manager())
+def _all_enqueued(adapter: TestAdapter) -> Callable[[], list[EnqueuedJob]]:
+    """Jobs enqueued so far, waiting or performed."""
+    return lambda: [*adapter.enqueued, *adapter.performed]
 
 
-def _which(job: JobFilter, queue: str | None) -> str:
+def _what(kind: str, job: JobFilter, queue: str | None, only: JobSelector | None,
+          except_: JobSelector | None) -> str:
     parts = []
-    if job is not None:
-        parts.append(job if isinstance(job, str) else job.__name__)
+    for prefix, value in (("", job), ("only ", only), ("except ", except_)):
+        if value is not None:
+            parts.append(prefix + _selector_name(value))
     if queue is not None:
         parts.append(f"on queue {queue!r}")
-    return f" ({' '.join(parts)})" if parts else ""
+    return f"{kind} job(s)" + (f" ({' '.join(parts)})" if parts else "")
+
+
+def _selector_name(value: object) -> str:
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence | set | frozenset):
+        return "[" + ", ".join(_selector_name(v) for v in value) + "]"
+    return getattr(value, "__name__", repr(value))
+
+
+def assert_enqueued_jobs(n: int, job: JobFilter = None, queue: str | None = None, *,
+                         only: JobSelector | None = None, except_: JobSelector | None = None
+                         ) -> AbstractContextManager[None]:
+    """Jobs enqueued (performed ones included): as a call, so far; as ``with``, by the block.
+    `job`/`only`/`except_`/`queue` say which count."""
+    adapter = _recorder()
+    counting = _CountingJobs(adapter, _all_enqueued(adapter), _all_enqueued(adapter),
+                             _picker(job, queue, only, except_), n,
+                             _what("enqueued", job, queue, only, except_), "enqueued")
+    return counting if _used_as_context_manager() else counting.now()
+
+
+def assert_no_enqueued_jobs(job: JobFilter = None, queue: str | None = None, *,
+                            only: JobSelector | None = None,
+                            except_: JobSelector | None = None
+                            ) -> AbstractContextManager[None]:
+    """As a call: no job is waiting to be performed. As ``with``: the block enqueued none
+    (whether or not it was performed since)."""
+    adapter = _recorder()
+    counting = _CountingJobs(adapter, lambda: list(adapter.enqueued), _all_enqueued(adapter),
+                             _picker(job, queue, only, except_), 0,
+                             _what("enqueued", job, queue, only, except_), "waiting")
+    return counting if _used_as_context_manager() else counting.now()
+
+
+def assert_performed_jobs(n: int, job: JobFilter = None, queue: str | None = None, *,
+                          only: JobSelector | None = None, except_: JobSelector | None = None
+                          ) -> AbstractContextManager[None]:
+    """As a call: jobs performed so far. As ``with``: jobs performed in the block, where every
+    job enqueued that `job`/`only`/`except_`/`queue` pick is performed at once."""
+    adapter = _recorder()
+    counting = _CountingPerformed(
+        adapter, lambda: list(adapter.performed), lambda: list(adapter.performed),
+        _picker(job, queue, only, except_), n,
+        _what("performed", job, queue, only, except_), "performed")
+    return counting if _used_as_context_manager() else counting.now()
+
+
+def assert_no_performed_jobs(job: JobFilter = None, queue: str | None = None, *,
+                             only: JobSelector | None = None,
+                             except_: JobSelector | None = None
+                             ) -> AbstractContextManager[None]:
+    """As a call: no job performed so far. As ``with``: none performed in the block, where
+    every job enqueued that the filters pick is performed at once (Rails' block form)."""
+    adapter = _recorder()
+    counting = _CountingPerformed(
+        adapter, lambda: list(adapter.performed), lambda: list(adapter.performed),
+        _picker(job, queue, only, except_), 0,
+        _what("performed", job, queue, only, except_), "performed")
+    return counting if _used_as_context_manager() else counting.now()
 
 
 def _wire(value: Any) -> Any:
@@ -311,45 +488,157 @@ def _wire(value: Any) -> Any:
     return serialize_value(value, "expected")
 
 
-def _with(records: list[EnqueuedJob], label: str, job: JobFilter, args: Sequence[Any] | None,
-          kwargs: Mapping[str, Any] | None, queue: str | None, at: datetime | float | None,
-          priority: int | None) -> EnqueuedJob:
+@dataclasses.dataclass(eq=False, repr=False)
+class MatchedJob(EnqueuedJob, AbstractContextManager["MatchedJob"]):
+    """The job `assert_enqueued_with` / `assert_performed_with` found: an `EnqueuedJob` equal
+    to the record (same payload). In their ``with`` form it is filled in when the block ends;
+    before, it has no payload."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EnqueuedJob):
+            return self.payload == other.payload
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as EnqueuedJob: mutable, unhashable
+
+    def __repr__(self) -> str:
+        return _describe(self) if self.payload else "MatchedJob(<filled in when the block ends>)"
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+Field = Callable[[Any], bool]
+
+
+def _field_matches(expected: Any, actual: Callable[[], Any], wire: bool = False) -> bool:
+    if callable(expected):
+        return bool(expected(actual()))
+    return actual() == (_wire(expected) if wire else expected)
+
+
+def _with(records: list[EnqueuedJob], label: str, job: JobFilter,
+          args: Sequence[Any] | Field | None, kwargs: Mapping[str, Any] | Field | None,
+          queue: str | Field | None, at: datetime | float | Field | None,
+          priority: int | Field | None, performed: Sequence[EnqueuedJob] = ()) -> EnqueuedJob:
     if isinstance(args, str | bytes):
         raise TypeError(f"args is the list of positional arguments, not {args!r}")
-    wanted_at = at.timestamp() if isinstance(at, datetime) else at
     for record in records:
-        if not record.matches(job, queue):
+        if not record.matches(job):
             continue
-        if args is not None and record.payload["args"] != _wire(list(args)):
+        if args is not None and not (
+                args(record.args) if callable(args)
+                else record.payload["args"] == _wire(list(args))):
             continue
-        if kwargs is not None and record.payload["kwargs"] != _wire(dict(kwargs)):
+        if kwargs is not None and not (
+                kwargs(record.kwargs) if callable(kwargs)
+                else record.payload["kwargs"] == _wire(dict(kwargs))):
             continue
-        if priority is not None and record.priority != priority:
+        if queue is not None and not _field_matches(queue, lambda r=record: r.queue):
             continue
-        if wanted_at is not None and (record.at is None or abs(record.at - wanted_at) > 1):
+        if priority is not None and not _field_matches(priority, lambda r=record: r.priority):
+            continue
+        if at is not None and not _at_matches(at, record):
             continue
         return record
     wanted = {k: v for k, v in dict(job=job, args=args, kwargs=kwargs, queue=queue, at=at,
                                      priority=priority).items() if v is not None}
-    raise AssertionError(f"no {label} job matches {wanted}\n{_listing(records, label)}")
+    raise AssertionError(f"no {label} job matches {wanted}\n"
+                         f"{_listing(records, label, performed)}")
 
 
-def assert_enqueued_with(job: JobFilter = None, args: Sequence[Any] | None = None,
-                         kwargs: Mapping[str, Any] | None = None, queue: str | None = None,
-                         at: datetime | float | None = None, priority: int | None = None
-                         ) -> EnqueuedJob:
-    """A recorded job matching every given field (`at` within a second); returns it."""
+def _at_matches(at: datetime | float | Field, record: EnqueuedJob) -> bool:
+    """`at` within a second of the job's; a function gets the job's as an aware datetime
+    (None for a job to run now)."""
+    if callable(at):
+        when = None if record.at is None else datetime.fromtimestamp(record.at, UTC)
+        return bool(at(when))
+    return record.at is not None and abs(record.at - _timestamp(at)) <= 1
+
+
+class _ExpectingWith(AbstractContextManager[None]):
+    """Block form of the `_with` assertions: match among the jobs the block enqueued (or
+    performed), and fill `found` in with the match."""
+
+    def __init__(self, found: MatchedJob, records: Callable[[], list[EnqueuedJob]],
+                 label: str, match: Callable[[list[EnqueuedJob]], EnqueuedJob],
+                 performing: AbstractContextManager[None] | None = None) -> None:
+        self.found, self.records, self.label, self.match = found, records, label, match
+        self.performing = performing
+
+    def __enter__(self) -> None:
+        if self.performing is not None:
+            self.performing.__enter__()
+        self.before = list(self.records())
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
+        if self.performing is not None:
+            self.performing.__exit__(exc_type, *exc)
+        if exc_type is None:
+            earlier = {id(r) for r in self.before}
+            record = self.match([r for r in self.records() if id(r) not in earlier])
+            self.found.payload.update(record.payload)
+            self.found.clock_offset = record.clock_offset
+
+
+class _BlockMatch(MatchedJob):
+    """What ``with assert_enqueued_with(...) as job:`` gives: `job`, filled in at the end."""
+
+    def __enter__(self) -> MatchedJob:
+        self.expecting.__enter__()
+        return self
+
+    expecting: _ExpectingWith
+
+    def __exit__(self, *exc: Any) -> None:
+        self.expecting.__exit__(*exc)
+
+
+def assert_enqueued_with(job: JobFilter = None, args: Sequence[Any] | Field | None = None,
+                         kwargs: Mapping[str, Any] | Field | None = None,
+                         queue: str | Field | None = None,
+                         at: datetime | float | Field | None = None,
+                         priority: int | Field | None = None) -> MatchedJob:
+    """A recorded job matching every given field (`at` within a second; a field may be a
+    function of the job's value); returns it. As ``with ... as job:``, a job the block
+    enqueued; `job` is filled in at the end of the block."""
     adapter = _recorder()
-    return _with([*adapter.enqueued, *adapter.performed], "enqueued", job, args, kwargs, queue,
-                 at, priority)
+
+    def match(records: list[EnqueuedJob], label: str = "enqueued") -> EnqueuedJob:
+        return _with(records, label, job, args, kwargs, queue, at, priority,
+                     adapter.performed)
+
+    if _used_as_context_manager():
+        found = _BlockMatch({})
+        found.expecting = _ExpectingWith(found, _all_enqueued(adapter), "enqueued",
+                                         lambda records: match(records, "enqueued in the block"))
+        return found
+    record = match(_all_enqueued(adapter)())
+    return MatchedJob(record.payload, record.clock_offset)
 
 
-def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | None = None,
-                          kwargs: Mapping[str, Any] | None = None, queue: str | None = None,
-                          at: datetime | float | None = None, priority: int | None = None
-                          ) -> EnqueuedJob:
-    """A performed job matching every given field (`at` within a second); returns it."""
-    return _with(_recorder().performed, "performed", job, args, kwargs, queue, at, priority)
+def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | Field | None = None,
+                          kwargs: Mapping[str, Any] | Field | None = None,
+                          queue: str | Field | None = None,
+                          at: datetime | float | Field | None = None,
+                          priority: int | Field | None = None) -> MatchedJob:
+    """A performed job matching every given field, as `assert_enqueued_with`; returns it. As
+    ``with ... as job:``, every job the block enqueues is performed at once and `job` is one
+    of them, filled in at the end of the block."""
+    adapter = _recorder()
+
+    def match(records: list[EnqueuedJob], label: str = "performed") -> EnqueuedJob:
+        return _with(records, label, job, args, kwargs, queue, at, priority,
+                     adapter.performed)
+
+    if _used_as_context_manager():
+        found = _BlockMatch({})
+        found.expecting = _ExpectingWith(found, lambda: list(adapter.performed), "performed",
+                                         lambda records: match(records, "performed in the block"),
+                                         _perform_during())
+        return found
+    record = match(list(adapter.performed))
+    return MatchedJob(record.payload, record.clock_offset)
 
 
 # -- mail ----------------------------------------------------------------------------------------

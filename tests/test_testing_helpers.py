@@ -270,3 +270,128 @@ def test_delays_count_from_the_advanced_clock_and_run_soonest_first(jobkit_fake)
     assert testing.advance(1) == 0  # 600 s and 60 s from now on the test clock
     assert testing.advance(600) == 2
     assert [r.args for r in testing.performed()] == [[2], [1]]  # soonest first
+
+
+# -- Rails' filters: only=, except_=, queue=, at= -------------------------------------------------
+
+def test_perform_enqueued_jobs_picks_with_only_except_queue_and_at(jobkit_fake) -> None:
+    noon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    TaskLoggerJob.perform_later(1)
+    TaskLoggerJob.set(queue="low").perform_later(2)
+    TaskLoggerJob.set(wait_until=noon).perform_later(3)
+    FanOutJob.perform_later([4])
+    testing.perform_enqueued_jobs(only=FanOutJob)  # and not the TaskLoggerJob it enqueues
+    assert logged() == []
+    testing.perform_enqueued_jobs(queue="low")
+    assert logged() == [2]
+    testing.perform_enqueued_jobs(at=noon - dt.timedelta(minutes=1))  # 1 and 4, not 3
+    assert logged() == [1, 2, 4]
+    testing.perform_enqueued_jobs(except_=[TaskLoggerJob])
+    assert [j.args for j in testing.jobs()] == [[3]]
+    testing.perform_enqueued_jobs(only=lambda job: job.args == [3], at=noon)
+    assert logged() == [1, 2, 3, 4]
+    testing.assert_performed_jobs(4, only="tests.example_app.TaskLoggerJob")
+    testing.assert_no_enqueued_jobs()
+
+
+def test_perform_enqueued_jobs_block_performs_only_what_it_picks(jobkit_inline) -> None:
+    with testing.perform_enqueued_jobs(only=[FanOutJob]):  # the rest is recorded, inline or not
+        FanOutJob.perform_later([1, 2])
+        TaskLoggerJob.set(queue="low").perform_later(3)
+    assert logged() == []
+    assert [j.args for j in TaskLoggerJob.jobs] == [[1], [2], [3]]
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    with testing.perform_enqueued_jobs(except_=FanOutJob, at=later - dt.timedelta(hours=1)):
+        TaskLoggerJob.perform_later(5)
+        TaskLoggerJob.set(wait_until=later).perform_later(6)  # after at=: recorded
+        FanOutJob.perform_later([7])
+    assert logged() == [5]
+    assert [j.args for j in testing.jobs()] == [[1], [2], [3], [6], [[7]]]
+    TaskLoggerJob.perform_later(8)  # inline mode again after the block
+    assert logged() == [5, 8]
+
+
+def test_count_assertions_take_lists_predicates_and_except(jobkit_fake) -> None:
+    noon = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    TaskLoggerJob.perform_later(1)
+    TaskLoggerJob.set(wait_until=noon, queue="low", priority=3).perform_later(2, message="x")
+    FanOutJob.perform_later([3])
+    testing.assert_enqueued_jobs(3, only=[TaskLoggerJob, FanOutJob])
+    testing.assert_enqueued_jobs(1, except_=TaskLoggerJob)
+    testing.assert_enqueued_jobs(1, only=lambda job: job.kwargs.get("message") == "x")
+    testing.assert_enqueued_jobs(0, only=TaskLoggerJob, queue="nowhere")
+    with testing.assert_enqueued_jobs(1, only=FanOutJob):
+        FanOutJob.perform_later([4])
+        TaskLoggerJob.perform_later(5)
+    testing.assert_enqueued_jobs(1, only=TaskLoggerJob, queue="low")
+    with pytest.raises(AssertionError) as failure:
+        testing.assert_enqueued_jobs(5, except_=FanOutJob)
+    message = str(failure.value)
+    assert message.startswith("expected 5 enqueued job(s) (except FanOutJob), got 3\nenqueued:")
+    assert ("tests.example_app.TaskLoggerJob(2, message='x') queue='low' "
+            "at=2030-01-01T12:00:00Z priority=3") in message
+    assert "tests.example_app.FanOutJob([3]) queue='default'" in message
+    with pytest.raises(AssertionError, match=r"(?s)expected 2 enqueued job\(s\) \(only "
+                       r"TaskLoggerJob\), got 1\nenqueued in the block:\n  "
+                       r"tests.example_app.TaskLoggerJob\(6\) queue='default'\n  "
+                       r"tests.example_app.FanOutJob\(\[7\]\)"), \
+            testing.assert_enqueued_jobs(2, only=TaskLoggerJob):
+        TaskLoggerJob.perform_later(6)
+        FanOutJob.perform_later([7])
+
+
+def test_assert_no_performed_jobs_both_forms(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    testing.assert_no_performed_jobs()
+    with testing.assert_no_performed_jobs(only=FanOutJob):  # only FanOutJobs are performed
+        TaskLoggerJob.perform_later(2)
+    assert logged() == [] and len(TaskLoggerJob.jobs) == 2
+    testing.perform_enqueued_jobs()
+    with pytest.raises(AssertionError, match=r"(?s)expected 0 performed job\(s\), got 2\n"
+                       r"performed:\n  tests.example_app.TaskLoggerJob\(1\) queue='default' "
+                       r"\(performed\)"):
+        testing.assert_no_performed_jobs()
+    testing.assert_no_performed_jobs(except_=TaskLoggerJob)
+    with pytest.raises(AssertionError, match=r"expected 0 performed job\(s\) \(only "
+                       r"FanOutJob\), got 1"), testing.assert_no_performed_jobs(only=FanOutJob):
+        FanOutJob.perform_later([3])
+    with testing.assert_performed_jobs(1, only=TaskLoggerJob):
+        TaskLoggerJob.perform_later(4)
+        FanOutJob.perform_later([5])  # not picked: recorded, not performed
+    assert [j.args for j in FanOutJob.jobs] == [[[5]]]
+
+
+def test_assert_enqueued_with_block_form(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    with testing.assert_enqueued_with(job=TaskLoggerJob, args=[2], queue="low") as job:
+        TaskLoggerJob.set(queue="low").perform_later(2)
+    assert job.args == [2] and job == TaskLoggerJob.jobs[1]
+    with pytest.raises(AssertionError) as failure, \
+            testing.assert_enqueued_with(job=TaskLoggerJob, args=[1]):  # before the block
+        TaskLoggerJob.set(priority=5).perform_later(3)
+    assert str(failure.value).startswith("no enqueued in the block job matches")
+    assert "tests.example_app.TaskLoggerJob(3) queue='default' priority=5" in str(failure.value)
+    assert "TaskLoggerJob(1)" not in str(failure.value)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    with testing.assert_enqueued_with(args=lambda args: args[0] > 3,
+                                      at=lambda at: at is not None and at <= soon):
+        TaskLoggerJob.set(wait=60).perform_later(4)
+    with testing.assert_performed_with(job=TaskLoggerJob, args=[5]) as performed:
+        FanOutJob.perform_later([5])
+    assert performed.queue == "default" and logged() == [5]
+    found = testing.assert_enqueued_with(job=TaskLoggerJob, args=[2])
+    assert isinstance(found, testing.EnqueuedJob) and found == TaskLoggerJob.jobs[1]
+
+
+def test_filters_refuse_bad_input_naming_it(jobkit_fake) -> None:
+    with pytest.raises(ValueError, match="give only= or except_=, not both"):
+        testing.perform_enqueued_jobs(only=TaskLoggerJob, except_=FanOutJob)
+    with pytest.raises(ValueError, match=r"give job= or only=/except_=, not both"):
+        testing.assert_enqueued_jobs(0, job=TaskLoggerJob, only=FanOutJob)
+    with pytest.raises(TypeError, match=r"only= takes a Job class .*; got 42"):
+        testing.assert_enqueued_jobs(0, only=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"except_= takes a Job class .*; got <class 'dict'>"):
+        testing.perform_enqueued_jobs(except_=[TaskLoggerJob, dict])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"only=: 'tests.example_app.NoSuchJob' is not a Job "
+                       r"class's import path"):
+        testing.assert_performed_jobs(0, only="tests.example_app.NoSuchJob")
