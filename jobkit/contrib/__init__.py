@@ -1,0 +1,1 @@
+"""Integrations with other frameworks, each imported only by the projects that use it."""

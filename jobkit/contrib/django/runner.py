@@ -1,0 +1,144 @@
+"""The jobkit job that runs one Django task on a worker: `DjangoTaskJob`, found by the
+worker by its path like any job class, carrying the task's path, arguments and options.
+
+The worker must have Django set up: with DJANGO_SETTINGS_MODULE in its environment, Celery's
+Django fixup does it as the worker starts (and closes database connections around each job);
+`ensure_django` covers a process where it did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from typing import Any, ClassVar
+
+from jobkit.contrib.django.options import DEFAULT_RESULT_TTL_SECONDS, MAX_RETRIES_CAP
+from jobkit.errors import JobkitError
+from jobkit.job import Job
+
+__all__ = ["DjangoTaskJob", "TaskInterrupted", "ensure_django"]
+
+
+class TaskInterrupted(Exception):  # noqa: N818  (the task was stopped, not an error of ours)
+    """A task ended with a BaseException (SystemExit, ...): a failure of the task, not a
+    reason to stop the worker process; the original is its __cause__."""
+
+
+def ensure_django() -> None:
+    """Set Django up in this process if nothing did (Celery's fixup usually has)."""
+    from django.apps import apps
+    from django.conf import settings
+
+    if apps.ready:
+        return
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise JobkitError("a Django task reached a worker without Django settings: start the "
+                          "worker with DJANGO_SETTINGS_MODULE set (e.g. "
+                          "DJANGO_SETTINGS_MODULE=mysite.settings jobkit worker)")
+    import django
+
+    django.setup()
+
+
+class DjangoTaskJob(Job):
+    """Runs `task_path` (a module-level @task function) with its arguments and records the
+    outcome in the task's result. `options`: backend alias, queue_name, priority (Django's),
+    run_after (Unix seconds), result_ttl and max_retries, fixed at enqueue."""
+
+    # The backend's MAX_RETRIES (in the payload) is applied by `retry_in`, below this cap.
+    max_retries: ClassVar[int | None] = MAX_RETRIES_CAP
+
+    def perform(self, task_path: str, args: list[Any], kwargs: dict[str, Any],
+                options: dict[str, Any]) -> Any:
+        from jobkit.contrib.django import store
+        from jobkit.contrib.django.compat import task_backends, task_finished, task_started
+
+        ttl = float(options.get("result_ttl", DEFAULT_RESULT_TTL_SECONDS))
+        record = store.load(self.job_id) or _record_from(task_path, args, kwargs, options)
+        now = time.time()
+        record.status = "RUNNING"
+        record.started_at = record.started_at or now
+        record.last_attempted_at = now
+        record.worker_ids.append(f"{socket.gethostname()}:{os.getpid()}")
+        store.save(record, self.job_id, ttl)
+        try:
+            ensure_django()
+            backend = task_backends[record.backend]
+            task = record.task()
+            result = record.task_result(self.job_id, task)
+            task_started.send(type(backend), task_result=result)
+            value = _normalize(_call(task, result, args, kwargs))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._failed(record, exc, ttl, options)
+            if isinstance(exc, Exception):
+                raise
+            raise TaskInterrupted(f"{task_path} raised {type(exc).__name__}: {exc}") from exc
+        record.status, record.finished_at, record.return_value = "SUCCESSFUL", time.time(), value
+        store.save(record, self.job_id, ttl)
+        task_finished.send(type(backend), task_result=record.task_result(self.job_id, task))
+        return value
+
+    def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:
+        """Retries up to the backend's MAX_RETRIES (payload), then the dead set."""
+        return "kill" if retry_count >= self._max_retries() else None
+
+    def _max_retries(self) -> int:
+        options = self.arguments[3] if len(self.arguments) > 3 else {}
+        return int(options.get("max_retries", 0)) if isinstance(options, dict) else 0
+
+    def _failed(self, record: Any, exc: BaseException, ttl: float,
+                options: dict[str, Any]) -> None:
+        """Record the error; FAILED (and task_finished) when no retry follows, else READY."""
+        from jobkit.contrib.django import store
+        from jobkit.contrib.django.compat import task_backends, task_finished
+
+        final = self.executions - 1 >= self._max_retries() or self.cancelled
+        cls = type(exc)
+        record.errors.append({"exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+                              "traceback": "".join(traceback.format_exception(exc))})
+        record.status = "FAILED" if final else "READY"
+        if final:
+            record.finished_at = time.time()
+        store.save(record, self.job_id, ttl)
+        if final:
+            try:
+                result = record.task_result(self.job_id)
+                task_finished.send(type(task_backends[record.backend]), task_result=result)
+            except Exception:  # the task or backend could not even be loaded: no signal
+                pass
+
+
+def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
+                 options: dict[str, Any]) -> Any:
+    """A record rebuilt from the payload, when the stored one expired before the run."""
+    from jobkit.contrib.django.store import Record
+
+    return Record(task_path=task_path, backend=options["backend"],
+                  queue_name=options["queue_name"], priority=options["priority"],
+                  run_after=options.get("run_after"), args=args, kwargs=kwargs,
+                  enqueued_at=options.get("enqueued_at"))
+
+
+def _call(task: Any, result: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The task's return value (an async task is run to its end by `Task.call`)."""
+    from jobkit.contrib.django.compat import TaskContext
+
+    if task.takes_context:
+        return task.call(TaskContext(task_result=result), *args, **kwargs)
+    return task.call(*args, **kwargs)
+
+
+def _normalize(value: Any) -> Any:
+    """The return value as JSON gives it back (tuples as lists); TypeError if it is not
+    JSON data, which fails the task as Django's own backends do."""
+    import json
+
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"Unsupported type: the task returned {type(value).__name__}, which "
+                        f"is not JSON data ({exc})") from None

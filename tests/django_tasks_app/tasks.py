@@ -1,0 +1,69 @@
+"""@task functions for the JobkitBackend tests: Django's own tests/tasks/tasks.py cases that
+matter on a worker, plus one that fails once. The framework's signals are recorded in Redis
+(list `django-test:signals`) by whichever process sends them."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django_tasks import TaskContext, task
+from django_tasks.signals import task_enqueued, task_finished, task_started
+
+from jobkit.redis_client import get_redis
+
+SIGNALS_KEY = "django-test:signals"
+
+
+@task()
+def calculate_meaning_of_life() -> int:
+    return 42
+
+
+@task()
+async def noop_task_async(*args: Any, **kwargs: Any) -> list[Any]:
+    return [args, kwargs]
+
+
+@task()
+def failing_task_value_error() -> None:
+    raise ValueError("This task failed due to ValueError")
+
+
+@task()
+def failing_task_system_exit() -> None:
+    raise SystemExit("This task failed due to SystemExit")
+
+
+@task()
+def complex_return_value() -> Any:
+    return lambda: True  # neither JSON nor picklable
+
+
+@task(takes_context=True)
+def get_task_id(context: TaskContext) -> str:
+    return context.task_result.id
+
+
+@task(takes_context=True, backend="retrying")
+def fail_on_first_attempt(context: TaskContext) -> int:
+    if context.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return context.attempt
+
+
+@task(queue_name="ordered")
+def record_order(name: str) -> str:
+    get_redis().rpush("django-test:order", name)
+    return name
+
+
+def _record(name: str, sender: type, task_result: Any, **_: Any) -> None:
+    get_redis().rpush(SIGNALS_KEY, f"{name}:{sender.__name__}:{task_result.id}:"
+                                   f"{task_result.status}")
+
+
+for _signal, _name in ((task_enqueued, "enqueued"), (task_started, "started"),
+                       (task_finished, "finished")):
+    _signal.connect(functools.partial(_record, _name), weak=False,
+                    dispatch_uid=f"jobkit-tests-{_name}")
