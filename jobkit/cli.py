@@ -496,6 +496,64 @@ def _preview_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+@main.group()
+def generate() -> None:
+    """Write a job or a mailer with its test (rails g job / rails g mailer)."""
+
+
+_force_option = click.option("--force", is_flag=True,
+                             help="Overwrite generated files that exist (shared ones never).")
+_tests_dir_option = click.option("--tests-dir", default="tests", show_default=True,
+                                 help="Folder of the generated test.")
+
+
+def _report_written(written: list[Any]) -> None:
+    for file in written:
+        note = {"skip": "  (exists: --force to overwrite)", "exist": "  (exists: kept)"}
+        click.echo(f"{file.status:>10}  {file.path}{note.get(file.status, '')}")
+
+
+@generate.command("job")
+@click.argument("name")
+@click.option("--dir", "directory", default="jobs", show_default=True,
+              help="Package folder of the job, relative to the current directory.")
+@_tests_dir_option
+@click.option("--queue", default="default", show_default=True, help="The job's queue_as.")
+@_force_option
+def generate_job_command(name: str, directory: str, tests_dir: str, queue: str,
+                         force: bool) -> None:
+    """A job class NAME (welcome, WelcomeJob: jobs/welcome_job.py) and its test."""
+    from jobkit.generators import GeneratorError, generate_job
+
+    try:
+        _report_written(generate_job(name, ".", directory, tests_dir, queue, force))
+    except GeneratorError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write: {exc}") from None
+
+
+@generate.command("mailer")
+@click.argument("name")
+@click.argument("actions", nargs=-1, required=True, metavar="ACTION...")
+@click.option("--dir", "directory", default="mailers", show_default=True,
+              help="Package folder of the mailer, relative to the current directory.")
+@_tests_dir_option
+@_force_option
+def generate_mailer_command(name: str, actions: tuple[str, ...], directory: str,
+                            tests_dir: str, force: bool) -> None:
+    """A mailer NAME (user, UserMailer: mailers/user_mailer.py) with ACTIONs: templates, a
+    preview and a test."""
+    from jobkit.generators import GeneratorError, generate_mailer
+
+    try:
+        _report_written(generate_mailer(name, actions, ".", directory, tests_dir, force))
+    except GeneratorError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write: {exc}") from None
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=1025, show_default=True, type=int)
