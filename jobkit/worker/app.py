@@ -23,6 +23,7 @@ from jobkit.worker.boot import RedisPolicyCheck
 from jobkit.worker.execution import JobTask
 from jobkit.worker.idle import IdleExitStep
 from jobkit.worker.periodic import PeriodicStep
+from jobkit.worker.plain_tasks import PlainTasksStep
 from jobkit.worker.poller import SchedulePollerStep
 from jobkit.worker.pools import POOL_CLASSES
 from jobkit.worker.shutdown import SidekiqSignals
@@ -77,7 +78,8 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=True,
     )
     steps = cast(dict[str, set[type]], celery.steps)  # None only as Celery's class default
-    steps["worker"].update({SchedulePollerStep, PeriodicStep, IdleExitStep, RedisPolicyCheck})
+    steps["worker"].update({SchedulePollerStep, PeriodicStep, IdleExitStep, RedisPolicyCheck,
+                            PlainTasksStep})
     steps["consumer"].add(SidekiqSignals)
     apply_settings(celery, settings)
     return celery

@@ -15,6 +15,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.keys import list_key
+from jobkit.worker import plain_tasks
 
 __all__ = ["Consumer"]
 
@@ -36,6 +37,8 @@ class _LazyStrategies(dict):
             task = app.tasks[name]
         except KeyError:  # NotRegistered: on_unknown_task below takes over
             raise KeyError(name) from None
+        if plain_tasks.is_plain(task):
+            plain_tasks.adopt(task)
         task.__trace__ = build_tracer(name, task, app.loader, self.consumer.hostname, app=app)
         strategy = self[name] = task.start_strategy(app, self.consumer)
         return strategy
@@ -47,6 +50,16 @@ class Consumer(CeleryConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.strategies = _LazyStrategies(self)
+
+    def update_strategies(self) -> None:
+        """Celery builds the strategies of the tasks registered at start here: plain tasks
+        (`@shared_task`, `@app.task`) get the dead set first (plain_tasks.py)."""
+        app = self.app
+        if app is not None:
+            for task in app.tasks.values():
+                if plain_tasks.is_plain(task):
+                    plain_tasks.adopt(task)
+        super().update_strategies()
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         """Keep the message in the dead set, then ack it.

@@ -24,6 +24,7 @@ from jobkit.config import current_settings
 from jobkit.controls import concurrency
 from jobkit.job_sets import RetrySet, ScheduledSet
 from jobkit.masking import mask_secrets
+from jobkit.worker import plain_tasks
 from jobkit.worker.hard_cancel import HardCancel
 from jobkit.worker.membership import keep_beating, update_info
 from jobkit.worker.recovery import reap_dead_processes
@@ -92,7 +93,8 @@ class SchedulePollerStep(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         settings = current_settings()
-        update_info(node=getattr(parent, "hostname", None), queues=settings.queue_names,
+        update_info(node=getattr(parent, "hostname", None),
+                    queues=[*settings.queue_names, *plain_tasks.extra_queues()],
                     concurrency=getattr(parent, "concurrency", None), pool=settings.pool,
                     started_at=time.time())
         self.poller = SchedulePoller(settings.poll_interval, hard_cancel=HardCancel(parent))

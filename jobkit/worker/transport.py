@@ -47,7 +47,7 @@ from jobkit.job_sets import BURY_LUA, dead_limits, describe_error, entry_member
 from jobkit.masking import mask_secrets
 from jobkit.queues import fetch_order
 from jobkit.redis_client import MASTER_CHECK_SECONDS, get_redis
-from jobkit.worker import envelope, membership
+from jobkit.worker import envelope, membership, plain_tasks
 from jobkit.worker.recovery import hand_back
 
 __all__ = ["Channel", "SentinelChannel", "SentinelTransport", "Transport"]
@@ -326,6 +326,9 @@ class JobkitChannel(_ChannelBase):
                 self.jobkit_bury(tag, item, list_key, why,
                                  error_class="jobkit.UnreadableMessage")
                 return
+            if plain_tasks.park(self._create_client(), raw, item, list_key, tag,
+                                self.unacked_key, self.unacked_index_key):
+                return  # due later: in the scheduled set, not in this worker's memory
             if not self._admitted(raw, list_key, item, tag):
                 return
             self.connection._deliver(raw, keys.queue_of(list_key))
@@ -356,12 +359,12 @@ class JobkitChannel(_ChannelBase):
         return False
 
     def jobkit_bury(self, tag: str, item: bytes | str, list_key: str,
-                    reason: BaseException | str, **info: Any) -> None:
+                    error: BaseException | str, /, **info: Any) -> None:
         """Move the in-flight message `tag` to the dead set, in one step (the one path for
         messages this worker took but will not run)."""
         text = item.decode("utf-8", "backslashreplace") if isinstance(item, bytes) else item
         now = time.time()
-        member = entry_member(list_key, text, failed_at=now, **{**describe_error(reason),
+        member = entry_member(list_key, text, failed_at=now, **{**describe_error(error),
                                                                 **info})
         self._create_client().register_script(_BURY_IN_FLIGHT)(
             keys=[self.unacked_key, self.unacked_index_key, keys.DEAD],

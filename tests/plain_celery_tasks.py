@@ -1,0 +1,46 @@
+"""Plain Celery tasks, as an app coming from Celery has them (tests/test_plain_celery.py).
+
+`app` is the app's own Celery app, the producer: tests point its broker at their Redis. The
+tasks record what they do in the Redis of REDIS_URL (the worker's).
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from celery import Celery, shared_task
+
+app = Celery("plain_celery_tasks")  # task_default_queue: Celery's "celery"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+@app.task
+def record(word: str) -> None:
+    _redis().rpush("plain:runs", word)
+
+
+@shared_task
+def crash(word: str, *, flag: str = "plain:crash") -> None:
+    """Raises while `flag` is set: no retry, so the dead set."""
+    if _redis().exists(flag):
+        raise LookupError(f"no {word} yet")
+    _redis().rpush("plain:runs", f"crash:{word}")
+
+
+@shared_task(autoretry_for=(ValueError,), max_retries=1, default_retry_delay=0)
+def exhausted(word: str) -> None:
+    """Fails every run: one retry (Celery's autoretry), then the dead set."""
+    _redis().rpush("plain:runs", f"exhausted:{word}")
+    raise ValueError(f"{word} keeps failing")
+
+
+@shared_task(bind=True, max_retries=3)
+def retries_later(self, word: str, countdown: float) -> None:
+    """Fails its first run and retries itself with Celery's self.retry(countdown=...)."""
+    _redis().rpush("plain:runs", f"{word}:{self.request.retries}")
+    if self.request.retries == 0:
+        raise self.retry(countdown=countdown)

@@ -1,0 +1,112 @@
+"""Plain Celery tasks on a jobkit worker: the dead set, the durable scheduled set for
+countdown/eta, and Celery's default `celery` queue (docs/migrating.md)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import redis
+
+from jobkit import api, display
+from jobkit.job_sets import DeadSet, JobEntry, ScheduledSet
+from jobkit.testing_services import RedisServer
+from tests import plain_celery_tasks as tasks
+from tests.conftest import start_worker, wait_for
+
+TASKS = "tests.plain_celery_tasks"
+FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "3"}
+
+
+@pytest.fixture
+def producer(own_redis: RedisServer) -> Iterator[None]:
+    """The app's own Celery app, sending to the test's Redis as a web process would."""
+    tasks.app.conf.update(broker_url=own_redis.url)
+    yield
+    tasks.app.close()
+
+
+def runs(client: redis.Redis) -> list[str]:
+    return [display.shown(run) for run in client.lrange("plain:runs", 0, -1)]
+
+
+def entry_of(job_set: DeadSet | ScheduledSet, task: str) -> JobEntry | None:
+    return next((e for e in job_set if e.job_class == f"{TASKS}.{task}"), None)
+
+
+def in_flight(client: redis.Redis) -> int:
+    return sum(client.hlen(key) for key in client.keys("jobkit:unacked:*"))
+
+
+def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
+        own_client: redis.Redis, own_redis: RedisServer, producer: None, tmp_path) -> None:
+    first = start_worker(own_redis.url, tmp_path / "first.log", "-c", "2", "-r", TASKS,
+                         env=FAST)
+    second = None
+    try:
+        assert "consuming queue 'celery' too" in first.output()
+        assert "celery" in [queue.name for queue in api.queues(own_client)]
+
+        # Failed for good: a plain exception, and Celery's retries exhausted.
+        own_client.set("plain:crash", 1)
+        crashed = tasks.crash.delay("invoice")
+        cast(Any, tasks.exhausted).delay("report")  # Celery types decorated tasks loosely
+        wait_for(lambda: entry_of(DeadSet(own_client), "crash")
+                 and entry_of(DeadSet(own_client), "exhausted"), timeout=30,
+                 what="both failed plain tasks in the dead set")
+        dead = entry_of(DeadSet(own_client), "crash")
+        assert dead is not None
+        assert (dead.job_id, dead.queue, dead.error_class, dead.error_message) == (
+            crashed.id, "celery", "builtins.LookupError", "no invoice yet")
+        assert dead.payload == {"args": ["invoice"], "kwargs": {}}
+        assert any("plain_celery_tasks.py" in line for line in dead.backtrace)
+        assert dead.data["reason"] == "failed without a retry"
+        out_of_retries = entry_of(DeadSet(own_client), "exhausted")
+        assert out_of_retries is not None
+        assert (out_of_retries.retry_count, out_of_retries.data["reason"]) == (
+            1, "1 retries exhausted")
+        assert runs(own_client).count("exhausted:report") == 2  # the run and its one retry
+
+        # Retried from the dead set: the same plain task runs again, and succeeds.
+        own_client.delete("plain:crash")
+        assert DeadSet(own_client).retry(dead)
+        wait_for(lambda: "crash:invoice" in runs(own_client), timeout=30,
+                 what="the retried plain task to run")
+        assert entry_of(DeadSet(own_client), "crash") is None
+
+        # countdown: parked in the scheduled set, not in the worker's memory.
+        tasks.record.apply_async(args=["late"], countdown=4)
+        wait_for(lambda: entry_of(ScheduledSet(own_client), "record"), timeout=30,
+                 what="the countdown task in the scheduled set")
+        parked = entry_of(ScheduledSet(own_client), "record")
+        assert parked is not None and parked.payload == {"args": ["late"], "kwargs": {}}
+        assert in_flight(own_client) == 0 and "late" not in runs(own_client)
+        os.killpg(first.proc.pid, signal.SIGKILL)  # before it is due
+        first.proc.wait(30)
+        second = start_worker(own_redis.url, tmp_path / "second.log", "-c", "2", "-r", TASKS,
+                              env=FAST)
+        wait_for(lambda: "late" in runs(own_client), timeout=30,
+                 what="the countdown task to run on the second worker")
+        assert parked.score <= time.time()
+
+        # Celery's self.retry(countdown=...): the retry waits in the scheduled set too.
+        cast(Any, tasks.retries_later).delay("again", 4)
+        wait_for(lambda: entry_of(ScheduledSet(own_client), "retries_later"), timeout=30,
+                 what="the self.retry message in the scheduled set")
+        assert runs(own_client).count("again:0") == 1
+        assert "again:1" not in runs(own_client)
+        wait_for(lambda: "again:1" in runs(own_client), timeout=30,
+                 what="the retry to run when due")
+        wait_for(lambda: ScheduledSet(own_client).size() == 0 and in_flight(own_client) == 0
+                 and own_client.llen("celery") == 0, timeout=30, what="nothing left over")
+        assert runs(own_client).count("late") == 1
+        assert runs(own_client).count("again:1") == 1
+        assert DeadSet(own_client).size() == 1  # only `exhausted`, never retried
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
