@@ -543,8 +543,9 @@ def _with(records: list[EnqueuedJob], label: str, job: JobFilter,
         return record
     wanted = {k: v for k, v in dict(job=job, args=args, kwargs=kwargs, queue=queue, at=at,
                                      priority=priority).items() if v is not None}
-    raise AssertionError(f"no {label} job matches {wanted}\n"
-                         f"{_listing(records, label, performed)}")
+    headline = (f"no job {label} matches" if label.endswith(" in the block")
+                else f"no {label} job matches")
+    raise AssertionError(f"{headline} {wanted}\n{_listing(records, label, performed)}")
 
 
 def _at_matches(at: datetime | float | Field, record: EnqueuedJob) -> bool:

@@ -16,6 +16,7 @@ import jobkit
 from jobkit import testing
 from jobkit.mailer import MailDeliveryJob
 from mailers.user_mailer import UserMailer
+from tests.doc_examples import DOCS, example_module, python_blocks, run
 from tests.example_app import FanOutJob, Log, SignupJob, TaskLoggerJob, logged
 from tests.models import SqliteSession, User
 
@@ -369,7 +370,7 @@ def test_assert_enqueued_with_block_form(jobkit_fake) -> None:
     with pytest.raises(AssertionError) as failure, \
             testing.assert_enqueued_with(job=TaskLoggerJob, args=[1]):  # before the block
         TaskLoggerJob.set(priority=5).perform_later(3)
-    assert str(failure.value).startswith("no enqueued in the block job matches")
+    assert str(failure.value).startswith("no job enqueued in the block matches")
     assert "tests.example_app.TaskLoggerJob(3) queue='default' priority=5" in str(failure.value)
     assert "TaskLoggerJob(1)" not in str(failure.value)
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
@@ -395,3 +396,14 @@ def test_filters_refuse_bad_input_naming_it(jobkit_fake) -> None:
     with pytest.raises(ValueError, match=r"only=: 'tests.example_app.NoSuchJob' is not a Job "
                        r"class's import path"):
         testing.assert_performed_jobs(0, only="tests.example_app.NoSuchJob")
+
+
+def test_docs_examples_of_the_filters_and_the_block_form_run() -> None:
+    text = (DOCS / "testing.md").read_text()
+    section = text[text.index("### Picking jobs: only"):text.index("## Mail\n")]
+    blocks = python_blocks(section)
+    assert len(blocks) == 2
+    with example_module("testing_docs_filters") as module:
+        for block in blocks:
+            run(block, module, "docs/testing.md")
+        assert module.done == ["daily", "cleanup", "now", "monthly"]
