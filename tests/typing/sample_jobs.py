@@ -12,7 +12,7 @@ from typing import Any, ClassVar, assert_type
 
 import jobkit
 from jobkit import ConfiguredJob, Job, retry_on, testing
-from jobkit.testing import EnqueuedJob, TestAdapter
+from jobkit.testing import EnqueuedJob, MatchedJob, TestAdapter
 
 
 class ImportError_(Exception):
@@ -55,7 +55,7 @@ def in_a_test() -> None:
         assert_type(ImportJob.jobs, list[EnqueuedJob])
         assert_type(ImportJob.drain(), int)
         record = testing.assert_enqueued_with(job=ImportJob, args=[1], queue="storage_analysis")
-        assert_type(record, EnqueuedJob)
+        assert_type(record, MatchedJob)  # an EnqueuedJob
         assert_type(record.args, list[Any])
         assert_type(testing.jobs(ImportJob), list[EnqueuedJob])
         assert_type(testing.assert_enqueued_jobs(1), AbstractContextManager[None])
@@ -63,6 +63,11 @@ def in_a_test() -> None:
             ImportJob.perform_later(2)
         with testing.assert_performed_jobs(1):
             ImportJob.perform_later(3)
+        with testing.assert_enqueued_with(job=ImportJob, args=[4]) as found:
+            ImportJob.perform_later(4)
+        assert_type(found, MatchedJob)
+        with testing.perform_enqueued_jobs(only=[ImportJob], at=0.0):
+            ImportJob.perform_later(5)
         assert_type(testing.drain_all(), int)
 
 
