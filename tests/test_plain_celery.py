@@ -3,6 +3,7 @@ countdown/eta, and Celery's default `celery` queue (docs/migrating.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -93,14 +94,18 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
                  what="the countdown task to run on the second worker")
         assert parked.score <= time.time()
 
-        # Celery's self.retry(countdown=...): the retry waits in the scheduled set too.
-        cast(Any, tasks.retries_later).delay("again", 4)
+        # Celery's self.retry(countdown=...): the retry waits in the scheduled set too, and
+        # "run now" (dashboard, CLI) runs it at once: the parked message has no eta left.
+        cast(Any, tasks.retries_later).delay("again", 3600)
         wait_for(lambda: entry_of(ScheduledSet(own_client), "retries_later"), timeout=30,
                  what="the self.retry message in the scheduled set")
-        assert runs(own_client).count("again:0") == 1
-        assert "again:1" not in runs(own_client)
+        retry = entry_of(ScheduledSet(own_client), "retries_later")
+        assert retry is not None and retry.score > time.time() + 3000
+        assert "eta" not in json.loads(retry.data["message"])["headers"]
+        assert runs(own_client).count("again:0") == 1 and "again:1" not in runs(own_client)
+        assert ScheduledSet(own_client).run_now(retry)
         wait_for(lambda: "again:1" in runs(own_client), timeout=30,
-                 what="the retry to run when due")
+                 what="the retry to run when run now")
         wait_for(lambda: ScheduledSet(own_client).size() == 0 and in_flight(own_client) == 0
                  and own_client.llen("celery") == 0, timeout=30, what="nothing left over")
         assert runs(own_client).count("late") == 1

@@ -91,8 +91,8 @@ def eta_of(raw: dict[str, Any]) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def park(client: redis.Redis, raw: dict[str, Any], item: bytes | str, list_key: str, tag: str,
-         unacked_key: str, unacked_index_key: str) -> bool:
+def park(client: redis.Redis, raw: dict[str, Any], list_key: str, tag: str, unacked_key: str,
+         unacked_index_key: str) -> bool:
     """Move a message due later from this worker's in-flight keys to the scheduled set, in one
     step; True when the message is no longer this worker's to deliver."""
     due = eta_of(raw)
@@ -100,7 +100,9 @@ def park(client: redis.Redis, raw: dict[str, Any], item: bytes | str, list_key: 
         return False
     headers = raw.get("headers") or {}
     queue = keys.queue_of(list_key)
-    text = item.decode("utf-8") if isinstance(item, bytes) else item
+    # Without its eta: when due (or run now from the dashboard) it runs at once, and a worker
+    # whose clock is behind the poller's does not park it again.
+    text = json.dumps(_as_kept(raw, "eta"))
     member = entry_member(list_key, text, job_id=headers.get("id"),
                           job_class=headers.get("task"), queue=queue,
                           payload=_arguments(raw), retry_count=headers.get("retries") or 0)
@@ -156,7 +158,10 @@ class PlainRequest:
                 "backtrace": [line for line in str(backtrace or "").splitlines()
                               if line.strip()][-BACKTRACE_LINES:]}
         try:
-            message.channel.jobkit_bury(message.delivery_tag, json.dumps(_as_kept(raw)),
+            # No eta (used up) nor expires: Celery would silently discard a task retried by
+            # hand after its expiry.
+            message.channel.jobkit_bury(message.delivery_tag,
+                                        json.dumps(_as_kept(raw, "eta", "expires")),
                                         list_key, error, **info)
         except redis.RedisError:
             logger.exception("cannot keep failed task %s[%s] in the dead set; handing it back "
@@ -235,13 +240,12 @@ def _arguments(raw: dict[str, Any]) -> dict[str, Any] | None:
     return {"args": args, "kwargs": kwargs}
 
 
-def _as_kept(raw: dict[str, Any]) -> dict[str, Any]:
-    """The message as it goes back to its queue from the dead set: a new delivery tag (the old
-    one may still be acknowledged), and no `eta` or `expires` (Celery would silently discard a
-    task retried by hand after its expiry)."""
+def _as_kept(raw: dict[str, Any], *dropped: str) -> dict[str, Any]:
+    """The message as it goes back to its queue later: a new delivery tag (the old one may
+    still be acknowledged), without the `dropped` headers."""
     kept = copy.deepcopy(raw)
     kept.setdefault("properties", {})["delivery_tag"] = str(uuid.uuid4())
     headers = kept.get("headers") or {}
-    for name in ("eta", "expires"):
+    for name in dropped:
         headers.pop(name, None)
     return kept

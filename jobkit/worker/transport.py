@@ -326,8 +326,8 @@ class JobkitChannel(_ChannelBase):
                 self.jobkit_bury(tag, item, list_key, why,
                                  error_class="jobkit.UnreadableMessage")
                 return
-            if plain_tasks.park(self._create_client(), raw, item, list_key, tag,
-                                self.unacked_key, self.unacked_index_key):
+            if plain_tasks.park(self._create_client(), raw, list_key, tag, self.unacked_key,
+                                self.unacked_index_key):
                 return  # due later: in the scheduled set, not in this worker's memory
             if not self._admitted(raw, list_key, item, tag):
                 return
