@@ -103,6 +103,9 @@ class Settings:
     mode: str = "service"
     on_demand_workers: int = 1
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    #: A job enqueued inside a database transaction is held until it commits (a class's own
+    #: `enqueue_after_transaction_commit` wins; jobkit.transactions).
+    enqueue_after_transaction_commit: bool = True
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
     web: Mapping[str, Any] = field(default_factory=dict)
@@ -218,6 +221,7 @@ _VALIDATORS: dict[str, Validator] = {
     "mode": rule(lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "on_demand_workers": Number(whole=True, least=1),
     "idle_timeout": Number(whole=False, least=0, above=True),
+    "enqueue_after_transaction_commit": rule(lambda v: type(v) is bool, "true or false"),
 }
 
 # The keys of the mappings in SECTIONS, each with its validator.

@@ -24,8 +24,8 @@ from typing import (
     overload,
 )
 
-from jobkit import arguments, callbacks
-from jobkit.adapters import current_adapter
+from jobkit import arguments, callbacks, transactions
+from jobkit.adapters import Adapter, current_adapter
 from jobkit.batch import scope as batch_scope
 from jobkit.controls.options import (
     Concurrency,
@@ -139,7 +139,8 @@ class Job:
     Class options: ``queue_as`` (a queue name, or a callable taking the job), ``priority``
     (0 runs first; None for the queue's default), ``max_retries``, ``dead``, ``backtrace``;
     the controls ``unique_for`` / ``unique_until`` / ``unique_by`` / ``unique_conflict``,
-    ``limits_concurrency``, ``debounce`` and ``limiter`` (docs/controls.md).
+    ``limits_concurrency``, ``debounce`` and ``limiter`` (docs/controls.md);
+    ``enqueue_after_transaction_commit`` (jobkit.transactions).
     Any other lower-case class attribute holding data is refused when the class is defined
     (a typo would be ignored otherwise); declare your own with an annotation.
     """
@@ -171,6 +172,9 @@ class Job:
     time_limit: float | dt.timedelta | None = None
     #: Seconds (or timedelta) after which the run is stopped (its process killed, on prefork).
     hard_time_limit: float | dt.timedelta | None = None
+    #: Enqueued inside a database transaction: held until it commits (True) or sent at once
+    #: (False); None: the `enqueue_after_transaction_commit` setting (jobkit.transactions).
+    enqueue_after_transaction_commit: ClassVar[bool | None] = None
     #: Set by the @retry_on / @discard_on class decorators (jobkit.retries), newest first.
     failure_rules: ClassVar[tuple[RetryOn | DiscardOn, ...]] = ()
 
@@ -191,6 +195,11 @@ class Job:
         if type(cls.backtrace) is not int or cls.backtrace < 0:
             raise JobClassError(f"{cls.__qualname__}.backtrace must be a whole number of "
                                 f"lines >= 0, not {cls.backtrace!r}")
+        if cls.enqueue_after_transaction_commit is not None \
+                and type(cls.enqueue_after_transaction_commit) is not bool:
+            raise JobClassError(f"{cls.__qualname__}.enqueue_after_transaction_commit must be "
+                                f"True, False or None, not "
+                                f"{cls.enqueue_after_transaction_commit!r}")
         check_controls(cls)
         time_limits(cls.time_limit, cls.hard_time_limit, JobClassError, f"{cls.__qualname__}.")
         _check_perform(cls)
@@ -214,6 +223,11 @@ class Job:
         self.successfully_enqueued: bool = False
         #: Set when a unique job was not enqueued: the id of the job that holds its lock.
         self.duplicate_of: str | None = None
+        #: True while the job is held until the caller's transaction commits (then sent, or
+        #: dropped by a rollback); `successfully_enqueued` stays False until it is sent.
+        self.waiting_for_commit: bool = False
+        #: What stopped a job held for a commit from being sent after it (also logged).
+        self.enqueue_error: BaseException | None = None
         #: The batch this job belongs to (jobkit.Batch; `Batch.open(self.batch_id)` adds jobs
         #: to it while this job runs), or None.
         self.batch_id: str | None = None
@@ -326,9 +340,10 @@ class Job:
         self.duplicate_of = None
         if batch_scope.join((self,)):  # inside `with jobkit.Batch(...)`: sent with its chunk
             return
-        current_adapter().enqueue(self)
-        self.successfully_enqueued = self.duplicate_of is None
-        _raise_for_duplicates([self])
+        adapter = current_adapter()
+        if transactions.hold([self], lambda jobs: _send(adapter, jobs, bulk=False)):
+            return  # sent after the caller's transaction commits
+        _send(adapter, [self], bulk=False)
 
     def _prepare(self, *, wait: Seconds | None = None, wait_until: When | None = None,
                  queue: str | None = None, priority: int | None = None,
@@ -510,11 +525,25 @@ def perform_all_later(jobs: Iterable[J]) -> list[J]:
         job.duplicate_of = None
     if batch_scope.join(jobs):  # inside `with jobkit.Batch(...)`: sent in its chunks
         return jobs
-    current_adapter().enqueue_all(jobs)
+    adapter = current_adapter()
+    held = {id(job) for job in transactions.hold(jobs, lambda later: _send(adapter, later,
+                                                                              bulk=True))}
+    _send(adapter, [job for job in jobs if id(job) not in held], bulk=True)
+    return jobs
+
+
+def _send(adapter: Adapter, jobs: list[J], *, bulk: bool) -> None:
+    """Send prepared jobs through `adapter` (one, or many in one round trip) and record the
+    outcome on each."""
+    if not jobs:
+        return
+    if not bulk:
+        adapter.enqueue(jobs[0])
+    else:
+        adapter.enqueue_all(jobs)
     for job in jobs:
         job.successfully_enqueued = job.duplicate_of is None
     _raise_for_duplicates(jobs)
-    return jobs
 
 
 def _raise_for_duplicates(jobs: list[J]) -> None:

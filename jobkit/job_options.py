@@ -45,6 +45,9 @@ _FAMILIAR_NAMES = {
     "debounce_for": "debounce",
     "soft_time_limit": "time_limit",
     "timeout": "time_limit (soft) or hard_time_limit",
+    "enqueue_after_commit": "enqueue_after_transaction_commit",
+    "after_commit": "enqueue_after_transaction_commit",
+    "on_commit": "enqueue_after_transaction_commit",
 }
 _NOT_LISTED = frozenset({"failure_rules"})  # set by @retry_on / @discard_on, not by hand
 _SHOWN_CHARS = 60

@@ -244,7 +244,9 @@ class MessageDelivery:
         """Check the mail builds (bad input raises here, nothing enqueued), then enqueue the
         mailer's delivery job (MailDeliveryJob) with the mailer, action and arguments and,
         unless the worker must render it (jobkit.mailer.rendered), the rendered mail; None
-        when there is nothing to deliver."""
+        when there is nothing to deliver. Inside a database transaction the job is sent once
+        it commits (the delivery job's `enqueue_after_transaction_commit`, jobkit.transactions):
+        the mail is built now, in the transaction."""
         job = self._job(wait=wait, wait_until=wait_until, queue=queue, priority=priority)
         return None if job is None else job.enqueue()
 
@@ -272,7 +274,9 @@ def deliver_all_later(deliveries: Iterable[MessageDelivery], *, wait: Any = None
                       wait_until: Any = None, queue: str | None = None,
                       priority: int | None = None) -> list[Any]:
     """Enqueue many mails in one round trip (jobkit.perform_all_later), each built first as
-    `deliver_later` does; the jobs enqueued (mails with nothing to deliver are left out)."""
+    `deliver_later` does; the jobs enqueued (mails with nothing to deliver are left out).
+    Inside a database transaction, those whose class waits for the commit are sent after it,
+    together (jobkit.transactions)."""
     from jobkit.job import perform_all_later
 
     jobs = [job for delivery in deliveries

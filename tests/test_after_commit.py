@@ -1,0 +1,263 @@
+"""Enqueue after the transaction commits (jobkit.transactions): real PostgreSQL through
+SQLAlchemy with the session worker, Django's `atomic` on its test database with a real Redis,
+and the test modes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, select, update
+
+import jobkit
+import jobkit.testing
+from jobkit import transactions
+from jobkit.api import Queue
+from jobkit.config import current_settings, use_settings
+from jobkit.errors import ConfigError, JobClassError, NotUniqueError
+from tests.after_commit_jobs import RAN, AtOnceJob, NoteJob, SeeAccountJob, UniqueRaisingJob
+from tests.conftest import wait_for
+from tests.doc_examples import DOCS, example_module, python_blocks, run
+from tests.jobs import RESULTS
+from tests.models import Account, PgSession
+
+
+@pytest.fixture
+def watched(pg_tables: None) -> Iterator[Any]:
+    transactions.watch(PgSession)
+    yield PgSession
+    transactions.unwatch(PgSession)
+
+
+def _records(client: redis.Redis) -> dict[str, dict]:
+    """The SeeAccountJob records so far, by job id."""
+    rows = [json.loads(raw) for raw in client.lrange(RESULTS, 0, -1)]
+    return {row["job_id"]: row for row in rows if row.get("job") == "SeeAccountJob"}
+
+
+def test_sqlalchemy_on_a_real_worker(r: redis.Redis, worker: Any, watched: Any) -> None:
+    code = uuid.uuid4().hex[:8]
+    rolled, committed, kept, dropped = (f"{name}-{code}" for name in
+                                        ("rolled", "committed", "kept", "dropped"))
+
+    # A rollback: the held job is never sent.
+    with pytest.raises(RuntimeError), PgSession.begin() as session:
+        session.add(Account(code=rolled, region=1, name="rolled back"))
+        lost = SeeAccountJob.perform_later(rolled)
+        assert lost.waiting_for_commit and not lost.successfully_enqueued
+        assert transactions.held_jobs(session) == [lost]
+        raise RuntimeError("roll back")
+    assert not lost.waiting_for_commit and not lost.successfully_enqueued
+
+    # A session that began by itself and wrote (a flush): held until commit; a class that says
+    # False is sent at once and runs before the commit, where the row is not visible yet.
+    with PgSession() as session:
+        session.add(Account(code=committed, region=1, name="committed"))
+        session.flush()
+        held = SeeAccountJob.set(queue="default").perform_later(committed)
+        at_once = AtOnceJob.perform_later(committed)
+        bulk = jobkit.perform_all_later([SeeAccountJob(committed), AtOnceJob(committed)])
+        assert held.waiting_for_commit and bulk[0].waiting_for_commit
+        assert at_once.successfully_enqueued and bulk[1].successfully_enqueued
+        wait_for(lambda: {at_once.job_id, bulk[1].job_id} <= _records(r).keys(),
+                 timeout=60, what="the jobs sent at once to run before the commit")
+        assert _records(r)[at_once.job_id]["name"] is None
+        assert held.job_id not in _records(r)
+        session.commit()
+    assert held.successfully_enqueued and bulk[0].successfully_enqueued
+    assert not held.waiting_for_commit and held.enqueue_error is None
+
+    # Savepoints: a released one's jobs wait for the outer commit; a rolled-back one's are
+    # dropped while the outer transaction commits.
+    with PgSession.begin() as session:
+        session.add(Account(code=kept, region=1, name="kept"))
+        outer = SeeAccountJob.perform_later(kept)
+        with session.begin_nested():
+            released = SeeAccountJob.perform_later(kept)
+        savepoint = session.begin_nested()
+        session.add(Account(code=dropped, region=1, name="dropped"))
+        gone = SeeAccountJob.perform_later(dropped)
+        savepoint.rollback()
+        assert not gone.waiting_for_commit
+        assert transactions.held_jobs(session) == [outer, released]
+        assert outer.waiting_for_commit and released.waiting_for_commit
+    assert outer.successfully_enqueued and released.successfully_enqueued
+    assert not gone.successfully_enqueued
+
+    # Outside a transaction, and in a session that has only read: sent at once.
+    plain = SeeAccountJob.perform_later(kept)
+    assert plain.successfully_enqueued
+    with PgSession() as session:
+        session.execute(select(Account).limit(1))
+        assert session.in_transaction()
+        reader = SeeAccountJob.perform_later(kept)
+        assert reader.successfully_enqueued and not reader.waiting_for_commit
+
+    ran = {held, bulk[0], outer, released, plain, reader}
+    wait_for(lambda: {job.job_id for job in ran} <= _records(r).keys(), timeout=60,
+             what="the committed jobs to run")
+    seen = _records(r)
+    assert {seen[job.job_id]["name"] for job in (held, bulk[0])} == {"committed"}
+    assert {seen[job.job_id]["name"] for job in (outer, released, plain, reader)} == {"kept"}
+    # Every job sent ran; the two never sent are not there.
+    assert lost.job_id not in seen and gone.job_id not in seen
+
+
+def test_errors_settings_and_test_modes(watched: Any, caplog: pytest.LogCaptureFixture
+                                        ) -> None:
+    from jobkit.mailer import deliver_all_later
+    from tests.mailers_app import ReportMailer
+
+    code = uuid.uuid4().hex[:8]
+    saved = current_settings()
+    try:
+        with jobkit.testing.fake():
+            # In the test modes too, a held job is recorded only once the commit happens.
+            with PgSession.begin() as session:
+                session.add(Account(code=code, region=1, name="mode"))
+                job = SeeAccountJob.perform_later(code)
+                mail = ReportMailer.plain_only("a@example.com").deliver_later()
+                mails = deliver_all_later([ReportMailer.plain_only("b@example.com")])
+                assert job.waiting_for_commit and mail.waiting_for_commit
+                assert mails[0].waiting_for_commit
+                assert jobkit.testing.jobs() == []
+            assert {r.job_id for r in jobkit.testing.jobs()} == \
+                {job.job_id, mail.job_id, mails[0].job_id}
+            jobkit.testing.clear()
+
+            # A session that began by itself holds jobs once it has written: unflushed
+            # changes, or an ORM update run with execute.
+            with PgSession() as session:
+                session.add(Account(code=code, region=4, name="unflushed"))
+                assert SeeAccountJob.perform_later(code).waiting_for_commit
+                session.rollback()
+                session.execute(update(Account).where(Account.code == code)
+                                .values(name="updated"))
+                assert SeeAccountJob.perform_later(code).waiting_for_commit
+                session.rollback()
+            assert jobkit.testing.jobs() == []
+
+            # An enqueue that fails after the commit: logged with its traceback, kept on the
+            # job; the commit stands.
+            first = UniqueRaisingJob.perform_later(code)
+            assert first.successfully_enqueued
+            caplog.set_level(logging.ERROR, logger="jobkit.transactions")
+            with PgSession.begin() as session:
+                session.add(Account(code=code, region=2, name="after"))
+                again = UniqueRaisingJob.perform_later(code)
+            assert isinstance(again.enqueue_error, NotUniqueError)
+            assert not again.successfully_enqueued
+            assert f"UniqueRaisingJob {again.job_id}" in caplog.text
+            assert "Traceback" in caplog.text or caplog.records[-1].exc_info
+            with PgSession() as session:
+                assert session.get(Account, (code, 2)) is not None
+
+            # The setting off: sent at once, unless the class says True.
+            jobkit.configure(enqueue_after_transaction_commit=False)
+            jobkit.testing.clear()
+            with PgSession.begin() as session:
+                session.add(Account(code=code, region=3, name="off"))
+                now = SeeAccountJob.perform_later(code)
+                assert now.successfully_enqueued and len(jobkit.testing.jobs()) == 1
+
+                class Always(SeeAccountJob):
+                    enqueue_after_transaction_commit = True
+
+                assert Always.perform_later(code).waiting_for_commit
+        use_settings(saved)
+
+        # Inline mode performs a held job once the commit happened, in this process.
+        with jobkit.testing.inline():
+            with PgSession.begin() as session:
+                session.add(Account(code=code, region=5, name="inline"))
+                inline_job = NoteJob.perform_later(code)
+                assert RAN == []
+            assert [code] == RAN and inline_job.enqueue_error is None
+    finally:
+        use_settings(saved)
+
+    with pytest.raises(ConfigError, match="enqueue_after_transaction_commit: 'yes'"):
+        jobkit.configure(enqueue_after_transaction_commit="yes")
+    with pytest.raises(JobClassError, match="must be True, False or None, not 1"):
+        type("Wrong", (SeeAccountJob,), {"enqueue_after_transaction_commit": 1})
+    with pytest.raises(TypeError, match="not engines"):
+        transactions.watch(create_engine("sqlite://"))
+
+
+@pytest.fixture(scope="module")
+def django_db() -> Iterator[None]:
+    """Django on SQLite in memory (as tests/test_references.py sets it up), its Post table."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=["tests.django_app"],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        )
+        django.setup()
+    from django.db import connection
+
+    from tests.django_app.models import Post
+
+    with connection.schema_editor() as editor:
+        editor.create_model(Post)
+    yield
+    with connection.schema_editor() as editor:
+        editor.delete_model(Post)
+
+
+def test_django_atomic(own_client: redis.Redis, django_db: None) -> None:
+    from django.db import transaction
+
+    from tests.django_app.jobs import PublishJob
+    from tests.django_app.models import Post
+
+    queue = Queue("default")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        lost = PublishJob.perform_later(Post.objects.create(title="rolled back"))
+        raise RuntimeError("roll back")
+    assert not lost.successfully_enqueued and queue.size() == 0
+
+    with transaction.atomic():
+        held = PublishJob.perform_later(Post.objects.create(title="kept"))
+        try:
+            with transaction.atomic():  # a savepoint, rolled back
+                gone = PublishJob.perform_later(Post.objects.create(title="gone"))
+                raise RuntimeError("roll back the savepoint")
+        except RuntimeError:
+            pass
+        assert held.waiting_for_commit and queue.size() == 0
+    assert held.successfully_enqueued and not gone.successfully_enqueued
+    assert queue.size() == 1
+
+    plain = PublishJob.perform_later(Post.objects.create(title="autocommit"))
+    assert plain.successfully_enqueued and queue.size() == 2
+
+
+def test_docs_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs section's python examples, run as written in fake mode on the suite's
+    PostgreSQL (the Django example, a `py` block, is test_django_atomic's case)."""
+    from tests.models import pg_engine
+
+    monkeypatch.setenv("DATABASE_URL", pg_engine.url.render_as_string(hide_password=False))
+    text = (DOCS / "jobs.md").read_text()
+    section = text.split("## Enqueue after the transaction commits", 1)[1].split("\n## ", 1)[0]
+    blocks = python_blocks(section)
+    assert len(blocks) == 3
+    with jobkit.testing.fake(), example_module("after_commit_docs") as module:
+        try:
+            for block in blocks:
+                run(block, module, "docs/jobs.md")
+            assert [r.args for r in jobkit.testing.jobs()] == [[module.receipt.arguments[0]]]
+        finally:
+            if hasattr(module, "Session"):
+                transactions.unwatch(module.Session)
+                module.Base.metadata.drop_all(module.engine)
+                module.engine.dispose()
