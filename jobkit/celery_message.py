@@ -15,7 +15,8 @@ from typing import Any
 
 from jobkit.keys import MAX_PRIORITY, MIN_PRIORITY, list_key
 
-__all__ = ["build_message", "build_task_message", "read_task_args"]
+__all__ = ["build_message", "build_task_message", "encode", "job_envelope", "read_task_args",
+           "task_body", "task_envelope"]
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
@@ -26,12 +27,19 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
                   kwargsrepr: str | None = None) -> tuple[str, str]:
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
+    key, message = job_envelope(payload, task_id, argsrepr, kwargsrepr)
+    return key, encode(message, [[payload], {}, _EMBED])
+
+
+def job_envelope(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
+                 kwargsrepr: str | None = None) -> tuple[str, dict[str, Any]]:
+    """`task_envelope` for a payload: its body is ``task_body([payload])``."""
     controls = payload.get("controls")
     soft, hard = payload.get("time_limits") or (None, None)
     if payload.get("awaits"):  # jobkit enforces an async job's soft limit (coroutines.py)
         soft = None
-    return build_task_message(
-        payload["job_class"], task_id, [payload], payload["queue_name"], payload["priority"],
+    return task_envelope(
+        payload["job_class"], task_id, payload["queue_name"], payload["priority"],
         retries=payload["executions"], job_id=payload["job_id"],
         argsrepr=argsrepr or repr(payload["args"]),
         kwargsrepr=kwargsrepr or repr(payload["kwargs"]),
@@ -49,10 +57,20 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
     `concurrency` (a job's concurrency control) becomes the ``jobkit_concurrency`` header,
     which the worker's transport reads before Celery takes the job; `time_limits` (hard, soft)
     is Celery's ``timelimit`` header, which its prefork pool enforces."""
+    key, message = task_envelope(task, task_id, queue, priority, retries, job_id, argsrepr,
+                                 kwargsrepr, concurrency, time_limits)
+    return key, encode(message, [args, {}, _EMBED])
+
+
+def task_envelope(task: str, task_id: str, queue: str, priority: int | None,
+                  retries: int = 0, job_id: str | None = None, argsrepr: str = "",
+                  kwargsrepr: str = "", concurrency: dict[str, Any] | None = None,
+                  time_limits: tuple[float | None, float | None] = (None, None)
+                  ) -> tuple[str, dict[str, Any]]:
+    """(Redis list key, the message without its body): its ``headers`` and ``properties``
+    dicts can still change (the publish signals, jobkit.publish_signals) before `encode`."""
     priority = min(max(priority or 0, MIN_PRIORITY), MAX_PRIORITY)
-    body = _dumps([args, {}, _EMBED]).encode()
     message = {
-        "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
@@ -88,7 +106,19 @@ def build_task_message(task: str, task_id: str, args: list, queue: str, priority
             "delivery_tag": task_id,  # unique per message already
         },
     }
-    return list_key(queue, priority), _dumps(message)
+    return list_key(queue, priority), message
+
+
+def task_body(args: list) -> tuple[list, dict[str, Any], dict[str, Any]]:
+    """The body of a task message with these positional arguments, as Celery's protocol 2
+    has it: (args, kwargs, embed)."""
+    return args, {}, dict(_EMBED)
+
+
+def encode(message: dict[str, Any], body: list | tuple) -> str:
+    """A message from `task_envelope` with its body, as the JSON kombu would LPUSH."""
+    message["body"] = base64.b64encode(_dumps(body).encode()).decode("ascii")
+    return _dumps(message)
 
 
 def read_task_args(message: str | bytes) -> list:

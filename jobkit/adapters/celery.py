@@ -15,7 +15,6 @@ from redis.exceptions import NoScriptError
 
 from jobkit.adapters.base import Adapter
 from jobkit.batch.state import RedisBatches, count_members
-from jobkit.celery_message import build_message
 from jobkit.config import current_settings
 from jobkit.controls.enqueue import ControlledPush, ScriptCall
 from jobkit.errors import NotReplicatedError
@@ -23,6 +22,7 @@ from jobkit.imports import class_path, require_importable
 from jobkit.job_sets import ScheduledSet, entry_member
 from jobkit.keys import QUEUES, SCHEDULE, wake_key
 from jobkit.on_demand import start_worker_if_needed
+from jobkit.publish_signals import Publication, listening, message_for
 from jobkit.queues import WAKE_TOKENS_MAX
 from jobkit.redis_client import get_redis
 
@@ -55,7 +55,10 @@ class CeleryAdapter(Adapter):
         script in the same pipeline (jobkit.controls.enqueue); a duplicate gets its
         `duplicate_of` set. Jobs of a batch (never unique or debounced: jobkit.batch.scope)
         are counted in it first, in one transaction with their pushes (a plain pipeline, the
-        count first, with `wait_for_replicas`: WAIT inside MULTI would not wait)."""
+        count first, with `wait_for_replicas`: WAIT inside MULTI would not wait).
+        Celery's publish signals fire for each job when anything receives them
+        (jobkit.publish_signals): `before` as its message is built, `after` once the round
+        trip succeeded; a job due later is published as it is parked (as Celery's `countdown`)."""
         ready: dict[str, list[str]] = defaultdict(list)  # list key -> messages, in order
         woken: Counter[str] = Counter()
         queues: set[str] = set()  # every queue a job went to (a script adds its own to QUEUES)
@@ -65,11 +68,12 @@ class CeleryAdapter(Adapter):
         client = get_redis()
         batched = Counter(job.batch_id for job in jobs if job.batch_id is not None)
         replicas = current_settings().wait_for_replicas
+        published: list[Publication] | None = [] if listening() else None
         with client.pipeline(transaction=bool(batched) and not replicas) as pipe:
             for batch_id, count in batched.items():
                 count_members(pipe, batch_id, count)
             for job in jobs:
-                queue, key, message, controls = job_message(job)
+                queue, key, message, controls = job_message(job, published)
                 _warn_if_unconsumed(queue)
                 queues.add(queue)
                 if controls and ("unique" in controls or "debounce" in controls):
@@ -98,6 +102,8 @@ class CeleryAdapter(Adapter):
         error = next((r for r in results if isinstance(r, Exception)), None)
         if error is not None:
             raise error
+        for publication in published or ():
+            publication.after()
         for place, (job, _) in scripts.items():
             reply = results[place]
             if isinstance(reply, list) and not reply[0]:  # a unique job's lock was held
@@ -168,13 +174,16 @@ class JobMessage(NamedTuple):
     controls: dict[str, Any] | None  # the payload's (jobkit.controls)
 
 
-def job_message(job: Job) -> JobMessage:
+def job_message(job: Job, published: list[Publication] | None = None) -> JobMessage:
     """A prepared job's queue, list key and message as a worker will receive it; sets its
-    `provider_job_id`. JobClassError when no worker could import its class."""
+    `provider_job_id`. JobClassError when no worker could import its class. Given a
+    `published` list, fires ``before_task_publish`` (receivers may add headers) and appends
+    the publication whose `after` the caller fires once the message is in Redis."""
     require_importable(type(job), "job class")
     task_id = str(uuid.uuid4())
     payload = job.serialize()
-    key, message = build_message(payload, task_id, repr(tuple(job.arguments)), repr(job.kwargs))
+    key, message = message_for(payload, task_id, repr(tuple(job.arguments)), repr(job.kwargs),
+                               published)
     job.provider_job_id = task_id
     return JobMessage(payload["queue_name"], key, message, payload.get("controls"))
 
