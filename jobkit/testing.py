@@ -582,6 +582,14 @@ class _ExpectingWith(AbstractContextManager[None]):
             self.found.clock_offset = record.clock_offset
 
 
+class _NotYet(dict[str, Any]):
+    """The payload of a block form's job until the block ends: reading it says so."""
+
+    def __missing__(self, key: str) -> Any:
+        raise RuntimeError("the job of `with assert_enqueued_with(...) as job:` (or "
+                           "assert_performed_with) is filled in when the block ends")
+
+
 class _BlockMatch(MatchedJob):
     """What ``with assert_enqueued_with(...) as job:`` gives: `job`, filled in at the end."""
 
@@ -610,7 +618,7 @@ def assert_enqueued_with(job: JobFilter = None, args: Sequence[Any] | Field | No
                      adapter.performed)
 
     if _used_as_context_manager():
-        found = _BlockMatch({})
+        found = _BlockMatch(_NotYet())
         found.expecting = _ExpectingWith(found, _all_enqueued(adapter), "enqueued",
                                          lambda records: match(records, "enqueued in the block"))
         return found
@@ -633,7 +641,7 @@ def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | Field | N
                      adapter.performed)
 
     if _used_as_context_manager():
-        found = _BlockMatch({})
+        found = _BlockMatch(_NotYet())
         found.expecting = _ExpectingWith(found, lambda: list(adapter.performed), "performed",
                                          lambda records: match(records, "performed in the block"),
                                          _perform_during())

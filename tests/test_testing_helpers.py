@@ -366,6 +366,8 @@ def test_assert_enqueued_with_block_form(jobkit_fake) -> None:
     TaskLoggerJob.perform_later(1)
     with testing.assert_enqueued_with(job=TaskLoggerJob, args=[2], queue="low") as job:
         TaskLoggerJob.set(queue="low").perform_later(2)
+        with pytest.raises(RuntimeError, match="is filled in when the block ends"):
+            job.args  # noqa: B018
     assert job.args == [2] and job == TaskLoggerJob.jobs[1]
     with pytest.raises(AssertionError) as failure, \
             testing.assert_enqueued_with(job=TaskLoggerJob, args=[1]):  # before the block
