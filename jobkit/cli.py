@@ -515,16 +515,19 @@ def _report_written(written: list[Any]) -> None:
 
 @generate.command("job")
 @click.argument("name")
-@click.option("--dir", "directory", default="jobs", show_default=True,
-              help="Package folder of the job, relative to the current directory.")
+@click.option("--dir", "directory", help="Package folder of the job, relative to the current "
+              "directory (default: the first package of the `require` setting that is a "
+              "folder here, else jobs).")
 @_tests_dir_option
 @click.option("--queue", default="default", show_default=True, help="The job's queue_as.")
 @_force_option
-def generate_job_command(name: str, directory: str, tests_dir: str, queue: str,
+def generate_job_command(name: str, directory: str | None, tests_dir: str, queue: str,
                          force: bool) -> None:
     """A job class NAME (welcome, WelcomeJob: jobs/welcome_job.py) and its test."""
-    from jobkit.generators import GeneratorError, generate_job
+    from jobkit.generators import GeneratorError, generate_job, jobs_folder
 
+    if directory is None:
+        directory = jobs_folder(".", load_settings(default_config_path()).require)
     try:
         _report_written(generate_job(name, ".", directory, tests_dir, queue, force))
     except GeneratorError as exc:

@@ -19,7 +19,7 @@ from typing import Literal
 from jobkit.errors import JobkitError
 from jobkit.mailer import Mailer
 
-__all__ = ["GeneratorError", "Written", "generate_job", "generate_mailer"]
+__all__ = ["GeneratorError", "Written", "generate_job", "generate_mailer", "jobs_folder"]
 
 Status = Literal["create", "force", "identical", "skip", "exist"]
 
@@ -118,6 +118,15 @@ def _init_files(folder: PurePosixPath) -> list[_File]:
 
 
 # -- job ---------------------------------------------------------------------------------------
+
+def jobs_folder(root: Path | str, require: tuple[str, ...] | list[str]) -> str:
+    """Where jobs live in this project: the first module of the `require` setting that is a
+    package folder under `root` (``app.jobs`` -> ``app/jobs``), else ``jobs``."""
+    for module in require:
+        if Path(root, *module.split("."), "__init__.py").is_file():
+            return "/".join(module.split("."))
+    return "jobs"
+
 
 JOB = '''"""$class_name: a background job."""
 

@@ -31,6 +31,7 @@ select = ["E", "F", "W", "I", "B", "UP", "SIM"]
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder, the current directory (as for `jobkit generate`)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JOBKIT_CONFIG", raising=False)  # config/jobkit.yml of the project
     return tmp_path
 
 
@@ -154,3 +155,22 @@ def test_generator_error_is_a_value_error_naming_the_input(tmp_path: Path) -> No
     with pytest.raises(GeneratorError, match="give the mailer at least one action"):
         generate_mailer("user", [], root=tmp_path)
     assert isinstance(GeneratorError("x"), ValueError)
+
+
+def test_jobs_go_where_the_require_setting_says(project: Path) -> None:
+    (project / "config").mkdir()
+    (project / "config/jobkit.yml").write_text("require: [app.tasks, app.jobs]\n")
+    (project / "app/jobs").mkdir(parents=True)
+    (project / "app/jobs/__init__.py").write_text("")
+    (project / "app/tasks.py").write_text("")  # a module, not a package: not a folder for jobs
+    result = generate("job", "welcome")
+    assert result.exit_code == 0, result.output
+    assert "    create  app/jobs/welcome_job.py" in result.output
+    assert "from app.jobs.welcome_job import WelcomeJob" in (
+        project / "tests/test_welcome_job.py").read_text()
+    (project / "config/jobkit.yml").write_text("require: [app.jobz]\n")
+    assert "    create  jobs/welcome_job.py" in generate("job", "welcome").output
+    (project / "config/jobkit.yml").write_text("concurrency: lots\n")
+    result = generate("job", "other")
+    assert result.exit_code == 1 and "concurrency" in result.output
+    assert not (project / "jobs/other_job.py").exists()
