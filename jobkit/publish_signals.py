@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import logging
 from typing import Any, cast
 
 from celery import Task, current_app, signals
@@ -20,6 +21,8 @@ from kombu.entity import Queue
 from jobkit.celery_message import build_message, encode, job_envelope, task_body
 
 __all__ = ["Publication", "listening", "message_for"]
+
+logger = logging.getLogger(__name__)
 
 # jobkit does not retry a push (a failed enqueue raises), so its policy says so.
 _NO_RETRY: dict[str, Any] = {"max_retries": 0}
@@ -81,14 +84,25 @@ def _known_to_celery(name: str) -> None:
 
     Receivers look the sender up there (OpenTelemetry's keeps its producer span on the task
     it finds; with none, that span is never ended). A worker's jobkit app builds the real task
-    on demand (`JobRegistry.__missing__`); any other app gets a stand-in that only names it."""
-    tasks = cast(TaskRegistry, current_app.tasks)  # the proxy hides its type
-    if name in tasks:
-        return
+    on demand (`JobRegistry.__missing__`); any other app gets a stand-in that only names it.
+    An app whose registry cannot be read (not finalized, with autofinalize off) is left alone:
+    the enqueue goes on, and this is logged once per name."""
     try:
-        tasks[name]  # a registry that builds it when missing (jobkit's worker app)
-    except KeyError:  # Celery's NotRegistered is a KeyError
-        tasks.register(_stand_in(name))
+        tasks = cast(TaskRegistry, current_app.tasks)  # the proxy hides its type
+        if name in tasks:
+            return
+        try:
+            tasks[name]  # a registry that builds it when missing (jobkit's worker app)
+        except KeyError:  # Celery's NotRegistered is a KeyError
+            tasks.register(_stand_in(name))
+    except Exception as exc:  # never fail an enqueue for what receivers look up
+        if name not in _unregistered:
+            _unregistered.add(name)
+            logger.warning("cannot register %s in the current Celery app's tasks for the publish "
+                           "signals' receivers (a tracer may not end its span): %r", name, exc)
+
+
+_unregistered: set[str] = set()
 
 
 def _stand_in(name: str) -> Task:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery import signals
+from celery import Celery, current_app, signals
 from opentelemetry import trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,7 +28,7 @@ from jobkit.testing_services import RedisServer
 from tests.conftest import start_worker, wait_for
 from tests.doc_examples import DOCS, example_module, python_blocks
 from tests.doc_examples import run as run_example
-from tests.tracing_worker import SEEN, TracedJob
+from tests.tracing_worker import SEEN, DebouncedTracedJob, TracedJob, UniqueTracedJob
 
 TASK = "tests.tracing_worker.TracedJob"
 
@@ -140,6 +140,54 @@ def _check_one_trace(own_client: redis.Redis, spans_file: Path,
         assert seen["task_id"] == job.provider_job_id and seen["tenant"] == "acme"
         assert seen["inner_headers"] == {"x_inner": "1"}  # `task.request.headers`
         assert seen["traceparent"].split("-")[2] == run["parent_span_id"]
+
+
+def test_batches_unique_and_debounced_jobs_fire_the_pair(own_client: redis.Redis) -> None:
+    fired: list[tuple[str, str, str]] = []
+
+    def on_before(sender: Any, headers: dict, **_: Any) -> None:
+        fired.append(("before", sender.rpartition(".")[2], headers["id"]))
+
+    def on_after(sender: Any, headers: dict, **_: Any) -> None:
+        fired.append(("after", sender.rpartition(".")[2], headers["id"]))
+
+    signals.before_task_publish.connect(on_before, weak=False)
+    signals.after_task_publish.connect(on_after, weak=False)
+    try:
+        with jobkit.Batch():
+            member = TracedJob.perform_later("member")
+        first = UniqueTracedJob.perform_later("same")
+        duplicate = UniqueTracedJob.perform_later("same")  # not pushed: after fires all the same
+        debounced = DebouncedTracedJob.perform_later("key")
+    finally:
+        signals.before_task_publish.disconnect(on_before)
+        signals.after_task_publish.disconnect(on_after)
+    assert member.batch_id is not None and duplicate.duplicate_of == first.job_id
+    expected = []
+    for job in (member, first, duplicate, debounced):
+        assert job.provider_job_id is not None
+        expected += [(step, type(job).__name__, job.provider_job_id)
+                     for step in ("before", "after")]
+    assert fired == expected
+
+
+def test_an_unreadable_celery_registry_does_not_stop_the_enqueue(
+        own_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    previous = current_app._get_current_object()
+    Celery("unfinalized", autofinalize=False).set_current()  # its `tasks` raises
+    fired: list[str] = []
+
+    def on_before(headers: dict, **_: Any) -> None:
+        fired.append(headers["id"])
+
+    signals.before_task_publish.connect(on_before, weak=False)
+    try:
+        job = TracedJob.perform_later("enqueued anyway")
+    finally:
+        signals.before_task_publish.disconnect(on_before)
+        previous.set_current()
+    assert fired == [job.provider_job_id] and own_client.llen("default") == 1
+    assert f"cannot register {TASK} in the current Celery app's tasks" in caplog.text
 
 
 def test_nothing_listening_costs_nothing(own_client: redis.Redis,

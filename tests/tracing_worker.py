@@ -18,7 +18,7 @@ from celery import current_task
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from jobkit import Job
+from jobkit import Debounce, Job
 from tests.doc_examples import DOCS, example_module, python_blocks, run
 
 SEEN = "test:tracing:seen"
@@ -56,6 +56,14 @@ class TracedJob(Job):
                 "tenant": getattr(request, "tenant", None),
                 "inner_headers": request.headers}
         redis.Redis.from_url(os.environ["REDIS_URL"]).hset(SEEN, marker, json.dumps(seen))
+
+
+class UniqueTracedJob(TracedJob):
+    unique_for = 60
+
+
+class DebouncedTracedJob(TracedJob):
+    debounce = Debounce(within=60, by=lambda job: job.arguments[0])
 
 
 if os.environ.get("JOBKIT_TRACE_FILE"):
