@@ -14,7 +14,9 @@ test outbox (`jobkit.mailer.deliveries`).
 
 Assertions that take a count or a job work two ways, as in Rails: as a plain call they check
 what was recorded so far; used as ``with assert_enqueued_jobs(2): ...`` they check only what
-the block did.
+the block did. `perform_enqueued_jobs` and the count assertions take Rails' filters:
+``only=`` / ``except_=`` (a Job class, its path, a list, or a function of the EnqueuedJob),
+``queue=`` and, to perform, ``at=``.
 """
 
 from __future__ import annotations
