@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 import redis
 
-from jobkit import api, display
+import jobkit
+from jobkit import api, display, testing
 from jobkit.job_sets import DeadSet, JobEntry, ScheduledSet
+from jobkit.retries import Decision, decide
 from jobkit.testing_services import RedisServer
 from tests import plain_celery_tasks as tasks
 from tests.conftest import start_worker, wait_for
+from tests.doc_examples import DOCS, example_module, python_blocks, run
 
 TASKS = "tests.plain_celery_tasks"
 FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "3"}
@@ -115,3 +120,31 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         for worker in (first, second):
             if worker is not None:
                 worker.stop()
+
+
+def test_migrating_examples_run_as_written() -> None:
+    """docs/migrating.md's python blocks, in fake mode: what they enqueue, and the retry
+    rules the Celery and Active Job tables promise."""
+    with testing.fake(), example_module("migrating_examples") as module:
+        module.__dict__.update(UTC=UTC, datetime=datetime, timedelta=timedelta, jobkit=jobkit)
+        blocks = python_blocks((DOCS / "migrating.md").read_text())
+        assert len(blocks) == 3
+        for block in blocks:
+            run(textwrap.dedent(block), module, "docs/migrating.md")  # some are in list items
+        now = time.time()
+        enqueued = {(job.job_class.rsplit(".", 1)[1], job.queue, round((job.at or now) - now),
+                     repr(job.args), repr(job.kwargs)) for job in testing.jobs()}
+    assert enqueued == {
+        ("SendInvoiceJob", "mailers", 0, "[42]", "{}"),
+        ("SendInvoiceJob", "mailers", 600, "[42]", "{'copy_to': 'ops@example.com'}"),
+        ("HardJob", "critical", 0, "['bob', 5]", "{}"),
+        ("HardJob", "critical", 300, "['bob', 5]", "{}"),
+        ("GuestsCleanupJob", "low", 7 * 86400, "[7]", "{}"),
+    }
+    invoice = module.SendInvoiceJob(42)
+    invoice.executions = 3  # the third run failed: Celery's retry_backoff waits 4 s then
+    assert decide(invoice, ConnectionError()) == Decision("retry", 4.0)
+    invoice.executions = 6
+    assert decide(invoice, ConnectionError()).action == "dead"
+    assert module.HardJob.max_retries == 5 and module.HardJob("a", 1).retry_in(2, None) == 30
+    assert decide(module.GuestsCleanupJob(7), LookupError()).action == "discard"

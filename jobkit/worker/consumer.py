@@ -86,7 +86,9 @@ class Consumer(CeleryConsumer):
         channel still work, so they run here, once. Forgetting them would hand them back while
         a prefork pool process may already be running one (Celery discards its record of a job
         written to a pool process that has not confirmed it yet, but the process runs it).
-        Only ETA requests (plain Celery countdown messages) are forgotten, their timers
+        Only ETA requests (plain Celery countdown messages due within
+        plain_tasks.PARK_AFTER_SECONDS; later ones are parked in the scheduled set) are
+        forgotten, their timers
         cancelled, for the transport to hand back (transport.Channel._reconcile). At shutdown,
         a kept job either starts within `timeout` or is handed back by membership.leave.
         """
