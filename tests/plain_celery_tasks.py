@@ -7,6 +7,7 @@ tasks record what they do in the Redis of REDIS_URL (the worker's).
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 from celery import Celery, shared_task
@@ -44,3 +45,9 @@ def retries_later(self, word: str, countdown: float) -> None:
     _redis().rpush("plain:runs", f"{word}:{self.request.retries}")
     if self.request.retries == 0:
         raise self.retry(countdown=countdown)
+
+
+@shared_task(time_limit=1)
+def hangs() -> None:
+    """Runs past its hard time limit: the pool process is killed."""
+    time.sleep(60)

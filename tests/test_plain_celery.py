@@ -57,13 +57,17 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         assert "consuming queue 'celery' too" in first.output()
         assert "celery" in [queue.name for queue in api.queues(own_client)]
 
-        # Failed for good: a plain exception, and Celery's retries exhausted.
+        # Failed for good: a plain exception, Celery's retries exhausted, a hard time limit.
         own_client.set("plain:crash", 1)
         crashed = tasks.crash.delay("invoice")
         cast(Any, tasks.exhausted).delay("report")  # Celery types decorated tasks loosely
-        wait_for(lambda: entry_of(DeadSet(own_client), "crash")
-                 and entry_of(DeadSet(own_client), "exhausted"), timeout=30,
-                 what="both failed plain tasks in the dead set")
+        cast(Any, tasks.hangs).delay()
+        wait_for(lambda: all(entry_of(DeadSet(own_client), name)
+                             for name in ("crash", "exhausted", "hangs")), timeout=30,
+                 what="the three failed plain tasks in the dead set")
+        killed = entry_of(DeadSet(own_client), "hangs")
+        assert killed is not None and killed.data["reason"] == "killed"
+        assert (killed.error_class or "").endswith("TimeLimitExceeded")
         dead = entry_of(DeadSet(own_client), "crash")
         assert dead is not None
         assert (dead.job_id, dead.queue, dead.error_class, dead.error_message) == (
@@ -76,6 +80,11 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         assert (out_of_retries.retry_count, out_of_retries.data["reason"]) == (
             1, "1 retries exhausted")
         assert runs(own_client).count("exhausted:report") == 2  # the run and its one retry
+        # Retried from the dead set with its retries used up: one more run, then dead again.
+        assert DeadSet(own_client).retry(out_of_retries)
+        wait_for(lambda: runs(own_client).count("exhausted:report") == 3
+                 and entry_of(DeadSet(own_client), "exhausted"), timeout=30,
+                 what="the retried task to run once and return to the dead set")
 
         # Retried from the dead set: the same plain task runs again, and succeeds.
         own_client.delete("plain:crash")
@@ -115,7 +124,8 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
                  and own_client.llen("celery") == 0, timeout=30, what="nothing left over")
         assert runs(own_client).count("late") == 1
         assert runs(own_client).count("again:1") == 1
-        assert DeadSet(own_client).size() == 1  # only `exhausted`, never retried
+        assert DeadSet(own_client).size() == 2  # `exhausted` (again) and `hangs`
+        assert runs(own_client).count("exhausted:report") == 3
     finally:
         for worker in (first, second):
             if worker is not None:
