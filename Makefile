@@ -22,10 +22,11 @@ dev: setup
 	  SMTP_URL=smtp://127.0.0.1:$(MAILCATCHER_PORT) MAILCATCHER_PORT=$(MAILCATCHER_PORT) \
 	  FLOWER_PORT=$(FLOWER_PORT) WEB_PORT=$(WEB_PORT) honcho start -f Procfile.dev
 
-## make test: the whole suite against a private redis-server and real workers
+## make test: the whole suite against a private redis-server and real workers, on two
+## processes (pytest-xdist; each has its own Redis, session worker and SMTP server)
 test:
 	@bin/setup test
-	python -m pytest
+	python -m pytest -n 2
 
 ## make lint: ruff, and pyright (basic) on jobkit/ and the sample user module in tests/typing/
 lint: setup
