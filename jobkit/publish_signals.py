@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import logging
 from typing import Any, cast
 
@@ -44,7 +45,22 @@ def message_for(payload: dict[str, Any], task_id: str, argsrepr: str | None = No
     key, envelope = job_envelope(payload, task_id, argsrepr, kwargsrepr)
     body = task_body([payload])
     published.append(Publication(payload["job_class"], envelope, body, payload["queue_name"]))
-    return key, encode(envelope, body)
+    try:
+        return key, encode(envelope, body)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{payload['job_class']}: a before_task_publish receiver left "
+                        f"{_unencodable(envelope)}, which JSON cannot encode ({exc})") from None
+
+
+def _unencodable(envelope: dict[str, Any]) -> str:
+    """Which header or property a receiver set to something JSON cannot encode."""
+    for part in ("headers", "properties"):
+        for name, value in envelope[part].items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                return f"{part}[{name!r}] = {value!r}"
+    return "the message body changed"
 
 
 class Publication:

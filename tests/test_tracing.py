@@ -151,8 +151,13 @@ def test_batches_unique_and_debounced_jobs_fire_the_pair(own_client: redis.Redis
     def on_after(sender: Any, headers: dict, **_: Any) -> None:
         fired.append(("after", sender.rpartition(".")[2], headers["id"]))
 
+    def unique_only(sender: Any, **_: Any) -> None:
+        fired.append(("unique only", sender, ""))
+
     signals.before_task_publish.connect(on_before, weak=False)
     signals.after_task_publish.connect(on_after, weak=False)
+    unique = "tests.tracing_worker.UniqueTracedJob"  # another str than the one jobkit sends
+    signals.before_task_publish.connect(unique_only, sender=unique, weak=False)
     try:
         with jobkit.Batch():
             member = TracedJob.perform_later("member")
@@ -162,13 +167,30 @@ def test_batches_unique_and_debounced_jobs_fire_the_pair(own_client: redis.Redis
     finally:
         signals.before_task_publish.disconnect(on_before)
         signals.after_task_publish.disconnect(on_after)
+        signals.before_task_publish.disconnect(unique_only, sender=unique)
     assert member.batch_id is not None and duplicate.duplicate_of == first.job_id
     expected = []
     for job in (member, first, duplicate, debounced):
         assert job.provider_job_id is not None
         expected += [(step, type(job).__name__, job.provider_job_id)
                      for step in ("before", "after")]
-    assert fired == expected
+    # a receiver connected with sender= hears that class only (names compared by value)
+    assert [f for f in fired if f[0] != "unique only"] == expected
+    assert [f for f in fired if f[0] == "unique only"] == [("unique only", unique, "")] * 2
+
+
+def test_a_receiver_that_leaves_an_unencodable_header_is_named(own_client: redis.Redis) -> None:
+    def bad(headers: dict, **_: Any) -> None:
+        headers["tenant"] = object()
+
+    signals.before_task_publish.connect(bad, weak=False)
+    try:
+        with pytest.raises(TypeError, match=rf"^{TASK}: a before_task_publish receiver left "
+                                            r"headers\['tenant'\] = <object object"):
+            TracedJob.perform_later("never sent")
+    finally:
+        signals.before_task_publish.disconnect(bad)
+    assert own_client.llen("default") == 0
 
 
 def test_an_unreadable_celery_registry_does_not_stop_the_enqueue(
