@@ -7,6 +7,7 @@ tasks record what they do in the Redis of REDIS_URL (the worker's).
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import redis
@@ -51,3 +52,10 @@ def retries_later(self, word: str, countdown: float) -> None:
 def hangs() -> None:
     """Runs past its hard time limit: the pool process is killed."""
     time.sleep(60)
+
+
+@shared_task
+def dies() -> None:
+    """Its pool process is killed (as by the OOM killer) on every run."""
+    _redis().rpush("plain:runs", "dies")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -62,12 +62,16 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         crashed = tasks.crash.delay("invoice")
         cast(Any, tasks.exhausted).delay("report")  # Celery types decorated tasks loosely
         cast(Any, tasks.hangs).delay()
+        cast(Any, tasks.dies).delay()
         wait_for(lambda: all(entry_of(DeadSet(own_client), name)
-                             for name in ("crash", "exhausted", "hangs")), timeout=30,
-                 what="the three failed plain tasks in the dead set")
+                             for name in ("crash", "exhausted", "hangs", "dies")), timeout=30,
+                 what="the four failed plain tasks in the dead set")
         killed = entry_of(DeadSet(own_client), "hangs")
         assert killed is not None and killed.data["reason"] == "killed"
         assert (killed.error_class or "").endswith("TimeLimitExceeded")
+        lost = entry_of(DeadSet(own_client), "dies")
+        assert lost is not None and lost.data["reason"] == "killed"
+        assert (lost.error_class or "").endswith("WorkerLostError")
         dead = entry_of(DeadSet(own_client), "crash")
         assert dead is not None
         assert (dead.job_id, dead.queue, dead.error_class, dead.error_message) == (
@@ -124,7 +128,8 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
                  and own_client.llen("celery") == 0, timeout=30, what="nothing left over")
         assert runs(own_client).count("late") == 1
         assert runs(own_client).count("again:1") == 1
-        assert DeadSet(own_client).size() == 2  # `exhausted` (again) and `hangs`
+        assert DeadSet(own_client).size() == 3  # `exhausted` (again), `hangs`, `dies`
+        assert runs(own_client).count("dies") == 1  # not requeued after its kill
         assert runs(own_client).count("exhausted:report") == 3
     finally:
         for worker in (first, second):

@@ -52,6 +52,7 @@ CELERY_QUEUE = "celery"  # Celery's task_default_queue
 #: a worker whose clock is a little behind the poller's from parking the same message again.
 PARK_AFTER_SECONDS = 1.0
 
+_KILLED = (WorkerLostError, TimeLimitExceeded)  # the run's process was killed
 _added: list[str] = []  # queues PlainTasksStep added to this worker's
 
 # KEYS: unacked, unacked_index, schedule, queues. ARGV: tag, due, member, queue.
@@ -128,6 +129,9 @@ class PlainRequest:
             exc = exc.exc
         if _for_good(self, exc) and not self._bury(exc, exc_info.traceback):
             return None
+        # A killed run is then rejected with requeue by Celery (reject_on_worker_lost, or
+        # acks_on_timeout off): kombu's restore_by_tag finds no in-flight record left, so
+        # nothing goes back to the queue.
         return super().on_failure(exc_info, send_failed_event, return_ok)  # type: ignore[misc]
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
@@ -202,7 +206,7 @@ def _for_good(request: Any, exc: BaseException) -> bool:
     """Whether Celery is about to drop this message for good after `exc`."""
     if isinstance(exc, Retry | Ignore | Reject | MemoryError | SystemExit | KeyboardInterrupt):
         return False  # Celery's own ways: a retry was sent; the task chose; the worker stops
-    if isinstance(exc, WorkerLostError | TimeLimitExceeded):
+    if isinstance(exc, _KILLED):
         if _stopping():
             return False  # handed back to its queue, as a job of a stopping worker
         task = request.task
@@ -220,7 +224,7 @@ def _stopping() -> bool:
 
 
 def _reason(task: Any, retries: int, error: BaseException) -> str:
-    if isinstance(error, WorkerLostError | TimeLimitExceeded):
+    if isinstance(error, _KILLED):
         return "killed"
     max_retries = getattr(task, "max_retries", None)
     if retries and max_retries is not None and retries >= max_retries:
