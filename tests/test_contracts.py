@@ -87,6 +87,13 @@ CONTRACTS = [
     ("celery.signals", "worker_shutdown", None, "worker/app.py: membership.leave"),
     ("celery.signals", "worker_process_init", None, "worker/shutdown.py"),
     ("celery.app.registry", "TaskRegistry.__missing__", None, "worker/app.py: JobRegistry"),
+    ("celery.worker.consumer.consumer", "Consumer.update_strategies", [],
+     "worker/consumer.py: plain tasks get PlainRequest first"),
+    ("celery.app.amqp", "Queues.select_add", ["queue"],
+     "worker/plain_tasks.py: PlainTasksStep adds the celery queue"),
+    ("celery.app.amqp", "Queues.consume_from", None, "worker/plain_tasks.py: PlainTasksStep"),
+    ("kombu.transport.redis", "QoS.restore_by_tag", ["tag"],
+     "worker/plain_tasks.py: a buried killed run is not requeued"),
 ]
 
 
@@ -164,3 +171,21 @@ def test_celery_ack_on_a_hard_time_limit_goes_through_request_on_timeout() -> No
 
     source = inspect.getsource(Request.on_timeout)
     assert "acks_on_timeout" in source, "celery.worker.request.Request.on_timeout changed"
+
+
+def test_celery_builds_a_tasks_requests_from_task_request() -> None:
+    """plain_tasks.adopt gives a plain task its request class through `task.Request`."""
+    from celery.worker import strategy
+
+    assert "task.Request" in inspect.getsource(strategy.default), \
+        "celery.worker.strategy.default no longer builds requests from task.Request"
+
+
+def test_kombu_requeues_only_what_is_still_in_flight() -> None:
+    """A killed plain task is moved to the dead set first; the requeue Celery then asks for
+    (reject_on_worker_lost) must find no in-flight record and push nothing."""
+    from kombu.transport import redis as kombu_redis
+
+    source = inspect.getsource(kombu_redis.QoS.restore_by_tag)
+    assert "hget(self.unacked_key, tag)" in source and "if p:" in source, \
+        "kombu.transport.redis.QoS.restore_by_tag changed"
