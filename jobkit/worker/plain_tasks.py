@@ -6,8 +6,8 @@ backend, which jobkit has none of), keeps `countdown`/`eta` messages in the work
 `celery` that a jobkit worker did not consume. Here:
 
 - a plain task that fails for good (an exception without a retry, retries exhausted, its pool
-  process killed or its hard time limit hit) is kept in the dead set, as received, before the
-  message is acknowledged (`PlainRequest`), and can be retried from there;
+  process killed or its hard time limit hit) is kept in the dead set before the message is
+  acknowledged (`PlainRequest`), and can be retried from there as the same task;
 - a message whose `eta` is more than PARK_AFTER_SECONDS away is moved from the worker's
   in-flight keys to the scheduled set in one Lua step before Celery sees it (`park`), and the
   poller pushes it back to its queue when it is due, as it does jobkit's delayed jobs;
@@ -48,8 +48,8 @@ logger = logging.getLogger(__name__)
 
 CELERY_QUEUE = "celery"  # Celery's task_default_queue
 #: An eta nearer than this is left to Celery's in-memory timer (the message stays in the
-#: worker's in-flight keys meanwhile): it spares a round trip through the scheduled set, and
-#: a worker whose clock is a little behind the poller's from parking the same message again.
+#: worker's in-flight keys meanwhile): the poller, every `poll_interval`, would push it back
+#: later than that timer runs it.
 PARK_AFTER_SECONDS = 1.0
 
 _KILLED = (WorkerLostError, TimeLimitExceeded)  # the run's process was killed
