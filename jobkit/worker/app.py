@@ -10,8 +10,8 @@ from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, Task, signals
+from celery.app import trace  # looked up per use: an integration (Sentry's) patches it
 from celery.app.registry import TaskRegistry
-from celery.app.trace import build_tracer
 from celery.exceptions import NotRegistered
 
 from jobkit.config import Settings
@@ -53,7 +53,7 @@ class JobRegistry(TaskRegistry):
         })
         task = cast(Task, app.register_task(task_class()))  # Celery returns what it was given
         # Celery declares `__trace__ = None` on Task and stores each task's tracer there.
-        task.__trace__ = build_tracer(  # pyright: ignore[reportAttributeAccessIssue]
+        task.__trace__ = trace.build_tracer(  # pyright: ignore[reportAttributeAccessIssue]
             name, task, app.loader, app=app)
         return task
 

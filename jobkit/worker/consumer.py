@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from celery import signals
-from celery.app.trace import build_tracer
+from celery.app import trace  # looked up per use: an integration (Sentry's) patches it
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as CeleryConsumer
 
@@ -39,7 +39,7 @@ class _LazyStrategies(dict):
             raise KeyError(name) from None
         if plain_tasks.is_plain(task):
             plain_tasks.adopt(task)
-        task.__trace__ = build_tracer(name, task, app.loader, self.consumer.hostname, app=app)
+        task.__trace__ = trace.build_tracer(name, task, app.loader, self.consumer.hostname, app=app)
         strategy = self[name] = task.start_strategy(app, self.consumer)
         return strategy
 
