@@ -8,20 +8,38 @@
   per session (from the test run's root directory) and emptied between tests, once the worker
   is idle. Override the session fixture `jobkit_worker_env` to give that worker environment
   variables of its own.
+- `jobkit_embedded_worker`: the same, with the worker in the test process (a thread-pool worker
+  in a thread, celery.contrib.testing's start_worker) on a private Redis of its own: starts in
+  a fraction of a second, for tests that need a worker but not a separate process.
+
+A wait on either that times out says which jobs failed meanwhile (class, message, backtrace from
+the retry and dead sets) and shows the worker's log of the test.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 import redis
+from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController
 
 from jobkit import api, testing
 from jobkit.adapters.base import Adapter
 from jobkit.config import configure, current_settings, use_settings
+from jobkit.job_sets import DeadSet, JobEntry, RetrySet
 from jobkit.testing_services import RedisServer, WorkerProcess, wait_until
+from jobkit.worker.app import create_app
+from jobkit.worker.pools import POOL_CLASSES
+
+#: Lines of the worker's log shown when a wait times out.
+LOG_LINES = 40
 
 
 @pytest.fixture
@@ -59,33 +77,92 @@ def jobkit_advance() -> Callable[[float], int]:
     return testing.advance
 
 
-@dataclass
-class JobkitWorker:
-    """What `jobkit_worker` gives a test: the broker URL, a client, the worker process."""
+class _WorkerHandle:
+    """Waits shared by both worker fixtures; a timeout tells what failed and what was logged."""
 
     redis_url: str
     client: redis.Redis
-    process: WorkerProcess
+
+    def _pid(self) -> int:
+        raise NotImplementedError
+
+    def log_text(self) -> str:
+        """The worker's log since this test began."""
+        raise NotImplementedError
 
     def wait_for(self, predicate: Callable[[], object], timeout: float = 15.0,
                  what: str = "condition") -> object:
-        return wait_until(predicate, timeout=timeout, what=what)
+        """Poll `predicate()` until truthy and return its value; on timeout, TimeoutError
+        with the failed jobs and the worker's log."""
+        try:
+            return wait_until(predicate, timeout=timeout, what=what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}{self.report()}") from None
 
     def idle(self, timeout: float = 15.0) -> None:
         """Wait until every queue is empty and no job is in flight (scheduled and retrying
         jobs are not waited for: move them with `jobkit_advance`)."""
         def quiet() -> bool:
             busy = any(queue.size() for queue in api.queues(self.client))
-            return not busy and worker_idle(self.client, self.process)
+            return not busy and pid_idle(self.client, self._pid())
 
-        wait_until(quiet, timeout=timeout, what="the worker to go idle")
+        self.wait_for(quiet, timeout=timeout, what="the worker to go idle")
+
+    def failures(self) -> list[JobEntry]:
+        """The jobs of this test that failed: waiting to retry, then dead (the database is
+        emptied before each test)."""
+        return [entry for _, entry in self._failed()]
+
+    def _failed(self) -> list[tuple[str, JobEntry]]:
+        return [*(("retry", entry) for entry in RetrySet(self.client)),
+                *(("dead", entry) for entry in DeadSet(self.client))]
+
+    def report(self) -> str:
+        """The failed jobs (class, message, backtrace) and the tail of the worker's log."""
+        failed = self._failed()
+        parts = [f"jobs that failed ({len(failed)}):" if failed
+                 else "no job failed (the retry and dead sets are empty)"]
+        parts.extend(_describe(where, entry) for where, entry in failed)
+        lines = self.log_text().splitlines()[-LOG_LINES:]
+        parts.append(f"worker log (last {len(lines)} lines of this test):")
+        parts.extend(f"  {line}" for line in lines)
+        return "\n" + "\n".join(parts)
+
+
+def _describe(where: str, entry: JobEntry) -> str:
+    head = (f"  {entry.job_class} {entry.job_id} ({where} set, retry_count "
+            f"{entry.retry_count}): {entry.error_class}: {entry.error_message}")
+    return "\n".join([head, *(f"    {line}" for line in entry.backtrace)])
+
+
+@dataclass
+class JobkitWorker(_WorkerHandle):
+    """What `jobkit_worker` gives a test: the broker URL, a client, the worker process."""
+
+    redis_url: str
+    client: redis.Redis
+    process: WorkerProcess
+    log_start: int = 0  # where this test's part of the worker's log begins
+
+    def _pid(self) -> int:
+        return self.process.proc.pid
+
+    def log_text(self) -> str:
+        with self.process.log.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
 
 
 def worker_idle(client: redis.Redis, worker: WorkerProcess) -> bool:
     """The worker holds no job (running or prefetched) and none waits in a queue it fetches
     from, as its heartbeat says. Found by PID, since a test may leave heartbeats of its own."""
+    return pid_idle(client, worker.proc.pid)
+
+
+def pid_idle(client: redis.Redis, pid: int) -> bool:
+    """`worker_idle` for the worker process (or embedded worker's process) `pid`."""
     return not any(_has_work(client, process) for process in api.processes(client)
-                   if process.pid == worker.proc.pid)
+                   if process.pid == pid)
 
 
 def _has_work(client: redis.Redis, process: api.Process) -> bool:
@@ -147,5 +224,80 @@ def jobkit_worker(_jobkit_redis_server: RedisServer, _jobkit_worker_process: Wor
     saved = current_settings()
     configure(redis_url=url, adapter="celery")
     with testing.disable():
-        yield JobkitWorker(url, redis.Redis.from_url(url), _jobkit_worker_process)
+        yield JobkitWorker(url, redis.Redis.from_url(url), _jobkit_worker_process,
+                           _jobkit_worker_process.log.stat().st_size)
     use_settings(saved)
+
+
+@dataclass
+class JobkitEmbeddedWorker(_WorkerHandle):
+    """What `jobkit_embedded_worker` gives a test: the broker URL, a client, and Celery's
+    WorkController running jobkit's app in a thread of the test process."""
+
+    redis_url: str
+    client: redis.Redis
+    controller: WorkController
+    log_lines: list[str] = field(default_factory=list)
+
+    def _pid(self) -> int:
+        return os.getpid()
+
+    def log_text(self) -> str:
+        return "\n".join(self.log_lines)
+
+
+class _LogLines(logging.Handler):
+    """Keeps the embedded worker's log records of one test (what a log file would hold)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(threadName)s] "
+                                            "%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session")
+def _jobkit_embedded_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of its own: the session worker must not take the embedded one's jobs."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def jobkit_embedded_concurrency() -> int:
+    """Threads of the embedded worker's pool: override this fixture to change it."""
+    return 2
+
+
+@pytest.fixture
+def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
+                           jobkit_embedded_concurrency: int,
+                           monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitEmbeddedWorker]:
+    """jobkit's app on the `threads` pool, in a thread of the test process, on an emptied
+    private Redis; stopped (its jobs handed back) when the test ends."""
+    url = _jobkit_embedded_redis_server.url
+    flush_when_idle(url, None)
+    monkeypatch.setenv("REDIS_URL", url)
+    saved = current_settings()
+    configure(redis_url=url, adapter="celery")
+    app = create_app(current_settings())
+    app.conf.worker_hijack_root_logger = False  # the test runner's logging stays as it was
+    root = logging.getLogger()
+    level = root.level
+    lines: list[str] = []
+    handler = _LogLines(lines)
+    root.addHandler(handler)
+    try:
+        worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
+            app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
+            loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
+        with testing.disable(), worker as controller:
+            yield JobkitEmbeddedWorker(url, redis.Redis.from_url(url), controller, lines)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        use_settings(saved)

@@ -12,6 +12,11 @@ would sit in the in-flight keys until recovery notices. Here:
   (jobkit.iteration.stop), so they go back to their queues well before that.
 - TTIN: log every thread's stack (and, on the asyncio pool, every task's on its loop).
 
+An embedded worker (Celery's start_worker / celery_worker fixture, jobkit_embedded_worker) runs
+in a thread of a test process: no handler is installed there (Python allows them only on the
+main thread, and the process's signals are the test runner's), and when it stops it leaves the
+worker set as a real worker does at exit.
+
 Signal handlers only put the signal number on a queue (safe in a handler); a helper thread does
 the work, handing anything that touches the event loop to `consumer.call_soon`, which is
 thread-safe. Relies on kombu/Celery internals (hub._pop_ready, pool.info), pinned in
@@ -32,6 +37,7 @@ from typing import Any
 
 from celery import bootsteps
 from celery import signals as celery_signals
+from celery.contrib.testing.worker import test_worker_stopped
 from celery.worker import state as worker_state
 
 from jobkit.config import current_settings
@@ -71,6 +77,13 @@ class SidekiqSignals(bootsteps.StartStopStep):
             self._cancel_queues()
         if self.main_pid is None:  # after Celery installed its own handlers
             self.main_pid = os.getpid()
+            if threading.current_thread() is not threading.main_thread():
+                # An embedded worker (celery.contrib.testing.worker.start_worker, the
+                # celery_worker fixture) runs in a thread, where Python refuses handlers:
+                # its process's signals belong to the test runner.
+                logger.debug("jobkit signals: worker not on the main thread; TERM/TSTP/TTIN "
+                             "handlers not installed")
+                return
             threading.Thread(target=self._dispatch, name="jobkit-signals", daemon=True).start()
             for signum in (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN):
                 signal.signal(signum, self._on_signal)
@@ -169,11 +182,33 @@ def log_thread_stacks() -> None:
         logger.warning("TTIN: thread %s\n%s", names.get(ident, ident), stack)
 
 
+@test_worker_stopped.connect
+def _embedded_worker_leaves(sender: Any = None, **_: Any) -> None:
+    """An embedded worker (start_worker, the celery_worker fixture) stops cold, without the
+    worker_shutdown signal, inside a process that lives on: stop its heartbeat and hand back
+    what it still holds, as a real worker does when it exits."""
+    steps = getattr(sender, "steps", None) or {}
+    if SidekiqSignals in steps.get("consumer", ()):  # a jobkit app, not any Celery app
+        membership.leave()
+
+
+#: PIDs of the processes that started a worker (worker_init, sent before the pool is made).
+_worker_pids: set[int] = set()
+
+
+@celery_signals.worker_init.connect
+def _remember_worker_process(**_: Any) -> None:
+    _worker_pids.add(os.getpid())
+
+
 @celery_signals.worker_process_init.connect
 def _children_ignore_worker_signals(**_: Any) -> None:
     """Pool children leave TSTP and TTIN to the main process (a process-group TSTP would
     otherwise stop them), and a TERM that reaches one during an iteration stops the iteration
-    between items (jobkit.iteration.stop)."""
+    between items (jobkit.iteration.stop). The solo pool sends this signal too, in the worker's
+    own process: that one is no pool child (and, embedded, it is a test runner)."""
+    if os.getpid() in _worker_pids:
+        return
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
     iteration_stop.in_pool_process()

@@ -1,0 +1,99 @@
+"""jobkit's app under Celery's embedded worker (celery.contrib.testing / celery.contrib.pytest)
+and the plugin's `jobkit_embedded_worker`, on real Redis servers.
+
+Celery's `celery_worker` fixture is imported here by name: with pytest-celery installed, the
+plugin's own `celery_worker` (a worker node, Docker by default) would be the one found
+(docs/pytest.md, "The celery_worker name clash").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
+from celery.contrib.testing.worker import start_worker
+
+from jobkit import api, testing
+from jobkit.config import configure, current_settings
+from jobkit.testing_services import RedisServer, wait_until
+from jobkit.worker import membership
+from jobkit.worker.app import create_app
+from tests.jobs import CountJob, FailingJob
+
+HANDLED = (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN)
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """Celery's start_worker sets the root logger's level to its loglevel ("error") for good;
+    later tests' caplog would miss warnings (jobkit_embedded_worker restores it itself)."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict:
+    return {"perform_ping_check": False}  # Celery's ping task needs a result backend
+
+
+@pytest.fixture
+def celery_app(own_client: redis.Redis, own_redis: RedisServer) -> Iterator[Celery]:
+    """celery.contrib.pytest's app fixture, overridden: jobkit's app on the module's Redis."""
+    configure(redis_url=own_redis.url, adapter="celery")
+    app = create_app(current_settings())
+    app.conf.worker_hijack_root_logger = False
+    with testing.disable():
+        yield app
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_celery_worker_fixture_runs_jobkit_jobs(own_client: redis.Redis) -> None:
+    """The fixture used to hang: jobkit's signal step called signal.signal off the main thread."""
+    CountJob.perform_later(1)
+    wait_until(lambda: own_client.sismember("test:done", 1), timeout=30, what="job 1 to run")
+    assert [p.pid for p in api.processes(own_client)] == [os.getpid()]
+
+
+def test_start_worker_leaves_signals_alone_and_leaves_cleanly(own_client: redis.Redis,
+                                                              own_redis: RedisServer) -> None:
+    configure(redis_url=own_redis.url, adapter="celery")
+    app = create_app(current_settings())
+    app.conf.worker_hijack_root_logger = False
+    before = [signal.getsignal(signum) for signum in HANDLED]
+    with testing.disable(), start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+        CountJob.perform_later(2)
+        wait_until(lambda: own_client.sismember("test:done", 2), timeout=30, what="job 2")
+        assert api.processes(own_client), "the embedded worker beats like any worker"
+        assert [signal.getsignal(signum) for signum in HANDLED] == before
+    # Stopped cold (no worker_shutdown signal): the test_worker_stopped hook still left.
+    assert api.processes(own_client) == []
+    assert membership._heartbeat == {}
+
+
+def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> None:
+    worker = jobkit_embedded_worker
+    CountJob.perform_later(3)
+    FailingJob.perform_later("embedded")
+    worker.wait_for(lambda: worker.client.sismember("test:done", 3), timeout=30,
+                    what="job 3 to run")
+    worker.wait_for(lambda: api.DeadSet(worker.client).size(), timeout=30,
+                    what="the failing job to die")
+    with pytest.raises(TimeoutError) as caught:
+        worker.wait_for(lambda: worker.client.sismember("test:done", 99), timeout=0.5,
+                        what="job 99")
+    message = str(caught.value)
+    assert "timed out after 0.5s waiting for job 99" in message
+    assert "tests.jobs.FailingJob" in message and "(dead set" in message
+    assert "builtins.RuntimeError: failing on purpose: embedded" in message
+    assert 'raise RuntimeError(f"failing on purpose: {reason}")' in message  # its backtrace
+    assert "worker log (last" in message
+    assert "jobkit.worker.execution: job tests.jobs.FailingJob" in message  # the log's line
+    worker.idle(timeout=30)
