@@ -12,12 +12,15 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import cast
 
 import pytest
 import redis
 from celery import Celery
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
 from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController
 
 from jobkit import api, testing
 from jobkit.config import configure, current_settings
@@ -58,7 +61,7 @@ def celery_app(own_client: redis.Redis, own_redis: RedisServer) -> Iterator[Cele
 def test_celery_worker_fixture_runs_jobkit_jobs(own_client: redis.Redis) -> None:
     """The fixture used to hang: jobkit's signal step called signal.signal off the main thread."""
     CountJob.perform_later(1)
-    wait_until(lambda: own_client.sismember("test:done", 1), timeout=30, what="job 1 to run")
+    wait_until(lambda: own_client.sismember("test:done", "1"), timeout=30, what="job 1 to run")
     assert [p.pid for p in api.processes(own_client)] == [os.getpid()]
 
 
@@ -68,9 +71,11 @@ def test_start_worker_leaves_signals_alone_and_leaves_cleanly(own_client: redis.
     app = create_app(current_settings())
     app.conf.worker_hijack_root_logger = False
     before = [signal.getsignal(signum) for signum in HANDLED]
-    with testing.disable(), start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+    embedded = cast(AbstractContextManager[WorkController],  # Celery types it Iterable
+                    start_worker(app, perform_ping_check=False, shutdown_timeout=30))
+    with testing.disable(), embedded:
         CountJob.perform_later(2)
-        wait_until(lambda: own_client.sismember("test:done", 2), timeout=30, what="job 2")
+        wait_until(lambda: own_client.sismember("test:done", "2"), timeout=30, what="job 2")
         assert api.processes(own_client), "the embedded worker beats like any worker"
         assert [signal.getsignal(signum) for signum in HANDLED] == before
     # Stopped cold (no worker_shutdown signal): the test_worker_stopped hook still left.
@@ -82,12 +87,12 @@ def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> 
     worker = jobkit_embedded_worker
     CountJob.perform_later(3)
     FailingJob.perform_later("embedded")
-    worker.wait_for(lambda: worker.client.sismember("test:done", 3), timeout=30,
+    worker.wait_for(lambda: worker.client.sismember("test:done", "3"), timeout=30,
                     what="job 3 to run")
     worker.wait_for(lambda: api.DeadSet(worker.client).size(), timeout=30,
                     what="the failing job to die")
     with pytest.raises(TimeoutError) as caught:
-        worker.wait_for(lambda: worker.client.sismember("test:done", 99), timeout=0.5,
+        worker.wait_for(lambda: worker.client.sismember("test:done", "99"), timeout=0.5,
                         what="job 99")
     message = str(caught.value)
     assert "timed out after 0.5s waiting for job 99" in message
