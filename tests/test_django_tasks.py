@@ -19,6 +19,7 @@ from jobkit import keys
 from jobkit.api import Queue
 from jobkit.job_sets import DeadSet, RetrySet, ScheduledSet
 from tests.conftest import start_worker, wait_for
+from tests.doc_examples import DOCS, example_module, python_blocks, run
 
 SETTINGS_MODULE = "tests.django_tasks_app.settings"
 
@@ -271,3 +272,22 @@ def test_celery_sets_django_up_in_jobkit_workers(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
     app = create_app(current_settings())
     assert any(isinstance(fixup, DjangoFixup) for fixup in app._fixups or ())  # noqa: SLF001
+
+
+def test_the_examples_in_django_md_run(django_tasks_settings: None, own_client: redis.Redis
+                                       ) -> None:
+    """docs/django.md's python blocks in order: the settings (then applied), the tasks, the
+    enqueueing (no worker: the jobs wait in the private Redis)."""
+    from django.test import override_settings
+
+    doc = DOCS / "django.md"
+    settings_block, tasks_block, enqueue_block = python_blocks(doc.read_text())
+    with example_module("docs_django_example") as module:
+        run(settings_block, module, str(doc))
+        with override_settings(TASKS=module.TASKS):
+            run(tasks_block, module, str(doc))
+            run(enqueue_block, module, str(doc))
+            assert module.result.id == module.result_id
+    [queued] = Queue("emails", own_client).jobs()
+    assert queued.job_id == module.result_id
+    assert [entry.queue for entry in ScheduledSet(own_client)] == ["default"]
