@@ -1,0 +1,49 @@
+"""pytest-celery's `celery_setup` on jobkit's local nodes (jobkit.contrib.pytest_celery): the
+session's private redis-server and real `jobkit worker`, no Docker; and the `jobkit_worker`
+fixture's report of a failed job."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_celery import CeleryTestSetup
+
+from jobkit import api
+from jobkit.contrib.pytest_celery import LocalJobkitWorker, LocalRedisBroker, SharedNodeError
+from tests.jobs import CountJob, FailingJob
+
+pytest_plugins = ["jobkit.contrib.pytest_celery"]
+
+
+def test_celery_setup_runs_jobs_on_local_nodes(celery_setup: CeleryTestSetup, celery_worker,
+                                                celery_broker) -> None:
+    broker, worker = celery_setup.broker, celery_setup.worker
+    assert worker is celery_worker and broker is celery_broker  # the node fixtures, replaced
+    assert isinstance(broker, LocalRedisBroker) and isinstance(worker, LocalJobkitWorker)
+    assert celery_setup.backend is None
+    assert celery_setup.app.conf.broker_url == broker.config()["url"]
+    assert celery_setup.ready(control=True)  # the worker answers a control ping
+    CountJob.perform_later(7)
+    worker.assert_log_exists("tests.jobs.CountJob", timeout=30)
+    client = broker.server.client
+    assert client.sismember("test:done", "7")
+    assert [p.pid for p in api.processes(client)] == [worker.process.proc.pid]
+    with pytest.raises(SharedNodeError, match="kill: the local node is the session's"):
+        worker.kill()
+    with pytest.raises(ValueError, match="no result backend"):
+        celery_setup.ready(ping=True)
+
+
+def test_jobkit_worker_wait_shows_the_failed_job_and_the_log(jobkit_worker) -> None:
+    FailingJob.perform_later("in the report")
+    jobkit_worker.wait_for(lambda: api.DeadSet(jobkit_worker.client).size(), timeout=30,
+                           what="the job to die")
+    with pytest.raises(TimeoutError) as caught:
+        jobkit_worker.wait_for(lambda: False, timeout=0.2, what="a job that cannot run")
+    message = str(caught.value)
+    assert message.startswith("timed out after 0.2s waiting for a job that cannot run\n")
+    assert "tests.jobs.FailingJob" in message and "(dead set, retry_count 0)" in message
+    assert "builtins.RuntimeError: failing on purpose: in the report" in message
+    assert 'raise RuntimeError(f"failing on purpose: {reason}")' in message
+    assert "worker log (last" in message
+    assert "failed for good" in message  # the worker's own log line, this test's part only
+    assert message.count("worker log") == 1
