@@ -5,9 +5,13 @@ cases that matter on a worker, run by a real `jobkit worker` with DJANGO_SETTING
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -62,6 +66,7 @@ def backend(**params: Any) -> Any:
 
 
 def test_flags_and_options_are_checked_naming_the_culprit(django_tasks_settings: None) -> None:
+    from django_tasks import task
     from django_tasks.exceptions import InvalidTaskBackendError, InvalidTaskError
 
     from jobkit.contrib.django import JobkitBackend
@@ -90,6 +95,11 @@ def test_flags_and_options_are_checked_naming_the_culprit(django_tasks_settings:
         tasks.get_task_id.using(run_after=dt.datetime(2030, 1, 1))
     with pytest.raises(InvalidTaskError, match="priority must be a whole number"):
         tasks.get_task_id.using(priority=101)
+    with pytest.raises(InvalidTaskError, match=r"module level \(builtins.any, task backend "):
+        task()(any)
+    with pytest.raises(InvalidTaskError, match=r"first argument of 'context' \(tests."
+                                               r"django_tasks_app.tasks.calculate_meaning"):
+        task(takes_context=True)(tasks.calculate_meaning_of_life.func)  # pyright: ignore[reportArgumentType]
 
 
 def test_enqueue_stores_a_ready_result_and_sends_a_job(tasks: Any, own_client: redis.Redis
@@ -130,6 +140,11 @@ def test_enqueue_stores_a_ready_result_and_sends_a_job(tasks: Any, own_client: r
     enqueued, fetched = asyncio.run(both())
     assert (fetched.args, fetched.kwargs) == ([1], {"two": [3, 4]}) == (
         enqueued.args, enqueued.kwargs)
+    original = dataclasses.asdict(enqueued)  # Django's test_refresh_result: a faithful store
+    enqueued.refresh()
+    assert dataclasses.asdict(enqueued) == original
+    asyncio.run(enqueued.arefresh())
+    assert dataclasses.asdict(enqueued) == original
 
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result("no-such-id")
@@ -291,3 +306,16 @@ def test_the_examples_in_django_md_run(django_tasks_settings: None, own_client: 
     [queued] = Queue("emails", own_client).jobs()
     assert queued.job_id == module.result_id
     assert [entry.queue for entry in ScheduledSet(own_client)] == ["default"]
+
+
+def test_without_django_settings_the_error_says_what_to_set() -> None:
+    """A worker process where nothing set Django up (no DJANGO_SETTINGS_MODULE): the task's
+    error names the variable to set."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from jobkit.contrib.django.runner import ensure_django\n"
+                               "ensure_django()"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "jobkit.errors.JobkitError: a Django task reached a worker without Django " \
+           "settings: start the worker with DJANGO_SETTINGS_MODULE set" in done.stderr

@@ -73,7 +73,7 @@ class DjangoTaskJob(Job):
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._failed(record, exc, ttl, options)
+            self._failed(record, exc, ttl)
             if isinstance(exc, Exception):
                 raise
             raise TaskInterrupted(f"{task_path} raised {type(exc).__name__}: {exc}") from exc
@@ -90,8 +90,7 @@ class DjangoTaskJob(Job):
         options = self.arguments[3] if len(self.arguments) > 3 else {}
         return int(options.get("max_retries", 0)) if isinstance(options, dict) else 0
 
-    def _failed(self, record: Any, exc: BaseException, ttl: float,
-                options: dict[str, Any]) -> None:
+    def _failed(self, record: Any, exc: BaseException, ttl: float) -> None:
         """Record the error; FAILED (and task_finished) when no retry follows, else READY."""
         from jobkit.contrib.django import store
         from jobkit.contrib.django.compat import task_backends, task_finished
