@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
 import redis
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 
@@ -275,29 +276,45 @@ def jobkit_embedded_concurrency() -> int:
 
 @pytest.fixture
 def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
-                           jobkit_embedded_concurrency: int,
-                           monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitEmbeddedWorker]:
+                           jobkit_embedded_concurrency: int) -> Iterator[JobkitEmbeddedWorker]:
     """jobkit's app on the `threads` pool, in a thread of the test process, on an emptied
     private Redis; stopped (its jobs handed back) when the test ends."""
     url = _jobkit_embedded_redis_server.url
     flush_when_idle(url, None)
-    monkeypatch.setenv("REDIS_URL", url)
-    saved = current_settings()
-    configure(redis_url=url, adapter="celery")
-    app = create_app(current_settings())
-    app.conf.worker_hijack_root_logger = False  # the test runner's logging stays as it was
     root = logging.getLogger()
     level = root.level
     lines: list[str] = []
     handler = _LogLines(lines)
     root.addHandler(handler)
     try:
-        worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
-            app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
-            loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
-        with testing.disable(), worker as controller:
-            yield JobkitEmbeddedWorker(url, redis.Redis.from_url(url), controller, lines)
+        with embedded_app(url) as app:
+            worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
+                app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
+                loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
+            with worker as controller:
+                yield JobkitEmbeddedWorker(url, redis.Redis.from_url(url), controller, lines)
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(level)  # start_worker sets it to its loglevel for good
+
+
+@contextmanager
+def embedded_app(redis_url: str) -> Iterator[Celery]:
+    """jobkit's Celery app on `redis_url`, for Celery's embedded worker (`celery_app` of
+    celery.contrib.pytest, start_worker). Meanwhile jobkit's settings and REDIS_URL point
+    there (adapter `celery`, disable mode), so `perform_later` reaches that worker; restored
+    on exit. The app leaves the root logger's handlers alone (they are the test runner's)."""
+    saved, saved_env = current_settings(), os.environ.get("REDIS_URL")
+    os.environ["REDIS_URL"] = redis_url
+    try:
+        configure(redis_url=redis_url, adapter="celery")
+        app = create_app(current_settings())
+        app.conf.worker_hijack_root_logger = False
+        with testing.disable():
+            yield app
+    finally:
         use_settings(saved)
+        if saved_env is None:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = saved_env

@@ -22,11 +22,10 @@ from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, pic
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 
-from jobkit import api, testing
-from jobkit.config import configure, current_settings
+from jobkit import api
+from jobkit.pytest_plugin import embedded_app
 from jobkit.testing_services import RedisServer, wait_until
 from jobkit.worker import membership
-from jobkit.worker.app import create_app
 from tests.jobs import CountJob, FailingJob
 
 HANDLED = (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN)
@@ -50,10 +49,7 @@ def celery_worker_parameters() -> dict:
 @pytest.fixture
 def celery_app(own_client: redis.Redis, own_redis: RedisServer) -> Iterator[Celery]:
     """celery.contrib.pytest's app fixture, overridden: jobkit's app on the module's Redis."""
-    configure(redis_url=own_redis.url, adapter="celery")
-    app = create_app(current_settings())
-    app.conf.worker_hijack_root_logger = False
-    with testing.disable():
+    with embedded_app(own_redis.url) as app:
         yield app
 
 
@@ -67,13 +63,10 @@ def test_celery_worker_fixture_runs_jobkit_jobs(own_client: redis.Redis) -> None
 
 def test_start_worker_leaves_signals_alone_and_leaves_cleanly(own_client: redis.Redis,
                                                               own_redis: RedisServer) -> None:
-    configure(redis_url=own_redis.url, adapter="celery")
-    app = create_app(current_settings())
-    app.conf.worker_hijack_root_logger = False
     before = [signal.getsignal(signum) for signum in HANDLED]
-    embedded = cast(AbstractContextManager[WorkController],  # Celery types it Iterable
-                    start_worker(app, perform_ping_check=False, shutdown_timeout=30))
-    with testing.disable(), embedded:
+    with embedded_app(own_redis.url) as app, cast(
+            AbstractContextManager[WorkController],  # Celery types it Iterable
+            start_worker(app, perform_ping_check=False, shutdown_timeout=30)):
         CountJob.perform_later(2)
         wait_until(lambda: own_client.sismember("test:done", "2"), timeout=30, what="job 2")
         assert api.processes(own_client), "the embedded worker beats like any worker"
