@@ -181,6 +181,7 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         "complex_return": tasks.complex_return_value.enqueue(),
         "context": tasks.get_task_id.enqueue(),
         "retried": tasks.fail_on_first_attempt.enqueue(),
+        "killed": tasks.killed.enqueue(),
     }
     worker = start_worker(redis_url, tmp_path / "worker.log", "-c", "1", "-q", "default",
                           "-q", "ordered", env={"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE})
@@ -193,7 +194,7 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
             return result.is_finished
 
         for name in ("meaning", "async", "value_error", "system_exit", "complex_return",
-                     "context"):
+                     "context", "killed"):
             wait_for(lambda name=name: finished(name), timeout=60, what=f"{name} finished")
         meaning = results["meaning"]
         assert meaning.status == TaskResultStatus.SUCCESSFUL and meaning.return_value == 42
@@ -215,8 +216,13 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
             assert error.exception_class is cls, name
             assert text in error.traceback, (name, error.traceback)
             assert failed.finished_at is not None
+        # A run whose process was killed: the worker records the kill, without the task's code.
+        killed = results["killed"]
+        assert killed.status == TaskResultStatus.FAILED and killed.finished_at is not None
+        assert [e.exception_class_path for e in killed.errors] == ["jobkit.errors.JobKilled"]
         dead = {entry.job_id for entry in DeadSet(own_client)}
-        assert {results[n].id for n in ("value_error", "system_exit", "complex_return")} <= dead
+        assert {results[n].id for n in ("value_error", "system_exit", "complex_return",
+                                        "killed")} <= dead
 
         # MAX_RETRIES 1: the first failure leaves it READY in the retry set, error kept.
         retried = results["retried"]
@@ -241,7 +247,8 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         assert low.status == TaskResultStatus.SUCCESSFUL
 
         signals = strings(own_client, "django-test:signals")
-        for name, status in (("meaning", "SUCCESSFUL"), ("value_error", "FAILED")):
+        for name, status in (("meaning", "SUCCESSFUL"), ("value_error", "FAILED"),
+                             ("killed", "FAILED")):
             result_id = results[name].id
             assert f"started:JobkitBackend:{result_id}:RUNNING" in signals
             assert f"finished:JobkitBackend:{result_id}:{status}" in signals

@@ -5,6 +5,8 @@ matter on a worker, plus one that fails once. The framework's signals are record
 from __future__ import annotations
 
 import functools
+import os
+import signal
 from typing import Any
 
 from django_tasks import TaskContext, task
@@ -67,3 +69,9 @@ for _signal, _name in ((task_enqueued, "enqueued"), (task_started, "started"),
                        (task_finished, "finished")):
     _signal.connect(functools.partial(_record, _name), weak=False,
                     dispatch_uid=f"jobkit-tests-{_name}")
+
+
+@task()
+def killed() -> None:
+    """Its process is killed mid-run (as by the OOM killer or a hard time limit)."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -65,20 +65,20 @@ class JobkitBackend(BaseTaskBackend):
         """Store the READY result, then send the job (the record first: a worker that takes
         the job at once finds it)."""
         self.validate_task(task)
+        options = self.jobkit_options
         record = store.Record(task_path=task.module_path, backend=self.alias,
                               queue_name=task.queue_name, priority=task.priority,
                               run_after=store.from_datetime(task.run_after),
-                              args=list(args), kwargs=dict(kwargs),
-                              enqueued_at=time.time())
+                              args=list(args), kwargs=dict(kwargs), enqueued_at=time.time(),
+                              result_ttl=options.result_ttl, max_retries=options.max_retries)
         result = record.task_result("pending", task)  # normalizes the arguments, or TypeError
         record.args, record.kwargs = result.args, result.kwargs
-        options = {"backend": self.alias, "queue_name": task.queue_name,
+        carried = {"backend": self.alias, "queue_name": task.queue_name,
                    "priority": task.priority, "run_after": record.run_after,
-                   "enqueued_at": record.enqueued_at,
-                   "result_ttl": self.jobkit_options.result_ttl,
-                   "max_retries": self.jobkit_options.max_retries}
-        job = DjangoTaskJob(task.module_path, record.args, record.kwargs, options)
-        store.save(record, job.job_id, self.jobkit_options.result_ttl)
+                   "enqueued_at": record.enqueued_at, "result_ttl": options.result_ttl,
+                   "max_retries": options.max_retries}
+        job = DjangoTaskJob(task.module_path, record.args, record.kwargs, carried)
+        store.save(record, job.job_id)
         try:
             job.enqueue(queue=task.queue_name, priority=jobkit_priority(task.priority),
                         wait_until=from_timestamp(record.run_after))

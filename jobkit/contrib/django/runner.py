@@ -45,7 +45,7 @@ def ensure_django() -> None:
 class DjangoTaskJob(Job):
     """Runs `task_path` (a module-level @task function) with its arguments and records the
     outcome in the task's result. `options`: backend alias, queue_name, priority (Django's),
-    run_after (Unix seconds), result_ttl and max_retries, fixed at enqueue."""
+    run_after (Unix seconds), enqueued_at, result_ttl and max_retries, fixed at enqueue."""
 
     # The backend's MAX_RETRIES (in the payload) is applied by `retry_in`, below this cap.
     max_retries: ClassVar[int | None] = MAX_RETRIES_CAP
@@ -55,14 +55,13 @@ class DjangoTaskJob(Job):
         from jobkit.contrib.django import store
         from jobkit.contrib.django.compat import task_backends, task_finished, task_started
 
-        ttl = float(options.get("result_ttl", DEFAULT_RESULT_TTL_SECONDS))
         record = store.load(self.job_id) or _record_from(task_path, args, kwargs, options)
         now = time.time()
         record.status = "RUNNING"
         record.started_at = record.started_at or now
         record.last_attempted_at = now
         record.worker_ids.append(f"{socket.gethostname()}:{os.getpid()}")
-        store.save(record, self.job_id, ttl)
+        store.save(record, self.job_id)
         try:
             ensure_django()
             backend = task_backends[record.backend]
@@ -73,42 +72,64 @@ class DjangoTaskJob(Job):
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._failed(record, exc, ttl)
+            final = self.executions - 1 >= self._max_retries() or self.cancelled
+            _record_failure(record, self.job_id, exc, final)
             if isinstance(exc, Exception):
                 raise
             raise TaskInterrupted(f"{task_path} raised {type(exc).__name__}: {exc}") from exc
         record.status, record.finished_at, record.return_value = "SUCCESSFUL", time.time(), value
-        store.save(record, self.job_id, ttl)
+        store.save(record, self.job_id)
         task_finished.send(type(backend), task_result=record.task_result(self.job_id, task))
         return value
 
     def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:
-        """Retries up to the backend's MAX_RETRIES (payload), then the dead set."""
-        return "kill" if retry_count >= self._max_retries() else None
+        """Retries up to the backend's MAX_RETRIES, then the dead set ("kill")."""
+        final = retry_count >= self._max_retries()
+        self._record_unrecorded(error, final)
+        return "kill" if final else None
+
+    def retries_exhausted(self, error: BaseException) -> None:
+        """Past the class's cap (a job sent back from the dead set many times)."""
+        self._record_unrecorded(error, final=True)
+
+    def _record_unrecorded(self, error: BaseException, final: bool) -> None:
+        """A run `perform` could not record: its process was killed (a hard time limit, the
+        OOM killer), and the worker records the kill without running the task. Its result
+        still says RUNNING; a run that ended in `perform` already said READY or FAILED."""
+        from jobkit.contrib.django import store
+
+        record = store.load(self.job_id)
+        if record is not None and record.status == "RUNNING":
+            _record_failure(record, self.job_id, error, final)
 
     def _max_retries(self) -> int:
-        options = self.arguments[3] if len(self.arguments) > 3 else {}
-        return int(options.get("max_retries", 0)) if isinstance(options, dict) else 0
+        options = self.arguments[3] if len(self.arguments) > 3 else None
+        if isinstance(options, dict):
+            return int(options.get("max_retries", 0))
+        from jobkit.contrib.django import store  # the worker's stand-in for a killed run
 
-    def _failed(self, record: Any, exc: BaseException, ttl: float) -> None:
-        """Record the error; FAILED (and task_finished) when no retry follows, else READY."""
-        from jobkit.contrib.django import store
-        from jobkit.contrib.django.compat import task_backends, task_finished
+        record = store.load(self.job_id)
+        return record.max_retries if record is not None else 0
 
-        final = self.executions - 1 >= self._max_retries() or self.cancelled
-        cls = type(exc)
-        record.errors.append({"exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-                              "traceback": "".join(traceback.format_exception(exc))})
-        record.status = "FAILED" if final else "READY"
-        if final:
-            record.finished_at = time.time()
-        store.save(record, self.job_id, ttl)
-        if final:
-            try:
-                result = record.task_result(self.job_id)
-                task_finished.send(type(task_backends[record.backend]), task_result=result)
-            except Exception:  # the task or backend could not even be loaded: no signal
-                pass
+
+def _record_failure(record: Any, result_id: str, exc: BaseException, final: bool) -> None:
+    """Append the error; FAILED (and task_finished) when no retry follows, else READY."""
+    from jobkit.contrib.django import store
+    from jobkit.contrib.django.compat import task_backends, task_finished
+
+    cls = type(exc)
+    record.errors.append({"exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+                          "traceback": "".join(traceback.format_exception(exc))})
+    record.status = "FAILED" if final else "READY"
+    if final:
+        record.finished_at = time.time()
+    store.save(record, result_id)
+    if final:
+        try:
+            result = record.task_result(result_id)
+            task_finished.send(type(task_backends[record.backend]), task_result=result)
+        except Exception:  # the task or backend could not even be loaded: no signal
+            pass
 
 
 def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
@@ -119,7 +140,9 @@ def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
     return Record(task_path=task_path, backend=options["backend"],
                   queue_name=options["queue_name"], priority=options["priority"],
                   run_after=options.get("run_after"), args=args, kwargs=kwargs,
-                  enqueued_at=options.get("enqueued_at"))
+                  enqueued_at=options.get("enqueued_at"),
+                  result_ttl=float(options.get("result_ttl", DEFAULT_RESULT_TTL_SECONDS)),
+                  max_retries=int(options.get("max_retries", 0)))
 
 
 def _call(task: Any, result: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

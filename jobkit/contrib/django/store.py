@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 
 from jobkit import keys
 from jobkit.contrib.django.compat import Task, TaskError, TaskResult, TaskResultStatus
+from jobkit.contrib.django.options import DEFAULT_RESULT_TTL_SECONDS
 from jobkit.redis_client import get_redis
 
 __all__ = ["Record", "forget", "from_datetime", "load", "result_key", "save", "to_datetime"]
@@ -49,6 +50,9 @@ class Record:
     errors: list[dict[str, str]] = field(default_factory=list)
     worker_ids: list[str] = field(default_factory=list)
     return_value: Any = None
+    # The backend's options at enqueue, for the worker (also where the job has no arguments).
+    result_ttl: float = DEFAULT_RESULT_TTL_SECONDS
+    max_retries: int = 0
 
     def task(self) -> Any:
         """The Task, imported by its path and given the options it was enqueued with."""
@@ -73,12 +77,12 @@ class Record:
         return result
 
 
-def save(record: Record, result_id: str, ttl: float) -> None:
-    """Write the record, to expire `ttl` seconds from now, or from its `run_after` if later
-    (a deferred task's record must outlive its wait)."""
+def save(record: Record, result_id: str) -> None:
+    """Write the record, to expire its `result_ttl` seconds from now, or from its `run_after`
+    if later (a deferred task's record must outlive its wait)."""
     wait = max(0.0, (record.run_after or 0.0) - time.time()) if record.status == "READY" else 0.0
     get_redis().set(result_key(result_id), json.dumps(asdict(record)),
-                    px=max(1, int((ttl + wait) * 1000)))
+                    px=max(1, int((record.result_ttl + wait) * 1000)))
 
 
 def load(result_id: str) -> Record | None:
