@@ -326,3 +326,32 @@ def test_without_django_settings_the_error_says_what_to_set() -> None:
     assert done.returncode == 1
     assert "jobkit.errors.JobkitError: a Django task reached a worker without Django " \
            "settings: start the worker with DJANGO_SETTINGS_MODULE set" in done.stderr
+
+
+def test_in_an_atomic_block_result_and_job_wait_for_the_commit(tasks: Any,
+                                                               own_client: redis.Redis) -> None:
+    """jobkit's enqueue_after_transaction_commit (on by default): the result and the job are
+    written when the block commits, and neither after a rollback."""
+    from django.db import transaction
+    from django_tasks import TaskResultStatus, task_backends
+    from django_tasks.exceptions import TaskResultDoesNotExist
+
+    from jobkit.contrib.django.store import result_key
+
+    queue = Queue("default", own_client)
+    with transaction.atomic():
+        kept = tasks.calculate_meaning_of_life.enqueue()
+        assert kept.status == TaskResultStatus.READY
+        assert not own_client.exists(result_key(kept.id)) and queue.size() == 0
+    assert task_backends["default"].get_result(kept.id).status == TaskResultStatus.READY
+    assert queue.find(kept.id) is not None
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        dropped = tasks.calculate_meaning_of_life.enqueue()
+        raise Rollback
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(dropped.id)
+    assert queue.size() == 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from jobkit import transactions
 from jobkit.contrib.django import store
 from jobkit.contrib.django.compat import (
     BaseTaskBackend,
@@ -62,8 +63,9 @@ class JobkitBackend(BaseTaskBackend):
             raise type(exc)(message) from None
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        """Store the READY result, then send the job (the record first: a worker that takes
-        the job at once finds it)."""
+        """A READY result for the task, sent now or, inside a database transaction (jobkit's
+        `enqueue_after_transaction_commit`, on by default), once it commits: the result and
+        the job together, so a rollback leaves neither."""
         self.validate_task(task)
         options = self.jobkit_options
         record = store.Record(task_path=task.module_path, backend=self.alias,
@@ -78,13 +80,8 @@ class JobkitBackend(BaseTaskBackend):
                    "enqueued_at": record.enqueued_at, "result_ttl": options.result_ttl,
                    "max_retries": options.max_retries}
         job = DjangoTaskJob(task.module_path, record.args, record.kwargs, carried)
-        store.save(record, job.job_id)
-        try:
-            job.enqueue(queue=task.queue_name, priority=jobkit_priority(task.priority),
-                        wait_until=from_timestamp(record.run_after))
-        except BaseException:
-            store.forget(job.job_id)
-            raise
+        if not transactions.hold([job], lambda _: _send(record, job)):
+            _send(record, job)
         result = record.task_result(job.job_id, task)
         task_enqueued.send(type(self), task_result=result)
         return result
@@ -105,3 +102,17 @@ class JobkitBackend(BaseTaskBackend):
     async def aget_result(self, result_id: str) -> Any:
         """`get_result` in a worker thread (only Redis is read: no need for the main one)."""
         return await sync_to_async(self.get_result, thread_sensitive=False)(result_id)
+
+
+def _send(record: store.Record, job: DjangoTaskJob) -> None:
+    """The result first (a worker that takes the job at once finds it), then the job; the
+    result goes again if the job could not be sent (unless a worker already ran it)."""
+    store.save(record, job.job_id)
+    try:
+        job.enqueue(queue=record.queue_name, priority=jobkit_priority(record.priority),
+                    wait_until=from_timestamp(record.run_after))
+    except BaseException:
+        current = store.load(job.job_id)
+        if current is None or current.status == "READY":
+            store.forget(job.job_id)
+        raise
