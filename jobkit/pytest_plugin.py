@@ -133,7 +133,8 @@ class _WorkerHandle:
 def _describe(where: str, entry: JobEntry) -> str:
     head = (f"  {entry.job_class} {entry.job_id} ({where} set, retry_count "
             f"{entry.retry_count}): {entry.error_class}: {entry.error_message}")
-    return "\n".join([head, *(f"    {line}" for line in entry.backtrace)])
+    lines = (line for chunk in entry.backtrace for line in chunk.splitlines())
+    return "\n".join([head, *(f"    {line}" for line in lines)])
 
 
 @dataclass

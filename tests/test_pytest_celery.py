@@ -1,14 +1,20 @@
 """pytest-celery's `celery_setup` on jobkit's local nodes (jobkit.contrib.pytest_celery): the
-session's private redis-server and real `jobkit worker`, no Docker; and the `jobkit_worker`
-fixture's report of a failed job."""
+session's private redis-server and real `jobkit worker`, no Docker; the `jobkit_worker`
+fixture's report of a failed job; docs/pytest.md's examples, run as a project of their own."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pytest_celery import CeleryTestSetup
 
 from jobkit import api
 from jobkit.contrib.pytest_celery import LocalJobkitWorker, LocalRedisBroker, SharedNodeError
+from tests.doc_examples import DOCS, python_blocks
 from tests.jobs import CountJob, FailingJob
 
 pytest_plugins = ["jobkit.contrib.pytest_celery"]
@@ -47,3 +53,25 @@ def test_jobkit_worker_wait_shows_the_failed_job_and_the_log(jobkit_worker) -> N
     assert "worker log (last" in message
     assert "failed for good" in message  # the worker's own log line, this test's part only
     assert message.count("worker log") == 1
+
+
+def test_docs_examples_run_as_a_project(tmp_path: Path) -> None:
+    """Each block of docs/pytest.md is the file its first line names; pytest runs them in a
+    project of their own (its own session worker and Redis), with pytest-celery installed."""
+    for block in python_blocks((DOCS / "pytest.md").read_text()):
+        name = block.splitlines()[0].removeprefix("# ")
+        assert name.endswith(".py"), f"block without a file name: {block[:60]!r}"
+        (tmp_path / name).write_text(block)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYTEST_ADDOPTS")}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-o", "addopts=", "-rA"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=180)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    for test in ("test_with_pytest_celery.py::test_welcome_on_a_real_worker",
+                 "test_embedded.py::test_welcome_in_process",
+                 "test_celery_embedded.py::test_welcome_with_celerys_fixture",
+                 "test_failure_report.py::test_a_failed_job_shows_in_the_failure"):
+        assert f"PASSED {test}" in out, out
+    assert "4 passed" in out, out
