@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
 
@@ -338,8 +339,11 @@ def test_in_an_atomic_block_result_and_job_wait_for_the_commit(tasks: Any,
 
     from jobkit.contrib.django.store import result_key
 
+    def atomic() -> AbstractContextManager[Any]:  # typed: Django's atomic() also decorates
+        return cast(AbstractContextManager[Any], transaction.atomic())
+
     queue = Queue("default", own_client)
-    with transaction.atomic():
+    with atomic():
         kept = tasks.calculate_meaning_of_life.enqueue()
         assert kept.status == TaskResultStatus.READY
         assert not own_client.exists(result_key(kept.id)) and queue.size() == 0
@@ -349,7 +353,7 @@ def test_in_an_atomic_block_result_and_job_wait_for_the_commit(tasks: Any,
     class Rollback(Exception):
         pass
 
-    with pytest.raises(Rollback), transaction.atomic():
+    with pytest.raises(Rollback), atomic():
         dropped = tasks.calculate_meaning_of_life.enqueue()
         raise Rollback
     with pytest.raises(TaskResultDoesNotExist):
