@@ -75,3 +75,15 @@ def test_docs_examples_run_as_a_project(tmp_path: Path) -> None:
                  "test_failure_report.py::test_a_failed_job_shows_in_the_failure"):
         assert f"PASSED {test}" in out, out
     assert "4 passed" in out, out
+
+
+def test_pytest_celery_hides_celerys_celery_worker() -> None:
+    """Pins docs/pytest.md's name clash: pytest-celery's plugin module holds Celery's fixtures,
+    but its own `celery_worker`."""
+    import celery.contrib.pytest as celery_fixtures
+    import pytest_celery.fixtures.worker as node_fixtures
+    import pytest_celery.plugin as plugin
+
+    assert plugin.celery_worker is node_fixtures.celery_worker
+    assert plugin.celery_worker is not celery_fixtures.celery_worker
+    assert plugin.celery_app is celery_fixtures.celery_app

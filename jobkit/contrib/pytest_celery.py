@@ -23,13 +23,18 @@ import celery
 import pytest
 import redis
 from celery import Celery
-from pytest_celery import (
-    CeleryBrokerCluster,
-    CeleryTestBroker,
-    CeleryTestSetup,
-    CeleryTestWorker,
-    CeleryWorkerCluster,
-)
+
+try:
+    from pytest_celery import (
+        CeleryBrokerCluster,
+        CeleryTestBroker,
+        CeleryTestSetup,
+        CeleryTestWorker,
+        CeleryWorkerCluster,
+    )
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError("jobkit.contrib.pytest_celery needs pytest-celery 1.x "
+                      f"(pip install 'pytest-celery>=1,<2'): {exc}") from exc
 
 from jobkit import testing
 from jobkit.config import configure, current_settings, use_settings
