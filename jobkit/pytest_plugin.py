@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -288,7 +288,7 @@ def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
     handler = _LogLines(lines)
     root.addHandler(handler)
     try:
-        with embedded_app(url) as app:
+        with embedded_app(url, pool="threads") as app:  # what its heartbeat shows
             worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
                 app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
                 loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
@@ -300,15 +300,16 @@ def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
 
 
 @contextmanager
-def embedded_app(redis_url: str) -> Iterator[Celery]:
+def embedded_app(redis_url: str, **settings: Any) -> Iterator[Celery]:
     """jobkit's Celery app on `redis_url`, for Celery's embedded worker (`celery_app` of
-    celery.contrib.pytest, start_worker). Meanwhile jobkit's settings and REDIS_URL point
-    there (adapter `celery`, disable mode), so `perform_later` reaches that worker; restored
-    on exit. The app leaves the root logger's handlers alone (they are the test runner's)."""
+    celery.contrib.pytest, start_worker). Meanwhile jobkit's settings (with `settings` on top,
+    as `jobkit.configure` takes them) and REDIS_URL point there (adapter `celery`, disable
+    mode), so `perform_later` reaches that worker; restored on exit. The app leaves the root
+    logger's handlers alone (they are the test runner's)."""
     saved, saved_env = current_settings(), os.environ.get("REDIS_URL")
     os.environ["REDIS_URL"] = redis_url
     try:
-        configure(redis_url=redis_url, adapter="celery")
+        configure(**{**settings, "redis_url": redis_url, "adapter": "celery"})
         app = create_app(current_settings())
         app.conf.worker_hijack_root_logger = False
         with testing.disable():

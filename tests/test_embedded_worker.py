@@ -95,3 +95,5 @@ def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> 
     assert "worker log (last" in message
     assert "jobkit.worker.execution: job tests.jobs.FailingJob" in message  # the log's line
     worker.idle(timeout=30)
+    [process] = api.processes(worker.client)
+    assert (process.pid, process.pool, process.concurrency) == (os.getpid(), "threads", "2")
