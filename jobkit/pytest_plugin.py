@@ -120,11 +120,18 @@ class _WorkerHandle:
 
     def report(self) -> str:
         """The failed jobs (class, message, backtrace) and the tail of the worker's log."""
-        failed = self._failed()
-        parts = [f"jobs that failed ({len(failed)}):" if failed
-                 else "no job failed (the retry and dead sets are empty)"]
+        try:  # the timeout must still be told if Redis is what went away
+            failed = self._failed()
+        except redis.RedisError as exc:
+            failed, parts = [], [f"the retry and dead sets could not be read: {exc}"]
+        else:
+            parts = [f"jobs that failed ({len(failed)}):" if failed
+                     else "no job failed (the retry and dead sets are empty)"]
         parts.extend(_describe(where, entry) for where, entry in failed)
-        lines = self.log_text().splitlines()[-LOG_LINES:]
+        try:
+            lines = self.log_text().splitlines()[-LOG_LINES:]
+        except OSError as exc:
+            lines = [f"(the log could not be read: {exc})"]
         parts.append(f"worker log (last {len(lines)} lines of this test):")
         parts.extend(f"  {line}" for line in lines)
         return "\n" + "\n".join(parts)

@@ -23,8 +23,8 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 
 from jobkit import api
-from jobkit.pytest_plugin import embedded_app
-from jobkit.testing_services import RedisServer, wait_until
+from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app
+from jobkit.testing_services import RedisServer, free_port, wait_until
 from jobkit.worker import membership
 from tests.jobs import CountJob, FailingJob
 
@@ -97,3 +97,15 @@ def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> 
     worker.idle(timeout=30)
     [process] = api.processes(worker.client)
     assert (process.pid, process.pool, process.concurrency) == (os.getpid(), "threads", "2")
+
+
+def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    worker = JobkitEmbeddedWorker("redis://gone", gone, cast(WorkController, None),
+                                  ["[worker] last words"])
+    with pytest.raises(TimeoutError) as caught:
+        worker.wait_for(lambda: False, timeout=0.1, what="nothing")
+    message = str(caught.value)
+    assert message.startswith("timed out after 0.1s waiting for nothing\n")
+    assert "the retry and dead sets could not be read: Error 111" in message
+    assert message.endswith("worker log (last 1 lines of this test):\n  [worker] last words")
