@@ -110,7 +110,7 @@ def _known_to_celery(name: str) -> None:
         try:
             tasks[name]  # a registry that builds it when missing (jobkit's worker app)
         except KeyError:  # Celery's NotRegistered is a KeyError
-            tasks.register(_stand_in(name))
+            current_app.register_task(_stand_in(name))  # bound: calling it raises below
     except Exception as exc:  # never fail an enqueue for what receivers look up
         if name not in _unregistered:
             _unregistered.add(name)
