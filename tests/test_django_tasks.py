@@ -244,20 +244,23 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         wait_for(lambda: own_client.llen("django-test:order") == 3, timeout=30,
                  what="the ordered tasks")
         assert strings(own_client, "django-test:order") == ["high", "default", "low"]
-        low.refresh()
+        wait_for(lambda: (low.refresh(), low.is_finished)[1], timeout=30, what="low finished")
         assert low.status == TaskResultStatus.SUCCESSFUL
 
-        signals = strings(own_client, "django-test:signals")
+        # Each signal is sent just after its result is written: wait for the last ones.
+        retried_id = results["retried"].id
+        expected = [f"started:JobkitBackend:{retried_id}:RUNNING",
+                    f"started:JobkitBackend:{retried_id}:RUNNING",
+                    f"finished:JobkitBackend:{retried_id}:SUCCESSFUL"]
         for name, status in (("meaning", "SUCCESSFUL"), ("value_error", "FAILED"),
                              ("killed", "FAILED")):
-            result_id = results[name].id
-            assert f"started:JobkitBackend:{result_id}:RUNNING" in signals
-            assert f"finished:JobkitBackend:{result_id}:{status}" in signals
-        retried_id = results["retried"].id
-        assert [s for s in signals if retried_id in s and not s.startswith("enqueued")] == [
-            f"started:JobkitBackend:{retried_id}:RUNNING",
-            f"started:JobkitBackend:{retried_id}:RUNNING",
-            f"finished:JobkitBackend:{retried_id}:SUCCESSFUL"]
+            expected += [f"started:JobkitBackend:{results[name].id}:RUNNING",
+                         f"finished:JobkitBackend:{results[name].id}:{status}"]
+        wait_for(lambda: set(expected) <= set(strings(own_client, "django-test:signals")),
+                 timeout=30, what="the signals sent in the worker")
+        signals = strings(own_client, "django-test:signals")
+        assert [s for s in signals if retried_id in s and not s.startswith("enqueued")] \
+            == expected[:3]
         assert "Traceback" not in worker.output().split("ready.")[0]  # Django set up cleanly
     finally:
         worker.stop()
