@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import cast
@@ -74,6 +75,9 @@ def test_start_worker_leaves_signals_alone_and_leaves_cleanly(own_client: redis.
     # Stopped cold (no worker_shutdown signal): the test_worker_stopped hook still left.
     assert api.processes(own_client) == []
     assert membership._heartbeat == {}
+    # ... and jobkit's worker threads stopped with it (a cold stop skips their steps' stop()).
+    names = {thread.name for thread in threading.enumerate()}
+    assert not names & {"jobkit-poller", "jobkit-periodic"}, names
 
 
 def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> None:

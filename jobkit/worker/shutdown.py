@@ -183,13 +183,22 @@ def log_thread_stacks() -> None:
 
 
 @test_worker_stopped.connect
-def _embedded_worker_leaves(sender: Any = None, **_: Any) -> None:
-    """An embedded worker (start_worker, the celery_worker fixture) stops cold, without the
-    worker_shutdown signal, inside a process that lives on: stop its heartbeat and hand back
-    what it still holds, as a real worker does when it exits."""
+def _embedded_worker_leaves(sender: Any = None, worker: Any = None, **_: Any) -> None:
+    """An embedded worker (start_worker, the celery_worker fixture) stops cold, inside a
+    process that lives on: Celery then skips the stop() of steps that hold no `obj` and sends
+    no worker_shutdown. Do what a real worker's exit does: stop jobkit's worker steps (the
+    poller and periodic threads would run on in the test process), stop the heartbeat and hand
+    back what it still holds."""
     steps = getattr(sender, "steps", None) or {}
-    if SidekiqSignals in steps.get("consumer", ()):  # a jobkit app, not any Celery app
-        membership.leave()
+    if SidekiqSignals not in steps.get("consumer", ()):  # not a jobkit app
+        return
+    for step in getattr(worker, "steps", None) or ():
+        if type(step).__module__.startswith("jobkit."):
+            try:
+                step.stop(worker)
+            except Exception:
+                logger.exception("stopping %s of the embedded worker failed", step)
+    membership.leave()
 
 
 #: PIDs of the processes that started a worker (worker_init, sent before the pool is made).
