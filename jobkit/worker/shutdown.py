@@ -14,8 +14,8 @@ would sit in the in-flight keys until recovery notices. Here:
 
 An embedded worker (Celery's start_worker / celery_worker fixture, jobkit_embedded_worker) runs
 in a thread of a test process: no handler is installed there (Python allows them only on the
-main thread, and the process's signals are the test runner's), and when it stops it leaves the
-worker set as a real worker does at exit.
+main thread, and the process's signals are the test runner's), and when it stops (cold) its
+jobkit steps are stopped and it leaves the worker set, as a real worker's exit would do.
 
 Signal handlers only put the signal number on a queue (safe in a handler); a helper thread does
 the work, handing anything that touches the event loop to `consumer.call_soon`, which is
