@@ -362,3 +362,22 @@ def test_in_an_atomic_block_result_and_job_wait_for_the_commit(tasks: Any,
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(dropped.id)
     assert queue.size() == 1
+
+
+def test_priority_steps_and_naive_run_after_without_use_tz(tasks: Any,
+                                                           own_client: redis.Redis) -> None:
+    """Django's priority -> jobkit's four steps at each boundary; with USE_TZ off, a naive
+    run_after is Django's local time (TIME_ZONE), and comes back naive."""
+    from django.test import override_settings
+
+    from jobkit.contrib.django.backend import jobkit_priority
+
+    assert [jobkit_priority(p) for p in (100, 1, 0, -1, -49, -50, -100)] == [0, 0, 3, 6, 6, 9, 9]
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
+        result = tasks.calculate_meaning_of_life.using(
+            run_after=dt.datetime(2030, 1, 1, 9)).enqueue()
+        [entry] = ScheduledSet(own_client)
+        assert entry.score == dt.datetime(2030, 1, 1, 8, tzinfo=dt.UTC).timestamp()
+        fetched = tasks.calculate_meaning_of_life.get_result(result.id)
+        assert fetched.task.run_after == dt.datetime(2030, 1, 1, 9)
+        assert fetched.enqueued_at is not None and fetched.enqueued_at.tzinfo is None
