@@ -8,12 +8,24 @@ Django fixup does it as the worker starts (and closes database connections aroun
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 import traceback
 from typing import Any, ClassVar
 
+import django
+from django.apps import apps
+from django.conf import settings
+
+from jobkit.contrib.django import store
+from jobkit.contrib.django.compat import (
+    TaskContext,
+    task_backends,
+    task_finished,
+    task_started,
+)
 from jobkit.contrib.django.options import DEFAULT_RESULT_TTL_SECONDS, MAX_RETRIES_CAP
 from jobkit.errors import JobkitError
 from jobkit.job import Job
@@ -28,17 +40,12 @@ class TaskInterrupted(Exception):  # noqa: N818  (the task was stopped, not an e
 
 def ensure_django() -> None:
     """Set Django up in this process if nothing did (Celery's fixup usually has)."""
-    from django.apps import apps
-    from django.conf import settings
-
     if apps.ready:
         return
     if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
         raise JobkitError("a Django task reached a worker without Django settings: start the "
                           "worker with DJANGO_SETTINGS_MODULE set (e.g. "
                           "DJANGO_SETTINGS_MODULE=mysite.settings jobkit worker)")
-    import django
-
     django.setup()
 
 
@@ -52,9 +59,6 @@ class DjangoTaskJob(Job):
 
     def perform(self, task_path: str, args: list[Any], kwargs: dict[str, Any],
                 options: dict[str, Any]) -> Any:
-        from jobkit.contrib.django import store
-        from jobkit.contrib.django.compat import task_backends, task_finished, task_started
-
         record = store.load(self.job_id) or _record_from(task_path, args, kwargs, options)
         now = time.time()
         record.status = "RUNNING"
@@ -96,8 +100,6 @@ class DjangoTaskJob(Job):
         """A run `perform` could not record: its process was killed (a hard time limit, the
         OOM killer), and the worker records the kill without running the task. Its result
         still says RUNNING; a run that ended in `perform` already said READY or FAILED."""
-        from jobkit.contrib.django import store
-
         record = store.load(self.job_id)
         if record is not None and record.status == "RUNNING":
             _record_failure(record, self.job_id, error, final)
@@ -106,17 +108,12 @@ class DjangoTaskJob(Job):
         options = self.arguments[3] if len(self.arguments) > 3 else None
         if isinstance(options, dict):
             return int(options.get("max_retries", 0))
-        from jobkit.contrib.django import store  # the worker's stand-in for a killed run
-
-        record = store.load(self.job_id)
+        record = store.load(self.job_id)  # the worker's stand-in for a killed run: no arguments
         return record.max_retries if record is not None else 0
 
 
-def _record_failure(record: Any, result_id: str, exc: BaseException, final: bool) -> None:
+def _record_failure(record: store.Record, result_id: str, exc: BaseException, final: bool) -> None:
     """Append the error; FAILED (and task_finished) when no retry follows, else READY."""
-    from jobkit.contrib.django import store
-    from jobkit.contrib.django.compat import task_backends, task_finished
-
     cls = type(exc)
     record.errors.append({"exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
                           "traceback": "".join(traceback.format_exception(exc))})
@@ -133,11 +130,9 @@ def _record_failure(record: Any, result_id: str, exc: BaseException, final: bool
 
 
 def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
-                 options: dict[str, Any]) -> Any:
+                 options: dict[str, Any]) -> store.Record:
     """A record rebuilt from the payload, when the stored one expired before the run."""
-    from jobkit.contrib.django.store import Record
-
-    return Record(task_path=task_path, backend=options["backend"],
+    return store.Record(task_path=task_path, backend=options["backend"],
                   queue_name=options["queue_name"], priority=options["priority"],
                   run_after=options.get("run_after"), args=args, kwargs=kwargs,
                   enqueued_at=options.get("enqueued_at"),
@@ -147,8 +142,6 @@ def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
 
 def _call(task: Any, result: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """The task's return value (an async task is run to its end by `Task.call`)."""
-    from jobkit.contrib.django.compat import TaskContext
-
     if task.takes_context:
         return task.call(TaskContext(task_result=result), *args, **kwargs)
     return task.call(*args, **kwargs)
@@ -157,8 +150,6 @@ def _call(task: Any, result: Any, args: list[Any], kwargs: dict[str, Any]) -> An
 def _normalize(value: Any) -> Any:
     """The return value as JSON gives it back (tuples as lists); TypeError if it is not
     JSON data, which fails the task as Django's own backends do."""
-    import json
-
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
