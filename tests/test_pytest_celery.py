@@ -27,9 +27,11 @@ def test_celery_setup_runs_jobs_on_local_nodes(celery_setup: CeleryTestSetup, ce
     assert isinstance(broker, LocalRedisBroker) and isinstance(worker, LocalJobkitWorker)
     assert celery_setup.backend is None
     assert celery_setup.app.conf.broker_url == broker.config()["url"]
-    assert celery_setup.ready(control=True)  # the worker answers a control ping
+    assert celery_setup.ready(control=True)
+    replies = celery_setup.app.control.ping(timeout=30, limit=1)  # the worker answers
+    assert [name for reply in replies for name in reply] == [worker.hostname()]
     CountJob.perform_later(7)
-    worker.assert_log_exists("tests.jobs.CountJob", timeout=30)
+    worker.assert_log_exists("tests.jobs.CountJob", timeout=60)
     client = broker.server.client
     assert client.sismember("test:done", "7")
     assert [p.pid for p in api.processes(client)] == [worker.process.proc.pid]

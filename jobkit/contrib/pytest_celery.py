@@ -166,10 +166,10 @@ class JobkitTestSetup(CeleryTestSetup):
 
     def ready(self, ping: bool = False, control: bool = False, docker: bool = False) -> bool:
         """As pytest-celery's, with no Docker check by default; `ping=True` needs a result
-        backend, which jobkit's app has not: use `control=True`."""
+        backend, which jobkit's app has not (`app.control.ping(limit=1)` asks the worker)."""
         if ping:
             raise ValueError("ready(ping=True) waits for a task result and jobkit's app has no "
-                             "result backend; use ready(control=True)")
+                             "result backend; ask the worker with app.control.ping(limit=1)")
         return super().ready(ping=False, control=control, docker=docker)
 
 
