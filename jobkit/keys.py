@@ -178,4 +178,9 @@ def iteration(job_id: str) -> str:
     return f"{PREFIX}iteration:{job_id}"
 
 
+def django_task_result(result_id: str) -> str:
+    """String with a TTL: a Django task's result (contrib/django/store.py), by job id."""
+    return f"{PREFIX}django:result:{result_id}"
+
+
 MAIL_CATCHER = PREFIX + "mailcatcher"  # list: mails the development catcher received

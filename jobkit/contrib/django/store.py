@@ -27,7 +27,7 @@ __all__ = ["Record", "forget", "from_datetime", "load", "result_key", "save", "t
 
 def result_key(result_id: str) -> str:
     """The result's key (`jobkit:django:result:<id>`, the id being the jobkit job id)."""
-    return f"{keys.PREFIX}django:result:{result_id}"
+    return keys.django_task_result(result_id)
 
 
 @dataclass
