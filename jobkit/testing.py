@@ -28,7 +28,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Generic, TypeVar
@@ -274,24 +274,12 @@ def _perform_during(pick: Pick | None = None) -> Iterator[None]:
     """Inside the block, each job enqueued that `pick` accepts is performed at once; the
     others are recorded (also in inline mode), as in Rails' filtered block."""
     adapter = _recorder()
-    before, adapter.perform_at_enqueue = adapter.perform_at_enqueue, True
-    outer = vars(adapter).get("_keep")  # an enclosing block's own
-
-    def keep(record: EnqueuedJob) -> None:
-        if pick is None or pick(record):
-            adapter.perform(record)
-        else:
-            adapter.enqueued.append(record)
-
-    setattr(adapter, "_keep", keep)  # noqa: B010 (an instance's own, for this block only)
+    outer = adapter.perform_now  # an enclosing block's own
+    adapter.perform_now = pick or (lambda record: True)
     try:
         yield
     finally:
-        adapter.perform_at_enqueue = before
-        if outer is None:
-            delattr(adapter, "_keep")
-        else:
-            setattr(adapter, "_keep", outer)  # noqa: B010
+        adapter.perform_now = outer
 
 
 def _perform_recorded(pick: Pick) -> int:
@@ -313,25 +301,31 @@ def perform_enqueued_jobs(only: JobSelector | None = None, except_: JobSelector 
     each job enqueued inside the block at once. `only`/`except_`/`queue` pick the jobs, `at`
     leaves those scheduled after it recorded (Rails' filters)."""
     pick = _picker(None, queue, only, except_, at)
-    if _used_as_context_manager():
-        return _perform_during(pick)
-    _perform_recorded(pick)
-    return nullcontext()
+    if not _used_as_context_manager():
+        _perform_recorded(pick)
+    return _perform_during(pick)
 
 
 # -- assertions ------------------------------------------------------------------------------
 
 def _used_as_context_manager() -> bool:
-    """Whether our caller's caller wrote ``with <call>:`` (CPython 3.11+ bytecode); otherwise
-    the assertion runs now (and returns a context manager that does nothing). This lets one
-    name serve Rails' plain and block forms without an assertion that silently checks
-    nothing."""
+    """Whether our caller's caller wrote ``with <call>:`` (CPython 3.11+ bytecode), directly or
+    through functions that return the call's result (``return assert_enqueued_jobs(1)``).
+    Otherwise the assertion runs now and still returns its block form's context manager, so
+    a block entered some other way (``ExitStack.enter_context``) is checked too: one name
+    serves Rails' plain and block forms, and neither silently checks nothing."""
     frame = sys._getframe(2)
-    following = [i.opname for i in dis.get_instructions(frame.f_code)  # caches are skipped
-                 if i.offset > frame.f_lasti][:2]
-    if following[:1] in (["BEFORE_WITH"], ["SETUP_WITH"]):  # CPython 3.11 to 3.13
-        return True
-    return following == ["COPY", "LOAD_SPECIAL"]  # CPython 3.14
+    while frame is not None:
+        following = [i.opname for i in dis.get_instructions(frame.f_code)  # caches skipped
+                     if i.offset > frame.f_lasti][:2]
+        if following[:1] in (["BEFORE_WITH"], ["SETUP_WITH"]):  # CPython 3.11 to 3.13
+            return True
+        if following == ["COPY", "LOAD_SPECIAL"]:  # CPython 3.14
+            return True
+        if following[:1] != ["RETURN_VALUE"]:
+            return False
+        frame = frame.f_back  # returned as is: how does the caller use it?
+    return False
 
 
 class _Counting(AbstractContextManager[None]):
@@ -355,11 +349,10 @@ def _check_count(actual: int, expected: int, what: str, shown: Callable[[], str]
 
 
 def _count_assertion(counting: _Counting, as_block: bool) -> AbstractContextManager[None]:
-    """The block form's context manager, or (plain call) the check done now."""
-    if as_block:
-        return counting
-    _check_count(counting.count(), counting.expected, counting.what, counting.shown)
-    return nullcontext()
+    """The block form's context manager, after (plain call) the check done now."""
+    if not as_block:
+        _check_count(counting.count(), counting.expected, counting.what, counting.shown)
+    return counting
 
 
 class _CountingJobs(AbstractContextManager[None]):
@@ -380,8 +373,9 @@ class _CountingJobs(AbstractContextManager[None]):
                                  f"{listing}")
 
     def now(self) -> AbstractContextManager[None]:
+        """The plain form: check now; a block entered afterwards is checked on its own."""
         self.check(self.records(), self.label)
-        return nullcontext()
+        return self
 
     def __enter__(self) -> None:
         self.before = list(self.block_records())  # kept alive: their ids stay theirs
@@ -493,8 +487,8 @@ def _wire(value: Any) -> Any:
 @dataclasses.dataclass(eq=False, repr=False)
 class MatchedJob(EnqueuedJob, AbstractContextManager["MatchedJob"]):
     """The job `assert_enqueued_with` / `assert_performed_with` found: an `EnqueuedJob` equal
-    to the record (same payload). In their ``with`` form it is filled in when the block ends;
-    before, it has no payload."""
+    to the record (same payload), not the record itself: compare with ==. In their ``with``
+    form it is filled in when the block ends; before, it has no payload."""
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, EnqueuedJob):
@@ -736,10 +730,9 @@ def assert_no_emails() -> AbstractContextManager[None]:
 def deliver_enqueued_emails(queue: str | None = None) -> AbstractContextManager[None]:
     """As a call: deliver every recorded mail job (on `queue`) now. As ``with``: deliver
     those the block enqueued, at its end."""
-    if _used_as_context_manager():
-        return _DeliveringMail(queue)
-    _deliver_mail(queue)
-    return nullcontext()
+    if not _used_as_context_manager():
+        _deliver_mail(queue)
+    return _DeliveringMail(queue)
 
 
 @contextlib.contextmanager
@@ -774,12 +767,11 @@ def assert_no_enqueued_emails() -> AbstractContextManager[None]:
     """As a call: no mail job is waiting to be delivered. As ``with``: the block enqueued
     none."""
     adapter = _recorder()
-    if _used_as_context_manager():
-        return _Counting(_mail_enqueued(adapter), 0, "enqueued email(s)",
-                         _mail_waiting_listing(adapter))
-    _check_count(len(_mail_jobs(adapter.enqueued)), 0, "enqueued email(s)",
-                 _mail_waiting_listing(adapter))
-    return nullcontext()
+    if not _used_as_context_manager():
+        _check_count(len(_mail_jobs(adapter.enqueued)), 0, "enqueued email(s)",
+                     _mail_waiting_listing(adapter))
+    return _Counting(_mail_enqueued(adapter), 0, "enqueued email(s)",
+                     _mail_waiting_listing(adapter))
 
 
 def assert_enqueued_email_with(action: Callable[..., Any],

@@ -6,6 +6,7 @@ what was recorded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -384,6 +385,49 @@ def test_assert_enqueued_with_block_form(jobkit_fake) -> None:
     assert performed.queue == "default" and logged() == [5]
     found = testing.assert_enqueued_with(job=TaskLoggerJob, args=[2])
     assert isinstance(found, testing.EnqueuedJob) and found == TaskLoggerJob.jobs[1]
+
+
+def expect_enqueued(n: int) -> contextlib.AbstractContextManager[None]:
+    """A user's helper returning the assertion: ``with expect_enqueued(1):`` is a block."""
+    return testing.assert_enqueued_jobs(n, only=TaskLoggerJob)
+
+
+def test_block_forms_entered_indirectly_still_check_the_block(jobkit_fake) -> None:
+    TaskLoggerJob.perform_later(1)
+    testing.perform_enqueued_jobs()  # performed so far: no job is waiting now
+    with pytest.raises(AssertionError, match=r"(?s)got 1\nwaiting in the block:\n.*\(2\)"), \
+            contextlib.ExitStack() as stack:
+        stack.enter_context(testing.assert_no_enqueued_jobs())  # checked now, and the block
+        TaskLoggerJob.perform_later(2)
+    with contextlib.ExitStack() as stack:  # the block counts only its own jobs, not job 2
+        stack.enter_context(testing.assert_enqueued_jobs(2))
+        stack.enter_context(testing.assert_performed_jobs(1))
+        stack.enter_context(testing.perform_enqueued_jobs(only=FanOutJob))
+        FanOutJob.perform_later([])
+        TaskLoggerJob.perform_later(3)
+    assert [j.args for j in testing.jobs()] == [[2], [3]]
+    with expect_enqueued(1):  # through a function that returns it: the block form
+        TaskLoggerJob.perform_later(4)
+    with pytest.raises(AssertionError, match=r"expected 1 enqueued .*, got 0"), \
+            expect_enqueued(1):
+        pass
+
+
+class DebouncedJob(jobkit.Job):
+    debounce = jobkit.Debounce(within=30)
+
+    def perform(self, n: int) -> None:
+        pass
+
+
+def test_jobs_a_perform_block_does_not_pick_are_debounced(jobkit_fake) -> None:
+    with testing.perform_enqueued_jobs(only=TaskLoggerJob):
+        DebouncedJob.perform_later(1)
+        last = DebouncedJob.perform_later(1)  # replaces the first, as outside the block
+        TaskLoggerJob.perform_later(3)
+    assert [j.job_id for j in DebouncedJob.jobs] == [last.job_id]
+    assert DebouncedJob.jobs[0].at is not None and logged() == [3]
+    assert [(s.reason, s.by) for s in testing.skipped()] == [("debounced", last.job_id)]
 
 
 def test_filters_refuse_bad_input_naming_it(jobkit_fake) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -131,14 +132,17 @@ class TestAdapter(Adapter):
     """Records each job's payload after a JSON round trip (so an argument that could not
     travel fails at enqueue, as in production); performs only when told to.
 
-    `perform_at_enqueue` makes it inline mode; `clock_offset` is how far `testing.advance`
-    has moved time forward.
+    `perform_at_enqueue` makes it inline mode; `perform_now`, when set (by jobkit.testing's
+    perform blocks), decides per job instead: a job it accepts is performed at enqueue, any
+    other is recorded with the controls applied. `clock_offset` is how far
+    `testing.advance` has moved time forward.
     """
 
     __test__ = False  # not a pytest test class
     name = "test"
 
     perform_at_enqueue: bool = False
+    perform_now: Callable[[EnqueuedJob], bool] | None = field(default=None, repr=False)
     enqueued: list[EnqueuedJob] = field(default_factory=list)
     performed: list[EnqueuedJob] = field(default_factory=list)
     skipped: list[SkippedJob] = field(default_factory=list)
@@ -168,8 +172,13 @@ class TestAdapter(Adapter):
     def _push_callback(self, payload: dict[str, Any]) -> None:
         self._keep(EnqueuedJob(payload, clock_offset=self.clock_offset))
 
+    def _performs_at_enqueue(self, record: EnqueuedJob) -> bool:
+        if self.perform_now is not None:
+            return self.perform_now(record)
+        return self.perform_at_enqueue
+
     def _keep(self, record: EnqueuedJob) -> None:
-        if self.perform_at_enqueue:
+        if self._performs_at_enqueue(record):
             self.perform(record)
         else:
             self.enqueued.append(record)
@@ -187,7 +196,7 @@ class TestAdapter(Adapter):
             self._locks[unique["key"]] = (record.job_id, max(record.due, now + self.clock_offset)
                                           + unique["for"])
         debounce = record.control("debounce")
-        if debounce is not None and not self.perform_at_enqueue:
+        if debounce is not None and not self._performs_at_enqueue(record):
             pending = next((i for i, r in enumerate(self.enqueued)
                             if r.debounce_key == debounce["key"]), None)
             if pending is not None:
