@@ -1,15 +1,17 @@
 """`jobkit generate job` / `jobkit generate mailer`: the files `rails g job` and `rails g mailer`
 write, in this kit's layout (jobs/, mailers/ with templates/ and previews/, tests/).
 
-Every name is checked and every file planned before one is written, so bad input writes
-nothing. A file that exists is never overwritten without `force`; the files several
-generated classes share (a package's ``__init__.py``, ``application_mailer.py``, the mail
-layouts) only ever get created.
+Every name is checked and every target path checked (not a folder, no file in its way, a
+name the file system takes) before one file is written, so bad input writes nothing. A file
+that exists is never overwritten without `force`; the files several generated classes share
+(a package's ``__init__.py``, ``application_mailer.py``, the mail layouts, the root
+``conftest.py``) only ever get created.
 """
 
 from __future__ import annotations
 
 import keyword
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,6 +52,11 @@ _SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*\Z")
 _ACTION = re.compile(r"[a-z][a-z0-9_]*\Z")
 _NAME_HELP = ("use letters, digits, _ and -, starting with a letter (welcome, Welcome, "
               "WelcomeJob, welcome_job)")
+#: Longest name or action: its files' names (test_<name>_mailer_preview.py...) stay far below
+#: the 255 bytes file systems take.
+MAX_NAME = 100
+#: Longest file name (one path component), in bytes, on common file systems.
+_MAX_COMPONENT = 255
 
 
 def _underscore(word: str) -> str:
@@ -65,12 +72,19 @@ def _camelize(snake: str) -> str:
 
 def _base_name(raw: str, suffix: str, what: str) -> str:
     """`welcome`, `Welcome`, `WelcomeJob`, `welcome_job` -> `welcome` (suffix `job`)."""
+    if len(raw) > MAX_NAME:
+        raise GeneratorError(f"{what} name {raw[:20]!r}... is too long ({len(raw)} "
+                             f"characters): at most {MAX_NAME}")
     if not _WORD.match(raw):
         raise GeneratorError(f"{what} name {raw!r} is not valid: {_NAME_HELP}")
     snake = _underscore(raw)
     if not _SNAKE.match(snake):
         raise GeneratorError(f"{what} name {raw!r} is not valid ({snake!r}): {_NAME_HELP}")
-    return snake.removesuffix(f"_{suffix}")
+    base = snake.removesuffix(f"_{suffix}")
+    if base == "test" or base.startswith("test_"):
+        raise GeneratorError(f"{what} name {raw!r} would make {base}_{suffix}.py, a file pytest "
+                             f"collects as tests: choose another name")
+    return base
 
 
 def _package(folder: str, option: str) -> tuple[PurePosixPath, str]:
@@ -88,28 +102,55 @@ def _render(template: str, **values: str) -> str:
     return Template(template).substitute(values)
 
 
+def _plan(root: Path, file: _File, force: bool) -> Status:
+    """What writing `file` would do; GeneratorError when it cannot be written (nothing is
+    written before every file passed)."""
+    target = root / file.path
+    for part in file.path.parts:
+        if len(os.fsencode(part)) > _MAX_COMPONENT:
+            raise GeneratorError(f"{file.path}: the name {part[:20]!r}... is too long for a "
+                                 f"file system (over {_MAX_COMPONENT} bytes)")
+    for parent in reversed(file.path.parents[:-1]):  # root/a, root/a/b, ...
+        if (root / parent).exists() and not (root / parent).is_dir():
+            raise GeneratorError(f"{parent} is a file, not a folder: cannot write {file.path}")
+    if target.is_dir():
+        raise GeneratorError(f"{file.path} is a folder, not a file")
+    if not target.exists():
+        return "create"
+    if not target.is_file():
+        raise GeneratorError(f"{file.path} is not a regular file")
+    try:
+        same = target.read_bytes() == file.text.encode()
+    except OSError as exc:
+        raise GeneratorError(f"{file.path} cannot be read: {exc.strerror}") from None
+    if same:
+        return "identical"
+    if file.shared:
+        return "exist"
+    return "force" if force else "skip"
+
+
 def _write(root: Path, files: list[_File], force: bool) -> list[Written]:
-    written = []
-    for file in files:
-        target = root / file.path
-        status: Status = "create"
-        if target.exists():
-            if target.is_dir():
-                raise GeneratorError(f"{file.path} is a folder, not a file")
-            if target.read_text(encoding="utf-8") == file.text:
-                written.append(Written(file.path, "identical"))
-                continue
-            if file.shared:
-                written.append(Written(file.path, "exist"))
-                continue
-            if not force:
-                written.append(Written(file.path, "skip"))
-                continue
-            status = "force"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(file.text, encoding="utf-8")
-        written.append(Written(file.path, status))
-    return written
+    if not root.is_dir():
+        raise GeneratorError(f"{root} is not a folder")
+    plans = [Written(file.path, _plan(root, file, force)) for file in files]
+    for file, plan in zip(files, plans, strict=True):
+        if plan.status in ("create", "force"):
+            target = root / file.path  # OSError left (a full disk...): not the input's fault
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(file.text.encode())
+    return plans
+
+
+ROOT_CONFTEST = '''"""pytest loads this file first and puts its folder, the project root, on
+sys.path: the tests import the project's packages (jobs, mailers) with plain `pytest`, as
+with `python -m pytest`."""
+'''
+
+
+def _root_conftest() -> _File:
+    """A root ``conftest.py`` (created when missing), for the generated tests' imports."""
+    return _File(Path("conftest.py"), ROOT_CONFTEST, shared=True)
 
 
 def _init_files(folder: PurePosixPath) -> list[_File]:
@@ -178,6 +219,7 @@ def generate_job(name: str, root: Path | str = ".", directory: str = "jobs",
         *_init_files(folder),
         _File(Path(folder, f"{snake}.py"), _render(JOB, **values)),
         _File(Path(tests, f"test_{snake}.py"), _render(JOB_TEST, **values)),
+        _root_conftest(),
     ], force)
 
 
@@ -187,11 +229,13 @@ APPLICATION_MAILER = '''"""Defaults every mailer of the application shares."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from jobkit.mailer import Mailer
 
 
 class ApplicationMailer(Mailer):
-    default = {"from": "from@example.com"}
+    default: ClassVar[dict[str, str]] = {"from": "from@example.com"}
     layout = "mailer"
 '''
 
@@ -289,6 +333,9 @@ def _action_names(actions: list[str] | tuple[str, ...]) -> list[str]:
                              "jobkit generate mailer User welcome password_reset")
     seen: list[str] = []
     for action in actions:
+        if len(action) > MAX_NAME:
+            raise GeneratorError(f"action {action[:20]!r}... is too long ({len(action)} "
+                                 f"characters): at most {MAX_NAME}")
         if not _ACTION.match(action) or keyword.iskeyword(action):
             raise GeneratorError(f"action {action!r} is not valid: a method name in "
                                  f"snake_case (welcome, password_reset)")
@@ -347,5 +394,6 @@ def generate_mailer(name: str, actions: list[str] | tuple[str, ...], root: Path 
             MAILER_TEST, class_name=class_name, module=module,
             tests="".join(_render(MAILER_ACTION_TEST, class_name=class_name, action=a,
                                   subject=subjects[a]) for a in names))),
+        _root_conftest(),
     ]
     return _write(Path(root), files, force)

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import jobkit
 from jobkit.cli import main
 from jobkit.generators import GeneratorError, generate_job, generate_mailer
 
-REPO = Path(jobkit.__file__).resolve().parents[1]
 RUFF = Path(sys.executable).with_name("ruff")
+PYTEST = Path(sys.executable).with_name("pytest")  # the console script: no cwd on sys.path
 RUFF_CONFIG = """[tool.ruff]
 line-length = 100
 target-version = "py311"
@@ -50,7 +49,7 @@ def test_generated_code_passes_ruff_and_its_tests_which_can_fail(project: Path) 
         assert result.exit_code == 0, result.output
     assert "    create  mailers/templates/user_mailer/welcome.html.j2" in result.output
     assert files(project) == [
-        "app/jobs/__init__.py", "app/jobs/broken_job.py", "jobs/__init__.py",
+        "app/jobs/__init__.py", "app/jobs/broken_job.py", "conftest.py", "jobs/__init__.py",
         "jobs/welcome_job.py", "mailers/__init__.py", "mailers/application_mailer.py",
         "mailers/previews/__init__.py", "mailers/previews/user_mailer_preview.py",
         "mailers/templates/layouts/mailer.html.j2", "mailers/templates/layouts/mailer.txt.j2",
@@ -59,10 +58,11 @@ def test_generated_code_passes_ruff_and_its_tests_which_can_fail(project: Path) 
         "mailers/templates/user_mailer/welcome.html.j2",
         "mailers/templates/user_mailer/welcome.txt.j2", "mailers/user_mailer.py",
         "tests/test_broken_job.py", "tests/test_user_mailer.py", "tests/test_welcome_job.py"]
-    (project / "pyproject.toml").write_text(RUFF_CONFIG)
-    lint = subprocess.run([str(RUFF), "check", "--no-cache", "."], cwd=project,
-                          capture_output=True, text=True, timeout=60)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for config in (["--isolated"], []):  # ruff's default rules, then jobkit's own
+        (project / "pyproject.toml").write_text(RUFF_CONFIG if config == [] else "")
+        lint = subprocess.run([str(RUFF), "check", "--no-cache", *config, "."], cwd=project,
+                              capture_output=True, text=True, timeout=60)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
 
     # Break one job and one template: exactly their tests must fail.
     broken = project / "app/jobs/broken_job.py"
@@ -71,9 +71,8 @@ def test_generated_code_passes_ruff_and_its_tests_which_can_fail(project: Path) 
     (project / "mailers/templates/user_mailer/password_reset.html.j2").write_text("<p>Bye</p>")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JOBKIT_", "PYTEST_", "REDIS_URL", "SMTP_URL"))}
-    env["PYTHONPATH"] = str(REPO)  # the jobkit under test; the project's own folders first
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests"], cwd=project, env=env,
+    run = subprocess.run([str(PYTEST), "-q", "-p", "no:cacheprovider", "tests"],
+                         cwd=project, env=env,
                          capture_output=True, text=True, timeout=120)
     failed = sorted(line.split()[1] for line in run.stdout.splitlines()
                     if line.startswith("FAILED"))
@@ -89,7 +88,7 @@ def test_job_names_normalize_as_rails(tmp_path: Path, name: str) -> None:
     written = generate_job(name, root=tmp_path)
     assert [(str(w.path), w.status) for w in written] == [
         ("jobs/__init__.py", "create"), ("jobs/welcome_job.py", "create"),
-        ("tests/test_welcome_job.py", "create")]
+        ("tests/test_welcome_job.py", "create"), ("conftest.py", "create")]
     assert "class WelcomeJob(Job):" in (tmp_path / "jobs/welcome_job.py").read_text()
 
 
@@ -125,6 +124,13 @@ def test_mailer_names_normalize_as_rails(tmp_path: Path, name: str, module: str,
     (["mailer", "user", "welcome", "welcome"], "action 'welcome' is given twice"),
     (["mailer", "ApplicationMailer", "welcome"], "ApplicationMailer is the mailers' shared"),
     (["mailer", "user", "welcome", "--tests-dir", "../t"], "--tests-dir '../t' is not"),
+    (["job", "a" * 245], f"job name {'a' * 20!r}... is too long (245 characters): at most 100"),
+    (["mailer", "b" * 101, "welcome"], "mailer name 'bbbbbbbbbbbbbbbbbbbb'... is too long"),
+    (["mailer", "user", "welcome", "c" * 101], "action 'cccccccccccccccccccc'... is too long"),
+    (["job", "welcome", "--dir", "d" * 256], "the name 'dddddddddddddddddddd'... is too long "
+                                             "for a file system"),
+    (["job", "Test"], "job name 'Test' would make test_job.py, a file pytest collects"),
+    (["mailer", "test_users", "welcome"], "would make test_users_mailer.py"),
 ])
 def test_bad_input_is_refused_and_writes_nothing(project: Path, args: list[str],
                                                  message: str) -> None:
@@ -133,6 +139,23 @@ def test_bad_input_is_refused_and_writes_nothing(project: Path, args: list[str],
     assert message in result.output
     assert "Traceback" not in result.output
     assert files(project) == []
+
+
+@pytest.mark.parametrize(("in_the_way", "message"), [
+    ("tests/test_welcome_job.py/", "tests/test_welcome_job.py is a folder, not a file"),
+    ("tests", "tests is a file, not a folder: cannot write tests/test_welcome_job.py"),
+])
+def test_a_path_in_the_way_is_refused_before_anything_is_written(project: Path,
+                                                                in_the_way: str,
+                                                                message: str) -> None:
+    path = project / in_the_way
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir() if in_the_way.endswith("/") else path.write_text("")
+    before = sorted(project.rglob("*"))
+    result = generate("job", "welcome")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert sorted(project.rglob("*")) == before
 
 
 def test_existing_files_are_skipped_unless_forced_and_shared_ones_kept(project: Path) -> None:
@@ -149,6 +172,10 @@ def test_existing_files_are_skipped_unless_forced_and_shared_ones_kept(project: 
     assert "     force  mailers/user_mailer.py" in result.output
     assert "class UserMailer(ApplicationMailer):" in mailer.read_text()
     assert base.read_text() == "# my base\n"  # shared: never overwritten
+    mailer.write_bytes(b"# caf\xe9 (latin-1)\n")  # not UTF-8: compared as bytes, kept
+    result = generate("mailer", "user", "welcome")
+    assert "      skip  mailers/user_mailer.py" in result.output, result.output
+    assert mailer.read_bytes() == b"# caf\xe9 (latin-1)\n"
 
 
 def test_generator_error_is_a_value_error_naming_the_input(tmp_path: Path) -> None:
