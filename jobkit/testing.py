@@ -574,7 +574,7 @@ class _ExpectingWith(AbstractContextManager[None]):
         if exc_type is None:
             earlier = {id(r) for r in self.before}
             record = self.match([r for r in self.records() if id(r) not in earlier])
-            self.found.payload.update(record.payload)
+            self.found.payload = record.payload  # shared, as the plain form's
             self.found.clock_offset = record.clock_offset
 
 
@@ -587,7 +587,9 @@ class _NotYet(dict[str, Any]):
 
 
 class _BlockMatch(MatchedJob):
-    """What ``with assert_enqueued_with(...) as job:`` gives: `job`, filled in at the end."""
+    """What ``with assert_enqueued_with(...) as job:`` gives: `job`, filled in at the end. The
+    plain form gives one too, already filled in: entered anyway (``ExitStack``), it checks
+    the block as well and then holds the block's job."""
 
     def __enter__(self) -> MatchedJob:
         self.expecting.__enter__()
@@ -613,13 +615,19 @@ def assert_enqueued_with(job: JobFilter = None, args: Sequence[Any] | Field | No
         return _with(records, label, job, args, kwargs, queue, at, priority,
                      adapter.performed)
 
-    if _used_as_context_manager():
-        found = _BlockMatch(_NotYet())
-        found.expecting = _ExpectingWith(found, _all_enqueued(adapter), "enqueued",
-                                         lambda records: match(records, "enqueued in the block"))
-        return found
-    record = match(_all_enqueued(adapter)())
-    return MatchedJob(record.payload, record.clock_offset)
+    found = _found(match, _all_enqueued(adapter)(), _used_as_context_manager())
+    found.expecting = _ExpectingWith(found, _all_enqueued(adapter), "enqueued",
+                                     lambda records: match(records, "enqueued in the block"))
+    return found
+
+
+def _found(match: Callable[[list[EnqueuedJob]], EnqueuedJob], so_far: list[EnqueuedJob],
+           as_block: bool) -> _BlockMatch:
+    """The block form's job to fill in, or (plain call) the job matched now."""
+    if as_block:
+        return _BlockMatch(_NotYet())
+    record = match(so_far)
+    return _BlockMatch(record.payload, record.clock_offset)
 
 
 def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | Field | None = None,
@@ -636,14 +644,11 @@ def assert_performed_with(job: JobFilter = None, args: Sequence[Any] | Field | N
         return _with(records, label, job, args, kwargs, queue, at, priority,
                      adapter.performed)
 
-    if _used_as_context_manager():
-        found = _BlockMatch(_NotYet())
-        found.expecting = _ExpectingWith(found, lambda: list(adapter.performed), "performed",
-                                         lambda records: match(records, "performed in the block"),
-                                         _perform_during())
-        return found
-    record = match(list(adapter.performed))
-    return MatchedJob(record.payload, record.clock_offset)
+    found = _found(match, list(adapter.performed), _used_as_context_manager())
+    found.expecting = _ExpectingWith(found, lambda: list(adapter.performed), "performed",
+                                     lambda records: match(records, "performed in the block"),
+                                     _perform_during())
+    return found
 
 
 # -- mail ----------------------------------------------------------------------------------------

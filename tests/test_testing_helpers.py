@@ -406,8 +406,16 @@ def test_block_forms_entered_indirectly_still_check_the_block(jobkit_fake) -> No
         FanOutJob.perform_later([])
         TaskLoggerJob.perform_later(3)
     assert [j.args for j in testing.jobs()] == [[2], [3]]
-    with expect_enqueued(1):  # through a function that returns it: the block form
+    with pytest.raises(AssertionError, match="no job enqueued in the block matches"), \
+            contextlib.ExitStack() as stack:
+        stack.enter_context(testing.assert_enqueued_with(job=TaskLoggerJob))  # job 1: found
+        FanOutJob.perform_later([])
+    with contextlib.ExitStack() as stack:
+        found = stack.enter_context(testing.assert_enqueued_with(job=TaskLoggerJob))
         TaskLoggerJob.perform_later(4)
+    assert found.args == [4] and testing.performed()[0].args == [1]  # the block's; 1 kept
+    with expect_enqueued(1):  # through a function that returns it: the block form
+        TaskLoggerJob.perform_later(5)
     with pytest.raises(AssertionError, match=r"expected 1 enqueued .*, got 0"), \
             expect_enqueued(1):
         pass
