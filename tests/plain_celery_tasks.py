@@ -12,6 +12,9 @@ import time
 
 import redis
 from celery import Celery, shared_task
+from celery.exceptions import Reject
+
+from jobkit import Job
 
 app = Celery("plain_celery_tasks")  # task_default_queue: Celery's "celery"
 
@@ -59,3 +62,52 @@ def dies() -> None:
     """Its pool process is killed (as by the OOM killer) on every run."""
     _redis().rpush("plain:runs", "dies")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task
+def exits() -> None:
+    """Raises SystemExit, which ends its pool process: failed for good, not requeued."""
+    _redis().rpush("plain:runs", "exits")
+    raise SystemExit(3)
+
+
+@shared_task(acks_late=False)
+def early_ack() -> None:
+    """Acknowledged when it starts (as Celery does with acks_late=False), then fails."""
+    raise LookupError("acknowledged before it failed")
+
+
+@shared_task
+def sleeps() -> None:
+    """Runs until revoked with terminate=True."""
+    _redis().rpush("plain:runs", "sleeps")
+    time.sleep(60)
+
+
+@shared_task
+def fails_when_told() -> None:
+    """Waits for `plain:go` (at most 60 s), then fails."""
+    _redis().rpush("plain:runs", "fails_when_told")
+    for _ in range(600):
+        if _redis().exists("plain:go"):
+            break
+        time.sleep(0.1)
+    raise LookupError("told to fail")
+
+
+@shared_task
+def rejects_once(word: str) -> None:
+    """Rejects its first run with requeue (kombu puts the message back), then records."""
+    if _redis().incr("plain:rejected") == 1:
+        raise Reject("not now", requeue=True)
+    _redis().rpush("plain:runs", f"rejects_once:{word}")
+
+
+class ExitsJob(Job):
+    """A job whose perform raises SystemExit: counted as killed, against its retries."""
+
+    max_retries = 1
+
+    def perform(self) -> None:
+        _redis().rpush("plain:runs", "exits_job")
+        raise SystemExit(3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,33 @@ def test_kombu_requeues_only_what_is_still_in_flight() -> None:
     source = inspect.getsource(kombu_redis.QoS.restore_by_tag)
     assert "hget(self.unacked_key, tag)" in source and "if p:" in source, \
         "kombu.transport.redis.QoS.restore_by_tag changed"
+
+
+def test_kombu_requeues_an_in_flight_record_with_no_exchange_to_the_queue_it_names() -> None:
+    """The fetch writes [message, "", queue]: kombu's requeue unpacks [M, EX, RK] and pushes
+    to _lookup(EX, RK), which for no exchange is the routing key itself (the queue), whatever
+    exchange and routing key the message was published with."""
+    from types import SimpleNamespace
+
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual
+
+    source = inspect.getsource(kombu_redis.QoS.restore_by_tag)
+    assert "M, EX, RK = loads(" in source and "_do_restore_message(M, EX, RK" in source, \
+        "kombu.transport.redis.QoS.restore_by_tag reads the in-flight record differently"
+    assert "self._lookup(exchange, routing_key)" in inspect.getsource(
+        kombu_redis.Channel._do_restore_message), "kombu's _do_restore_message changed"
+    lookup: Any = virtual.Channel._lookup
+    assert lookup(SimpleNamespace(deadletter_queue=None), "", "low") == ["low"]
+
+
+def test_celery_reports_a_task_raising_system_exit_as_a_lost_process() -> None:
+    """request.py and plain_tasks.py take SystemExit and KeyboardInterrupt (the pool process
+    ended) for the task's failure, except when the request was revoked or cancelled."""
+    from celery.worker.request import Request
+
+    source = inspect.getsource(Request.on_failure)
+    assert "isinstance(exc, (SystemExit, KeyboardInterrupt))" in source \
+        and "self._already_cancelled or self._already_revoked" in source \
+        and "_worker_lost_info(exc)" in source, \
+        "celery.worker.request.Request.on_failure handles SystemExit differently"

@@ -14,18 +14,23 @@ from typing import Any, cast
 
 import pytest
 import redis
+from kombu.entity import Exchange, Queue
 
 import jobkit
-from jobkit import api, display, testing
-from jobkit.job_sets import DeadSet, JobEntry, ScheduledSet
+from jobkit import api, display, keys, testing
+from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
 from jobkit.retries import Decision, decide
 from jobkit.testing_services import RedisServer
+from jobkit.worker.recovery import hand_back
 from tests import plain_celery_tasks as tasks
 from tests.conftest import start_worker, wait_for
 from tests.doc_examples import DOCS, example_module, python_blocks, run
 
 TASKS = "tests.plain_celery_tasks"
 FAST = {"JOBKIT_HEARTBEAT_TIMEOUT": "3"}
+#: `celery` bound to a named exchange under another routing key (as a Celery app's
+#: task_queues may have it): the message's delivery_info does not name its queue.
+ROUTED = Queue("celery", Exchange("tasks", type="direct"), routing_key="tasks.invoices")
 
 
 @pytest.fixture
@@ -56,16 +61,58 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
     try:
         assert "consuming queue 'celery' too" in first.output()
         assert "celery" in [queue.name for queue in api.queues(own_client)]
+        # Given its queues with -q, a worker consumes those only.
+        only = start_worker(own_redis.url, tmp_path / "only.log", "-c", "1", "-q", "critical",
+                            "-r", TASKS, env=FAST)
+        only.stop()
+        assert ".> critical" in only.output() and ".> celery" not in only.output()
+        assert "consuming queue 'celery' too" not in only.output()
 
-        # Failed for good: a plain exception, Celery's retries exhausted, a hard time limit.
+        # Revoked with terminate=True: Celery's (it records the revoke), not the dead set.
+        sleeping = cast(Any, tasks.sleeps).delay()
+        wait_for(lambda: "sleeps" in runs(own_client), timeout=30, what="the task to start")
+        tasks.app.control.revoke(sleeping.id, terminate=True)
+        wait_for(lambda: in_flight(own_client) == 0, timeout=30, what="the revoke")
+
+        # A job raising SystemExit is killed, counted against its retries (not requeued).
+        tasks.ExitsJob.perform_later()
+        wait_for(lambda: RetrySet(own_client).size(), timeout=30,
+                 what="the job that exited in the retry set")
+        exited_job = next(iter(RetrySet(own_client)))
+        assert exited_job.error_class == "jobkit.errors.JobKilled"
+        assert "SystemExit" in (exited_job.error_message or "")
+        assert RetrySet(own_client).delete(exited_job)  # its retry would run during the test
+
+        # Failed for good: a plain exception, Celery's retries exhausted, a hard time limit,
+        # a killed pool process, SystemExit, a task acknowledged at start (acks_late=False).
+        with tasks.app.connection_for_write() as connection:
+            ROUTED(connection.default_channel).declare()
         own_client.set("plain:crash", 1)
-        crashed = tasks.crash.delay("invoice")
+        crashed = tasks.crash.apply_async(args=["invoice"], exchange="tasks",
+                                          routing_key="tasks.invoices")
         cast(Any, tasks.exhausted).delay("report")  # Celery types decorated tasks loosely
         cast(Any, tasks.hangs).delay()
         cast(Any, tasks.dies).delay()
-        wait_for(lambda: all(entry_of(DeadSet(own_client), name)
-                             for name in ("crash", "exhausted", "hangs", "dies")), timeout=30,
-                 what="the four failed plain tasks in the dead set")
+        cast(Any, tasks.exits).delay()
+        cast(Any, tasks.early_ack).delay()
+        failed = ("crash", "exhausted", "hangs", "dies", "exits", "early_ack")
+        wait_for(lambda: all(entry_of(DeadSet(own_client), name) for name in failed),
+                 timeout=30, what="the six failed plain tasks in the dead set")
+        exits = entry_of(DeadSet(own_client), "exits")
+        assert exits is not None and exits.data["reason"] == "killed"
+        assert exits.error_class == "builtins.SystemExit"
+        # kombu's requeue (Reject(requeue=True)) of a message whose routing key is not its
+        # queue's name puts it back in its queue.
+        cast(Any, tasks.rejects_once).apply_async(args=["routed"], exchange="tasks",
+                                                  routing_key="tasks.invoices")
+        # An eta Celery's parser takes (fromisoformat does not) is not refused.
+        spare = tasks.record.apply_async(args=["midnight"], queue="spare")
+        message = json.loads(cast(bytes, wait_for(lambda: own_client.rpop("spare"), timeout=30,
+                                                  what=f"{spare.id} in queue 'spare'")))
+        message["headers"]["eta"] = "2020-01-01T24:00:00"
+        own_client.lpush("celery", json.dumps(message))
+        wait_for(lambda: {"rejects_once:routed", "midnight"} <= set(runs(own_client)),
+                 timeout=30, what="the requeued task and the midnight eta to run")
         killed = entry_of(DeadSet(own_client), "hangs")
         assert killed is not None and killed.data["reason"] == "killed"
         assert (killed.error_class or "").endswith("TimeLimitExceeded")
@@ -76,6 +123,7 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         assert dead is not None
         assert (dead.job_id, dead.queue, dead.error_class, dead.error_message) == (
             crashed.id, "celery", "builtins.LookupError", "no invoice yet")
+        assert dead.data["list_key"] == "celery"  # where it came from: the retry goes there
         assert dead.payload == {"args": ["invoice"], "kwargs": {}}
         assert any("plain_celery_tasks.py" in line for line in dead.backtrace)
         assert dead.data["reason"] == "failed without a retry"
@@ -96,6 +144,27 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
         wait_for(lambda: "crash:invoice" in runs(own_client), timeout=30,
                  what="the retried plain task to run")
         assert entry_of(DeadSet(own_client), "crash") is None
+
+        # Taken for dead while a task runs: the reaper hands the message to a worker (this
+        # one, which beats again); both runs fail, and the dead set has it once.
+        own_client.delete("plain:go")
+        cast(Any, tasks.fails_when_told).delay()
+        wait_for(lambda: "fails_when_told" in runs(own_client), timeout=30,
+                 what="the task to start")
+        process = next(p for p in api.processes(own_client) if p.pid == first.proc.pid)
+
+        def take_for_dead() -> bool:
+            own_client.delete(keys.heartbeat(process.id))
+            return hand_back(process.id, if_dead=True, client=own_client) == 1
+
+        wait_for(take_for_dead, timeout=30, what="the reaper to hand the message back")
+        wait_for(lambda: runs(own_client).count("fails_when_told") == 2, timeout=30,
+                 what="the handed-back message to run again")
+        own_client.set("plain:go", 1)
+        wait_for(lambda: "not kept twice" in first.output(), timeout=30,
+                 what="the first run's failure to be left out of the dead set")
+        wait_for(lambda: entry_of(DeadSet(own_client), "fails_when_told"), timeout=30,
+                 what="the second run's failure in the dead set")
 
         # countdown: parked in the scheduled set, not in the worker's memory.
         tasks.record.apply_async(args=["late"], countdown=4)
@@ -128,8 +197,13 @@ def test_plain_tasks_get_the_dead_set_the_scheduled_set_and_the_celery_queue(
                  and own_client.llen("celery") == 0, timeout=30, what="nothing left over")
         assert runs(own_client).count("late") == 1
         assert runs(own_client).count("again:1") == 1
-        assert DeadSet(own_client).size() == 3  # `exhausted` (again), `hangs`, `dies`
+        # `exhausted` (again), `hangs`, `dies`, `exits`, `early_ack`, `fails_when_told`; not
+        # the revoked one
+        assert DeadSet(own_client).size() == 6
+        assert entry_of(DeadSet(own_client), "sleeps") is None
         assert runs(own_client).count("dies") == 1  # not requeued after its kill
+        assert runs(own_client).count("exits") == 1
+        assert runs(own_client).count("exits_job") == 1
         assert runs(own_client).count("exhausted:report") == 3
     finally:
         for worker in (first, second):

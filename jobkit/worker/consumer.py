@@ -15,7 +15,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from jobkit.errors import JobClassError
 from jobkit.job import resolve_job_class
 from jobkit.keys import list_key
-from jobkit.worker import plain_tasks
+from jobkit.worker import envelope, plain_tasks
 
 __all__ = ["Consumer"]
 
@@ -123,13 +123,17 @@ def _keep(message: Any, reason: BaseException | str) -> None:
         payload = _payload_of(message)
     except Exception:  # a body we cannot read is kept as it is
         payload = None
-    raw = message._raw  # the envelope as it came out of the Redis list
+    raw = message._raw
     properties = raw.get("properties", {})
-    key = list_key(properties.get("delivery_info", {}).get("routing_key") or "default",
-                   properties.get("priority"))
+    # The list it was popped from: a retry from the dead set pushes it back there (the
+    # routing key need not name the queue).
+    key = envelope.fetched_from(raw) or list_key(
+        properties.get("delivery_info", {}).get("routing_key") or "default",
+        properties.get("priority"))
     job = payload if isinstance(payload, dict) else {}
     headers = raw.get("headers") or {}
-    message.channel.jobkit_bury(message.delivery_tag, json.dumps(raw), key, reason,
+    message.channel.jobkit_bury(message.delivery_tag, json.dumps(envelope.without_note(raw)),
+                                key, reason,
                                 job_id=job.get("job_id"), job_class=headers.get("task"),
                                 queue=job.get("queue_name"), payload=payload)
 

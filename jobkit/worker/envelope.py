@@ -16,9 +16,14 @@ import datetime as dt
 import json
 from typing import Any
 
+from celery.utils.time import maybe_iso8601
+
 from jobkit.controls.concurrency import header_problem
 
-__all__ = ["problem"]
+__all__ = ["FETCHED_FROM", "fetched_from", "note_fetched_from", "parse_time", "problem",
+           "without_note"]
+
+FETCHED_FROM = "jobkit_list"  # in delivery_info: the list the fetch popped the message from
 
 _STR = (str,)
 _OPTIONAL_STR = (str, type(None))
@@ -99,16 +104,50 @@ def _body_problem(raw: dict[str, Any]) -> str | None:
     return None
 
 
+def parse_time(text: str) -> dt.datetime:
+    """An `eta` or `expires` header as Celery's request reads it (its own parser, dateutil's
+    isoparse: it refuses `2020-01-01T00:00:00 +00:00`, which fromisoformat takes, and takes
+    `2020-01-01T24:00:00`, which fromisoformat refuses); ValueError when it cannot."""
+    parsed = maybe_iso8601(text)
+    if parsed is None:  # "": Celery would fail on it outside any handler
+        raise ValueError("empty time")
+    return parsed
+
+
 def _is_time(text: str) -> bool:
-    """Celery parses these with fromisoformat and converts them between time zones; a time it
-    cannot convert (year 9999 at -14:00) would have it drop the message."""
+    """Whether Celery can parse the time and convert it between time zones; a time it cannot
+    convert (year 9999 at -14:00) would have it drop the message."""
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        parsed = parse_time(text)
         (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
         parsed.astimezone()  # to the worker's local zone, as Celery does too
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, TypeError, AttributeError):
         return False
     return True
+
+
+def note_fetched_from(raw: dict[str, Any], list_key: str) -> None:
+    """Remember the Redis list the fetch popped the message from (its queue and priority
+    list): kombu's delivery_info has only the exchange and routing key, which need not name
+    the queue (a queue bound to a named exchange under another routing key)."""
+    raw["properties"]["delivery_info"][FETCHED_FROM] = list_key
+
+
+def fetched_from(raw: dict[str, Any]) -> str | None:
+    """The list `note_fetched_from` noted, or None (a message this worker did not fetch)."""
+    info = (raw.get("properties") or {}).get("delivery_info") or {}
+    key = info.get(FETCHED_FROM) if isinstance(info, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def without_note(raw: dict[str, Any]) -> dict[str, Any]:
+    """The message as it came out of its list (a copy without the note), to keep or push back."""
+    info = (raw.get("properties") or {}).get("delivery_info")
+    if not isinstance(info, dict) or FETCHED_FROM not in info:
+        return raw
+    kept = {**raw, "properties": {**raw["properties"], "delivery_info": dict(info)}}
+    del kept["properties"]["delivery_info"][FETCHED_FROM]
+    return kept
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:

@@ -6,12 +6,14 @@ backend, which jobkit has none of), keeps `countdown`/`eta` messages in the work
 `celery` that a jobkit worker did not consume. Here:
 
 - a plain task that fails for good (an exception without a retry, retries exhausted, its pool
-  process killed or its hard time limit hit) is kept in the dead set before the message is
-  acknowledged (`PlainRequest`), and can be retried from there as the same task;
+  process killed or exited by SystemExit/KeyboardInterrupt, its hard time limit hit) is kept
+  in the dead set before the message is acknowledged (`PlainRequest`), and can be retried
+  from there as the same task;
 - a message whose `eta` is more than PARK_AFTER_SECONDS away is moved from the worker's
   in-flight keys to the scheduled set in one Lua step before Celery sees it (`park`), and the
   poller pushes it back to its queue when it is due, as it does jobkit's delayed jobs;
-- a worker with plain tasks registered also consumes `celery` (`PlainTasksStep`).
+- a worker with plain tasks registered also consumes `celery` (`PlainTasksStep`), unless its
+  queues were given with `-q`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ import copy
 import datetime as dt
 import json
 import logging
+import sys
 import time
 import uuid
 from typing import Any
 
+import click
 import redis
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery import bootsteps
-from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
 from celery.utils.imports import symbol_by_name
 from celery.utils.serialization import get_pickled_exception
 from celery.worker import state as worker_state
@@ -38,7 +42,7 @@ from jobkit import keys
 from jobkit.imports import class_path
 from jobkit.job_sets import BACKTRACE_LINES, entry_member
 from jobkit.redis_client import get_redis
-from jobkit.worker import shutdown
+from jobkit.worker import envelope, shutdown
 from jobkit.worker.execution import JobTask
 
 __all__ = ["CELERY_QUEUE", "PARK_AFTER_SECONDS", "PlainRequest", "PlainTasksStep", "adopt",
@@ -53,6 +57,9 @@ CELERY_QUEUE = "celery"  # Celery's task_default_queue
 PARK_AFTER_SECONDS = 1.0
 
 _KILLED = (WorkerLostError, TimeLimitExceeded)  # the run's process was killed
+# Raised by the task, these end its pool process; Celery reports them as a lost process.
+_EXITED = (SystemExit, KeyboardInterrupt)
+_GONE = (*_KILLED, *_EXITED)
 _added: list[str] = []  # queues PlainTasksStep added to this worker's
 
 # KEYS: unacked, unacked_index, schedule, queues. ARGV: tag, due, member, queue.
@@ -88,7 +95,7 @@ def eta_of(raw: dict[str, Any]) -> float | None:
     eta = (raw.get("headers") or {}).get("eta")
     if not isinstance(eta, str):
         return None
-    parsed = dt.datetime.fromisoformat(eta)  # envelope.problem checked it
+    parsed = envelope.parse_time(eta)  # envelope.problem checked it
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
 
 
@@ -103,7 +110,7 @@ def park(client: redis.Redis, raw: dict[str, Any], list_key: str, tag: str, unac
     queue = keys.queue_of(list_key)
     # Without its eta: when due (or run now from the dashboard) it runs at once, and a worker
     # whose clock is behind the poller's does not park it again.
-    text = json.dumps(_as_kept(raw, "eta"))
+    text = json.dumps(_as_kept(raw, "eta"))  # parked before the fetch's note is added
     member = entry_member(list_key, text, job_id=headers.get("id"),
                           job_class=headers.get("task"), queue=queue,
                           payload=_arguments(raw), retry_count=headers.get("retries") or 0)
@@ -135,13 +142,16 @@ class PlainRequest:
         return super().on_failure(exc_info, send_failed_event, return_ok)  # type: ignore[misc]
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        if not soft and not _stopping() and not self._bury(TimeLimitExceeded(timeout), ""):
+        if not soft and not _stopping() and not _cancelled(self) \
+                and not self._bury(TimeLimitExceeded(timeout), ""):
             return
         super().on_timeout(soft, timeout)  # type: ignore[misc]
 
     def _bury(self, error: BaseException, backtrace: str) -> bool:
         """Keep the message in the dead set, out of the in-flight keys; False when Redis did
-        not take it (the message then goes back to its queue)."""
+        not take it (the message then goes back to its queue). A message no longer in this
+        worker's in-flight keys (taken for dead: the reaper handed it to another worker) is
+        not kept again, unless the task acknowledges at start (`acks_late=False`)."""
         if self._jobkit_buried:  # the timeout and the lost process report one kill
             return True
         self._jobkit_buried = True
@@ -150,7 +160,9 @@ class PlainRequest:
         raw = message._raw
         properties = raw.get("properties") or {}
         headers = raw.get("headers") or {}
-        list_key = keys.list_key(
+        # The list the fetch popped it from: a retry from the dead set pushes it back there
+        # (the routing key need not name the queue).
+        list_key = envelope.fetched_from(raw) or keys.list_key(
             (properties.get("delivery_info") or {}).get("routing_key") or CELERY_QUEUE,
             properties.get("priority"))
         retries = headers.get("retries") or 0
@@ -164,14 +176,19 @@ class PlainRequest:
         try:
             # No eta (used up) nor expires: Celery would silently discard a task retried by
             # hand after its expiry.
-            message.channel.jobkit_bury(message.delivery_tag,
-                                        json.dumps(_as_kept(raw, "eta", "expires")),
-                                        list_key, error, **info)
+            kept = message.channel.jobkit_bury(
+                message.delivery_tag, json.dumps(_as_kept(raw, "eta", "expires")), list_key,
+                error, held_only=bool(getattr(me.task, "acks_late", True)), **info)
         except redis.RedisError:
             logger.exception("cannot keep failed task %s[%s] in the dead set; handing it back "
                              "to its queue", me.name, me.id)
             me.reject(requeue=True)
             return False
+        if not kept:
+            logger.warning("task %s[%s] failed for good (%s), but this worker was taken for "
+                           "dead meanwhile and its message handed to another: not kept twice",
+                           me.name, me.id, info["reason"])
+            return True
         logger.error("task %s[%s] failed for good (%s); kept in the dead set", me.name, me.id,
                      info["reason"])
         return True
@@ -189,7 +206,7 @@ class PlainTasksStep(bootsteps.Step):
         plain = sorted(name for name, task in app.tasks.items() if is_plain(task))
         queues = app.amqp.queues
         consumed = set(queues.consume_from or queues)
-        if not plain or CELERY_QUEUE in consumed:
+        if not plain or CELERY_QUEUE in consumed or _queues_given():
             return
         queues.select_add(CELERY_QUEUE)
         _added[:] = [CELERY_QUEUE]
@@ -202,16 +219,43 @@ class PlainTasksStep(bootsteps.Step):
                            CELERY_QUEUE, type(exc).__name__)
 
 
+def _queues_given() -> bool:
+    """Whether `jobkit worker` was given its queues with -q: then it consumes those only.
+
+    The CLI turns -q into settings and hands Celery `-Q` either way, and Celery's own click
+    context (the current one here) has only that; so the command line is parsed again with
+    the CLI's own command (parsing only: no callback runs). A worker started otherwise (an
+    embedded worker) has no -q."""
+    cli = sys.modules.get("jobkit.cli")
+    if cli is None or sys.argv[1:2] != ["worker"]:
+        return False
+    try:
+        with cli.worker.make_context("worker", sys.argv[2:], resilient_parsing=True) as context:
+            return bool(context.params.get("queues"))
+    except click.ClickException:
+        return False
+
+
+def _cancelled(request: Any) -> bool:
+    """Revoked (Celery recorded it and acknowledged the message) or cancelled at a lost
+    connection (Celery leaves the message for redelivery): not a failure of the task."""
+    return bool(getattr(request, "_already_revoked", False)
+                or getattr(request, "_already_cancelled", False))
+
+
 def _for_good(request: Any, exc: BaseException) -> bool:
     """Whether Celery is about to drop this message for good after `exc`."""
-    if isinstance(exc, Retry | Ignore | Reject | MemoryError | SystemExit | KeyboardInterrupt):
-        return False  # Celery's own ways: a retry was sent; the task chose; the worker stops
-    if isinstance(exc, _KILLED):
+    if isinstance(exc, Retry | Ignore | Reject | MemoryError | Terminated) or _cancelled(request):
+        # Celery's own ways: a retry was sent; the task chose; the worker runs out of memory
+        # (it stops); revoked or cancelled (Celery records the revoke, or redelivers)
+        return False
+    if isinstance(exc, _GONE):
         if _stopping():
             return False  # handed back to its queue, as a job of a stopping worker
         task = request.task
         retries = (request.message._raw.get("headers") or {}).get("retries") or 0
-        if isinstance(exc, WorkerLostError) and getattr(task, "retry_on_worker_lost", False) \
+        if isinstance(exc, (WorkerLostError, *_EXITED)) \
+                and getattr(task, "retry_on_worker_lost", False) \
                 and (task.max_retries is None or retries < task.max_retries):
             return False  # Celery sends a retry
     return True
@@ -224,7 +268,7 @@ def _stopping() -> bool:
 
 
 def _reason(task: Any, retries: int, error: BaseException) -> str:
-    if isinstance(error, _KILLED):
+    if isinstance(error, _GONE):
         return "killed"
     max_retries = getattr(task, "max_retries", None)
     if retries and max_retries is not None and retries >= max_retries:
@@ -247,7 +291,7 @@ def _arguments(raw: dict[str, Any]) -> dict[str, Any] | None:
 def _as_kept(raw: dict[str, Any], *dropped: str) -> dict[str, Any]:
     """The message as it goes back to its queue later: a new delivery tag (the old one may
     still be acknowledged), without the `dropped` headers."""
-    kept = copy.deepcopy(raw)
+    kept = copy.deepcopy(envelope.without_note(raw))
     kept.setdefault("properties", {})["delivery_tag"] = str(uuid.uuid4())
     headers = kept.get("headers") or {}
     for name in dropped:

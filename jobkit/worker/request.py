@@ -4,8 +4,11 @@ its retry policy instead of being lost or requeued forever.
 Why: with `acks_late`, Celery acknowledges a job killed by the hard time limit (it is gone:
 in no queue and no set), and requeues a job whose pool process died (`task_reject_on_worker_lost`)
 as often as it dies, so a job that gets the OOM killer every time blocks its queue for good.
-Here both count as a failed run (`jobkit.JobKilled`, with the reason), recorded in the retry
-or dead set before the message is acknowledged, like any other failure (execution.py).
+A job that raises SystemExit or KeyboardInterrupt ends its pool process the same way (they
+are not exceptions a job's failure path catches), and Celery reports it as a lost process.
+Here all of them count as a failed run (`jobkit.JobKilled`, with the reason), recorded in the
+retry or dead set before the message is acknowledged, like any other failure (execution.py).
+A revoked or cancelled request is Celery's to handle, as is any kill while the worker stops.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ class JobRequest(Request):
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
         killed_for_its_time = isinstance(exc, TimeLimitExceeded) and not shutdown.handing_back
-        lost = isinstance(exc, WorkerLostError) and not _worker_is_stopping()
+        # Revoked (Celery records it, acks) or cancelled at a lost connection (redelivered):
+        # Celery's own handling, not a failure of the job.
+        cancelled = self._already_revoked or self._already_cancelled
+        lost = isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt) \
+            and not _worker_is_stopping() and not cancelled
         if killed_for_its_time or lost:
             task_ready(self)
             self._record_kill(_why_killed(exc))

@@ -116,19 +116,21 @@ local function problem(msg)
   if redis.call('HEXISTS', unacked, tag) == 1 then
     return 'a message with the same delivery tag is already in flight on this worker'
   end
-  return nil, tag, info
+  return nil, tag
 end
 
 local buried = 0
 for i = 1, n do
   local msg = redis.call('RPOP', KEYS[i])
   while msg do
-    local why, tag, info = problem(msg)
+    local why, tag = problem(msg)
     if not why then
       local queue = string.match(KEYS[i], '^(.-)' .. ARGV[4] .. '%d$') or KEYS[i]
       redis.call('ZADD', index, now, tag)
-      redis.call('HSET', unacked, tag, '[' .. msg .. ',' .. cjson.encode(info.exchange or '')
-        .. ',' .. cjson.encode(queue) .. ']')
+      -- kombu's shape, [message, exchange, routing key], with no exchange and the queue as
+      -- the routing key: its restore_by_tag (a requeue) looks up ('', queue), which is the
+      -- queue itself; a named exchange would route by a queue name no binding knows.
+      redis.call('HSET', unacked, tag, '[' .. msg .. ',"",' .. cjson.encode(queue) .. ']')
       return {KEYS[i], msg, tag}
     end
     bury(dead, now, cjson.encode({list_key = KEYS[i], message = msg, failed_at = now,
@@ -142,10 +144,13 @@ return false
 """
 _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
 
-# KEYS: unacked, unacked_index, dead. ARGV: tag, now, member, dead max jobs, dead timeout.
+# KEYS: unacked, unacked_index, dead. ARGV: tag, now, member, dead max jobs, dead timeout,
+# held only ('1': bury only a message still in flight here; one that left, taken for dead by
+# the reaper, is another worker's now, and would be in the dead set twice).
 _BURY_IN_FLIGHT = BURY_LUA + """
-redis.call('HDEL', KEYS[1], ARGV[1])
+local held = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+if held == 0 and ARGV[6] == '1' then return 0 end
 bury(KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
@@ -331,6 +336,7 @@ class JobkitChannel(_ChannelBase):
                 return  # due later: in the scheduled set, not in this worker's memory
             if not self._admitted(raw, list_key, item, tag):
                 return
+            envelope.note_fetched_from(raw, list_key)
             self.connection._deliver(raw, keys.queue_of(list_key))
         except _CONNECTION_ERRORS:
             raise  # the message stays in flight; _reconcile hands it back after a reconnect
@@ -359,20 +365,24 @@ class JobkitChannel(_ChannelBase):
         return False
 
     def jobkit_bury(self, tag: str, item: bytes | str, list_key: str,
-                    error: BaseException | str, /, **info: Any) -> None:
+                    error: BaseException | str, /, *, held_only: bool = False,
+                    **info: Any) -> bool:
         """Move the in-flight message `tag` to the dead set, in one step (the one path for
-        messages this worker took but will not run)."""
+        messages this worker took but will not run). With `held_only`, only while it is still
+        in this worker's in-flight keys; False when it was not (then nothing is written)."""
         text = item.decode("utf-8", "backslashreplace") if isinstance(item, bytes) else item
         now = time.time()
         member = entry_member(list_key, text, failed_at=now, **{**describe_error(error),
                                                                 **info})
-        self._create_client().register_script(_BURY_IN_FLIGHT)(
+        buried = self._create_client().register_script(_BURY_IN_FLIGHT)(
             keys=[self.unacked_key, self.unacked_index_key, keys.DEAD],
-            args=[tag, now, member, *dead_limits()])
-        let_go(text)  # it will not run: its concurrency slot and unique lock go
+            args=[tag, now, member, *dead_limits(), "1" if held_only else "0"])
+        if buried:
+            let_go(text)  # it will not run: its concurrency slot and unique lock go
         qos = cast(QoS, self.qos)  # our class: JobkitChannel.QoS
         if tag in qos._delivered:  # free its prefetch slot, or the channel stops fetching
             virtual.QoS.ack(qos, tag)
+        return bool(buried)
 
     def _not_alive(self) -> None:
         """The fetch found this worker's heartbeat gone (it was taken for dead, or Redis lost
