@@ -2,56 +2,79 @@
 
 A job enqueued while the caller's database transaction is open is held until that transaction
 commits: a rollback drops it, and a worker never sees it before the data it needs. Two kinds
-of transaction are seen: a Django `atomic` block (held with Django's own `on_commit`, which
-already drops what a rolled-back savepoint registered), and the transaction of an SQLAlchemy
-session that `watch` was given (its session events; savepoints handled here). Outside a
-transaction, or for a class that says no, a job is sent at once as before.
+of transaction are seen: the `atomic` blocks of Django's databases (held with Django's own
+`on_commit`, which already drops what a rolled-back savepoint registered; the blocks Django's
+`TestCase` opens do not count), and the transaction of an SQLAlchemy session that `watch` was
+given (its session events; savepoints handled here), found in the context that began it or
+named with `holding`. Outside a transaction, or for a class that says no, a job is sent at once
+as before. Nothing is imported here unless the caller's program already uses it: with no watched
+session open and Django not set up, `hold` costs a few attribute reads.
 
 An SQLAlchemy `Session` begins a transaction on its own at its first query, so a session that
 has only read holds nothing back: jobs are held when the transaction was begun explicitly
 (`session.begin()`, `sessionmaker.begin()`, a savepoint) or has written (a flush, unflushed
-changes, an ORM insert/update/delete). A held job whose send fails after the commit is logged
-at ERROR on this module's logger with its traceback, and keeps the error in `enqueue_error`.
+changes, an ORM insert/update/delete, any statement other than a read on its connection). A
+held job whose send fails after the commit is logged at ERROR on this module's logger with its
+traceback, and keeps the error in `enqueue_error`; a session garbage-collected while holding
+jobs (dropped without commit or close) logs them at ERROR.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobkit.config import current_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session, SessionTransaction
 
     from jobkit.job import Job
 
-__all__ = ["held_jobs", "hold", "unwatch", "watch"]
+__all__ = ["held_jobs", "hold", "holding", "reset", "unwatch", "watch"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Session")
 Send = Callable[[list[Any]], None]
+Register = Callable[[Callable[[], None], list[Any]], None]
+Entries = list[tuple[list[Any], Callable[[], None]]]
 
 _STATE = "jobkit_transactions"  # the key of a watched session's `info`
-# The watched sessions with a transaction begun in this context (weak: a session dropped
-# without closing is not kept alive by a job-less context).
-_open: contextvars.ContextVar[tuple[weakref.ref[Session], ...]] = contextvars.ContextVar(
-    "jobkit_open_sessions", default=())
+# Statements that do not write: a transaction that ran only these has not written.
+_READS = ("SELECT", "SHOW", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "SET ",
+          "BEGIN", "COMMIT")
 
 
 @dataclass
 class _SessionState:
-    """What jobkit keeps in a watched session's `info` during its transaction."""
+    """What jobkit keeps of a watched session's current root transaction."""
 
+    explicit: bool = False  # begun with begin(), not by itself at a first query
     wrote: bool = False
     committed: set[int] = field(default_factory=set)  # ids of transactions that committed
-    held: dict[int, list[tuple[list[Any], Callable[[], None]]]] = field(default_factory=dict)
+    held: dict[int, Entries] = field(default_factory=dict)
+    finalizer: weakref.finalize | None = None  # logs held jobs if the session is collected
+    # The connections it used, each with the listener that marks a write.
+    listeners: list[tuple[Connection, Callable[..., None]]] = field(default_factory=list)
+
+
+# The watched sessions with a transaction begun in this context, oldest first, with the state
+# of that transaction (weak: a session dropped without closing is not kept alive by a context).
+_open: contextvars.ContextVar[tuple[tuple[weakref.ref[Session], _SessionState], ...]] = \
+    contextvars.ContextVar("jobkit_open_sessions", default=())
+# The sessions named with `holding` in this context, innermost last.
+_bound: contextvars.ContextVar[tuple[Session, ...]] = contextvars.ContextVar(
+    "jobkit_bound_sessions", default=())
+_django_configured = False  # settings.configured, once seen True (it never goes back)
 
 
 def watch(target: T) -> T:
@@ -69,13 +92,40 @@ def watch(target: T) -> T:
 
 
 def unwatch(target: Any) -> None:
-    """Stop holding jobs for `target` (as given to `watch`)."""
+    """Stop holding jobs for `target` (as given to `watch`). A transaction open meanwhile is
+    still followed to its end, so the jobs it holds are sent at its commit."""
     from sqlalchemy import event
 
     _check_target(target)
     for name, listener in _LISTENERS.items():
-        if event.contains(target, name, listener):
+        if name not in _ENDS and event.contains(target, name, listener):
             event.remove(target, name, listener)
+    # The listeners that end a transaction stay (they do nothing for a session jobkit keeps
+    # nothing in), so one begun while watched still sends or drops what it holds.
+
+
+@contextlib.contextmanager
+def holding(session: S) -> Iterator[S]:
+    """Hold the jobs enqueued inside this block in `session`'s transaction, whichever context
+    began it: for frameworks that open the session in one context and run the code that
+    enqueues in another (a FastAPI dependency, run in its own thread). The session must be
+    watched; with no transaction open yet, one is begun (no database round trip)."""
+    if not _is_watched(session):
+        raise TypeError(f"jobkit.transactions.holding: {session!r} is not watched; call "
+                        f"jobkit.transactions.watch on its sessionmaker (or the session) first")
+    token = _bound.set((*_bound.get(), session))
+    try:
+        yield session
+    finally:
+        _bound.reset(token)
+
+
+def reset() -> None:
+    """Forget the sessions this context has seen begin (a worker calls it around each job, so
+    a session a job dropped without closing holds nothing of the next job's). Their held jobs
+    are logged if the sessions are collected without commit."""
+    _open.set(())
+    _bound.set(())
 
 
 def hold(jobs: Sequence[Job], send: Send) -> list[Job]:
@@ -125,17 +175,32 @@ def _send_held(jobs: list[Job], send: Send) -> None:
             if not job.successfully_enqueued and (refused is None or job in refused
                                                   or job.duplicate_of is None):
                 job.enqueue_error = exc
-        shown = ", ".join(f"{type(job).__qualname__} {job.job_id}" for job in jobs[:5])
-        more = f" and {len(jobs) - 5} more" if len(jobs) > 5 else ""
-        logger.error("jobkit: enqueue after the transaction committed failed for %s%s: %s",
-                     shown, more, exc, exc_info=True)
+        logger.error("jobkit: enqueue after the transaction committed failed for %s: %s",
+                     _names(jobs), exc, exc_info=True)
+
+
+def _names(jobs: list[Job]) -> str:
+    shown = ", ".join(f"{type(job).__qualname__} {job.job_id}" for job in jobs[:5])
+    return shown + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
 
 
 def _drop(jobs: list[Job], why: str) -> None:
     for job in jobs:
         job.waiting_for_commit = False
     if jobs:
-        logger.debug("jobkit: %d job(s) not enqueued: %s", len(jobs), why)
+        logger.debug("jobkit: not enqueued (%s): %s", why, _names(jobs))
+
+
+def _collected(held: dict[int, Entries]) -> None:
+    """A session holding jobs was garbage-collected: dropped without commit, rollback or
+    close, so its jobs are never sent. Said loudly: this is a bug in the caller's code."""
+    jobs = [job for entries in held.values() for jobs, _ in entries for job in jobs]
+    for job in jobs:
+        job.waiting_for_commit = False
+    if jobs:
+        logger.error("jobkit: a session was garbage-collected with its transaction still open "
+                     "(neither committed nor closed); the jobs it held are not enqueued: %s",
+                     _names(jobs))
 
 
 # -- SQLAlchemy sessions ------------------------------------------------------------------------
@@ -149,6 +214,13 @@ def _check_target(target: Any) -> None:
     raise TypeError(f"jobkit.transactions.watch takes a sessionmaker, a scoped_session, a "
                     f"Session class or a Session, not {target!r} (jobkit watches sessions, "
                     f"not engines or connections)")
+
+
+def _is_watched(session: Any) -> bool:
+    from sqlalchemy.orm import Session
+
+    return isinstance(session, Session) and \
+        _after_transaction_create in list(session.dispatch.after_transaction_create)
 
 
 def _state(session: Session) -> _SessionState:
@@ -166,36 +238,80 @@ def _boundary(transaction: SessionTransaction | None) -> SessionTransaction | No
     return transaction
 
 
-def _session_register() -> Callable[[Callable[[], None], list[Job]], None] | None:
-    """How to hold jobs in the newest watched session of this context whose transaction is
-    explicit or has written; None when there is none."""
-    from sqlalchemy.orm import SessionTransactionOrigin
-
-    for ref in reversed(_open.get()):
+def _session_register() -> Register | None:
+    """How to hold jobs in a session named with `holding`, else in the newest watched session
+    of this context whose transaction is explicit or has written; None when there is none."""
+    bound, opened = _bound.get(), _open.get()
+    if not bound and not opened:
+        return None  # the common case: nothing imported, nothing scanned
+    for session in reversed(bound):
+        root = session.get_transaction()
+        if root is None:
+            session.begin()  # held until this session commits, as `holding` promised
+            root = session.get_transaction()
+        if root is not None and root.is_active:
+            return _register_in(session, _state(session))
+    for ref, state in reversed(opened):
         session = ref()
-        root = session.get_transaction() if session is not None else None
-        if session is None or root is None:
-            continue
-        nested = session.get_nested_transaction()
-        state = _state(session)
-        if not (nested is not None or root.origin is SessionTransactionOrigin.BEGIN
-                or state.wrote or session.new or session.dirty or session.deleted):
-            continue
-        target = nested if nested is not None else root
-        entries = state.held.setdefault(id(target), [])
-
-        def register(run: Callable[[], None], jobs: list[Job],
-                     entries: list[tuple[list[Any], Callable[[], None]]] = entries) -> None:
-            entries.append((jobs, run))
-
-        return register
+        if session is None or session.info.get(_STATE) is not state:
+            continue  # collected, or that transaction ended (another context saw the end)
+        if not (state.explicit or state.wrote or session.get_nested_transaction() is not None
+                or session.new or session.deleted or session.dirty):
+            continue  # began by itself and has only read: its commit may never come
+        root = session.get_transaction()
+        if root is not None and root.is_active:  # not rolling back or committed already
+            return _register_in(session, state)
     return None
 
 
+def _register_in(session: Session, state: _SessionState) -> Register:
+    target = session.get_nested_transaction() or session.get_transaction()
+    entries = state.held.setdefault(id(target), [])
+    if state.finalizer is None:
+        state.finalizer = weakref.finalize(session, _collected, state.held)
+
+    def register(run: Callable[[], None], jobs: list[Job]) -> None:
+        entries.append((jobs, run))
+
+    return register
+
+
 def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        alive = tuple(r for r in _open.get() if r() is not None and r() is not session)
-        _open.set((*alive, weakref.ref(session)))
+    if transaction.parent is not None:
+        return
+    from sqlalchemy.orm import SessionTransactionOrigin
+
+    state = _SessionState(explicit=transaction.origin is SessionTransactionOrigin.BEGIN)
+    old = session.info.get(_STATE)
+    if isinstance(old, _SessionState) and old.finalizer is not None:
+        old.finalizer.detach()
+    session.info[_STATE] = state
+    alive = tuple(entry for entry in _open.get()
+                  if entry[0]() is not None and entry[0]() is not session)
+    _open.set((*alive, (weakref.ref(session), state)))
+
+
+def _after_begin(session: Session, transaction: SessionTransaction,
+                 connection: Connection) -> None:
+    """Mark a write made on the session's connection by any path (bulk_insert_mappings,
+    `session.connection().execute(insert(...))`, text SQL): one listener per connection, for
+    the transaction."""
+    from sqlalchemy import event
+
+    state = session.info.get(_STATE)
+    if not isinstance(state, _SessionState) \
+            or any(seen is connection for seen, _ in state.listeners):
+        return
+    ref = weakref.ref(state)
+
+    def before_cursor_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        now = ref()
+        if now is not None and not now.wrote \
+                and not statement.lstrip()[:9].upper().startswith(_READS):
+            now.wrote = True
+
+    state.listeners.append((connection, before_cursor_execute))
+    event.listen(connection, "before_cursor_execute", before_cursor_execute)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
@@ -210,9 +326,10 @@ def _do_orm_execute(execute_state: Any) -> None:
 def _after_commit(session: Session) -> None:
     """Called for the root and for each savepoint released, before it closes: the one
     committing is the innermost savepoint, else the root."""
+    state = session.info.get(_STATE)
     committing = session.get_nested_transaction() or session.get_transaction()
-    if committing is not None:
-        _state(session).committed.add(id(committing))
+    if isinstance(state, _SessionState) and committing is not None:
+        state.committed.add(id(committing))
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -224,8 +341,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     committed = key in state.committed
     state.committed.discard(key)
     if transaction.parent is None:
-        _open.set(tuple(r for r in _open.get() if r() is not None and r() is not session))
-        session.info.pop(_STATE, None)  # a new transaction starts clean
+        _end_root(session, state)
         if committed:
             for _, run in entries:
                 run()
@@ -240,34 +356,67 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         state.held.setdefault(id(parent), []).extend(entries)
 
 
+def _end_root(session: Session, state: _SessionState) -> None:
+    from sqlalchemy import event
+
+    if state.finalizer is not None:
+        state.finalizer.detach()
+    for connection, listener in state.listeners:
+        if event.contains(connection, "before_cursor_execute", listener):
+            event.remove(connection, "before_cursor_execute", listener)
+    state.listeners.clear()
+    if session.info.get(_STATE) is state:
+        session.info.pop(_STATE, None)  # a new transaction starts clean
+    opened = _open.get()
+    if any(entry[1] is state for entry in opened):
+        _open.set(tuple(entry for entry in opened if entry[1] is not state))
+
+
 _LISTENERS: dict[str, Callable[..., None]] = {
     "after_transaction_create": _after_transaction_create,
     "after_transaction_end": _after_transaction_end,
+    "after_begin": _after_begin,
     "after_commit": _after_commit,
     "after_flush": _after_flush,
     "do_orm_execute": _do_orm_execute,
 }
+_ENDS = ("after_commit", "after_transaction_end")
 
 
 # -- Django ----------------------------------------------------------------------------------
 
-def _django_register() -> Callable[[Callable[[], None], list[Job]], None] | None:
-    """`transaction.on_commit` on the first database in an `atomic` block in this thread;
-    None when Django is not in use here or no atomic block is open."""
-    if "django.db" not in sys.modules:
-        return None
-    from django.conf import settings
-
-    if not settings.configured:
-        return None
+def _django_register() -> Register | None:
+    """`transaction.on_commit` on every database of this thread inside an `atomic` block of
+    its own (not one Django's TestCase opened): the jobs go once the last of them commits, and
+    never if one rolls back. None when Django is not set up here or no such block is open."""
+    global _django_configured
+    if sys.modules.get("django.db") is None:
+        return None  # Django not imported by the program: nothing to ask
     from django.db import connections, transaction
 
-    for connection in connections.all(initialized_only=True):
-        if connection.in_atomic_block:
-            alias = connection.alias
+    if not _django_configured:
+        from django.conf import settings
 
-            def register(run: Callable[[], None], jobs: list[Job], alias: str = alias) -> None:
-                transaction.on_commit(run, using=alias, robust=True)
+        if not settings.configured:
+            return None
+        _django_configured = True
+    aliases = [connection.alias for connection in connections.all(initialized_only=True)
+               if connection.in_atomic_block and any(
+                   not getattr(block, "_from_testcase", False)
+                   for block in connection.atomic_blocks)]
+    if not aliases:
+        return None
 
-            return register
-    return None
+    def register(run: Callable[[], None], jobs: list[Job]) -> None:
+        waiting = set(aliases)
+
+        def committed(alias: str) -> None:
+            waiting.discard(alias)
+            if not waiting:
+                run()
+
+        for alias in aliases:
+            transaction.on_commit(lambda alias=alias: committed(alias), using=alias,
+                                  robust=True)
+
+    return register

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from jobkit import Job
+from sqlalchemy.orm import sessionmaker
+
+from jobkit import Job, transactions
 from tests.jobs import record
-from tests.models import Account, PgSession
+from tests.models import Account, PgSession, pg_engine
 
 
 class SeeAccountJob(Job):
@@ -39,3 +41,19 @@ class NoteJob(Job):
 
     def perform(self, code: str) -> None:
         RAN.append(code)
+
+
+LEAKED: list = []  # sessions LeakJob left open in this (worker) process, kept alive on purpose
+LeakSession = sessionmaker(pg_engine)
+
+
+class LeakJob(Job):
+    """Enqueues a SeeAccountJob, then leaves a watched session's transaction open, never
+    closed: the next job this process performs must not have its enqueues held by it."""
+
+    def perform(self, code: str) -> None:
+        transactions.watch(LeakSession)
+        SeeAccountJob.perform_later(code)
+        session = LeakSession()
+        session.begin()  # explicit: it would hold jobs (no connection is taken yet)
+        LEAKED.append(session)

@@ -4,15 +4,20 @@ and the test modes."""
 
 from __future__ import annotations
 
+import contextvars
+import gc
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy.orm import Session
 
 import jobkit
 import jobkit.testing
@@ -20,11 +25,18 @@ from jobkit import transactions
 from jobkit.api import Queue
 from jobkit.config import current_settings, use_settings
 from jobkit.errors import ConfigError, JobClassError, NotUniqueError
-from tests.after_commit_jobs import RAN, AtOnceJob, NoteJob, SeeAccountJob, UniqueRaisingJob
-from tests.conftest import wait_for
+from tests.after_commit_jobs import (
+    RAN,
+    AtOnceJob,
+    LeakJob,
+    NoteJob,
+    SeeAccountJob,
+    UniqueRaisingJob,
+)
+from tests.conftest import ROOT, wait_for
 from tests.doc_examples import DOCS, example_module, python_blocks, run
 from tests.jobs import RESULTS
-from tests.models import Account, PgSession
+from tests.models import Account, PgSession, pg_engine
 
 
 @pytest.fixture
@@ -106,6 +118,19 @@ def test_sqlalchemy_on_a_real_worker(r: redis.Redis, worker: Any, watched: Any) 
     assert {seen[job.job_id]["name"] for job in (outer, released, plain, reader)} == {"kept"}
     # Every job sent ran; the two never sent are not there.
     assert lost.job_id not in seen and gone.job_id not in seen
+
+    # Each LeakJob enqueues a job, then leaves a watched session's transaction open: the
+    # worker forgets it before the next job, whose enqueue is not held by it (more jobs than
+    # worker processes, so some process runs two).
+    leak = f"leak-{code}"
+    for _ in range(12):
+        LeakJob.perform_later(leak)
+
+    def follow_ups() -> int:
+        return sum(1 for row in _records(r).values() if row["code"] == leak)
+
+    wait_for(lambda: follow_ups() == 12, timeout=60,
+             what="the 12 jobs enqueued by jobs run after a leaked session")
 
 
 def test_errors_settings_and_test_modes(watched: Any, caplog: pytest.LogCaptureFixture
@@ -250,14 +275,142 @@ def test_docs_examples(monkeypatch: pytest.MonkeyPatch) -> None:
     text = (DOCS / "jobs.md").read_text()
     section = text.split("## Enqueue after the transaction commits", 1)[1].split("\n## ", 1)[0]
     blocks = python_blocks(section)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     with jobkit.testing.fake(), example_module("after_commit_docs") as module:
         try:
             for block in blocks:
                 run(block, module, "docs/jobs.md")
-            assert [r.args for r in jobkit.testing.jobs()] == [[module.receipt.arguments[0]]]
+            assert [r.args for r in jobkit.testing.jobs()] == \
+                [[module.receipt.arguments[0]], [module.order_id]]
         finally:
             if hasattr(module, "Session"):
                 transactions.unwatch(module.Session)
                 module.Base.metadata.drop_all(module.engine)
                 module.engine.dispose()
+
+
+def test_without_sqlalchemy_or_django() -> None:
+    """An enqueue imports neither SQLAlchemy nor Django when the program does not use them
+    (as if they were not installed)."""
+    code = """
+import sys
+sys.modules["sqlalchemy"] = sys.modules["django"] = sys.modules["django.db"] = None
+import jobkit, jobkit.testing
+
+class Plain(jobkit.Job):
+    def perform(self): ...
+
+with jobkit.testing.fake():
+    assert Plain.perform_later().successfully_enqueued
+    assert all(job.successfully_enqueued for job in jobkit.perform_all_later([Plain()]))
+    assert len(jobkit.testing.jobs()) == 2
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_dropped_sessions_bindings_and_write_paths(watched: Any,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    code = uuid.uuid4().hex[:8]
+    caplog.set_level(logging.ERROR, logger="jobkit.transactions")
+    with jobkit.testing.fake():
+        # A session dropped without commit or close: its jobs are logged when it is
+        # collected; `reset` (what the worker does around each job) frees this context.
+        dropped = PgSession()
+        dropped.begin()
+        lost = NoteJob.perform_later(code)
+        assert lost.waiting_for_commit and NoteJob.perform_later(code).waiting_for_commit
+        transactions.reset()
+        assert NoteJob.perform_later(code).successfully_enqueued
+        del dropped
+        gc.collect()
+        assert f"NoteJob {lost.job_id}" in caplog.text and "garbage-collected" in caplog.text
+        assert not lost.waiting_for_commit and not lost.successfully_enqueued
+        jobkit.testing.clear()
+
+        # A session begun in one context (a FastAPI dependency's thread), used in another:
+        # not seen there unless named with `holding`.
+        def dependency() -> Iterator[Any]:
+            with PgSession.begin() as session:
+                yield session
+
+        def endpoint(session: Any, bind: bool) -> Any:
+            session.add(Account(code=code, region=int(bind), name="endpoint"))
+            session.flush()
+            if not bind:
+                return NoteJob.perform_later(code)
+            with transactions.holding(session):
+                return NoteJob.perform_later(code)
+
+        for bind in (False, True):
+            gen = dependency()
+            session = contextvars.copy_context().run(next, gen)
+            job = contextvars.copy_context().run(endpoint, session, bind)
+            assert job.waiting_for_commit is bind
+            contextvars.copy_context().run(next, gen, None)  # commits
+            assert job.successfully_enqueued
+        with pytest.raises(TypeError, match="is not watched"), \
+                transactions.holding(Session(pg_engine)):
+            pass
+        jobkit.testing.clear()
+
+        # Writes that bypass the ORM's flush are seen (through the connection).
+        for write in ("bulk", "connection"):
+            with PgSession() as session:
+                if write == "bulk":
+                    session.bulk_insert_mappings(Account, [  # type: ignore[arg-type]
+                        {"code": code, "region": 7, "name": "bulk"}])
+                else:
+                    session.connection().execute(insert(Account).values(
+                        code=code, region=8, name="core"))
+                assert NoteJob.perform_later(code).waiting_for_commit, write
+                session.rollback()
+        assert jobkit.testing.jobs() == []
+
+        # A job enqueued while the transaction rolls back (an after_rollback listener) is
+        # sent at once; unwatch during a transaction still sends what it holds at the commit.
+        alerts: list[Any] = []
+        with PgSession() as session:
+            event.listen(session, "after_rollback",
+                         lambda s: alerts.append(NoteJob.perform_later("alert")))
+            session.add(Account(code=code, region=9, name="rolled"))
+            session.flush()
+            session.rollback()
+        assert alerts and alerts[0].successfully_enqueued
+        with PgSession() as session:
+            session.add(Account(code=code, region=10, name="unwatched"))
+            kept = NoteJob.perform_later(code)
+            transactions.unwatch(PgSession)
+            session.commit()
+        transactions.watch(PgSession)
+        assert kept.successfully_enqueued
+
+
+def test_django_testcase(own_client: redis.Redis, django_db: None) -> None:
+    """Inside Django's TestCase (pytest-django's django_db too) the atomic blocks it opens
+    around each test, which never commit, hold nothing; the test's own blocks still do."""
+    import unittest
+
+    from django.db import transaction
+    from django.test import TestCase
+
+    from tests.django_app.jobs import PublishJob
+    from tests.django_app.models import Post
+
+    queue = Queue("default")
+
+    class Case(TestCase):
+        def test_enqueue(self) -> None:
+            post = Post.objects.create(title="in a test")
+            self.assertTrue(PublishJob.perform_later(post).successfully_enqueued)
+            with self.captureOnCommitCallbacks(execute=True), transaction.atomic():
+                held = PublishJob.perform_later(post)
+                self.assertTrue(held.waiting_for_commit)
+                self.assertEqual(queue.size(), 1)
+            self.assertTrue(held.successfully_enqueued)
+            self.assertEqual(queue.size(), 2)
+
+    result = unittest.TestResult()
+    unittest.defaultTestLoader.loadTestsFromTestCase(Case).run(result)
+    assert result.testsRun == 1 and result.wasSuccessful(), result.errors + result.failures
