@@ -12,7 +12,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, cast
 
 import pytest
 import redis
@@ -238,23 +239,34 @@ def django_db() -> Iterator[None]:
         editor.delete_model(Post)
 
 
-def test_django_atomic(own_client: redis.Redis, django_db: None) -> None:
+def _atomic() -> AbstractContextManager[Any]:
+    """Django's transaction.atomic() on the default database, typed (atomic also decorates,
+    which pyright cannot tell apart)."""
     from django.db import transaction
 
-    from tests.django_app.jobs import PublishJob
+    return cast(AbstractContextManager[Any], transaction.atomic())
+
+
+def _posts() -> Any:
     from tests.django_app.models import Post
 
+    return cast(Any, Post).objects
+
+
+def test_django_atomic(own_client: redis.Redis, django_db: None) -> None:
+    from tests.django_app.jobs import PublishJob
+
     queue = Queue("default")
-    with pytest.raises(RuntimeError), transaction.atomic():
-        lost = PublishJob.perform_later(Post.objects.create(title="rolled back"))
+    with pytest.raises(RuntimeError), _atomic():
+        lost = PublishJob.perform_later(_posts().create(title="rolled back"))
         raise RuntimeError("roll back")
     assert not lost.successfully_enqueued and queue.size() == 0
 
-    with transaction.atomic():
-        held = PublishJob.perform_later(Post.objects.create(title="kept"))
+    with _atomic():
+        held = PublishJob.perform_later(_posts().create(title="kept"))
         try:
-            with transaction.atomic():  # a savepoint, rolled back
-                gone = PublishJob.perform_later(Post.objects.create(title="gone"))
+            with _atomic():  # a savepoint, rolled back
+                gone = PublishJob.perform_later(_posts().create(title="gone"))
                 raise RuntimeError("roll back the savepoint")
         except RuntimeError:
             pass
@@ -262,7 +274,7 @@ def test_django_atomic(own_client: redis.Redis, django_db: None) -> None:
     assert held.successfully_enqueued and not gone.successfully_enqueued
     assert queue.size() == 1
 
-    plain = PublishJob.perform_later(Post.objects.create(title="autocommit"))
+    plain = PublishJob.perform_later(_posts().create(title="autocommit"))
     assert plain.successfully_enqueued and queue.size() == 2
 
 
@@ -392,19 +404,17 @@ def test_django_testcase(own_client: redis.Redis, django_db: None) -> None:
     around each test, which never commit, hold nothing; the test's own blocks still do."""
     import unittest
 
-    from django.db import transaction
     from django.test import TestCase
 
     from tests.django_app.jobs import PublishJob
-    from tests.django_app.models import Post
 
     queue = Queue("default")
 
     class Case(TestCase):
         def test_enqueue(self) -> None:
-            post = Post.objects.create(title="in a test")
+            post = _posts().create(title="in a test")
             self.assertTrue(PublishJob.perform_later(post).successfully_enqueued)
-            with self.captureOnCommitCallbacks(execute=True), transaction.atomic():
+            with self.captureOnCommitCallbacks(execute=True), _atomic():
                 held = PublishJob.perform_later(post)
                 self.assertTrue(held.waiting_for_commit)
                 self.assertEqual(queue.size(), 1)
@@ -414,3 +424,34 @@ def test_django_testcase(own_client: redis.Redis, django_db: None) -> None:
     result = unittest.TestResult()
     unittest.defaultTestLoader.loadTestsFromTestCase(Case).run(result)
     assert result.testsRun == 1 and result.wasSuccessful(), result.errors + result.failures
+
+
+def test_django_several_databases() -> None:
+    """Inside atomic blocks of two databases, a job is sent after the last commit, and never
+    if one rolls back (a subprocess: Django set up with two databases)."""
+    code = """
+import django
+from django.conf import settings
+memory = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+settings.configure(DATABASES={"default": memory, "other": memory})
+django.setup()
+from django.db import transaction
+import jobkit, jobkit.testing
+
+class Plain(jobkit.Job):
+    def perform(self): ...
+
+with jobkit.testing.fake():
+    with transaction.atomic():
+        with transaction.atomic(using="other"):
+            job = Plain.perform_later()
+        assert job.waiting_for_commit and jobkit.testing.jobs() == []
+    assert job.successfully_enqueued and len(jobkit.testing.jobs()) == 1
+    with transaction.atomic(), transaction.atomic(using="other"):
+        lost = Plain.perform_later()
+        transaction.set_rollback(True, using="other")
+    assert not lost.successfully_enqueued and len(jobkit.testing.jobs()) == 1
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
