@@ -299,7 +299,7 @@ class Process:
 
 
 def _held(raw: bytes | str) -> QueuedJob:
-    """One in-flight item ([message, exchange, routing key]) as a QueuedJob."""
+    """One in-flight item ([message, exchange, queue]) as a QueuedJob."""
     try:
         message, _exchange, routing_key = json.loads(raw)
         priority = message.get("properties", {}).get("priority")

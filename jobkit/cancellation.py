@@ -459,7 +459,7 @@ def _holder(job_id: str, client: redis.Redis) -> str | None:
 
 
 def _holds(value: bytes, job_id: str) -> bool:
-    """Whether an in-flight entry (``[message, exchange, routing key]``, as kombu keeps it) is
+    """Whether an in-flight entry (``[message, exchange, queue]``, as kombu keeps it) is
     the job's: its message's headers name it."""
     if not any(needle.encode() in value for needle in _needles(job_id)):
         return False
