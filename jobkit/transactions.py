@@ -49,9 +49,10 @@ Register = Callable[[Callable[[], None], list[Any]], None]
 Entries = list[tuple[list[Any], Callable[[], None]]]
 
 _STATE = "jobkit_transactions"  # the key of a watched session's `info`
-# Statements that do not write: a transaction that ran only these has not written.
-_READS = ("SELECT", "SHOW", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "SET ",
-          "BEGIN", "COMMIT")
+# Statements taken as reads: a transaction that ran only these has not written. A CTE (WITH)
+# counts as a read: taking a read for a write would hold jobs a read-only session then drops.
+_READS = ("SELECT", "WITH", "SHOW", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA",
+          "SET ", "BEGIN", "COMMIT")
 
 
 @dataclass
@@ -63,8 +64,7 @@ class _SessionState:
     committed: set[int] = field(default_factory=set)  # ids of transactions that committed
     held: dict[int, Entries] = field(default_factory=dict)
     finalizer: weakref.finalize | None = None  # logs held jobs if the session is collected
-    # The connections it used, each with the listener that marks a write.
-    listeners: list[tuple[Connection, Callable[..., None]]] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)  # in `_writers` for it
 
 
 # The watched sessions with a transaction begun in this context, oldest first, with the state
@@ -74,6 +74,9 @@ _open: contextvars.ContextVar[tuple[tuple[weakref.ref[Session], _SessionState], 
 # The sessions named with `holding` in this context, innermost last.
 _bound: contextvars.ContextVar[tuple[Session, ...]] = contextvars.ContextVar(
     "jobkit_bound_sessions", default=())
+# The connections of transactions that began by themselves, and the engines listened to.
+_writers: weakref.WeakKeyDictionary[Connection, _SessionState] = weakref.WeakKeyDictionary()
+_engines: weakref.WeakSet[Any] = weakref.WeakSet()
 _django_configured = False  # settings.configured, once seen True (it never goes back)
 
 
@@ -255,8 +258,8 @@ def _session_register() -> Register | None:
         session = ref()
         if session is None or session.info.get(_STATE) is not state:
             continue  # collected, or that transaction ended (another context saw the end)
-        if not (state.explicit or state.wrote or session.get_nested_transaction() is not None
-                or session.new or session.deleted or session.dirty):
+        if not (state.explicit or state.wrote or session.new or session.deleted
+                or session.dirty):
             continue  # began by itself and has only read: its commit may never come
         root = session.get_transaction()
         if root is not None and root.is_active:  # not rolling back or committed already
@@ -278,6 +281,10 @@ def _register_in(session: Session, state: _SessionState) -> Register:
 
 def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:
+        if transaction.nested:  # a savepoint is begun explicitly: the root holds from now
+            state = session.info.get(_STATE)
+            if isinstance(state, _SessionState):
+                state.explicit = True
         return
     from sqlalchemy.orm import SessionTransactionOrigin
 
@@ -293,25 +300,29 @@ def _after_transaction_create(session: Session, transaction: SessionTransaction)
 
 def _after_begin(session: Session, transaction: SessionTransaction,
                  connection: Connection) -> None:
-    """Mark a write made on the session's connection by any path (bulk_insert_mappings,
-    `session.connection().execute(insert(...))`, text SQL): one listener per connection, for
-    the transaction."""
+    """Follow the statements of a transaction that began by itself on this connection, so a
+    write by any path (bulk_insert_mappings, `session.connection().execute(insert(...))`,
+    text SQL) is seen: one listener per engine, once (adding and removing one per connection
+    costs more than the transaction)."""
     from sqlalchemy import event
 
     state = session.info.get(_STATE)
-    if not isinstance(state, _SessionState) \
-            or any(seen is connection for seen, _ in state.listeners):
-        return
-    ref = weakref.ref(state)
+    if not isinstance(state, _SessionState) or state.explicit:
+        return  # not watched, or holds already
+    engine = connection.engine
+    if engine not in _engines:
+        _engines.add(engine)
+        event.listen(engine, "before_cursor_execute", _before_cursor_execute)
+    _writers[connection] = state
+    state.connections.append(connection)
 
-    def before_cursor_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        now = ref()
-        if now is not None and not now.wrote \
-                and not statement.lstrip()[:9].upper().startswith(_READS):
-            now.wrote = True
 
-    state.listeners.append((connection, before_cursor_execute))
-    event.listen(connection, "before_cursor_execute", before_cursor_execute)
+def _before_cursor_execute(connection: Connection, cursor: Any, statement: str,
+                           *args: Any) -> None:
+    state = _writers.get(connection)
+    if state is not None and not state.wrote \
+            and not statement.lstrip()[:9].upper().startswith(_READS):
+        state.wrote = True
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
@@ -357,14 +368,12 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 
 
 def _end_root(session: Session, state: _SessionState) -> None:
-    from sqlalchemy import event
-
     if state.finalizer is not None:
         state.finalizer.detach()
-    for connection, listener in state.listeners:
-        if event.contains(connection, "before_cursor_execute", listener):
-            event.remove(connection, "before_cursor_execute", listener)
-    state.listeners.clear()
+    for connection in state.connections:
+        if _writers.get(connection) is state:
+            del _writers[connection]
+    state.connections.clear()
     if session.info.get(_STATE) is state:
         session.info.pop(_STATE, None)  # a new transaction starts clean
     opened = _open.get()
