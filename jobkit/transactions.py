@@ -64,7 +64,8 @@ class _SessionState:
     committed: set[int] = field(default_factory=set)  # ids of transactions that committed
     held: dict[int, Entries] = field(default_factory=dict)
     finalizer: weakref.finalize | None = None  # logs held jobs if the session is collected
-    connections: list[Connection] = field(default_factory=list)  # in `_writers` for it
+    # Its connections in `_writers` (weak: a strong one there would keep the key alive).
+    connections: list[weakref.ref[Connection]] = field(default_factory=list)
 
 
 # The watched sessions with a transaction begun in this context, oldest first, with the state
@@ -314,7 +315,7 @@ def _after_begin(session: Session, transaction: SessionTransaction,
         _engines.add(engine)
         event.listen(engine, "before_cursor_execute", _before_cursor_execute)
     _writers[connection] = state
-    state.connections.append(connection)
+    state.connections.append(weakref.ref(connection))
 
 
 def _before_cursor_execute(connection: Connection, cursor: Any, statement: str,
@@ -370,8 +371,9 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 def _end_root(session: Session, state: _SessionState) -> None:
     if state.finalizer is not None:
         state.finalizer.detach()
-    for connection in state.connections:
-        if _writers.get(connection) is state:
+    for ref in state.connections:
+        connection = ref()
+        if connection is not None and _writers.get(connection) is state:
             del _writers[connection]
     state.connections.clear()
     if session.info.get(_STATE) is state:

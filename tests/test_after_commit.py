@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, cast
@@ -339,6 +340,12 @@ def test_dropped_sessions_bindings_and_write_paths(watched: Any,
         gc.collect()
         assert f"NoteJob {lost.job_id}" in caplog.text and "garbage-collected" in caplog.text
         assert not lost.waiting_for_commit and not lost.successfully_enqueued
+        reader = PgSession()
+        reader.execute(select(1))  # begun by itself: its connection is followed for writes
+        collected = [weakref.ref(reader), weakref.ref(reader.connection())]
+        del reader
+        gc.collect()
+        assert [ref() for ref in collected] == [None, None]  # jobkit keeps nothing alive
         jobkit.testing.clear()
 
         # A session begun in one context (a FastAPI dependency's thread), used in another:
