@@ -15,7 +15,7 @@ import json
 import logging
 from typing import Any, cast
 
-from celery import Task, current_app, signals
+from celery import Celery, Task, current_app, signals
 from celery.app.registry import TaskRegistry
 from kombu.entity import Queue
 
@@ -104,13 +104,14 @@ def _known_to_celery(name: str) -> None:
     An app whose registry cannot be read (not finalized, with autofinalize off) is left alone:
     the enqueue goes on, and this is logged once per name."""
     try:
-        tasks = cast(TaskRegistry, current_app.tasks)  # the proxy hides its type
+        app = cast(Celery, current_app)  # the proxy hides its type
+        tasks = cast(TaskRegistry, app.tasks)
         if name in tasks:
             return
         try:
             tasks[name]  # a registry that builds it when missing (jobkit's worker app)
         except KeyError:  # Celery's NotRegistered is a KeyError
-            current_app.register_task(_stand_in(name))  # bound: calling it raises below
+            app.register_task(_stand_in(name))  # bound: calling it raises below
     except Exception as exc:  # never fail an enqueue for what receivers look up
         if name not in _unregistered:
             _unregistered.add(name)
