@@ -28,7 +28,13 @@ from jobkit.testing_services import RedisServer
 from tests.conftest import start_worker, wait_for
 from tests.doc_examples import DOCS, example_module, python_blocks
 from tests.doc_examples import run as run_example
-from tests.tracing_worker import SEEN, DebouncedTracedJob, TracedJob, UniqueTracedJob
+from tests.tracing_worker import (
+    SEEN,
+    DebouncedTracedJob,
+    FlakyTracedJob,
+    TracedJob,
+    UniqueTracedJob,
+)
 
 TASK = "tests.tracing_worker.TracedJob"
 
@@ -60,8 +66,40 @@ def test_one_trace_from_the_request_to_the_worker(
                                           "OTEL_BSP_SCHEDULE_DELAY": "100"})
     try:
         _check_one_trace(own_client, spans_file, *provider)
+        _check_a_retry_stays_in_the_trace(own_client, spans_file, *provider)
     finally:
         worker.stop()
+
+
+def _worker_spans(spans_file: Path) -> list[dict[str, Any]]:
+    lines = spans_file.read_text().splitlines() if spans_file.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+def _check_a_retry_stays_in_the_trace(own_client: redis.Redis, spans_file: Path,
+                                      tracer_provider: TracerProvider,
+                                      exporter: InMemorySpanExporter) -> None:
+    """request -> enqueue -> first run (fails) -> the retry's publish -> second run."""
+    with tracer_provider.get_tracer("test").start_as_current_span("retried request") as request:
+        job = FlakyTracedJob.perform_later("flaky")
+    wait_for(lambda: own_client.hexists(SEEN, "flaky"), timeout=60, what="the retried run")
+    name = "tests.tracing_worker.FlakyTracedJob"
+
+    def spans_of_the_job() -> list[dict[str, Any]]:
+        return [s for s in _worker_spans(spans_file) if s["name"].endswith(name)]
+
+    wait_for(lambda: len(spans_of_the_job()) == 3, timeout=30, what="run, retry publish, run")
+    spans = spans_of_the_job()
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    assert {s["trace_id"] for s in spans} == {trace_id}
+    [sent] = [s for s in exporter.get_finished_spans() if _message_id(s) == job.provider_job_id]
+    first = next(s for s in spans if s["kind"] == "CONSUMER"
+                 and _message_id(s) == job.provider_job_id)
+    retry = next(s for s in spans if s["kind"] == "PRODUCER")
+    second = next(s for s in spans if s["kind"] == "CONSUMER" and s is not first)
+    assert sent.context is not None and first["parent_span_id"] == f"{sent.context.span_id:016x}"
+    assert retry["parent_span_id"] == first["span_id"]
+    assert second["parent_span_id"] == retry["span_id"]
 
 
 def _check_one_trace(own_client: redis.Redis, spans_file: Path,

@@ -18,7 +18,7 @@ from celery import current_task
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from jobkit import Debounce, Job
+from jobkit import Debounce, Job, retry_on
 from tests.doc_examples import DOCS, example_module, python_blocks, run
 
 SEEN = "test:tracing:seen"
@@ -56,6 +56,16 @@ class TracedJob(Job):
                 "tenant": getattr(request, "tenant", None),
                 "inner_headers": request.headers}
         redis.Redis.from_url(os.environ["REDIS_URL"]).hset(SEEN, marker, json.dumps(seen))
+
+
+@retry_on(RuntimeError, wait=1, attempts=2)
+class FlakyTracedJob(TracedJob):
+    """Fails its first run: the retry is published, and the second run records as TracedJob."""
+
+    def perform(self, marker: str) -> None:
+        if self.executions == 1:
+            raise RuntimeError("first run fails")
+        super().perform(marker)
 
 
 class UniqueTracedJob(TracedJob):

@@ -31,6 +31,7 @@ from jobkit.iteration import Interrupted
 from jobkit.iteration.stop import run_by_worker
 from jobkit.job import Job
 from jobkit.job_sets import DeadSet, RetrySet, ScheduledSet, describe_error
+from jobkit.publish_signals import Publication, listening, message_for
 from jobkit.redis_client import get_redis
 from jobkit.retries import decide
 
@@ -160,13 +161,19 @@ class JobTask(Task):
         retry_at = time.time() + decision.delay if decision.action == "retry" else None
         next_payload = {**payload, "executions": job.executions,
                         "scheduled_at": retry_at or payload.get("scheduled_at")}
-        key, message = build_message(next_payload, str(uuid.uuid4()))
+        # A retry is a publish (Celery's Task.retry sends one): its signals link the next
+        # run to this one, so a tracer keeps one trace across attempts.
+        published: list[Publication] | None = \
+            [] if retry_at is not None and listening() else None
+        key, message = message_for(next_payload, str(uuid.uuid4()), published=published)
         info = {"job_id": job.job_id, "job_class": self.name, "queue": job.queue_name,
                 "payload": next_payload, "retry_count": job.executions - 1,
                 "failed_at": time.time(),
                 **describe_error(error, type(job).backtrace)}
         if retry_at is not None:
             RetrySet().add(retry_at, key, message, **info)
+            for publication in published or ():
+                publication.after()
             raise Retry(f"retry in {decision.delay:.0f}s", exc=error, when=decision.delay)
         if type(job).dead:
             DeadSet().add(time.time(), key, message, reason=decision.reason, **info)
