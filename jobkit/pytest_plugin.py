@@ -18,6 +18,7 @@ the retry and dead sets) and shows the worker's log of the test.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
+from celery.worker import state as worker_state
 
 from jobkit import api, testing
 from jobkit.adapters.base import Adapter
@@ -282,12 +284,28 @@ def jobkit_embedded_concurrency() -> int:
     return 2
 
 
+#: Seconds the embedded worker's stop waits for its running jobs (a warm stop, as a real
+#: worker's); a job still running then fails the test's teardown (a thread cannot be killed).
+EMBEDDED_STOP_GRACE = 10.0
+
+
 @pytest.fixture
 def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
                            jobkit_embedded_concurrency: int) -> Iterator[JobkitEmbeddedWorker]:
     """jobkit's app on the `threads` pool, in a thread of the test process, on an emptied
     private Redis; stopped (its jobs handed back) when the test ends."""
-    url = _jobkit_embedded_redis_server.url
+    with embedded_worker(_jobkit_embedded_redis_server.url, jobkit_embedded_concurrency,
+                         EMBEDDED_STOP_GRACE) as worker:
+        yield worker
+
+
+@contextmanager
+def embedded_worker(url: str, concurrency: int = 2, stop_grace: float = EMBEDDED_STOP_GRACE
+                    ) -> Iterator[JobkitEmbeddedWorker]:
+    """What `jobkit_embedded_worker` runs: the database of `url` emptied, the worker started;
+    on exit, its running jobs waited for (`stop_grace` s), the worker stopped, the root
+    logger's level put back. RuntimeError naming the jobs still running after `stop_grace`:
+    they run on in the test process, into the next test."""
     flush_when_idle(url, None)
     root = logging.getLogger()
     level = root.level
@@ -297,13 +315,31 @@ def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
     try:
         with embedded_app(url, pool="threads") as app:  # what its heartbeat shows
             worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
-                app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
+                app, pool=POOL_CLASSES["threads"], concurrency=concurrency,
                 loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
             with worker as controller:
                 yield JobkitEmbeddedWorker(url, redis.Redis.from_url(url), controller, lines)
+                running = _still_running(stop_grace)
+            if running:
+                raise RuntimeError(
+                    f"jobkit_embedded_worker: {len(running)} job(s) still running "
+                    f"{stop_grace:g}s after the test: {', '.join(running)}. A thread cannot be "
+                    "stopped: the job runs on in the test process (into the next tests, and "
+                    "pytest's exit waits for it). Wait for it in the test "
+                    "(jobkit_embedded_worker.idle()), give it a `timeout`, or use jobkit_worker.")
     finally:
         root.removeHandler(handler)
         root.setLevel(level)  # start_worker sets it to its loglevel for good
+
+
+def _still_running(grace: float) -> list[str]:
+    """Wait up to `grace` s for the embedded worker's running jobs to end; the ones left."""
+    def names() -> list[str]:
+        return [f"{request.name}[{request.id}]" for request in list(worker_state.active_requests)]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not names(), timeout=grace, what="the running jobs to end")
+    return names()
 
 
 @contextmanager

@@ -23,13 +23,22 @@ from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, pic
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 
-from jobkit import api
-from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app
+from jobkit import Job, api
+from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app, embedded_worker
 from jobkit.testing_services import RedisServer, free_port, wait_until
 from jobkit.worker import membership
 from tests.jobs import CountJob, FailingJob
 
 HANDLED = (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN)
+HELD, RELEASE = threading.Event(), threading.Event()
+
+
+class HoldJob(Job):
+    """Runs (in this process: the embedded worker's) until the test releases it."""
+
+    def perform(self) -> None:
+        HELD.set()
+        RELEASE.wait(30)
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +122,19 @@ def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
     assert message.startswith("timed out after 0.1s waiting for nothing\n")
     assert "the retry and dead sets could not be read: Error 111" in message
     assert message.endswith("worker log (last 1 lines of this test):\n  [worker] last words")
+
+
+def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisServer) -> None:
+    """It used to run on unseen: into the next test's Redis, and pytest's exit waited for it."""
+    try:
+        with pytest.raises(RuntimeError, match=r"1 job\(s\) still running 0.3s after the test: "
+                           r"tests.test_embedded_worker.HoldJob\[") as caught, \
+                embedded_worker(own_redis.url, stop_grace=0.3):
+            HoldJob.perform_later()
+            wait_until(HELD.is_set, timeout=30, what="the job to start")
+        assert "idle()" in str(caught.value)
+    finally:
+        RELEASE.set()
+    with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error
+        CountJob.perform_later(4)
+        wait_until(lambda: worker.client.sismember("test:done", "4"), timeout=30, what="job 4")
