@@ -193,6 +193,17 @@ def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float
         client.flushdb()
 
 
+def serving(server: RedisServer) -> str:
+    """The URL of a session's redis-server, started again (same port, empty) if a test killed
+    it, so one test's dead Redis does not error every later test; the worker reconnects."""
+    if server.proc.poll() is not None:
+        logging.getLogger(__name__).warning(
+            "the session's redis-server on port %s had exited (code %s): started again, empty",
+            server.port, server.proc.returncode)
+        server.start()
+    return server.url
+
+
 # The session's worker, from the first test that asks for it to the end of the session.
 SESSION_WORKER = pytest.StashKey[WorkerProcess]()
 
@@ -229,7 +240,7 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
 @pytest.fixture
 def jobkit_worker(_jobkit_redis_server: RedisServer, _jobkit_worker_process: WorkerProcess,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitWorker]:
-    url = _jobkit_redis_server.url
+    url = serving(_jobkit_redis_server)
     flush_when_idle(url, _jobkit_worker_process)
     monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()
@@ -294,7 +305,7 @@ def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
                            jobkit_embedded_concurrency: int) -> Iterator[JobkitEmbeddedWorker]:
     """jobkit's app on the `threads` pool, in a thread of the test process, on an emptied
     private Redis; stopped (its jobs handed back) when the test ends."""
-    with embedded_worker(_jobkit_embedded_redis_server.url, jobkit_embedded_concurrency,
+    with embedded_worker(serving(_jobkit_embedded_redis_server), jobkit_embedded_concurrency,
                          EMBEDDED_STOP_GRACE) as worker:
         yield worker
 

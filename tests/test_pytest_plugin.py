@@ -56,3 +56,29 @@ def test_the_flush_between_tests_waits_for_the_running_job(r: redis.Redis, redis
     wait_for(lambda: f"SleepJob[{job.provider_job_id}] succeeded" in worker.output(),
              what="the job to succeed")
     assert r.llen(RESULTS) == 0, "the job wrote into the flushed database"
+
+
+KILLS_REDIS = """
+from pathlib import Path
+
+import redis
+
+
+def test_kills_the_session_redis(jobkit_embedded_worker, _jobkit_embedded_redis_server):
+    _jobkit_embedded_redis_server.kill()
+
+
+def test_after_it(jobkit_embedded_worker, _jobkit_embedded_redis_server):
+    Path("redis.pid").write_text(str(_jobkit_embedded_redis_server.proc.pid))
+    assert jobkit_embedded_worker.client.ping()
+"""
+
+
+def test_a_redis_killed_by_a_test_is_started_again_for_the_next(pytester: pytest.Pytester
+                                                                ) -> None:
+    """The next tests used to error with ConnectionError in their set-up, each of them."""
+    pytester.makepyfile(KILLS_REDIS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    pid = int((pytester.path / "redis.pid").read_text())
+    assert not running(pid), f"the restarted redis-server {pid} outlived the test run"

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from jobkit import testing
 from jobkit.config import configure, current_settings, use_settings
-from jobkit.pytest_plugin import flush_when_idle
+from jobkit.pytest_plugin import flush_when_idle, serving
 from jobkit.testing_services import RedisServer, WorkerProcess
 from jobkit.worker.app import create_app
 
@@ -202,7 +202,7 @@ def celery_setup_app(celery_setup_cls: type[CeleryTestSetup], celery_setup_confi
                      monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
     """jobkit's app on the broker node; for the test, the Redis emptied once the session worker
     is idle, and jobkit's settings and REDIS_URL on it, in disable mode (as `jobkit_worker`)."""
-    url = _jobkit_redis_server.url
+    url = serving(_jobkit_redis_server)
     flush_when_idle(url, _jobkit_worker_process)
     monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()
