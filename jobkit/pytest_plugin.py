@@ -188,9 +188,23 @@ def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float
     replies in bytes: a test may leave keys and members that are not UTF-8.)"""
     with redis.Redis.from_url(redis_url) as client:
         if worker is not None:
-            wait_until(lambda: worker_idle(client, worker), timeout=timeout,
-                       what="the worker to finish the previous test's jobs")
+            try:
+                wait_until(lambda: worker_idle(client, worker), timeout=timeout,
+                           what="the worker to finish the previous test's jobs")
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; {_held(client, worker.proc.pid)}. An earlier test "
+                                   "left them running: wait for its jobs in it (`.idle()`) or "
+                                   "give a job that may hang a `timeout`") from None
         client.flushdb()
+
+
+def _held(client: redis.Redis, pid: int) -> str:
+    """What the worker `pid` holds, as its heartbeat says, for the timeout above."""
+    jobs = [f"{job.job_class} {job.job_id}" for process in api.processes(client)
+            if process.pid == pid for job in process.in_flight]
+    queued = [f"{queue.name} ({queue.size()})" for queue in api.queues(client) if queue.size()]
+    return (f"it holds {', '.join(jobs) or 'no job'}; jobs waiting in queues: "
+            f"{', '.join(queued) or 'none'}")
 
 
 def serving(server: RedisServer) -> str:

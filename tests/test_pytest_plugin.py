@@ -50,8 +50,11 @@ def test_a_worker_that_fails_to_start_leaves_no_redis_server(pytester: pytest.Py
 
 def test_the_flush_between_tests_waits_for_the_running_job(r: redis.Redis, redis_server: str,
                                                            worker: Worker) -> None:
-    job = SleepJob.perform_later("slow", 1)
+    job = SleepJob.perform_later("slow", 2)
     wait_for(lambda: r.llen(RESULTS) == 1, what="the job to start")
+    with pytest.raises(TimeoutError, match=rf"holds tests.jobs.SleepJob {job.job_id}; jobs "
+                       "waiting in queues: none. An earlier test left them running"):
+        flush_when_idle(redis_server, worker, timeout=0.2)  # it named no job
     flush_when_idle(redis_server, worker)
     wait_for(lambda: f"SleepJob[{job.provider_job_id}] succeeded" in worker.output(),
              what="the job to succeed")
