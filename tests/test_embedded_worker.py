@@ -129,10 +129,12 @@ def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisS
     try:
         with pytest.raises(RuntimeError, match=r"1 job\(s\) still running 0.3s after the test: "
                            r"tests.test_embedded_worker.HoldJob\[") as caught, \
-                embedded_worker(own_redis.url, stop_grace=0.3):
+                embedded_worker(own_redis.url, stop_grace=0.3) as held:
             HoldJob.perform_later()
             wait_until(HELD.is_set, timeout=30, what="the job to start")
         assert "idle()" in str(caught.value)
+        # The stop hook says so too (Celery's celery_worker fixture has no such teardown).
+        assert "stopped with 1 job(s) still running" in held.log_text()
     finally:
         RELEASE.set()
     with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error

@@ -198,6 +198,11 @@ def _embedded_worker_leaves(sender: Any = None, worker: Any = None, **_: Any) ->
                 step.stop(worker)
             except Exception:
                 logger.exception("stopping %s of the embedded worker failed", step)
+    running = [f"{request.name}[{request.id}]" for request in list(worker_state.active_requests)]
+    if running:  # a thread cannot be stopped: say so, the test may not
+        logger.warning("embedded worker stopped with %d job(s) still running, which run on in "
+                       "this process and are handed back to their queues: %s", len(running),
+                       ", ".join(running))
     membership.leave()
 
 
