@@ -135,12 +135,13 @@ def test_enqueue_stores_a_ready_result_and_sends_a_job(tasks: Any, own_client: r
     assert own_client.pttl(result_key(deferred.id)) > 3_600_000  # outlives the wait
 
     async def both() -> tuple[Any, Any]:
-        enqueued = await tasks.noop_task_async.aenqueue(1, two=(3, 4))
+        enqueued = await tasks.noop_task_async.aenqueue(1, two=(3, 4), three={4: None})
         return enqueued, await tasks.noop_task_async.aget_result(enqueued.id)
 
     enqueued, fetched = asyncio.run(both())
-    assert (fetched.args, fetched.kwargs) == ([1], {"two": [3, 4]}) == (
-        enqueued.args, enqueued.kwargs)
+    # As JSON gives them back, in the returned result too (Django's own kept the key 4).
+    assert (fetched.args, fetched.kwargs) == ([1], {"two": [3, 4], "three": {"4": None}}) \
+        == (enqueued.args, enqueued.kwargs)
     original = dataclasses.asdict(enqueued)  # Django's test_refresh_result: a faithful store
     enqueued.refresh()
     assert dataclasses.asdict(enqueued) == original
@@ -183,6 +184,7 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         "context": tasks.get_task_id.enqueue(),
         "retried": tasks.fail_on_first_attempt.enqueue(),
         "killed": tasks.killed.enqueue(),
+        "receiver_fails": tasks.finished_receiver_fails.enqueue(),
     }
     worker = start_worker(redis_url, tmp_path / "worker.log", "-c", "1", "-q", "default",
                           "-q", "ordered", env={"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE})
@@ -195,7 +197,7 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
             return result.is_finished
 
         for name in ("meaning", "async", "value_error", "system_exit", "complex_return",
-                     "context", "killed"):
+                     "context", "killed", "receiver_fails"):
             wait_for(lambda name=name: finished(name), timeout=60, what=f"{name} finished")
         meaning = results["meaning"]
         assert meaning.status == TaskResultStatus.SUCCESSFUL and meaning.return_value == 42
@@ -224,6 +226,14 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         dead = {entry.job_id for entry in DeadSet(own_client)}
         assert {results[n].id for n in ("value_error", "system_exit", "complex_return",
                                         "killed")} <= dead
+        # Sent again from the dead set: RUNNING afresh (no finished_at of the run before).
+        failed = results["value_error"]
+        entry = DeadSet(own_client).find(failed.id)
+        assert entry is not None and DeadSet(own_client).push_now(entry)
+        wait_for(lambda: (failed.refresh(), len(failed.errors) == 2)[1], timeout=30,
+                 what="the second run of value_error")
+        assert failed.status == TaskResultStatus.FAILED and failed.attempts == 2
+        assert own_client.llen("django-test:stale") == 0
 
         # MAX_RETRIES 1: the first failure leaves it READY in the retry set, error kept.
         retried = results["retried"]
@@ -240,6 +250,13 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         wait_for(lambda: (deferred.refresh(), deferred.is_finished)[1], timeout=30,
                  what="the deferred task")
         assert deferred.started_at >= run_after and deferred.return_value == 42
+        # A task_finished receiver raised after a success: logged; the task is not run again.
+        receiver_fails = results["receiver_fails"]
+        assert receiver_fails.status == TaskResultStatus.SUCCESSFUL
+        assert receiver_fails.attempts == 1 and receiver_fails.return_value == 7
+        assert RetrySet(own_client).find(receiver_fails.id) is None
+        assert DeadSet(own_client).find(receiver_fails.id) is None
+        assert "a task_finished receiver failed" in worker.output()
 
         wait_for(lambda: own_client.llen("django-test:order") == 3, timeout=30,
                  what="the ordered tasks")

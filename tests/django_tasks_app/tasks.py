@@ -75,3 +75,25 @@ for _signal, _name in ((task_enqueued, "enqueued"), (task_started, "started"),
 def killed() -> None:
     """Its process is killed mid-run (as by the OOM killer or a hard time limit)."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(backend="retrying")
+def finished_receiver_fails() -> int:
+    """Succeeds; a task_finished receiver then raises (below), which must not rerun it."""
+    return 7
+
+
+def _raise_for_one_task(sender: type, task_result: Any, **_: Any) -> None:
+    if task_result.task.name == "finished_receiver_fails":
+        raise RuntimeError("a task_finished receiver failed")
+
+
+def _stale_when_started(sender: type, task_result: Any, **_: Any) -> None:
+    """A run that starts over (a result sent again from the dead set) must not show the end
+    of the run before it."""
+    if task_result.finished_at is not None:
+        get_redis().rpush("django-test:stale", task_result.id)
+
+
+task_finished.connect(_raise_for_one_task, weak=False, dispatch_uid="jobkit-tests-raise")
+task_started.connect(_stale_when_started, weak=False, dispatch_uid="jobkit-tests-stale")

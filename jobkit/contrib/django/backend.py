@@ -7,6 +7,7 @@ retry and dead sets, the dashboard. Its TaskResult lives in Redis (store.py).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -74,7 +75,9 @@ class JobkitBackend(BaseTaskBackend):
                               args=list(args), kwargs=dict(kwargs), enqueued_at=time.time(),
                               result_ttl=options.result_ttl, max_retries=options.max_retries)
         result = record.task_result("pending", task)  # normalizes the arguments, or TypeError
-        record.args, record.kwargs = result.args, result.kwargs
+        # As JSON gives them back (a key 1 becomes "1"): what the worker passes to the task
+        # and `get_result` shows, so the result returned here says the same.
+        record.args, record.kwargs = json.loads(json.dumps([result.args, result.kwargs]))
         carried = {"backend": self.alias, "queue_name": task.queue_name,
                    "priority": task.priority, "run_after": record.run_after,
                    "enqueued_at": record.enqueued_at, "result_ttl": options.result_ttl,

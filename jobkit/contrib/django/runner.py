@@ -9,6 +9,7 @@ Django fixup does it as the worker starts (and closes database connections aroun
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -31,6 +32,8 @@ from jobkit.errors import JobkitError
 from jobkit.job import Job
 
 __all__ = ["DjangoTaskJob", "TaskInterrupted", "ensure_django"]
+
+logger = logging.getLogger(__name__)
 
 
 class TaskInterrupted(Exception):  # noqa: N818  (the task was stopped, not an error of ours)
@@ -61,7 +64,7 @@ class DjangoTaskJob(Job):
                 options: dict[str, Any]) -> Any:
         record = store.load(self.job_id) or _record_from(task_path, args, kwargs, options)
         now = time.time()
-        record.status = "RUNNING"
+        record.status, record.finished_at, record.return_value = "RUNNING", None, None
         record.started_at = record.started_at or now
         record.last_attempted_at = now
         record.worker_ids.append(f"{socket.gethostname()}:{os.getpid()}")
@@ -83,7 +86,7 @@ class DjangoTaskJob(Job):
             raise TaskInterrupted(f"{task_path} raised {type(exc).__name__}: {exc}") from exc
         record.status, record.finished_at, record.return_value = "SUCCESSFUL", time.time(), value
         store.save(record, self.job_id)
-        task_finished.send(type(backend), task_result=record.task_result(self.job_id, task))
+        _send_finished(type(backend), record.task_result(self.job_id, task))
         return value
 
     def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:
@@ -123,10 +126,21 @@ def _record_failure(record: store.Record, result_id: str, exc: BaseException, fi
     store.save(record, result_id)
     if final:
         try:
-            result = record.task_result(result_id)
-            task_finished.send(type(task_backends[record.backend]), task_result=result)
-        except Exception:  # the task or backend could not even be loaded: no signal
-            pass
+            sender, result = type(task_backends[record.backend]), record.task_result(result_id)
+        except Exception as exc:  # the task or backend could not even be loaded
+            logger.warning("task_finished not sent for Django task result %s (%s): %r",
+                           result_id, record.task_path, exc)
+            return
+        _send_finished(sender, result)
+
+
+def _send_finished(sender: type, result: Any) -> None:
+    """`task_finished` for a result already final in Redis. A receiver's error is logged, not
+    raised: raised, it would make jobkit retry or bury a task that is done."""
+    for receiver, response in task_finished.send_robust(sender, task_result=result):
+        if isinstance(response, Exception):
+            logger.error("a task_finished receiver (%r) raised for Django task result %s",
+                         receiver, result.id, exc_info=response)
 
 
 def _record_from(task_path: str, args: list[Any], kwargs: dict[str, Any],
