@@ -33,7 +33,7 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
-from jobkit import api, testing
+from jobkit import api, keys, testing
 from jobkit.adapters.base import Adapter
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet
@@ -183,9 +183,10 @@ def _has_work(client: redis.Redis, process: api.Process) -> bool:
 
 def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float = 30.0
                     ) -> None:
-    """Empty the database, once `worker` is idle: a job still running would otherwise write
-    its results, retry or dead-set entry into the next test's empty database. (Its own client
-    replies in bytes: a test may leave keys and members that are not UTF-8.)"""
+    """Empty the database but `worker`'s heartbeat, once `worker` is idle: a job still
+    running would otherwise write its results, retry or dead-set entry into the next test's
+    empty database. (Its own client replies in bytes: a test may leave keys and members
+    that are not UTF-8.)"""
     with redis.Redis.from_url(redis_url) as client:
         if worker is not None:
             try:
@@ -195,7 +196,30 @@ def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float
                 raise TimeoutError(f"{exc}; {_held(client, worker.proc.pid)}. An earlier test "
                                    "left them running: wait for its jobs in it (`.idle()`) or "
                                    "give a job that may hang a `timeout`") from None
-        client.flushdb()
+            ids = [process.id for process in api.processes(client)
+                   if process.pid == worker.proc.pid]
+        else:
+            ids = []
+        client.register_script(_FLUSH_BUT_MEMBERSHIP)(
+            args=[keys.PROCESSES, keys.heartbeat(""), *ids])
+
+
+# Every key but the session worker's membership (ARGV: the processes set, the heartbeat key
+# prefix, then its process ids): a plain FLUSHDB made it find its heartbeat gone and log, in
+# every test (so in each failure report), that it had been taken for dead.
+_FLUSH_BUT_MEMBERSHIP = """
+local keep, mine = {}, {}
+for i = 3, #ARGV do
+  mine[ARGV[i]] = true
+  keep[ARGV[2] .. ARGV[i]] = true
+end
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  if key ~= ARGV[1] and not keep[key] then redis.call('UNLINK', key) end
+end
+for _, id in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  if not mine[id] then redis.call('SREM', ARGV[1], id) end
+end
+"""
 
 
 def _held(client: redis.Redis, pid: int) -> str:

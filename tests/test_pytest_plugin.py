@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from jobkit import api
 from jobkit.pytest_plugin import flush_when_idle
 from tests.conftest import Worker, wait_for
 from tests.jobs import RESULTS, SleepJob
@@ -55,7 +56,12 @@ def test_the_flush_between_tests_waits_for_the_running_job(r: redis.Redis, redis
     with pytest.raises(TimeoutError, match=rf"holds tests.jobs.SleepJob {job.job_id}; jobs "
                        "waiting in queues: none. An earlier test left them running"):
         flush_when_idle(redis_server, worker, timeout=0.2)  # it named no job
+    r.set("left:by:a:test", 1)
     flush_when_idle(redis_server, worker)
+    assert r.keys("left:*") == []
+    # The worker's own heartbeat stays: it used to log in each test that it had been taken for
+    # dead (a FLUSHDB deleted it), a line every failure report then showed.
+    assert [p.pid for p in api.processes(r)] == [worker.proc.pid]
     wait_for(lambda: f"SleepJob[{job.provider_job_id}] succeeded" in worker.output(),
              what="the job to succeed")
     assert r.llen(RESULTS) == 0, "the job wrote into the flushed database"
