@@ -185,6 +185,8 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         "retried": tasks.fail_on_first_attempt.enqueue(),
         "killed": tasks.killed.enqueue(),
         "receiver_fails": tasks.finished_receiver_fails.enqueue(),
+        "bytes_return": tasks.bytes_return_value.enqueue(),
+        "unprintable": tasks.unprintable_exit.enqueue(),
     }
     worker = start_worker(redis_url, tmp_path / "worker.log", "-c", "1", "-q", "default",
                           "-q", "ordered", env={"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE})
@@ -197,7 +199,7 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
             return result.is_finished
 
         for name in ("meaning", "async", "value_error", "system_exit", "complex_return",
-                     "context", "killed", "receiver_fails"):
+                     "context", "killed", "receiver_fails", "bytes_return", "unprintable"):
             wait_for(lambda name=name: finished(name), timeout=60, what=f"{name} finished")
         meaning = results["meaning"]
         assert meaning.status == TaskResultStatus.SUCCESSFUL and meaning.return_value == 42
@@ -206,11 +208,13 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         assert meaning.worker_ids[0].startswith(socket.gethostname() + ":")
         assert results["async"].return_value == [[1], {"two": "x"}]
         assert results["context"].return_value == results["context"].id
+        assert results["bytes_return"].return_value == {"raw": "café", "1": [2, 3]}
 
         for name, cls, text in (
                 ("value_error", ValueError, "ValueError: This task failed due to ValueError\n"),
                 ("system_exit", SystemExit, "SystemExit: This task failed due to SystemExit\n"),
-                ("complex_return", TypeError, "Unsupported type")):
+                ("complex_return", TypeError, "Unsupported type"),
+                ("unprintable", tasks.UnprintableExit, "UnprintableExit: <exception str()")):
             failed = results[name]
             assert failed.status == TaskResultStatus.FAILED, name
             with pytest.raises(ValueError, match="Task failed"):
@@ -225,7 +229,10 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
         assert [e.exception_class_path for e in killed.errors] == ["jobkit.errors.JobKilled"]
         dead = {entry.job_id for entry in DeadSet(own_client)}
         assert {results[n].id for n in ("value_error", "system_exit", "complex_return",
-                                        "killed")} <= dead
+                                        "killed", "unprintable")} <= dead
+        unprintable = DeadSet(own_client).find(results["unprintable"].id)
+        assert unprintable is not None and unprintable.error_class == \
+            "jobkit.contrib.django.runner.TaskInterrupted"  # though its str() raises
         # Sent again from the dead set: RUNNING afresh (no finished_at of the run before).
         failed = results["value_error"]
         entry = DeadSet(own_client).find(failed.id)

@@ -97,3 +97,19 @@ def _stale_when_started(sender: type, task_result: Any, **_: Any) -> None:
 
 task_finished.connect(_raise_for_one_task, weak=False, dispatch_uid="jobkit-tests-raise")
 task_started.connect(_stale_when_started, weak=False, dispatch_uid="jobkit-tests-stale")
+
+
+@task()
+def bytes_return_value() -> Any:
+    """Django's backends keep UTF-8 bytes as str: so must this one."""
+    return {"raw": b"caf\xc3\xa9", 1: (2, 3)}
+
+
+class UnprintableExit(SystemExit):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for this one")
+
+
+@task()
+def unprintable_exit() -> None:
+    raise UnprintableExit

@@ -16,6 +16,7 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
+    "normalize_json",
     "task_backends",
     "task_enqueued",
     "task_finished",
@@ -53,6 +54,10 @@ TaskError: Any = _base.TaskError
 TaskResult: Any = _root.TaskResult
 TaskResultStatus: Any = _root.TaskResultStatus
 task_backends: Any = _root.task_backends
+#: Django's own conversion of a value to JSON data (bytes decoded, tuples as lists), or None
+#: if the installed framework has none.
+normalize_json: Any = getattr(importlib.import_module(f"{FRAMEWORK}.utils"), "normalize_json",
+                              None)
 InvalidTask: type[Exception] = _first(_exceptions, "InvalidTask", "InvalidTaskError")
 InvalidTaskBackend: type[Exception] = _first(_exceptions, "InvalidTaskBackend",
                                              "InvalidTaskBackendError")

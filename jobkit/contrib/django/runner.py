@@ -23,6 +23,7 @@ from django.conf import settings
 from jobkit.contrib.django import store
 from jobkit.contrib.django.compat import (
     TaskContext,
+    normalize_json,
     task_backends,
     task_finished,
     task_started,
@@ -83,7 +84,7 @@ class DjangoTaskJob(Job):
             _record_failure(record, self.job_id, exc, final)
             if isinstance(exc, Exception):
                 raise
-            raise TaskInterrupted(f"{task_path} raised {type(exc).__name__}: {exc}") from exc
+            raise TaskInterrupted(f"{task_path} raised {_describe(exc)}") from exc
         record.status, record.finished_at, record.return_value = "SUCCESSFUL", time.time(), value
         store.save(record, self.job_id)
         _send_finished(type(backend), record.task_result(self.job_id, task))
@@ -161,10 +162,21 @@ def _call(task: Any, result: Any, args: list[Any], kwargs: dict[str, Any]) -> An
     return task.call(*args, **kwargs)
 
 
-def _normalize(value: Any) -> Any:
-    """The return value as JSON gives it back (tuples as lists); TypeError if it is not
-    JSON data, which fails the task as Django's own backends do."""
+def _describe(exc: BaseException) -> str:
+    """`Class: message`, even for an exception whose str() raises."""
     try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return f"{type(exc).__name__} (its str() failed)"
+
+
+def _normalize(value: Any) -> Any:
+    """The return value as Django's backends keep it (UTF-8 bytes as str), then as JSON gives
+    it back (tuples as lists); TypeError if it is not JSON data, which fails the task as
+    Django's own backends do."""
+    try:
+        if normalize_json is not None:
+            value = normalize_json(value)
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"Unsupported type: the task returned {type(value).__name__}, which "
