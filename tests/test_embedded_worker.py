@@ -126,6 +126,7 @@ def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
 
 def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisServer) -> None:
     """It used to run on unseen: into the next test's Redis, and pytest's exit waited for it."""
+    before = pool_threads()
     try:
         with pytest.raises(RuntimeError, match=r"1 job\(s\) still running 0.3s after the test: "
                            r"tests.test_embedded_worker.HoldJob\[") as caught, \
@@ -140,3 +141,9 @@ def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisS
     with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error
         CountJob.perform_later(4)
         wait_until(lambda: worker.client.sismember("test:done", "4"), timeout=30, what="job 4")
+    # Neither worker leaves its pool's threads behind (a cold stop kept them, a set a test).
+    wait_until(lambda: not pool_threads() - before, timeout=30, what="the pools' threads to end")
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("ThreadPool")}
