@@ -25,6 +25,7 @@ def test_celery_setup_runs_jobs_on_local_nodes(celery_setup: CeleryTestSetup, ce
     broker, worker = celery_setup.broker, celery_setup.worker
     assert worker is celery_worker and broker is celery_broker  # the node fixtures, replaced
     assert isinstance(broker, LocalRedisBroker) and isinstance(worker, LocalJobkitWorker)
+    assert " ready." not in worker.logs()  # this test's part only: it was the whole session's
     assert celery_setup.backend is None
     assert celery_setup.app.conf.broker_url == broker.config()["url"]
     assert celery_setup.ready(control=True)
