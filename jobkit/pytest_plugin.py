@@ -195,7 +195,7 @@ def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; {_held(client, worker.proc.pid)}. An earlier test "
                                    "left them running: wait for its jobs in it (`.idle()`) or "
-                                   "give a job that may hang a `timeout`") from None
+                                   "give a job that may hang a `time_limit`") from None
             ids = [process.id for process in api.processes(client)
                    if process.pid == worker.proc.pid]
         else:
@@ -375,7 +375,7 @@ def embedded_worker(url: str, concurrency: int = 2, stop_grace: float = EMBEDDED
                     f"{stop_grace:g}s after the test: {', '.join(running)}. A thread cannot be "
                     "stopped: the job runs on in the test process (into the next tests, and "
                     "pytest's exit waits for it). Wait for it in the test "
-                    "(jobkit_embedded_worker.idle()), give it a `timeout`, or use jobkit_worker.")
+                    "(jobkit_embedded_worker.idle()), or use jobkit_worker.")
     finally:
         root.removeHandler(handler)
         root.setLevel(level)  # start_worker sets it to its loglevel for good
