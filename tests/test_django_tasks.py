@@ -166,6 +166,8 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
     the dead set, the signals in the worker."""
     from django_tasks import TaskResultStatus
 
+    from jobkit.contrib.django.store import result_key
+
     url = own_client.connection_pool.connection_kwargs
     redis_url = f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"
     ordered = Queue("ordered", own_client)
@@ -248,6 +250,8 @@ def test_tasks_run_on_a_real_worker(tasks: Any, own_client: redis.Redis, tmp_pat
                  what="the failed attempt in the retry set")
         retried.refresh()
         assert retried.status == TaskResultStatus.READY and len(retried.errors) == 1
+        # RESULT_TTL 12 s, the retry waits 15 s or more: the result is kept for the wait too.
+        assert own_client.pttl(result_key(retried.id)) > 15_000
         entry = RetrySet(own_client).find(retried.id)
         assert entry is not None and RetrySet(own_client).push_now(entry)
         wait_for(lambda: finished("retried"), timeout=30, what="the retry to finish")

@@ -15,6 +15,6 @@ TASKS = {
     "retrying": {
         "BACKEND": "jobkit.contrib.django.JobkitBackend",
         "QUEUES": ["default"],
-        "OPTIONS": {"MAX_RETRIES": 1},
+        "OPTIONS": {"MAX_RETRIES": 1, "RESULT_TTL": 12},  # shorter than a retry's wait
     },
 }

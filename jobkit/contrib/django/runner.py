@@ -31,6 +31,7 @@ from jobkit.contrib.django.compat import (
 from jobkit.contrib.django.options import DEFAULT_RESULT_TTL_SECONDS, MAX_RETRIES_CAP
 from jobkit.errors import JobkitError
 from jobkit.job import Job
+from jobkit.retries import sidekiq_backoff
 
 __all__ = ["DjangoTaskJob", "TaskInterrupted", "ensure_django"]
 
@@ -91,10 +92,17 @@ class DjangoTaskJob(Job):
         return value
 
     def retry_in(self, retry_count: int, error: BaseException) -> float | str | None:
-        """Retries up to the backend's MAX_RETRIES, then the dead set ("kill")."""
+        """Retries up to the backend's MAX_RETRIES after Sidekiq's backoff, then the dead set
+        ("kill"). The READY result is kept for the wait too, so the retry still finds it."""
         final = retry_count >= self._max_retries()
         self._record_unrecorded(error, final)
-        return "kill" if final else None
+        if final:
+            return "kill"
+        delay = sidekiq_backoff(retry_count)
+        record = store.load(self.job_id)
+        if record is not None and record.status == "READY":
+            store.save(record, self.job_id, wait=delay)
+        return delay
 
     def retries_exhausted(self, error: BaseException) -> None:
         """Past the class's cap (a job sent back from the dead set many times)."""

@@ -77,10 +77,13 @@ class Record:
         return result
 
 
-def save(record: Record, result_id: str) -> None:
+def save(record: Record, result_id: str, wait: float = 0.0) -> None:
     """Write the record, to expire its `result_ttl` seconds from now, or from its `run_after`
-    if later (a deferred task's record must outlive its wait)."""
-    wait = max(0.0, (record.run_after or 0.0) - time.time()) if record.status == "READY" else 0.0
+    or the end of `wait` (seconds) if later: a record must outlive the wait of its task, for
+    its run_after or a retry."""
+    if record.status == "READY":
+        wait = max(wait, (record.run_after or 0.0) - time.time())
+    wait = max(0.0, wait)
     get_redis().set(result_key(result_id), json.dumps(asdict(record)),
                     px=max(1, int((record.result_ttl + wait) * 1000)))
 
