@@ -361,12 +361,14 @@ def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
 def embedded_worker(url: str, concurrency: int = 2, stop_grace: float = EMBEDDED_STOP_GRACE
                     ) -> Iterator[JobkitEmbeddedWorker]:
     """What `jobkit_embedded_worker` runs: the database of `url` emptied, the worker started;
-    on exit, its running jobs waited for (`stop_grace` s), the worker stopped, the root
-    logger's level put back. RuntimeError naming the jobs still running after `stop_grace`:
-    they run on in the test process, into the next test."""
+    on exit, its running jobs waited for (`stop_grace` s), the worker stopped, the logging
+    state start_worker changes put back. RuntimeError naming the jobs still running after
+    `stop_grace`: they run on in the test process, into the next test."""
     flush_when_idle(url, None)
-    root = logging.getLogger()
+    root, task_logger = logging.getLogger(), logging.getLogger("celery.task")
     level = root.level
+    task_state = task_logger.level, list(task_logger.handlers), task_logger.propagate
+    log_env = {name: os.environ.get(name) for name in ("CELERY_LOG_LEVEL", "CELERY_LOG_FILE")}
     lines: list[str] = []
     handler = _LogLines(lines)
     root.addHandler(handler)
@@ -387,7 +389,16 @@ def embedded_worker(url: str, concurrency: int = 2, stop_grace: float = EMBEDDED
                     "(jobkit_embedded_worker.idle()), or use jobkit_worker.")
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)  # start_worker sets it to its loglevel for good
+        # start_worker's logging set-up is for good: the root level, the `celery.task` logger
+        # (no longer propagating: later tests' caplog missed task loggers' records; holding
+        # this test's handlers) and CELERY_LOG_* in the environment.
+        root.setLevel(level)
+        task_logger.level, task_logger.handlers, task_logger.propagate = task_state
+        for name, value in log_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _still_running(grace: float) -> list[str]:

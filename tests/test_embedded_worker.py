@@ -138,9 +138,12 @@ def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisS
         assert "stopped with 1 job(s) still running" in held.log_text()
     finally:
         RELEASE.set()
+    task_logger = logging.getLogger("celery.task")  # Celery's set-up changed it for good
+    task_state = task_logger.level, list(task_logger.handlers), task_logger.propagate
     with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error
         CountJob.perform_later(4)
         wait_until(lambda: worker.client.sismember("test:done", "4"), timeout=30, what="job 4")
+    assert (task_logger.level, task_logger.handlers, task_logger.propagate) == task_state
     # Neither worker leaves its pool's threads behind (a cold stop kept them, a set a test).
     wait_until(lambda: not pool_threads() - before, timeout=30, what="the pools' threads to end")
 
