@@ -418,9 +418,17 @@ def describe_error(error: BaseException | str, backtrace: int = BACKTRACE_LINES)
     lines = traceback.format_exception(error)
     return {
         "error_class": class_path(type(error)),
-        "error_message": str(error),
+        "error_message": _message_of(error),
         "backtrace": [line.rstrip() for line in lines][-backtrace:] if backtrace else [],
     }
+
+
+def _message_of(error: BaseException) -> str:
+    """str(error), or what the traceback module prints when that raises (a user's __str__)."""
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def entry_member(list_key: str, message: str, **info: object) -> str:

@@ -182,3 +182,18 @@ def test_backtrace_length_is_a_class_option() -> None:
     except ValueError as exc:
         assert describe_error(exc, 0)["backtrace"] == []
         assert 0 < len(describe_error(exc, 2)["backtrace"]) <= 2
+
+
+def test_an_error_whose_str_raises_is_still_described() -> None:
+    from jobkit.job_sets import describe_error
+
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    try:
+        raise Odd()
+    except Odd as exc:
+        info = describe_error(exc)
+    assert info["error_message"] == "<exception str() failed>"
+    assert info["error_class"].endswith("Odd") and info["backtrace"]
