@@ -22,6 +22,8 @@ from celery import Celery
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jobkit import Job, api
 from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app, embedded_worker
@@ -113,7 +115,8 @@ def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> 
 
 
 def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
-    gone = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=1,
+                       retry=Retry(NoBackoff(), 0))  # no reconnect back-off: fails at once
     worker = JobkitEmbeddedWorker("redis://gone", gone, cast(WorkController, None),
                                   ["[worker] last words"])
     with pytest.raises(TimeoutError) as caught:
