@@ -89,6 +89,10 @@ class _WorkerHandle:
     def _pid(self) -> int:
         raise NotImplementedError
 
+    def _gone(self) -> str | None:
+        """Why the worker cannot be running jobs, if it cannot."""
+        return None
+
     def log_text(self) -> str:
         """The worker's log since this test began."""
         raise NotImplementedError
@@ -130,6 +134,9 @@ class _WorkerHandle:
             parts = [f"jobs that failed ({len(failed)}):" if failed
                      else "no job failed (the retry and dead sets are empty)"]
         parts.extend(_describe(where, entry) for where, entry in failed)
+        gone = self._gone()
+        if gone:
+            parts.insert(0, gone)
         try:
             lines = self.log_text().splitlines()[-LOG_LINES:]
         except OSError as exc:
@@ -157,6 +164,9 @@ class JobkitWorker(_WorkerHandle):
 
     def _pid(self) -> int:
         return self.process.proc.pid
+
+    def _gone(self) -> str | None:
+        return _exited(self.process)
 
     def log_text(self) -> str:
         with self.process.log.open("rb") as log:
@@ -187,6 +197,11 @@ def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float
     running would otherwise write its results, retry or dead-set entry into the next test's
     empty database. (Its own client replies in bytes: a test may leave keys and members
     that are not UTF-8.)"""
+    if worker is not None and (gone := _exited(worker)):
+        tail = "\n".join(f"  {line}" for line in worker.output().splitlines()[-LOG_LINES:])
+        raise RuntimeError(f"{gone}: an earlier test stopped it? Start a worker of your own "
+                           f"(jobkit.testing_services.WorkerProcess) to kill.\n"
+                           f"its log (last lines):\n{tail}")
     with redis.Redis.from_url(redis_url) as client:
         if worker is not None:
             try:
@@ -220,6 +235,12 @@ for _, id in ipairs(redis.call('SMEMBERS', ARGV[1])) do
   if not mine[id] then redis.call('SREM', ARGV[1], id) end
 end
 """
+
+
+def _exited(worker: WorkerProcess) -> str | None:
+    code = worker.proc.poll()
+    return None if code is None else (
+        f"the session's worker (pid {worker.proc.pid}) is not running: it exited with code {code}")
 
 
 def _held(client: redis.Redis, pid: int) -> str:

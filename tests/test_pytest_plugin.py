@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from jobkit import api
-from jobkit.pytest_plugin import flush_when_idle
+from jobkit.pytest_plugin import JobkitWorker, flush_when_idle
+from jobkit.testing_services import RedisServer, WorkerProcess
 from tests.conftest import Worker, wait_for
 from tests.jobs import RESULTS, SleepJob
 
@@ -120,3 +121,15 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_dead_session_worker_is_named(own_redis: RedisServer, tmp_path: Path) -> None:
+    """Later tests used to time out with "no job failed" and an empty log."""
+    process = WorkerProcess(own_redis.url, log=tmp_path / "worker.log")
+    process.proc.kill()  # as a test might
+    process.proc.wait()
+    with pytest.raises(RuntimeError, match=rf"the session's worker \(pid {process.proc.pid}\) "
+                       r"is not running: it exited with code -9: an earlier test stopped it"):
+        flush_when_idle(own_redis.url, process)
+    handle = JobkitWorker(own_redis.url, own_redis.client, process)
+    assert handle.report().startswith(f"\nthe session's worker (pid {process.proc.pid}) is not")
