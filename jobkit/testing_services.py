@@ -7,7 +7,6 @@ on free ports and temp dirs, and is stopped by PID.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -67,26 +66,6 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
     proc.wait()
 
 
-def die_with_parent(signum: int) -> Callable[[], None] | None:
-    """A `preexec_fn` giving the child `signum` when this process dies, even by SIGKILL (Linux
-    PR_SET_PDEATHSIG): a test run killed from outside (CI's time limit, pytest-timeout) would
-    otherwise leave its redis-server and worker running for good, in sessions of their own."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(1, signum)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # died before it was armed
-            os._exit(1)
-
-    return arm
-
-
 class RedisServer:
     """A private redis-server on a free port, data in a temp dir."""
 
@@ -105,7 +84,7 @@ class RedisServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
              "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log")],
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
+            start_new_session=True)
         try:
             wait_until(self._pings, what="redis-server to answer")
         except BaseException:
@@ -146,7 +125,7 @@ class WorkerProcess:
                  f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
                  *args],
                 cwd=cwd or os.getcwd(), env=environ, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+                start_new_session=True)
         try:
             self._wait_ready()
         except BaseException:

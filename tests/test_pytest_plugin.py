@@ -94,35 +94,6 @@ def test_a_redis_killed_by_a_test_is_started_again_for_the_next(pytester: pytest
     assert not running(pid), f"the restarted redis-server {pid} outlived the test run"
 
 
-KILLED_RUN = """
-import os
-import signal
-from pathlib import Path
-
-
-def test_the_run_is_killed(jobkit_worker, jobkit_embedded_worker, _jobkit_embedded_redis_server):
-    Path("pids").write_text(f"{jobkit_worker.process.proc.pid} "
-                            f"{_jobkit_embedded_redis_server.proc.pid}")
-    os.kill(os.getpid(), signal.SIGKILL)  # as CI's time limit or pytest-timeout would
-"""
-
-
-def test_a_killed_test_run_leaves_no_worker_nor_redis_server(pytester: pytest.Pytester) -> None:
-    """They run in sessions of their own, and used to outlive a killed run for good."""
-    pytester.makepyfile(KILLED_RUN)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    worker, server = map(int, (pytester.path / "pids").read_text().split())
-    wait_for(lambda: not running(server) and not alive(worker), timeout=30,
-             what="the worker and redis-server to die with the run")
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_dead_session_worker_is_named(own_redis: RedisServer, tmp_path: Path) -> None:
     """Later tests used to time out with "no job failed" and an empty log."""
     process = WorkerProcess(own_redis.url, log=tmp_path / "worker.log")
