@@ -29,6 +29,7 @@ __all__ = [
     "encode_text",
     "structured",
     "fold",
+    "fold_addresses",
     "read_message",
     "wire_bytes",
 ]
@@ -132,6 +133,14 @@ def fold(name: str, tokens: list[str]) -> str:
     return "\n".join(lines)[len(name) + 2:] if tokens else ""
 
 
+def fold_addresses(name: str, forms: list[str]) -> str:
+    """An address header's value folded like `fold`: `forms` (each `Name <addr>` or `addr`,
+    already encoded) joined by commas, a line break only at a space."""
+    tokens = [token for form in forms for token in (form + ",").split(" ")]
+    tokens[-1] = tokens[-1].rstrip(",")
+    return fold(name, tokens)
+
+
 def _own_form(value: BaseHeader) -> str | None:
     """The encoded, folded text for a header value set as `message[name] = value` (by an
     interceptor or a callback; jobkit's own are set raw), or None to leave it to the stdlib:
@@ -151,9 +160,7 @@ def _own_form(value: BaseHeader) -> str | None:
         return None  # group syntax: the stdlib's form (jobkit writes no groups)
     forms = [f"{encode_phrase(a.display_name)} <{a.addr_spec}>" if a.display_name
              else a.addr_spec for a in addresses]
-    tokens = [token for form in forms for token in (form + ",").split(" ")]
-    tokens[-1] = tokens[-1].rstrip(",")
-    return fold(name, tokens)
+    return fold_addresses(name, forms)
 
 
 def _settled(message: EmailMessage) -> EmailMessage:

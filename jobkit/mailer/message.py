@@ -29,6 +29,7 @@ from jobkit.mailer.headers import (
     control_character,
     encode_text,
     fold,
+    fold_addresses,
     structured,
 )
 
@@ -133,13 +134,11 @@ def build_message(headers: Mapping[str, str | Iterable[str] | None],
                 raise InvalidAddressError(
                     f"From: {value!r} holds {len(addresses)} addresses; give one (several "
                     "authors need a Sender header, which mail() does not write)")
-            tokens = [token for address in addresses
-                      for token in (address.header_form() + ",").split(" ")]
-            tokens[-1] = tokens[-1].rstrip(",")
+            folded = fold_addresses(name, [address.header_form() for address in addresses])
         else:
-            tokens = encode_text(check_header(name, str(value)), name)
+            folded = fold(name, encode_text(check_header(name, str(value)), name))
         # set_raw: the value is already encoded and folded (see jobkit.mailer.headers)
-        message.set_raw(name, fold(name, tokens))
+        message.set_raw(name, folded)
     if "Date" not in message:
         message["Date"] = formatdate(localtime=False, usegmt=True)
     if "Message-ID" not in message:
