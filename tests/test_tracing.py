@@ -259,7 +259,7 @@ def test_nothing_listening_costs_nothing(own_client: redis.Redis,
     def refused(*_: Any) -> None:
         raise AssertionError("a publication built with nothing listening")
 
-    monkeypatch.setattr("jobkit.adapters.celery.Publication", refused)
+    monkeypatch.setattr("jobkit.publish_signals.Publication", refused)
     job = TracedJob.perform_later("quiet")
     [message] = own_client.lrange("default", 0, -1)
     headers = json.loads(message)["headers"]
