@@ -471,12 +471,7 @@ def assert_no_performed_jobs(job: JobFilter = None, queue: str | None = None, *,
                              ) -> AbstractContextManager[None]:
     """As a call: no job performed so far. As ``with``: none performed in the block, where
     every job enqueued that the filters pick is performed at once (Rails' block form)."""
-    adapter = _recorder()
-    counting = _CountingPerformed(
-        adapter, lambda: list(adapter.performed), lambda: list(adapter.performed),
-        _picker(job, queue, only, except_), 0,
-        _what("performed", job, queue, only, except_), "performed")
-    return counting if _used_as_context_manager() else counting.now()
+    return assert_performed_jobs(0, job, queue, only=only, except_=except_)  # as is: `with` seen
 
 
 def _wire(value: Any) -> Any:
