@@ -204,6 +204,30 @@ def pg_tables() -> Iterator[None]:
     models.pg_engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def django_db() -> Iterator[None]:
+    """Django on SQLite in memory with the tests/django_app Post table (for the module)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=["tests.django_app"],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        )
+        django.setup()
+    from django.db import connection
+
+    from tests.django_app.models import Post
+
+    with connection.schema_editor() as editor:
+        editor.create_model(Post)
+    yield
+    with connection.schema_editor() as editor:
+        editor.delete_model(Post)
+
+
 @pytest.fixture(scope="session")
 def databases(sqlite_tables: None, pg_tables: None) -> None:
     """Every model's table, on both databases."""

@@ -216,30 +216,6 @@ def test_errors_settings_and_test_modes(watched: Any, caplog: pytest.LogCaptureF
         transactions.watch(create_engine("sqlite://"))
 
 
-@pytest.fixture(scope="module")
-def django_db() -> Iterator[None]:
-    """Django on SQLite in memory (as tests/test_references.py sets it up), its Post table."""
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            INSTALLED_APPS=["tests.django_app"],
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-        )
-        django.setup()
-    from django.db import connection
-
-    from tests.django_app.models import Post
-
-    with connection.schema_editor() as editor:
-        editor.create_model(Post)
-    yield
-    with connection.schema_editor() as editor:
-        editor.delete_model(Post)
-
-
 def _atomic() -> AbstractContextManager[Any]:
     """Django's transaction.atomic() on the default database, typed (atomic also decorates,
     which pyright cannot tell apart)."""

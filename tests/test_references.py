@@ -93,29 +93,6 @@ def test_unknown_model_in_a_reference_is_clear() -> None:
         locate("http://example.com/1")
 
 
-@pytest.fixture(scope="module")
-def django_db() -> Iterator[None]:
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            INSTALLED_APPS=["tests.django_app"],
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-        )
-        django.setup()
-    from django.db import connection
-
-    from tests.django_app.models import Post
-
-    with connection.schema_editor() as editor:
-        editor.create_model(Post)
-    yield
-    with connection.schema_editor() as editor:
-        editor.delete_model(Post)
-
-
 def test_django_models_round_trip_as_references(django_db: None) -> None:
     from tests.django_app.jobs import SEEN, PublishJob
     from tests.django_app.models import Post
