@@ -507,10 +507,12 @@ _tests_dir_option = click.option("--tests-dir", default="tests", show_default=Tr
                                  help="Folder of the generated test.")
 
 
+_WRITTEN_NOTES = {"skip": "  (exists: --force to overwrite)", "exist": "  (exists: kept)"}
+
+
 def _report_written(written: list[Any]) -> None:
     for file in written:
-        note = {"skip": "  (exists: --force to overwrite)", "exist": "  (exists: kept)"}
-        click.echo(f"{file.status:>10}  {file.path}{note.get(file.status, '')}")
+        click.echo(f"{file.status:>10}  {file.path}{_WRITTEN_NOTES.get(file.status, '')}")
 
 
 @generate.command("job")
