@@ -18,6 +18,7 @@ the retry and dead sets) and shows the worker's log of the test.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -30,8 +31,9 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
+from celery.worker import state as worker_state
 
-from jobkit import api, testing
+from jobkit import api, keys, testing
 from jobkit.adapters.base import Adapter
 from jobkit.config import configure, current_settings, use_settings
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet
@@ -87,6 +89,10 @@ class _WorkerHandle:
     def _pid(self) -> int:
         raise NotImplementedError
 
+    def _gone(self) -> str | None:
+        """Why the worker cannot be running jobs, if it cannot."""
+        return None
+
     def log_text(self) -> str:
         """The worker's log since this test began."""
         raise NotImplementedError
@@ -128,6 +134,9 @@ class _WorkerHandle:
             parts = [f"jobs that failed ({len(failed)}):" if failed
                      else "no job failed (the retry and dead sets are empty)"]
         parts.extend(_describe(where, entry) for where, entry in failed)
+        gone = self._gone()
+        if gone:
+            parts.insert(0, gone)
         try:
             lines = self.log_text().splitlines()[-LOG_LINES:]
         except OSError as exc:
@@ -156,6 +165,9 @@ class JobkitWorker(_WorkerHandle):
     def _pid(self) -> int:
         return self.process.proc.pid
 
+    def _gone(self) -> str | None:
+        return _exited(self.process)
+
     def log_text(self) -> str:
         with self.process.log.open("rb") as log:
             log.seek(self.log_start)
@@ -181,14 +193,74 @@ def _has_work(client: redis.Redis, process: api.Process) -> bool:
 
 def flush_when_idle(redis_url: str, worker: WorkerProcess | None, timeout: float = 30.0
                     ) -> None:
-    """Empty the database, once `worker` is idle: a job still running would otherwise write
-    its results, retry or dead-set entry into the next test's empty database. (Its own client
-    replies in bytes: a test may leave keys and members that are not UTF-8.)"""
+    """Empty the database but `worker`'s heartbeat, once `worker` is idle: a job still
+    running would otherwise write its results, retry or dead-set entry into the next test's
+    empty database. (Its own client replies in bytes: a test may leave keys and members
+    that are not UTF-8.)"""
+    if worker is not None and (gone := _exited(worker)):
+        tail = "\n".join(f"  {line}" for line in worker.output().splitlines()[-LOG_LINES:])
+        raise RuntimeError(f"{gone}: an earlier test stopped it? Start a worker of your own "
+                           f"(jobkit.testing_services.WorkerProcess) to kill.\n"
+                           f"its log (last lines):\n{tail}")
     with redis.Redis.from_url(redis_url) as client:
         if worker is not None:
-            wait_until(lambda: worker_idle(client, worker), timeout=timeout,
-                       what="the worker to finish the previous test's jobs")
-        client.flushdb()
+            try:
+                wait_until(lambda: worker_idle(client, worker), timeout=timeout,
+                           what="the worker to finish the previous test's jobs")
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; {_held(client, worker.proc.pid)}. An earlier test "
+                                   "left them running: wait for its jobs in it (`.idle()`) or "
+                                   "give a job that may hang a `time_limit`") from None
+            ids = [process.id for process in api.processes(client)
+                   if process.pid == worker.proc.pid]
+        else:
+            ids = []
+        client.register_script(_FLUSH_BUT_MEMBERSHIP)(
+            args=[keys.PROCESSES, keys.heartbeat(""), *ids])
+
+
+# Every key but the session worker's membership (ARGV: the processes set, the heartbeat key
+# prefix, then its process ids): a plain FLUSHDB made it find its heartbeat gone and log, in
+# every test (so in each failure report), that it had been taken for dead.
+_FLUSH_BUT_MEMBERSHIP = """
+local keep, mine = {}, {}
+for i = 3, #ARGV do
+  mine[ARGV[i]] = true
+  keep[ARGV[2] .. ARGV[i]] = true
+end
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  if key ~= ARGV[1] and not keep[key] then redis.call('UNLINK', key) end
+end
+for _, id in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  if not mine[id] then redis.call('SREM', ARGV[1], id) end
+end
+"""
+
+
+def _exited(worker: WorkerProcess) -> str | None:
+    code = worker.proc.poll()
+    return None if code is None else (
+        f"the session's worker (pid {worker.proc.pid}) is not running: it exited with code {code}")
+
+
+def _held(client: redis.Redis, pid: int) -> str:
+    """What the worker `pid` holds, as its heartbeat says, for the timeout above."""
+    jobs = [f"{job.job_class} {job.job_id}" for process in api.processes(client)
+            if process.pid == pid for job in process.in_flight]
+    queued = [f"{queue.name} ({queue.size()})" for queue in api.queues(client) if queue.size()]
+    return (f"it holds {', '.join(jobs) or 'no job'}; jobs waiting in queues: "
+            f"{', '.join(queued) or 'none'}")
+
+
+def serving(server: RedisServer) -> str:
+    """The URL of a session's redis-server, started again (same port, empty) if a test killed
+    it, so one test's dead Redis does not error every later test; the worker reconnects."""
+    if server.proc.poll() is not None:
+        logging.getLogger(__name__).warning(
+            "the session's redis-server on port %s had exited (code %s): started again, empty",
+            server.port, server.proc.returncode)
+        server.start()
+    return server.url
 
 
 # The session's worker, from the first test that asks for it to the end of the session.
@@ -216,7 +288,7 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
     """The session's worker; if it fails to start, the error is raised for each test that
     asks for it, and the redis-server is still stopped at the end of the session."""
     process = WorkerProcess(_jobkit_redis_server.url, "-c", "2", cwd=request.config.rootpath,
-                            env=jobkit_worker_env,
+                            env={**_import_path(request.config), **jobkit_worker_env},
                             log=tmp_path_factory.mktemp("jobkit_worker") / "worker.log")
     request.config.stash[SESSION_WORKER] = process
     yield process
@@ -224,10 +296,19 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
     process.stop()
 
 
+def _import_path(config: pytest.Config) -> dict[str, str]:
+    """PYTHONPATH with pytest's `pythonpath` option in front (a src layout): the worker must
+    import the jobs the tests import."""
+    paths = [str(path) for path in config.getini("pythonpath")]
+    if not paths:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 @pytest.fixture
 def jobkit_worker(_jobkit_redis_server: RedisServer, _jobkit_worker_process: WorkerProcess,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[JobkitWorker]:
-    url = _jobkit_redis_server.url
+    url = serving(_jobkit_redis_server)
     flush_when_idle(url, _jobkit_worker_process)
     monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()
@@ -282,28 +363,73 @@ def jobkit_embedded_concurrency() -> int:
     return 2
 
 
+#: Seconds the embedded worker's stop waits for its running jobs (a warm stop, as a real
+#: worker's); a job still running then fails the test's teardown (a thread cannot be killed).
+EMBEDDED_STOP_GRACE = 10.0
+
+
 @pytest.fixture
 def jobkit_embedded_worker(_jobkit_embedded_redis_server: RedisServer,
                            jobkit_embedded_concurrency: int) -> Iterator[JobkitEmbeddedWorker]:
     """jobkit's app on the `threads` pool, in a thread of the test process, on an emptied
     private Redis; stopped (its jobs handed back) when the test ends."""
-    url = _jobkit_embedded_redis_server.url
+    with embedded_worker(serving(_jobkit_embedded_redis_server), jobkit_embedded_concurrency,
+                         EMBEDDED_STOP_GRACE) as worker:
+        yield worker
+
+
+@contextmanager
+def embedded_worker(url: str, concurrency: int = 2, stop_grace: float = EMBEDDED_STOP_GRACE
+                    ) -> Iterator[JobkitEmbeddedWorker]:
+    """What `jobkit_embedded_worker` runs: the database of `url` emptied, the worker started;
+    on exit, its running jobs waited for (`stop_grace` s), the worker stopped, the logging
+    state start_worker changes put back. RuntimeError naming the jobs still running after
+    `stop_grace`: they run on in the test process, into the next test."""
     flush_when_idle(url, None)
-    root = logging.getLogger()
+    root, task_logger = logging.getLogger(), logging.getLogger("celery.task")
     level = root.level
+    task_state = task_logger.level, list(task_logger.handlers), task_logger.propagate
+    log_env = {name: os.environ.get(name) for name in ("CELERY_LOG_LEVEL", "CELERY_LOG_FILE")}
     lines: list[str] = []
     handler = _LogLines(lines)
     root.addHandler(handler)
     try:
         with embedded_app(url, pool="threads") as app:  # what its heartbeat shows
             worker = cast(AbstractContextManager[WorkController], start_worker(  # typed Iterable
-                app, pool=POOL_CLASSES["threads"], concurrency=jobkit_embedded_concurrency,
+                app, pool=POOL_CLASSES["threads"], concurrency=concurrency,
                 loglevel="INFO", perform_ping_check=False, shutdown_timeout=30))
             with worker as controller:
                 yield JobkitEmbeddedWorker(url, redis.Redis.from_url(url), controller, lines)
+                running = _still_running(stop_grace)
+            if running:
+                raise RuntimeError(
+                    f"jobkit_embedded_worker: {len(running)} job(s) still running "
+                    f"{stop_grace:g}s after the test: {', '.join(running)}. A thread cannot be "
+                    "stopped: the job runs on in the test process (into the next tests, and "
+                    "pytest's exit waits for it). Wait for it in the test "
+                    "(jobkit_embedded_worker.idle()), or use jobkit_worker.")
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)  # start_worker sets it to its loglevel for good
+        # start_worker's logging set-up is for good: the root level, the `celery.task` logger
+        # (no longer propagating: later tests' caplog missed task loggers' records; holding
+        # this test's handlers) and CELERY_LOG_* in the environment.
+        root.setLevel(level)
+        task_logger.level, task_logger.handlers, task_logger.propagate = task_state
+        for name, value in log_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _still_running(grace: float) -> list[str]:
+    """Wait up to `grace` s for the embedded worker's running jobs to end; the ones left."""
+    def names() -> list[str]:
+        return [f"{request.name}[{request.id}]" for request in list(worker_state.active_requests)]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not names(), timeout=grace, what="the running jobs to end")
+    return names()
 
 
 @contextmanager

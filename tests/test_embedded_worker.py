@@ -22,14 +22,25 @@ from celery import Celery
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from jobkit import api
-from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app
+from jobkit import Job, api
+from jobkit.pytest_plugin import JobkitEmbeddedWorker, embedded_app, embedded_worker
 from jobkit.testing_services import RedisServer, free_port, wait_until
 from jobkit.worker import membership
 from tests.jobs import CountJob, FailingJob
 
 HANDLED = (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN)
+HELD, RELEASE = threading.Event(), threading.Event()
+
+
+class HoldJob(Job):
+    """Runs (in this process: the embedded worker's) until the test releases it."""
+
+    def perform(self) -> None:
+        HELD.set()
+        RELEASE.wait(30)
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +115,8 @@ def test_jobkit_embedded_worker_reports_a_failed_job(jobkit_embedded_worker) -> 
 
 
 def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
-    gone = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=1,
+                       retry=Retry(NoBackoff(), 0))  # no reconnect back-off: fails at once
     worker = JobkitEmbeddedWorker("redis://gone", gone, cast(WorkController, None),
                                   ["[worker] last words"])
     with pytest.raises(TimeoutError) as caught:
@@ -113,3 +125,31 @@ def test_a_timeout_is_still_told_when_redis_is_gone() -> None:
     assert message.startswith("timed out after 0.1s waiting for nothing\n")
     assert "the retry and dead sets could not be read: Error 111" in message
     assert message.endswith("worker log (last 1 lines of this test):\n  [worker] last words")
+
+
+def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisServer) -> None:
+    """It used to run on unseen: into the next test's Redis, and pytest's exit waited for it."""
+    before = pool_threads()
+    try:
+        with pytest.raises(RuntimeError, match=r"1 job\(s\) still running 0.3s after the test: "
+                           r"tests.test_embedded_worker.HoldJob\[") as caught, \
+                embedded_worker(own_redis.url, stop_grace=0.3) as held:
+            HoldJob.perform_later()
+            wait_until(HELD.is_set, timeout=30, what="the job to start")
+        assert "idle()" in str(caught.value)
+        # The stop hook says so too (Celery's celery_worker fixture has no such teardown).
+        assert "stopped with 1 job(s) still running" in held.log_text()
+    finally:
+        RELEASE.set()
+    task_logger = logging.getLogger("celery.task")  # Celery's set-up changed it for good
+    task_state = task_logger.level, list(task_logger.handlers), task_logger.propagate
+    with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error
+        CountJob.perform_later(4)
+        wait_until(lambda: worker.client.sismember("test:done", "4"), timeout=30, what="job 4")
+    assert (task_logger.level, task_logger.handlers, task_logger.propagate) == task_state
+    # Neither worker leaves its pool's threads behind (a cold stop kept them, a set a test).
+    wait_until(lambda: not pool_threads() - before, timeout=30, what="the pools' threads to end")
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("ThreadPool")}

@@ -25,6 +25,7 @@ def test_celery_setup_runs_jobs_on_local_nodes(celery_setup: CeleryTestSetup, ce
     broker, worker = celery_setup.broker, celery_setup.worker
     assert worker is celery_worker and broker is celery_broker  # the node fixtures, replaced
     assert isinstance(broker, LocalRedisBroker) and isinstance(worker, LocalJobkitWorker)
+    assert " ready." not in worker.logs()  # this test's part only: it was the whole session's
     assert celery_setup.backend is None
     assert celery_setup.app.conf.broker_url == broker.config()["url"]
     assert celery_setup.ready(control=True)
@@ -59,16 +60,18 @@ def test_jobkit_worker_wait_shows_the_failed_job_and_the_log(jobkit_worker) -> N
 
 def test_docs_examples_run_as_a_project(tmp_path: Path) -> None:
     """Each block of docs/pytest.md is the file its first line names; pytest runs them in a
-    project of their own (its own session worker and Redis), with pytest-celery installed."""
+    project of their own (its own session worker and Redis), with pytest-celery installed, the
+    jobs in src/ on pytest's `pythonpath` (the worker used not to find them)."""
+    (tmp_path / "src").mkdir()  # the jobs in a src layout: the worker must import them too
     for block in python_blocks((DOCS / "pytest.md").read_text()):
         name = block.splitlines()[0].removeprefix("# ")
         assert name.endswith(".py"), f"block without a file name: {block[:60]!r}"
-        (tmp_path / name).write_text(block)
+        (tmp_path / ("src/" if name == "app_jobs.py" else "") / name).write_text(block)
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYTEST_ADDOPTS")}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "-o", "addopts=", "-rA"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=180)
+         "-o", "addopts=", "-o", "pythonpath=src", "-rA"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=180)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
     for test in ("test_with_pytest_celery.py::test_welcome_on_a_real_worker",

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from jobkit import testing
 from jobkit.config import configure, current_settings, use_settings
-from jobkit.pytest_plugin import flush_when_idle
+from jobkit.pytest_plugin import flush_when_idle, serving
 from jobkit.testing_services import RedisServer, WorkerProcess
 from jobkit.worker.app import create_app
 
@@ -61,6 +61,7 @@ class LocalRedisBroker(CeleryTestBroker):
     def __init__(self, server: RedisServer, app: Celery | None = None) -> None:
         super().__init__(None, app)  # pyright: ignore[reportArgumentType]  no container
         self.server = server
+        self.log_start = _size(Path(server.dir) / "redis.log")  # the node is the test's
 
     def ready(self) -> bool:
         try:
@@ -72,7 +73,8 @@ class LocalRedisBroker(CeleryTestBroker):
         return {"url": self.server.url, "host_url": self.server.url}
 
     def logs(self) -> str:
-        return (Path(self.server.dir) / "redis.log").read_text(errors="replace")
+        """The server's log since this test began (it serves the whole session)."""
+        return _read_from(Path(self.server.dir) / "redis.log", self.log_start)
 
     def name(self) -> str:
         return f"redis-server:{self.server.port}"
@@ -97,6 +99,7 @@ class LocalJobkitWorker(CeleryTestWorker):
         super().__init__(None, app)  # pyright: ignore[reportArgumentType]  no container
         self.process = process
         self.queue = queue
+        self.log_start = _size(process.log)  # the node is the test's, the process the session's
 
     @property
     def version(self) -> str:
@@ -126,7 +129,9 @@ class LocalJobkitWorker(CeleryTestWorker):
         return {"url": url, "host_url": url}
 
     def logs(self) -> str:
-        return self.process.output()
+        """The worker's log since this test began: `assert_log_exists` and `wait_for_log`
+        must not find an earlier test's lines."""
+        return _read_from(self.process.log, self.log_start)
 
     def name(self) -> str:
         return f"jobkit worker (pid {self.process.proc.pid})"
@@ -145,6 +150,19 @@ class LocalJobkitWorker(CeleryTestWorker):
 
     def teardown(self) -> None:
         """Nothing: the session fixture stops the worker."""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def _node_name(process: WorkerProcess) -> str | None:
@@ -202,7 +220,7 @@ def celery_setup_app(celery_setup_cls: type[CeleryTestSetup], celery_setup_confi
                      monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
     """jobkit's app on the broker node; for the test, the Redis emptied once the session worker
     is idle, and jobkit's settings and REDIS_URL on it, in disable mode (as `jobkit_worker`)."""
-    url = _jobkit_redis_server.url
+    url = serving(_jobkit_redis_server)
     flush_when_idle(url, _jobkit_worker_process)
     monkeypatch.setenv("REDIS_URL", url)
     saved = current_settings()

@@ -187,8 +187,8 @@ def _embedded_worker_leaves(sender: Any = None, worker: Any = None, **_: Any) ->
     """An embedded worker (start_worker, the celery_worker fixture) stops cold, inside a
     process that lives on: Celery then skips the stop() of steps that hold no `obj` and sends
     no worker_shutdown. Do what a real worker's exit does: stop jobkit's worker steps (the
-    poller and periodic threads would run on in the test process), stop the heartbeat and hand
-    back what it still holds."""
+    poller and periodic threads would run on in the test process) and the thread pool's
+    threads, stop the heartbeat and hand back what it still holds."""
     steps = getattr(sender, "steps", None) or {}
     if SidekiqSignals not in steps.get("consumer", ()):  # not a jobkit app
         return
@@ -198,6 +198,14 @@ def _embedded_worker_leaves(sender: Any = None, worker: Any = None, **_: Any) ->
                 step.stop(worker)
             except Exception:
                 logger.exception("stopping %s of the embedded worker failed", step)
+    running = [f"{request.name}[{request.id}]" for request in list(worker_state.active_requests)]
+    if running:  # a thread cannot be stopped: say so, the test may not
+        logger.warning("embedded worker stopped with %d job(s) still running, which run on in "
+                       "this process and are handed back to their queues: %s", len(running),
+                       ", ".join(running))
+    executor = getattr(getattr(worker, "pool", None), "executor", None)
+    if executor is not None:  # a cold stop leaves a thread pool's threads up, one set a test
+        executor.shutdown(wait=False, cancel_futures=True)
     membership.leave()
 
 
