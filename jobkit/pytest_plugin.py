@@ -29,6 +29,7 @@ from typing import Any, cast
 import pytest
 import redis
 from celery import Celery
+from celery import _state as celery_state
 from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 from celery.worker import state as worker_state
@@ -440,6 +441,9 @@ def embedded_app(redis_url: str, **settings: Any) -> Iterator[Celery]:
     mode), so `perform_later` reaches that worker; restored on exit. The app leaves the root
     logger's handlers alone (they are the test runner's)."""
     saved, saved_env = current_settings(), os.environ.get("REDIS_URL")
+    # Celery's current and default apps: start_worker makes this app both, for good; a later
+    # test's @shared_task then sent to this app's Redis, long gone.
+    saved_apps = celery_state._tls.current_app, celery_state.default_app
     os.environ["REDIS_URL"] = redis_url
     try:
         configure(**{**settings, "redis_url": redis_url, "adapter": "celery"})
@@ -448,6 +452,8 @@ def embedded_app(redis_url: str, **settings: Any) -> Iterator[Celery]:
         with testing.disable():
             yield app
     finally:
+        celery_state._set_current_app(saved_apps[0])
+        celery_state.set_default_app(saved_apps[1])
         use_settings(saved)
         if saved_env is None:
             os.environ.pop("REDIS_URL", None)

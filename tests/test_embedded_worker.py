@@ -18,6 +18,7 @@ from typing import cast
 
 import pytest
 import redis
+import celery
 from celery import Celery
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
 from celery.contrib.testing.worker import start_worker
@@ -143,10 +144,14 @@ def test_a_job_still_running_after_the_test_fails_its_teardown(own_redis: RedisS
         RELEASE.set()
     task_logger = logging.getLogger("celery.task")  # Celery's set-up changed it for good
     task_state = task_logger.level, list(task_logger.handlers), task_logger.propagate
+    current_app = celery.current_app._get_current_object()
     with embedded_worker(own_redis.url) as worker:  # one that ends in the grace: no error
         CountJob.perform_later(4)
         wait_until(lambda: worker.client.sismember("test:done", "4"), timeout=30, what="job 4")
+        assert celery.current_app.conf.broker_url == own_redis.url
     assert (task_logger.level, task_logger.handlers, task_logger.propagate) == task_state
+    # Celery's current app is put back: a later test's @shared_task sent to this Redis.
+    assert celery.current_app._get_current_object() is current_app
     # Neither worker leaves its pool's threads behind (a cold stop kept them, a set a test).
     wait_until(lambda: not pool_threads() - before, timeout=30, what="the pools' threads to end")
 

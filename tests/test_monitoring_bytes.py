@@ -136,8 +136,10 @@ def test_unreadable_queue_items_do_not_break_monitoring(client: Client, raw: red
     _, _, page = client.get(f"/queues/{UNWATCHED}")
     assert "not UTF-8" in page and r"\xff\xfe" in page and "good-1" in page
     status, headers, body = client.get("/status.json")
-    assert status == 503 and headers["Content-Type"] == "application/json"
-    assert json.loads(body)["job"]["sizes"][UNWATCHED] == len(BAD_ITEMS) + 2
+    assert headers["Content-Type"] == "application/json"
+    report = json.loads(body)  # ok or stuck: whether the session's worker is up is not ours
+    assert (status, report["status"]) in ((200, "ok"), (503, "stuck"))
+    assert report["job"]["sizes"][UNWATCHED] == len(BAD_ITEMS) + 2
     code, output = cli("queues")
     assert code == 0 and UNWATCHED in output
     queue = api.Queue(UNWATCHED)
