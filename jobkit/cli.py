@@ -101,6 +101,7 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     from jobkit.celery_app import app, apply_settings
     from jobkit.periodic import check_classes
     from jobkit.redis_client import get_redis, refuse_cluster
+    from jobkit.worker.plain_tasks import QUEUES_GIVEN
 
     check_classes(settings.schedule)  # a ConfigError naming the entry (_Main.invoke)
     if on_demand_slot is not None:
@@ -112,6 +113,7 @@ def worker(config_path: str | None, environment: str | None, concurrency: int | 
     with contextlib.suppress(redis.RedisError):  # not reachable yet: the worker retries
         refuse_cluster(get_redis())  # a Redis Cluster: one line (_Main.invoke)
     apply_settings(app, settings)
+    app.conf[QUEUES_GIVEN] = bool(queues)
     # No -P: Celery's default takes the app's worker_pool, jobkit's pool (apply_settings)
     argv = ["worker", "-Q", ",".join(settings.queue_names), "-c", str(settings.concurrency),
             "-l", loglevel]

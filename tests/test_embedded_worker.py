@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import cast
 
+import celery
 import pytest
 import redis
-import celery
 from celery import Celery
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the fixture, picked by name)
 from celery.contrib.testing.worker import start_worker

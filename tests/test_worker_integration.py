@@ -1,4 +1,7 @@
-"""End to end: jobs enqueued here, run by a real `jobkit worker` on a private redis-server."""
+"""End to end: jobs enqueued here, run by a real `jobkit worker` on a private redis-server.
+
+Through pytest-celery's `celery_setup`, on jobkit's local nodes (jobkit.contrib.pytest_celery):
+the session's redis-server as the broker node, the session's worker as the worker node."""
 
 from __future__ import annotations
 
@@ -12,16 +15,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from pytest_celery import CeleryTestSetup
 
 import jobkit
 from jobkit import SerializationError
 from jobkit.job_sets import DeadSet, ScheduledSet
 from jobkit.keys import list_key
-from tests.conftest import Worker, job_keys, wait_for
+from tests.conftest import job_keys, wait_for
 from tests.jobs import RESULTS, CallbackJob, EchoJob, FailingJob, TaskLoggerJob
 from tests.test_arguments import ROUND_TRIPS
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytest_plugins = ["jobkit.contrib.pytest_celery"]
+pytestmark = pytest.mark.usefixtures("celery_setup")
 
 
 def results(r: redis.Redis, n: int, timeout: float = 15.0) -> list[dict]:
@@ -35,7 +40,8 @@ def dead_entries(r: redis.Redis, n: int) -> list:
     return list(DeadSet())
 
 
-def test_perform_later_runs_on_a_real_worker(r: redis.Redis, worker: Worker) -> None:
+def test_perform_later_runs_on_a_real_worker(r: redis.Redis, celery_setup: CeleryTestSetup
+                                              ) -> None:
     job = TaskLoggerJob.perform_later(42)
     [done] = results(r, 1)
     assert done["task_id"] == 42
@@ -45,7 +51,7 @@ def test_perform_later_runs_on_a_real_worker(r: redis.Redis, worker: Worker) -> 
     assert done["queue"] == "default"
     assert dt.datetime.fromisoformat(done["enqueued_at"]) == job.enqueued_at
     # Each job class is its own Celery task, named by its import path.
-    assert f"tests.jobs.TaskLoggerJob[{job.provider_job_id}]" in worker.output()
+    celery_setup.worker.assert_log_exists(f"tests.jobs.TaskLoggerJob[{job.provider_job_id}]")
 
 
 def test_sidekiq_aliases_and_bulk_run(r: redis.Redis) -> None:
@@ -167,7 +173,7 @@ def test_bad_argument_marker_is_kept_in_the_dead_set(r: redis.Redis) -> None:
 
 
 def test_unknown_job_class_is_kept_and_runs_once_deployed(
-        r: redis.Redis, worker: Worker, late_code: Path, tmp_path: Path,
+        r: redis.Redis, celery_setup: CeleryTestSetup, late_code: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     source = textwrap.dedent("""
         from jobkit import Job
@@ -188,8 +194,7 @@ def test_unknown_job_class_is_kept_and_runs_once_deployed(
     assert "unknown job class 'shiny_jobs.ShinyNewJob'" in dead.error_message
     assert "No module named 'shiny_jobs'" in dead.error_message
     # The worker logs the error after it has written the dead-set entry.
-    wait_for(lambda: "unknown job class 'shiny_jobs.ShinyNewJob'" in worker.output(),
-             what="the worker to log the unknown job class")
+    celery_setup.worker.wait_for_log("unknown job class 'shiny_jobs.ShinyNewJob'", timeout=15)
 
     (late_code / "shiny_jobs.py").write_text(source)  # now deployed to the worker
     assert DeadSet().retry(dead)

@@ -23,12 +23,10 @@ import copy
 import datetime as dt
 import json
 import logging
-import sys
 import time
 import uuid
 from typing import Any
 
-import click
 import redis
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
@@ -51,6 +49,8 @@ __all__ = ["CELERY_QUEUE", "PARK_AFTER_SECONDS", "PlainRequest", "PlainTasksStep
 logger = logging.getLogger(__name__)
 
 CELERY_QUEUE = "celery"  # Celery's task_default_queue
+#: The app's conf key the CLI sets when `jobkit worker` was given its queues with -q.
+QUEUES_GIVEN = "jobkit_queues_given"
 #: An eta nearer than this is left to Celery's in-memory timer (the message stays in the
 #: worker's in-flight keys meanwhile): the poller, every `poll_interval`, would push it back
 #: later than that timer runs it.
@@ -206,7 +206,9 @@ class PlainTasksStep(bootsteps.Step):
         plain = sorted(name for name, task in app.tasks.items() if is_plain(task))
         queues = app.amqp.queues
         consumed = set(queues.consume_from or queues)
-        if not plain or CELERY_QUEUE in consumed or _queues_given():
+        # Given its queues with -q, a worker consumes those only (the CLI says so in the conf:
+        # it hands Celery -Q either way).
+        if not plain or CELERY_QUEUE in consumed or app.conf.get(QUEUES_GIVEN, False):
             return
         queues.select_add(CELERY_QUEUE)
         _added[:] = [CELERY_QUEUE]
@@ -217,23 +219,6 @@ class PlainTasksStep(bootsteps.Step):
         except redis.RedisError as exc:
             logger.warning("jobkit: cannot list queue %r for the dashboard yet: %s",
                            CELERY_QUEUE, type(exc).__name__)
-
-
-def _queues_given() -> bool:
-    """Whether `jobkit worker` was given its queues with -q: then it consumes those only.
-
-    The CLI turns -q into settings and hands Celery `-Q` either way, and Celery's own click
-    context (the current one here) has only that; so the command line is parsed again with
-    the CLI's own command (parsing only: no callback runs). A worker started otherwise (an
-    embedded worker) has no -q."""
-    cli = sys.modules.get("jobkit.cli")
-    if cli is None or sys.argv[1:2] != ["worker"]:
-        return False
-    try:
-        with cli.worker.make_context("worker", sys.argv[2:], resilient_parsing=True) as context:
-            return bool(context.params.get("queues"))
-    except click.ClickException:
-        return False
 
 
 def _cancelled(request: Any) -> bool:
