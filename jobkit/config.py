@@ -76,6 +76,8 @@ POOLS = ("prefork", "threads", "solo", "asyncio")
 QUEUE_ORDERS = ("strict", "weighted")
 ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 DELIVERY_METHODS = ("smtp", "test", "file", "console", "sendmail")  # see jobkit.mailer.delivery
+#: The web app's languages (jobkit/web/locales), for `web: locale`.
+WEB_LOCALES = ("en", "ja", "vi")
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
@@ -244,7 +246,8 @@ _SECTION_KEYS: dict[str, dict[str, Validator]] = {
         "message_id_domain": rule(is_fqdn, FQDN_FORM),
         **SMTP_SETTINGS,
     },
-    "web": {"stuck_after": Number(whole=False, least=0, above=True)},
+    "web": {"stuck_after": Number(whole=False, least=0, above=True),
+            "locale": rule(lambda v: v in WEB_LOCALES, f"one of {', '.join(WEB_LOCALES)}")},
 }
 
 

@@ -35,7 +35,7 @@ def pages_to_visit(page: Any, web_url: str) -> list[str]:  # noqa: F811  (the fi
     """Every page the nav links to (so pages added later are checked too), a queue's page
     and a dead job's page."""
     page.goto(web_url + "/")
-    links = page.eval_on_selector_all("nav a", "links => links.map(a => a.href)")
+    links = page.eval_on_selector_all("nav > a", "links => links.map(a => a.href)")
     entry = page.goto(web_url + "/dead") and page.eval_on_selector(
         "main a[href*='/dead/']", "a => a.href")
     return [*(link for link in links if not link.endswith(".json")),

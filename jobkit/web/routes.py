@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 
 from jobkit.display import when
+from jobkit.web import i18n
 from jobkit.web.csrf import csrf_token
 from jobkit.web.http import Request, Response, Router, url_part
 
@@ -19,6 +20,7 @@ _templates = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined)
 
 
+i18n.install(_templates)
 _templates.filters["when"] = when
 # Every name put in a URL path or query: {{ root }}/queues/{{ q.raw_name|urlq }}
 _templates.filters["urlq"] = url_part
@@ -26,9 +28,13 @@ _templates.filters["urlq"] = url_part
 
 def page(request: Request, template: str, **context: Any) -> Response:
     token, cookie = csrf_token(request)
-    html = _templates.get_template(template).render(root=request.root, csrf=token,
-                                                     request=request, **context)
+    language, language_cookie = i18n.choose(request)
+    i18n.use(language)
+    html = _templates.get_template(template).render(
+        root=request.root, csrf=token, request=request, lang=language,
+        languages=i18n.LANGUAGES, language_links=i18n.links(request), **context)
     response = Response(html)
-    if cookie:
-        response.headers.append(("Set-Cookie", cookie))
+    for value in (cookie, language_cookie):
+        if value:
+            response.headers.append(("Set-Cookie", value))
     return response
