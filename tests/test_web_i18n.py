@@ -41,7 +41,8 @@ def test_every_marked_text_is_translated(language: str) -> None:
     assert len(texts) > 100
     missing = {text: where for text, where in texts.items() if not catalog.get(text)}
     assert not missing, f"{language}.json lacks: {missing}"
-    assert not set(catalog) - set(texts), f"{language}.json has texts no template marks"
+    stale = sorted(set(catalog) - set(texts))
+    assert not stale, f"{language}.json has texts no template marks: {stale}"
     for text, translation in catalog.items():
         for form in translation if isinstance(translation, list) else [translation]:
             assert sorted(PLACEHOLDER.findall(form)) == sorted(PLACEHOLDER.findall(text)), form
