@@ -32,6 +32,7 @@ from jobkit.config_values import (
     Number,
     Validator,
     directory,
+    flag,
     invalid,
     is_fqdn,
     is_name_list,
@@ -108,6 +109,8 @@ class Settings:
     #: A job enqueued inside a database transaction is held until it commits (a class's own
     #: `enqueue_after_transaction_commit` wins; jobkit.transactions).
     enqueue_after_transaction_commit: bool = True
+    #: Workers record per job class metrics (jobkit.metrics; the Metrics page, `/metrics`).
+    metrics: bool = True
     environment: str = "development"
     mailer: Mapping[str, Any] = field(default_factory=dict)
     web: Mapping[str, Any] = field(default_factory=dict)
@@ -139,6 +142,7 @@ ENV_OVERRIDES = {
     "JOBKIT_ADAPTER": "adapter",
     "JOBKIT_POLL_INTERVAL": "poll_interval",
     "JOBKIT_HEARTBEAT_TIMEOUT": "heartbeat_timeout",
+    "JOBKIT_METRICS": "metrics",
 }
 ENVIRONMENT_VARIABLES = ("JOBKIT_ENV", "APP_ENV")  # choose the environment, in this order
 
@@ -224,6 +228,7 @@ _VALIDATORS: dict[str, Validator] = {
     "on_demand_workers": Number(whole=True, least=1),
     "idle_timeout": Number(whole=False, least=0, above=True),
     "enqueue_after_transaction_commit": rule(lambda v: type(v) is bool, "true or false"),
+    "metrics": flag,
 }
 
 # The keys of the mappings in SECTIONS, each with its validator.

@@ -8,12 +8,14 @@ key can be renamed here alone. docs/architecture.md has the same table for peopl
 from __future__ import annotations
 
 import datetime as dt
+import time
 from bisect import bisect
 
 __all__ = [
     "BATCHES",
     "CONCURRENCY_HELD_KEYS",
     "DEAD",
+    "METRICS_CLASSES",
     "PAUSED",
     "PERIODIC_ENTRIES",
     "PERIODIC_LAST",
@@ -36,6 +38,7 @@ __all__ = [
     "list_key",
     "list_keys",
     "mail_sent",
+    "metrics",
     "on_demand_slot",
     "stat",
     "unacked",
@@ -166,6 +169,19 @@ def unacked_index(process_id: str) -> str:
 def stat(name: str, day: dt.date | None = None) -> str:
     """Counter `processed` / `failed`, total or for one day."""
     return f"{PREFIX}stat:{name}" + (f":{day.isoformat()}" if day else "")
+
+
+# Per class metrics (jobkit/metrics.py).
+METRICS_CLASSES = PREFIX + "metrics:classes"  # sorted set: job class -> minute it last ran
+
+
+def metrics(job_class: bytes, resolution: str | None = None, start: int = 0) -> bytes:
+    """Hash: a job class's executions, failures, time and histogram of all time, or of the
+    minute (resolution "m") or hour ("h") that starts at Unix time `start`, UTC."""
+    if resolution is None:
+        return f"{PREFIX}metrics:total:".encode() + job_class
+    stamp = time.strftime("%Y%m%d%H%M" if resolution == "m" else "%Y%m%d%H", time.gmtime(start))
+    return f"{PREFIX}metrics:{resolution}:{stamp}:".encode() + job_class
 
 
 def mail_sent(job_id: str) -> str:

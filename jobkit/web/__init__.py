@@ -29,6 +29,7 @@ from jobkit.web import (  # noqa: F401 - routes
     controls_pages,
     dashboard,
     mail_pages,
+    metrics_pages,
     periodic_pages,
     set_pages,
     status,

@@ -20,7 +20,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from redis.exceptions import ReadOnlyError
 
-from jobkit import cancellation, references, stats, transactions
+from jobkit import cancellation, metrics, references, stats, transactions
 from jobkit.batch import state as batch_state
 from jobkit.celery_message import build_message, build_task_message
 from jobkit.controls import concurrency
@@ -60,7 +60,8 @@ class JobTask(Task):
         stats.count("processed")
         transactions.reset()  # a session an earlier job left open holds nothing of this one's
         try:
-            return self._run(payload)
+            with metrics.timed(self.name, not_failures=(Reject,)):
+                return self._run(payload)
         finally:
             references.release_all()  # sessions the locators opened for this job, on any path
             transactions.reset()
