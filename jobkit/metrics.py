@@ -71,24 +71,23 @@ class Counts:
                    **{str(i).encode(): n for i, n in enumerate(self.histogram)}}
         return {name: n for name, n in counted.items() if n}
 
-    @classmethod
-    def parse(cls, raw: Mapping[bytes, bytes]) -> Counts:
-        """A stored hash; a field or value that is not ours (bad bytes, a float) is skipped."""
-        counts = cls()
+    def add_stored(self, raw: Mapping[bytes, bytes]) -> Counts:
+        """Add a stored hash; a field or value that is not ours (bad bytes, a float) is
+        skipped."""
         for name, value in raw.items():
             try:
                 number = int(value)
             except ValueError:
                 continue
             if name == EXECUTIONS:
-                counts.executions = number
+                self.executions += number
             elif name == FAILURES:
-                counts.failures = number
+                self.failures += number
             elif name == MILLISECONDS:
-                counts.total_ms = float(number)
+                self.total_ms += number
             elif name.isdigit() and int(name) < BUCKETS:
-                counts.histogram[int(name)] = number
-        return counts
+                self.histogram[int(name)] += number
+        return self
 
     @property
     def mean_ms(self) -> float | None:
@@ -246,7 +245,7 @@ def read(hours: int, match: str = "", now: float | None = None,
         own = replies[index * len(spans):(index + 1) * len(spans)]
         for (_, _, at), raw in zip(spans, own, strict=True):
             if isinstance(raw, dict):  # a key of another type answers with an error
-                points[at].add(Counts.parse(raw))
+                points[at].add_stored(raw)
         total = Counts()
         for counts in points.values():
             total.add(counts)
@@ -264,7 +263,7 @@ def all_time(client: redis.Redis | None = None) -> list[ClassMetrics]:
         for name in names:
             pipe.hgetall(keys.metrics(name))
         replies = pipe.execute(raise_on_error=False)
-    return [ClassMetrics(name, Counts.parse(raw if isinstance(raw, dict) else {}))
+    return [ClassMetrics(name, Counts().add_stored(raw if isinstance(raw, dict) else {}))
             for name, raw in zip(names, replies, strict=True)]
 
 
@@ -277,11 +276,12 @@ def _classes(client: redis.Redis, since: float | str) -> list[bytes]:
 
 def _spans(start: int, end: int, step: int) -> list[tuple[str, int, int]]:
     """(resolution "m" or "h", bucket start, chart point start) covering the minutes from
-    `start` to `end`: with hourly points, each whole hour from its hourly bucket and the
-    partial hours at the edges minute by minute (so the totals are exact to the minute)."""
+    `start` to `end`: with hourly points, each hour that starts in the window from its hourly
+    bucket (the current one holds nothing later than now), and the minutes before the first
+    one from their own buckets (so the totals are exact to the minute)."""
     spans, at = [], start
     while at <= end:
-        if step == 3600 and at % 3600 == 0 and at + 3600 - 60 <= end:
+        if step == 3600 and at % 3600 == 0:
             spans.append(("h", at, at))
             at += 3600
         else:

@@ -138,7 +138,7 @@ def test_flush_writes_minute_hour_and_total_with_their_retention(r: redis.Redis)
     assert r.zscore(keys.METRICS_CLASSES, "app.RetentionJob") is not None
 
 
-def test_a_window_reads_whole_hours_hourly_and_its_edges_minute_by_minute(
+def test_a_window_reads_its_hours_hourly_and_the_minutes_before_them_one_by_one(
         raw: redis.Redis) -> None:
     now = calendar.timegm((2026, 3, 2, 10, 30, 15))  # 24 h window: 2026-03-01 10:31 .. now
     at = calendar.timegm
@@ -152,14 +152,15 @@ def test_a_window_reads_whole_hours_hourly_and_its_edges_minute_by_minute(
     put("h", at((2026, 3, 1, 11, 0, 0)), 10)  # whole hours inside
     put("h", at((2026, 3, 2, 9, 0, 0)), 100)
     put("m", at((2026, 3, 2, 9, 59, 0)), 3000)  # inside hour 9: read through the hour
-    put("m", at((2026, 3, 2, 10, 30, 0)), 10_000)  # the current minute
+    put("h", at((2026, 3, 2, 10, 0, 0)), 10_000)  # the current hour, up to now
+    put("m", at((2026, 3, 2, 10, 30, 0)), 20_000)  # the current minute, inside it
     raw.zadd(keys.METRICS_CLASSES, {b"app.W": now})
     (found,) = metrics.read(24, now=now, client=raw)
     assert found.counts.executions == 1 + 10 + 100 + 10_000
     assert [p.counts.executions for p in found.series if p.counts.executions] == [1, 10, 100,
                                                                                     10_000]
-    (hourly,) = metrics.read(1, now=now, client=raw)
-    assert hourly.counts.executions == 3000 + 10_000 and len(hourly.series) == 60
+    (hourly,) = metrics.read(1, now=now, client=raw)  # minute by minute: 09:31 .. 10:30
+    assert hourly.counts.executions == 3000 + 20_000 and len(hourly.series) == 60
 
 
 def test_garbage_in_metrics_keys_does_not_break_the_page_or_prometheus(
