@@ -11,6 +11,8 @@ from jobkit.web.http import Request, Response, redirect, url_part
 from jobkit.web.routes import page, router
 
 HISTORY_DAYS = 14
+#: The dashboard's history lengths, one day to six months (`?days=`).
+HISTORY_CHOICES = (1, 7, 14, 30, 90, 180)
 PAGE_SIZE = 25
 REDIS_INFO_FIELDS = ("redis_version", "uptime_in_days", "connected_clients",
                      "used_memory_human", "used_memory_peak_human", "maxmemory_policy")
@@ -24,11 +26,14 @@ def forbidden() -> Response:
 @router.route("GET", "/")
 def dashboard(request: Request) -> Response:
     stats = api.Stats()
-    history = list(reversed(stats.history(HISTORY_DAYS).items()))
+    asked = request.query.get("days", "")
+    days = int(asked) if asked.isdigit() and int(asked) in HISTORY_CHOICES else HISTORY_DAYS
+    history = list(reversed(stats.history(days).items()))
     peak = max([1, *(max(p, f) for _, (p, f) in history)])
     info = get_redis().info()
     redis_info = {name: info.get(name) for name in REDIS_INFO_FIELDS}
-    return page(request, "dashboard.html", stats=stats, history=history, peak=peak,
+    return page(request, "dashboard.html", live=True, days=days, day_choices=HISTORY_CHOICES,
+                stats=stats, history=history, peak=peak,
                 redis_info=redis_info, queues=api.queues(),
                 sets={"scheduled": api.ScheduledSet().size(), "retries": api.RetrySet().size(),
                       "dead": api.DeadSet().size()},
