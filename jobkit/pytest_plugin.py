@@ -289,7 +289,7 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
     """The session's worker; if it fails to start, the error is raised for each test that
     asks for it, and the redis-server is still stopped at the end of the session."""
     process = WorkerProcess(_jobkit_redis_server.url, "-c", "2", cwd=request.config.rootpath,
-                            env={**_import_path(request.config), **jobkit_worker_env},
+                            env=_with_import_path(request.config, jobkit_worker_env),
                             log=tmp_path_factory.mktemp("jobkit_worker") / "worker.log")
     request.config.stash[SESSION_WORKER] = process
     yield process
@@ -297,13 +297,15 @@ def _jobkit_worker_process(_jobkit_redis_server: RedisServer, jobkit_worker_env:
     process.stop()
 
 
-def _import_path(config: pytest.Config) -> dict[str, str]:
-    """PYTHONPATH with pytest's `pythonpath` option in front (a src layout): the worker must
-    import the jobs the tests import."""
+def _with_import_path(config: pytest.Config, env: dict[str, str]) -> dict[str, str]:
+    """`env` with pytest's `pythonpath` option in front of its PYTHONPATH (or the process's):
+    the worker must import the jobs the tests import (a src layout), whatever
+    `jobkit_worker_env` adds."""
     paths = [str(path) for path in config.getini("pythonpath")]
     if not paths:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        return env
+    given = env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+    return {**env, "PYTHONPATH": os.pathsep.join([*paths, *filter(None, [given])])}
 
 
 @pytest.fixture

@@ -104,3 +104,19 @@ def test_a_dead_session_worker_is_named(own_redis: RedisServer, tmp_path: Path) 
         flush_when_idle(own_redis.url, process)
     handle = JobkitWorker(own_redis.url, own_redis.client, process)
     assert handle.report().startswith(f"\nthe session's worker (pid {process.proc.pid}) is not")
+
+
+def test_the_session_worker_imports_from_pytests_pythonpath_and_the_given_env(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `jobkit_worker_env` with a PYTHONPATH of its own used to drop pytest's `pythonpath`
+    (a src layout's jobs then died as unknown classes)."""
+    from jobkit.pytest_plugin import _with_import_path
+
+    pytester.makeini("[pytest]\npythonpath = src lib\n")
+    config = pytester.parseconfig()
+    monkeypatch.setenv("PYTHONPATH", "/from/the/process")
+    given = {"PYTHONPATH": "/from/the/fixture", "OTHER": "kept"}
+    src, lib = (str(pytester.path / name) for name in ("src", "lib"))
+    assert _with_import_path(config, given) == {
+        "PYTHONPATH": f"{src}:{lib}:/from/the/fixture", "OTHER": "kept"}
+    assert _with_import_path(config, {})["PYTHONPATH"] == f"{src}:{lib}:/from/the/process"
