@@ -79,6 +79,8 @@ ADAPTER_NAMES = ("celery", "inline", "test", "async")  # see jobkit.adapters
 DELIVERY_METHODS = ("smtp", "test", "file", "console", "sendmail")  # see jobkit.mailer.delivery
 #: The web app's languages (jobkit/web/locales), for `web: locale`.
 WEB_LOCALES = ("en", "ja", "vi")
+#: `web: stuck_status`: how /status.json spells "stuck" ("stucked": Shirasagi's).
+STUCK_STATUSES = ("stuck", "stucked")
 SECTIONS = ("mailer", "web")  # mappings that environment sections merge into, not replace
 ENVIRONMENT_NAMES = ("development", "test", "staging", "production")
 
@@ -252,7 +254,9 @@ _SECTION_KEYS: dict[str, dict[str, Validator]] = {
         **SMTP_SETTINGS,
     },
     "web": {"stuck_after": Number(whole=False, least=0, above=True),
-            "locale": rule(lambda v: v in WEB_LOCALES, f"one of {', '.join(WEB_LOCALES)}")},
+            "locale": rule(lambda v: v in WEB_LOCALES, f"one of {', '.join(WEB_LOCALES)}"),
+            "stuck_status": rule(lambda v: v in STUCK_STATUSES,
+                                 f"one of {', '.join(STUCK_STATUSES)}")},
 }
 
 

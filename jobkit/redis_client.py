@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from time import monotonic
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,7 +20,8 @@ from jobkit.config import current_settings
 from jobkit.config_values import is_sentinel_url, sentinel_hosts
 from jobkit.errors import ConfigError
 
-__all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster", "script"]
+__all__ = ["CLUSTER_REFUSAL", "client_for", "get_redis", "refuse_cluster", "script",
+           "scoped_redis"]
 
 CLUSTER_REFUSAL = (
     "Redis Cluster is not supported: jobkit's Lua scripts move a job between keys that Cluster "
@@ -33,10 +36,15 @@ MASTER_CHECK_SECONDS = 1.0  # how often a Sentinel client asks whether the maste
 SENTINEL_REPLY_SECONDS = 1.0
 
 _clients: dict[tuple[int, str, str | None], redis.Redis] = {}
+_scoped: ContextVar[redis.Redis | None] = ContextVar("jobkit_scoped_redis", default=None)
 
 
 def get_redis(url: str | None = None) -> redis.Redis:
-    """A client for `url` (default: the configured ``redis_url``), new after a fork."""
+    """A client for `url` (default: the one `scoped_redis` put in place, else the configured
+    ``redis_url``), new after a fork."""
+    scoped = _scoped.get()
+    if url is None and scoped is not None:
+        return scoped
     settings = current_settings()
     url = url or settings.redis_url
     key = (os.getpid(), url, settings.sentinel_master)
@@ -44,6 +52,18 @@ def get_redis(url: str | None = None) -> redis.Redis:
     if client is None:
         client = _clients[key] = client_for(url, settings.sentinel_master)
     return client
+
+
+@contextlib.contextmanager
+def scoped_redis(client: redis.Redis) -> Iterator[redis.Redis]:
+    """Inside the block, in this thread or task only, `get_redis()` answers `client`: the web
+    app's requests use one whose timeouts are bounded, so a page never hangs on a Redis that is
+    gone or frozen."""
+    token = _scoped.set(client)
+    try:
+        yield client
+    finally:
+        _scoped.reset(token)
 
 
 def client_for(url: str, sentinel_master: str | None = None, timeout: float | None = None

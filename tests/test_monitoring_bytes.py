@@ -445,13 +445,13 @@ def test_a_redis_error_is_a_clear_masked_answer(client: Client, monkeypatch) -> 
 
     monkeypatch.setattr(api, "queues", fail)
     status, headers, body = client.get("/queues")
-    assert status == 503 and headers["Content-Type"] == "text/plain"
-    assert "cannot read Redis" in body and "hunter2" not in body
+    assert status == 503 and headers["Content-Type"].startswith("text/html")
+    assert "cannot use Redis at" in body and "hunter2" not in body
     assert "redis://:***@db.internal:6379/0" in body
     status, _, body = client.get("/status.json")
     data = json.loads(body)
     assert status == 503 and data["status"] == "stuck" and "hunter2" not in body
-    assert "cannot read Redis" in data["notice"]["notices"][0]
+    assert "cannot use Redis at" in data["notice"]["notices"][0]
     code, output = cli("queues")
     assert code == 1 and "cannot reach Redis" in output and "hunter2" not in output
 
@@ -463,7 +463,7 @@ def test_an_unreachable_redis_is_a_clear_answer(client: Client, monkeypatch) -> 
     jobkit.configure(redis_url=f"redis://:hunter2@127.0.0.1:{port}/0")
     try:
         status, _, body = client.get("/")
-        assert status == 503 and "cannot read Redis" in body and "hunter2" not in body
+        assert status == 503 and "cannot use Redis at" in body and "hunter2" not in body
         assert client.get("/dead")[0] == 503
         monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
         code, output = cli("dead")

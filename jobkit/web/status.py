@@ -1,9 +1,10 @@
 """`GET /status.json`: is the job service working? In the shape of Shirasagi Job's status.
 
-`status` is "stuck" (HTTP 503) when no worker process is alive, when a queue's next job has
-waited longer than `stuck_after` seconds (web: stuck_after in config, default 300), or when a
-non-empty queue has no live worker consuming it; otherwise "ok" (HTTP 200). `notice.notices`
-says what to check.
+`status` is "stuck" (HTTP 503; spelled "stucked", as Shirasagi does, with `web: stuck_status:
+stucked`) when no worker process is alive, when a queue's next job has waited longer than
+`stuck_after` seconds (web: stuck_after in config, default 300), or when a non-empty queue has
+no live worker consuming it; otherwise "ok" (HTTP 200). `notice.notices` says what to check.
+Redis unreachable is a 503 too, answered by jobkit.web's error path (with a `redis` member).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from jobkit.web.http import Request, Response
 from jobkit.web.routes import router
 
 DEFAULT_STUCK_AFTER_SECONDS = 300.0
+STUCK = "stuck"
+
+
+def stuck_word() -> str:
+    """The status when the service is stuck: `web: stuck_status` (validated at load)."""
+    return current_settings().web.get("stuck_status", STUCK)
 
 
 def service_status() -> tuple[bool, dict[str, Any]]:
@@ -48,7 +55,7 @@ def service_status() -> tuple[bool, dict[str, Any]]:
                            f"consumes it; start one: jobkit worker -q {shlex.quote(queue.name)}")
     ok = not notices
     body = {
-        "status": "ok" if ok else "stuck",
+        "status": "ok" if ok else stuck_word(),
         "notice": {"notices": notices},
         "active_job": {"queue_adapter": settings.adapter},
         "job": {"mode": settings.mode, "polling_queues": settings.queue_names,
