@@ -41,7 +41,7 @@ from jobkit.controls.read import (
 from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
 from jobkit.keys import list_key, list_keys
 from jobkit.limiter import LimiterState
-from jobkit.redis_client import get_redis
+from jobkit.redis_client import get_redis, script
 
 __all__ = [
     "BatchStatus",
@@ -155,6 +155,17 @@ def read_queued(list_key_: str | bytes, raw: bytes | str) -> QueuedJob:
     return QueuedJob(raw, list_key_, payload)
 
 
+# KEYS: the queues set (keys.QUEUES), then every list of the queue. ARGV: its name. The name
+# leaves the set only while none of the lists holds a job, in one step: every enqueue adds the
+# name after its push, so a job pushed meanwhile is either seen here or lists the name again.
+_REMOVE_IF_EMPTY = """
+local waiting = 0
+for i = 2, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+if waiting > 0 then return {0, waiting} end
+return {redis.call('SREM', KEYS[1], ARGV[1]), 0}
+"""
+
+
 class Queue:
     """One queue: its lists (one per priority step), size, latency, jobs.
 
@@ -242,6 +253,25 @@ class Queue:
             pipe.delete(*self.keys)
             counts = pipe.execute()
         return sum(counts[:-1])
+
+    def configured(self) -> bool:
+        """Named by the `queues` setting: always listed."""
+        return self.name in current_settings().queue_names
+
+    def remove(self) -> bool:
+        """Take the name out of the queues listed (dashboard, `jobkit queues`, /status.json)
+        if no job waits in it; True when it was listed. ValueError, and nothing done, when
+        jobs wait in it or it is configured. Enqueueing to it, or a worker that consumes it
+        (the `celery` queue), lists it again."""
+        if self.configured():
+            raise ValueError(f"queue {self.name!r} is in the queues setting, so it is always "
+                             "listed: take it out of the settings instead")
+        removed, waiting = script(_REMOVE_IF_EMPTY)(
+            keys=[keys.QUEUES, *self.keys], args=[self.raw_name], client=self.client)
+        if waiting:
+            raise ValueError(f"queue {self.name!r} is not empty ({waiting} job(s) waiting): "
+                             "nothing was done; clear it first")
+        return bool(removed)
 
 
 def queues(client: redis.Redis | None = None) -> list[Queue]:

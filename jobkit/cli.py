@@ -210,14 +210,30 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-@main.command("queues")
-def queues_command() -> None:
-    """Queues with their size and latency."""
+@main.group("queues", invoke_without_command=True)
+@click.pass_context
+def queues_command(ctx: click.Context) -> None:
+    """Queues with their size and latency, or remove an empty one's name."""
+    if ctx.invoked_subcommand is not None:
+        return
     from jobkit import api
 
     click.echo(f"{'queue':<24} {'size':>8} {'latency':>10}")
     for queue in api.queues():  # a name that is not UTF-8 shows its bytes escaped (\xff)
         click.echo(f"{queue.name:<24} {queue.size():>8} {queue.latency():>9.1f}s")
+
+
+@queues_command.command("remove")
+@click.argument("name")
+def queues_remove(name: str) -> None:
+    """Stop listing queue NAME, if no job waits in it (enqueueing to it lists it again)."""
+    from jobkit import api
+
+    try:
+        removed = api.Queue(name).remove()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"removed queue {name!r}" if removed else f"queue {name!r} was not listed")
 
 
 @main.command("stats")

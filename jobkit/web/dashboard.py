@@ -72,6 +72,11 @@ def queue_action(request: Request) -> Response:
         queue.resume()
     elif action == "clear":
         queue.clear()
+    elif action == "remove":
+        try:
+            queue.remove()
+        except ValueError as exc:  # jobs wait in it (pushed since the page showed it empty)
+            return Response(str(exc), "409 Conflict", "text/plain")
     elif action == "delete":
         job = queue.find((form.get("job_id") or [""])[-1])
         if job is not None:
