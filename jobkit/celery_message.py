@@ -13,6 +13,7 @@ import os
 import socket
 from typing import Any
 
+from jobkit.display import REPR_LIMIT, task_reprs
 from jobkit.keys import MAX_PRIORITY, MIN_PRIORITY, list_key
 
 __all__ = ["build_message", "build_task_message", "encode", "job_envelope", "read_task_args",
@@ -20,20 +21,20 @@ __all__ = ["build_message", "build_task_message", "encode", "job_envelope", "rea
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
-_REPR_LIMIT = 1024
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def build_message(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
-                  kwargsrepr: str | None = None) -> tuple[str, str]:
+def build_message(payload: dict[str, Any], task_id: str) -> tuple[str, str]:
     """(Redis list key, message JSON) for a payload, as kombu would LPUSH it."""
-    key, message = job_envelope(payload, task_id, argsrepr, kwargsrepr)
+    key, message = job_envelope(payload, task_id)
     return key, encode(message, [[payload], {}, _EMBED])
 
 
-def job_envelope(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
-                 kwargsrepr: str | None = None) -> tuple[str, dict[str, Any]]:
-    """`task_envelope` for a payload: its body is ``task_body([payload])``."""
+def job_envelope(payload: dict[str, Any], task_id: str) -> tuple[str, dict[str, Any]]:
+    """`task_envelope` for a payload: its body is ``task_body([payload])``; its ``argsrepr``
+    and ``kwargsrepr`` (Flower) the arguments as jobkit.display shows them
+    (a mail as ``UserMailer#welcome(User(42))``)."""
+    argsrepr, kwargsrepr = task_reprs(payload)
     controls = payload.get("controls")
     soft, hard = payload.get("time_limits") or (None, None)
     if payload.get("awaits"):  # jobkit enforces an async job's soft limit (coroutines.py)
@@ -41,8 +42,7 @@ def job_envelope(payload: dict[str, Any], task_id: str, argsrepr: str | None = N
     return task_envelope(
         payload["job_class"], task_id, payload["queue_name"], payload["priority"],
         retries=payload["executions"], job_id=payload["job_id"],
-        argsrepr=argsrepr or repr(payload["args"]),
-        kwargsrepr=kwargsrepr or repr(payload["kwargs"]),
+        argsrepr=argsrepr, kwargsrepr=kwargsrepr,
         concurrency=controls.get("concurrency") if isinstance(controls, dict) else None,
         time_limits=(hard, soft),
     )
@@ -86,8 +86,8 @@ def task_envelope(task: str, task_id: str, queue: str, priority: int | None,
             "timelimit": list(time_limits),
             "root_id": task_id,
             "parent_id": None,
-            "argsrepr": argsrepr[:_REPR_LIMIT],
-            "kwargsrepr": kwargsrepr[:_REPR_LIMIT],
+            "argsrepr": argsrepr[:REPR_LIMIT],
+            "kwargsrepr": kwargsrepr[:REPR_LIMIT],
             "origin": _ORIGIN,
             "ignore_result": True,
             "replaced_task_nesting": 0,

@@ -34,15 +34,14 @@ def listening() -> bool:
     return bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
-def message_for(payload: dict[str, Any], task_id: str, argsrepr: str | None = None,
-                kwargsrepr: str | None = None, published: list[Publication] | None = None
-                ) -> tuple[str, str]:
+def message_for(payload: dict[str, Any], task_id: str,
+                published: list[Publication] | None = None) -> tuple[str, str]:
     """`build_message`, and given a `published` list (when `listening`), with
     ``before_task_publish`` fired while its headers can change: the `Publication` is appended
     for the caller to fire `after` once the message is stored."""
     if published is None:
-        return build_message(payload, task_id, argsrepr, kwargsrepr)
-    key, envelope = job_envelope(payload, task_id, argsrepr, kwargsrepr)
+        return build_message(payload, task_id)
+    key, envelope = job_envelope(payload, task_id)
     body = task_body([payload])
     published.append(Publication(payload["job_class"], envelope, body, payload["queue_name"]))
     try:

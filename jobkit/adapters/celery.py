@@ -182,8 +182,7 @@ def job_message(job: Job, published: list[Publication] | None = None) -> JobMess
     require_importable(type(job), "job class")
     task_id = str(uuid.uuid4())
     payload = job.serialize()
-    key, message = message_for(payload, task_id, repr(tuple(job.arguments)), repr(job.kwargs),
-                               published)
+    key, message = message_for(payload, task_id, published)
     job.provider_job_id = task_id
     return JobMessage(payload["queue_name"], key, message, payload.get("controls"))
 

@@ -10,7 +10,8 @@ from typing import Any
 import redis
 
 from jobkit import keys
-from jobkit.imports import import_object
+from jobkit.display import MAIL_DELIVERY_JOBS
+from jobkit.imports import class_path, import_object
 from jobkit.job import Job
 from jobkit.mailer.errors import MailerError, PermanentDeliveryError, TransientDeliveryError
 from jobkit.mailer.i18n import with_locale
@@ -33,6 +34,10 @@ class MailDeliveryJob(Job):
     unknown recipient) go straight to the dead set with the server's reply."""
 
     queue_as = MAILERS_QUEUE
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        MAIL_DELIVERY_JOBS.add(class_path(cls))  # shown as its mailer#action (jobkit.display)
 
     def perform(self, mailer: str, action: str, args: list, kwargs: dict, params: dict,
                 rendered: dict | None = None, locale: str | None = None) -> None:

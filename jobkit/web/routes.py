@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 
-from jobkit.display import when
+from jobkit.display import shown_job, when
 from jobkit.web import i18n
 from jobkit.web.csrf import csrf_token
 from jobkit.web.http import Request, Response, Router, url_part
@@ -22,6 +22,7 @@ _templates = jinja2.Environment(
 
 i18n.install(_templates)
 _templates.filters["when"] = when
+_templates.filters["shown_job"] = shown_job  # {% set shown = job.payload|shown_job %}
 # Every name put in a URL path or query: {{ root }}/queues/{{ q.raw_name|urlq }}
 _templates.filters["urlq"] = url_part
 

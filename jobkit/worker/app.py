@@ -100,6 +100,8 @@ def apply_settings(celery: Celery, settings: Settings) -> None:
                          + ("SentinelTransport" if sentinel else "Transport"),
         broker_transport_options=options,
         worker_pool=POOL_CLASSES[settings.pool],  # Celery's default -P takes it (cli.py)
+        # From the worker's start, not only once Flower asks (enable_events): no job unseen.
+        worker_send_task_events=settings.task_events,
     )
 
 
