@@ -42,6 +42,7 @@ from jobkit.job_sets import DeadSet, JobEntry, RetrySet, ScheduledSet
 from jobkit.keys import list_key, list_keys
 from jobkit.limiter import LimiterState
 from jobkit.redis_client import get_redis, script
+from jobkit.worker.heartbeat import send_command
 
 __all__ = [
     "BatchStatus",
@@ -49,6 +50,7 @@ __all__ = [
     "DeadSet",
     "DebouncedJob",
     "HeldJob",
+    "InFlightJob",
     "JobEntry",
     "LimiterState",
     "Process",
@@ -284,6 +286,19 @@ def queues(client: redis.Redis | None = None) -> list[Queue]:
 
 
 @dataclass(frozen=True)
+class InFlightJob(QueuedJob):
+    """A job a worker process holds: running since `started_at` (Unix time), or prefetched
+    (fetched, not started yet: `started_at` None). The start time comes with the process's
+    heartbeat, so a job shows as running within `poll_interval` of its start."""
+
+    started_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None
+
+
+@dataclass(frozen=True)
 class Process:
     """A live worker process (consuming channel), from its heartbeat.
 
@@ -292,7 +307,8 @@ class Process:
 
     id: str
     info: dict[str, Any]
-    in_flight: list[QueuedJob]
+    in_flight: list[InFlightJob]
+    client: redis.Redis | None = field(default=None, repr=False, compare=False)
 
     @property
     def hostname(self) -> str:
@@ -327,16 +343,76 @@ class Process:
         """The `pool` setting it runs with (`prefork`, `threads`, `solo`, `asyncio`)."""
         return display.field_text(self.info.get("pool"))
 
+    @property
+    def started_at(self) -> float | None:
+        """When the worker started (Unix time)."""
+        return display.field_number(self.info.get("started_at"))
 
-def _held(raw: bytes | str) -> QueuedJob:
-    """One in-flight item ([message, exchange, queue]) as a QueuedJob."""
+    @property
+    def rss(self) -> int | None:
+        """The worker process's resident memory in bytes (None: not Linux)."""
+        return _whole(self.info.get("rss"))
+
+    @property
+    def children_rss(self) -> int | None:
+        """Its child processes' resident memory together, in bytes: the prefork pool's."""
+        return _whole(self.info.get("children_rss"))
+
+    @property
+    def is_quiet(self) -> bool:
+        """Quieted (TSTP, or `quiet`): takes no new jobs, finishes the ones it holds."""
+        return self.info.get("quiet") is True
+
+    @property
+    def is_stopping(self) -> bool:
+        """Stopping (TERM, or `stop`): a warm shutdown, within the `timeout` setting."""
+        return self.info.get("stopping") is True
+
+    @property
+    def takes_commands(self) -> bool:
+        """`quiet` and `stop` reach it: false for a worker embedded in a thread (a test's)."""
+        return self.info.get("commands") is True
+
+    def quiet(self) -> None:
+        """Sidekiq's quiet!: what TSTP does, through Redis, within one heartbeat (2 s)."""
+        self._send("quiet")
+
+    def stop(self) -> None:
+        """Sidekiq's stop!: what TERM does (a warm shutdown), through Redis, within one
+        heartbeat (2 s)."""
+        self._send("stop")
+
+    def _send(self, command: str) -> None:
+        if not self.takes_commands:
+            raise ValueError(f"worker process {self.id} takes no commands (an embedded "
+                             "worker, or one older than this jobkit)")
+        send_command(self.client or get_redis(), self.id, command,
+                     current_settings().heartbeat_timeout)
+
+
+def _whole(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _held(raw: bytes | str, started_at: float | None) -> InFlightJob:
+    """One in-flight item ([message, exchange, queue]) as an InFlightJob."""
     try:
         message, _exchange, routing_key = json.loads(raw)
         priority = message.get("properties", {}).get("priority")
         key = list_key(routing_key, priority if type(priority) is int else None)
-        return read_queued(key, json.dumps(message))
+        job = read_queued(key, json.dumps(message))
     except Exception:  # any stored shape: shown as unreadable, never fatal
-        return read_queued("?", raw if isinstance(raw, bytes) else raw.encode())
+        job = read_queued("?", raw if isinstance(raw, bytes) else raw.encode())
+    return InFlightJob(job.message, job.list_key, job.payload, job.problem, started_at)
+
+
+def _in_flight(held: dict[Any, Any], info: dict[str, Any]) -> list[InFlightJob]:
+    """The held items, running first (longest running first), then the prefetched."""
+    running = info.get("running")
+    started = running if isinstance(running, dict) else {}
+    jobs = [_held(raw, display.field_number(started.get(display.shown(tag))))
+            for tag, raw in held.items()]
+    return sorted(jobs, key=lambda job: (job.started_at is None, job.started_at or 0.0))
 
 
 def processes(client: redis.Redis | None = None) -> list[Process]:
@@ -349,7 +425,7 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
     with client.pipeline(transaction=False) as pipe:  # one round trip for every process
         for raw_id in ids:
             pipe.get(keys.heartbeat("").encode() + raw_id)
-            pipe.hvals(keys.unacked("").encode() + raw_id)
+            pipe.hgetall(keys.unacked("").encode() + raw_id)
         replies = pipe.execute() if ids else []
     found = []
     for raw_id, beat, held in zip(ids, replies[::2], replies[1::2], strict=True):
@@ -359,8 +435,8 @@ def processes(client: redis.Redis | None = None) -> list[Process]:
             info = json.loads(beat)
         except (ValueError, RecursionError):
             info = None
-        found.append(Process(display.shown(raw_id), info if isinstance(info, dict) else {},
-                             [_held(raw) for raw in held]))
+        info = info if isinstance(info, dict) else {}
+        found.append(Process(display.shown(raw_id), info, _in_flight(held, info), client))
     return found
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "mail_sent",
     "metrics",
     "on_demand_slot",
+    "process_commands",
     "stat",
     "unacked",
     "unique",
@@ -154,6 +155,12 @@ def wake_key(queue: str) -> str:
 def heartbeat(process_id: str) -> str:
     """String with a TTL: a live worker's heartbeat and what `jobkit processes` shows."""
     return f"{PREFIX}heartbeat:{process_id}"
+
+
+def process_commands(process_id: str) -> str:
+    """Set with a TTL: commands (`quiet`, `stop`) for one worker process, left by the web app
+    or jobkit.api and taken by its heartbeat process (worker/heartbeat.py)."""
+    return f"{PREFIX}commands:{process_id}"
 
 
 def unacked(process_id: str) -> str:

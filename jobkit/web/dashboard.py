@@ -98,7 +98,26 @@ def busy_action(request: Request) -> Response:
     form = request.form()
     if not csrf_ok(request, form):
         return forbidden()
+    action = (form.get("action") or [""])[-1]
+    if action in ("quiet", "stop"):
+        return process_command(request, (form.get("process") or [""])[-1], action)
     return cancel(request, form, f"{request.root}/busy")
+
+
+def process_command(request: Request, process_id: str, action: str) -> Response:
+    """The Quiet and Stop buttons: the command goes through Redis to that live process."""
+    process = next((p for p in api.processes() if p.id == process_id), None)
+    if process is None:
+        return Response(f"no live worker process {process_id!r}: nothing was done",
+                        "400 Bad Request", "text/plain")
+    try:
+        if action == "quiet":
+            process.quiet()
+        else:
+            process.stop()
+    except ValueError as exc:  # an embedded worker's: it takes no commands
+        return Response(f"{exc}: nothing was done", "400 Bad Request", "text/plain")
+    return redirect(f"{request.root}/busy")
 
 
 def cancel(request: Request, form: dict[str, list[str]], back: str) -> Response:

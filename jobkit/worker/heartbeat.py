@@ -12,6 +12,12 @@ clean stop. When it finds its heartbeat key gone while the worker was alive (a p
 pause longer than `heartbeat_timeout`), it says so in the worker's log: the jobs the worker
 held may have been handed to other workers.
 
+Each beat also carries the worker's memory (read from /proc, so a busy worker is not asked),
+and takes the commands the web app or `jobkit.api` left for this process (`send_command`):
+the worker gets the signal the command stands for, so Quiet and Stop do exactly what TSTP and
+TERM do (worker/shutdown.py). A worker whose signal handlers are not installed (an embedded
+one, in a thread of a test) does not say `commands` in its information, and gets none.
+
 Run as `python -m jobkit.worker.heartbeat` by `HeartbeatProcess`.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -31,11 +38,15 @@ import redis
 
 from jobkit import keys
 
-__all__ = ["BEAT_EVERY_SECONDS", "HeartbeatProcess", "beat", "beat_interval"]
+__all__ = ["BEAT_EVERY_SECONDS", "COMMANDS", "HeartbeatProcess", "beat", "beat_interval",
+           "memory", "send_command", "take_commands"]
 
 logger = logging.getLogger(__name__)
 
 BEAT_EVERY_SECONDS = 2.0
+
+#: The commands a process takes through Redis, and the signal each one sends its worker.
+COMMANDS = {"quiet": signal.SIGTSTP, "stop": signal.SIGTERM}
 
 
 def beat_interval(ttl: float) -> float:
@@ -102,19 +113,110 @@ def beat(client: redis.Redis, process_id: str, ttl: float, info: dict[str, Any])
     return previous is not None
 
 
+def send_command(client: redis.Redis, process_id: str, command: str, ttl: float) -> None:
+    """Leave `command` for one process's heartbeat, which takes it within a beat; a command
+    no heartbeat took (its process died) expires after `ttl` seconds. Commands are kept as a
+    set, so a quiet and a stop sent within one beat both arrive."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}: one of {', '.join(COMMANDS)}")
+    key = keys.process_commands(process_id)
+    with client.pipeline() as pipe:
+        pipe.sadd(key, command)
+        pipe.expire(key, max(1, math.ceil(ttl)))
+        pipe.execute()
+
+
+def take_commands(client: redis.Redis, process_id: str) -> list[str]:
+    """The commands left for this process, read and deleted in one step (MULTI), so each is
+    taken once; quiet before stop."""
+    key = keys.process_commands(process_id)
+    with client.pipeline() as pipe:
+        pipe.smembers(key)
+        pipe.delete(key)
+        members, _ = pipe.execute()
+    names = {m.decode(errors="replace") if isinstance(m, bytes) else m for m in members}
+    return [name for name in COMMANDS if name in names] + sorted(names - COMMANDS.keys())
+
+
+def _rss(pid: int) -> int | None:
+    """Resident memory of a process in bytes, from /proc (None: not Linux, or gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid`: every thread's, as a pool may fork from any thread."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found = []
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children", "rb") as children:
+                found.extend(int(child) for child in children.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def memory(pid: int) -> dict[str, int]:
+    """`rss`: the worker process's resident memory in bytes; `children_rss`: its child
+    processes' together (the prefork pool; this heartbeat process left out). Empty without
+    /proc (not Linux)."""
+    rss = _rss(pid)
+    if rss is None:
+        return {}
+    children = (_rss(child) for child in _children(pid) if child != os.getpid())
+    return {"rss": rss, "children_rss": sum(child or 0 for child in children)}
+
+
+def _act_on(commands: list[str], parent: int) -> None:
+    for command in commands:
+        if command not in COMMANDS:
+            logger.warning("jobkit: unknown command %r for this worker, ignored", command)
+            continue
+        logger.warning("jobkit: command %r received through Redis", command)
+        try:
+            os.kill(parent, COMMANDS[command])
+        except OSError:  # the worker is gone: the loop ends at its next look
+            return
+
+
 def _read_lines(buffer: bytearray) -> tuple[list[dict[str, Any]], bool]:
-    """Lines waiting on stdin (without blocking); the flag is False at end of file."""
+    """The lines on stdin, without blocking; the flag is False at end of file. Read with
+    os.read only: a buffered reader takes lines ahead into its own buffer, where select()
+    does not see them, and they would wait there until the worker writes again."""
+    open_ = True
+    while open_ and select.select([sys.stdin.fileno()], [], [], 0)[0]:
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        open_ = bool(chunk)
+        buffer.extend(chunk)
     lines = []
-    while select.select([sys.stdin.buffer], [], [], 0)[0]:
+    while b"\n" in buffer:
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        lines.append(json.loads(line))
+    return lines, open_
+
+
+def _first_line(buffer: bytearray) -> dict[str, Any] | None:
+    """The configuration line, waiting for it (None at end of file); the lines the worker
+    sent after it stay in `buffer` for `_read_lines`."""
+    while b"\n" not in buffer:
         chunk = os.read(sys.stdin.fileno(), 65536)
         if not chunk:
-            return lines, False
+            return None
         buffer.extend(chunk)
-        while b"\n" in buffer:
-            line, _, rest = bytes(buffer).partition(b"\n")
-            buffer[:] = rest
-            lines.append(json.loads(line))
-    return lines, True
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return json.loads(line)
 
 
 def main() -> None:
@@ -125,12 +227,14 @@ def main() -> None:
                    signal.SIGTSTP, signal.SIGTTIN):
         signal.signal(signum, signal.SIG_IGN)  # the worker's signals; it stops when told to
     logging.basicConfig(format="[%(asctime)s: %(levelname)s/heartbeat] %(message)s")
-    config = json.loads(sys.stdin.buffer.readline())
+    buffer = bytearray()
+    config = _first_line(buffer)
+    if config is None:
+        return  # the worker is gone before saying anything
     process_id, ttl, parent = config["id"], float(config["ttl"]), int(config["parent"])
     info = {**config["info"], "pid": parent}
     every = beat_interval(ttl)
     client = client_for(config["redis_url"], config["sentinel_master"], timeout=max(every, 1.0))
-    buffer = bytearray()
     first, warned_at, beaten_at = True, 0.0, time.monotonic()
     while True:
         lines, open_ = _read_lines(buffer)
@@ -145,7 +249,7 @@ def main() -> None:
             time.sleep(every)
             continue
         try:
-            found = beat(client, process_id, ttl, info)
+            found = beat(client, process_id, ttl, {**info, **memory(parent)})
             # A beat sent into a partition can reach Redis after it heals and write the
             # heartbeat again, so a long silence counts as much as a missing key.
             silent = time.monotonic() - beaten_at
@@ -160,6 +264,8 @@ def main() -> None:
                     "(expired, or Redis lost its data). Jobs it held may have been handed to "
                     "other workers and may run twice.", process_id)
             first, beaten_at = False, time.monotonic()
+            if info.get("commands") is True:
+                _act_on(take_commands(client, process_id), parent)
         except redis.RedisError as exc:
             now = time.monotonic()
             if now - warned_at > ttl:  # once per TTL, not every beat of an outage
@@ -167,7 +273,7 @@ def main() -> None:
                 logger.warning("jobkit heartbeat failed, will try again: %s",
                                mask_secrets(str(exc)))
         if open_:
-            select.select([sys.stdin.buffer], [], [], every)
+            select.select([sys.stdin.fileno()], [], [], every)
         else:
             time.sleep(every)
 

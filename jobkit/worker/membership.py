@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery.worker import state as worker_state
 
 from jobkit import keys
 from jobkit.config import current_settings
@@ -32,6 +33,7 @@ __all__ = [
     "keep_beating",
     "leave",
     "process_info",
+    "running",
     "send_unsent_acks",
     "unsent_acks",
     "update_info",
@@ -106,15 +108,32 @@ def beat_now() -> Identity:
 
 
 def keep_beating() -> None:
-    """Start the heartbeat process again if it died (the poller calls this every poll)."""
+    """Start the heartbeat process again if it died, and tell it which jobs run now (the
+    poller calls this every poll, so the Busy page sees a job start within `poll_interval`)."""
     with _lock:
         beating = _heartbeat.get(os.getpid())
     if beating is not None and beating.proc.poll() is not None:
         join()
+    now_running = running()
+    if now_running is not None and now_running != process_info.get("running"):
+        update_info(running=now_running)
+
+
+def running() -> dict[str, float] | None:
+    """Delivery tag -> Unix start time of each job this process runs now: Celery's active
+    requests, which a job joins when a pool slot starts it (one fetched but waiting is only
+    reserved). None when the set changed while being read (the next poll reads it again)."""
+    try:
+        requests = list(worker_state.active_requests)
+    except RuntimeError:  # changed size during iteration (the event loop's thread)
+        return None
+    return {str(request.message.delivery_tag): request.time_start for request in requests
+            if request.time_start is not None}
 
 
 def update_info(**info: Any) -> None:
-    """Add to what the heartbeat shows (node, queues, concurrency, pool, start time)."""
+    """Add to what the heartbeat shows (node, queues, concurrency, pool, start time, the
+    jobs running, quiet or stopping)."""
     process_info.update(info)
     with _lock:
         beating = _heartbeat.get(os.getpid())

@@ -87,6 +87,7 @@ class SidekiqSignals(bootsteps.StartStopStep):
             threading.Thread(target=self._dispatch, name="jobkit-signals", daemon=True).start()
             for signum in (signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN):
                 signal.signal(signum, self._on_signal)
+            membership.update_info(commands=True)  # Quiet and Stop may signal it (heartbeat.py)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         global terminating
@@ -116,13 +117,18 @@ class SidekiqSignals(bootsteps.StartStopStep):
         if not self.quiet:
             self.quiet = True
             logger.warning("TSTP: quiet; running jobs finish, no new jobs are fetched")
-            self.consumer.call_soon(self._cancel_queues)
+            self.consumer.call_soon(self._become_quiet)
+
+    def _become_quiet(self) -> None:
+        self._cancel_queues()
+        membership.update_info(quiet=True)  # on the Busy page from the next beat
 
     def _term(self) -> None:
         if self.stopping:
             logger.warning("TERM: already shutting down")
             return
         self.stopping = True
+        membership.update_info(stopping=True)
         timeout = current_settings().timeout
         logger.warning("TERM: shutting down; running jobs have %.0f s to finish", timeout)
         worker_state.should_stop = 0  # Celery's warm shutdown
