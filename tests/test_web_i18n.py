@@ -27,11 +27,14 @@ TAG = re.compile(r"</?\w+")
 
 
 def marked() -> dict[str, str]:
-    """Every text the templates mark for translation (a plural by its singular) -> where."""
+    """Every text the templates mark for translation (a plural by its singular) -> where.
+    A call on a variable (the set pages' `_(title)`) names texts marked elsewhere."""
     found = {}
     for path in sorted(TEMPLATES.glob("*.html")):
         for _, _, message in jinja2.ext.extract_from_ast(_templates.parse(path.read_text())):
-            found.setdefault(message if isinstance(message, str) else message[0], path.name)
+            text = message if isinstance(message, str) or message is None else message[0]
+            if text is not None:
+                found.setdefault(text, path.name)
     return found
 
 

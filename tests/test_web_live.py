@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.jobs import TaskLoggerJob
+from tests.jobs import SleepJob, TaskLoggerJob
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, shot, web_url  # noqa: F401  (fixture)
 from tests.test_web_layout import PHONE
 from tests.test_worker_integration import results
@@ -70,3 +70,24 @@ def test_the_history_goes_from_one_day_to_six_months(r: redis.Redis, web_url: st
     assert page.inner_text("h2 >> nth=1") == "Last 1 day"
     page.goto(web_url + "/?days=12345")  # not a choice: the default
     assert page.inner_text("h2 >> nth=1") == "Last 14 days"
+
+
+def test_the_busy_and_queues_pages_update_themselves(r: redis.Redis, web_url: str,  # noqa: F811
+                                                     browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(web_url + "/busy")
+    page.select_option("#live", "2")
+    page.evaluate("window.notReloaded = true")
+    SleepJob.perform_later("seen live", 3)
+    page.wait_for_function("document.getElementById('busy-part').textContent"
+                           ".includes('tests.jobs.SleepJob')", timeout=30_000)
+    page.wait_for_function("!document.getElementById('busy-part').textContent"
+                           ".includes('tests.jobs.SleepJob')", timeout=30_000)  # it ended
+    assert page.evaluate("window.notReloaded") is True
+    page.goto(web_url + "/queues")
+    assert page.input_value("#live") == "2"  # the choice holds on every live page
+    page.evaluate("window.notReloaded = true")
+    TaskLoggerJob.set(queue="seen-live").perform_later(1)  # a queue no worker consumes
+    page.wait_for_function("document.getElementById('queues-part').textContent"
+                           ".includes('seen-live')", timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True

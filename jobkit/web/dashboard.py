@@ -42,7 +42,7 @@ def dashboard(request: Request) -> Response:
 
 @router.route("GET", "/queues")
 def queues(request: Request) -> Response:
-    return page(request, "queues.html", queues=api.queues())
+    return page(request, "queues.html", live=True, queues=api.queues())
 
 
 @router.route("GET", "/queues/<name:.+>")
@@ -90,7 +90,7 @@ def queue_action(request: Request) -> Response:
 
 @router.route("GET", "/busy")
 def busy(request: Request) -> Response:
-    return page(request, "busy.html", processes=api.processes(), now=time.time())
+    return page(request, "busy.html", live=True, processes=api.processes(), now=time.time())
 
 
 @router.route("POST", "/busy")

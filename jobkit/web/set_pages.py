@@ -12,20 +12,20 @@ from jobkit.web.dashboard import PAGE_SIZE, _page_start, forbidden
 from jobkit.web.http import Request, Response, redirect
 from jobkit.web.routes import page, router
 
-# set name in URLs -> (class, title, the verb that sends a job back to its queue)
-SETS: dict[str, tuple[type[JobSet], str, str]] = {
-    "scheduled": (api.ScheduledSet, "Scheduled", "run now"),
-    "retries": (api.RetrySet, "Retries", "retry now"),
-    "dead": (api.DeadSet, "Dead", "retry"),
+# set name in URLs -> (class, title); the templates word each set's buttons
+SETS: dict[str, tuple[type[JobSet], str]] = {
+    "scheduled": (api.ScheduledSet, "Scheduled"),
+    "retries": (api.RetrySet, "Retries"),
+    "dead": (api.DeadSet, "Dead"),
 }
 
 
-def _set(request: Request) -> tuple[JobSet, str, str] | None:
+def _set(request: Request) -> tuple[JobSet, str] | None:
     found = SETS.get(request.params["set"])
     if found is None:
         return None
-    cls, title, verb = found
-    return cls(), title, verb
+    cls, title = found
+    return cls(), title
 
 
 def push(job_set: JobSet, entry: JobEntry) -> str | None:
@@ -55,12 +55,12 @@ def listing(request: Request) -> Response:
     found = _set(request)
     if found is None:
         return Response("not found", "404 Not Found", "text/plain")
-    job_set, title, verb = found
+    job_set, title = found
     query = request.query.get("q", "").strip()
     start = _page_start(request)
     entries = job_set.search(query, limit=PAGE_SIZE) if query else job_set.page(start,
                                                                                  PAGE_SIZE)
-    return page(request, "set.html", name=request.params["set"], title=title, verb=verb,
+    return page(request, "set.html", name=request.params["set"], title=title,
                 entries=entries, query=query, start=start, size=job_set.size(),
                 page_size=PAGE_SIZE, killable=request.params["set"] != "dead")
 
@@ -72,9 +72,9 @@ def detail(request: Request) -> Response:
     if found is None or entry is None:
         return Response("no such job (it may have run or been deleted)", "404 Not Found",
                         "text/plain")
-    job_set, title, verb = found
+    job_set, title = found
     payload = entry.payload if isinstance(entry.payload, dict) else {}
-    return page(request, "entry.html", name=request.params["set"], title=title, verb=verb,
+    return page(request, "entry.html", name=request.params["set"], title=title,
                 entry=entry, arguments=_readable(payload.get("args"), payload.get("kwargs")),
                 killable=request.params["set"] != "dead")
 
