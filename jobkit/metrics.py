@@ -163,15 +163,17 @@ def timed(job_class: str, not_failures: tuple[type[BaseException], ...] = ()) ->
 
 
 def flush(client: redis.Redis | None = None) -> None:
-    """Write the pending counts now: one pipelined round trip. If Redis will not take them,
-    they are kept for the next try."""
+    """Write the pending counts now: one MULTI, in one round trip. If Redis will not take
+    them, they are kept for the next try; a key holding something else (another type, a
+    field that is no whole number) refuses its own counts only, which are dropped: kept,
+    they would be tried again each second, adding the others' again each time."""
     with _lock:
         pending = dict(_pending)
         _pending.clear()
     if not pending:
         return
     try:
-        with (client or get_redis()).pipeline(transaction=False) as pipe:
+        with (client or get_redis()).pipeline() as pipe:
             for (job_class, minute), counts in pending.items():
                 name = display.as_bytes(job_class)
                 increments = counts.fields()
@@ -183,12 +185,17 @@ def flush(client: redis.Redis | None = None) -> None:
                     if ttl is not None:
                         pipe.expire(key, ttl)
                 pipe.zadd(keys.METRICS_CLASSES, {name: minute}, gt=True)
-            pipe.execute()
-    except redis.RedisError as exc:
+            replies = pipe.execute(raise_on_error=False)
+    except redis.RedisError as exc:  # MULTI: nothing written (unless only the reply was lost)
         logger.warning("jobkit metrics not written, will try again: %s", mask_secrets(str(exc)))
         with _lock:
             for key, counts in pending.items():
                 _pending[key].add(counts)
+        return
+    refused = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
+    if refused:
+        logger.warning("jobkit metrics: %d write(s) refused by keys holding something else, "
+                       "dropped: %s", len(refused), refused[0])
 
 
 def _flush_forever() -> None:

@@ -1,0 +1,43 @@
+"""Review of issue 18's worker side: per class metrics and the heartbeat's commands when
+Redis holds garbage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from jobkit import keys, metrics
+from jobkit.worker.heartbeat import take_commands
+
+GOOD, BAD = "tests.review.Good", "tests.review.Bad"
+
+
+def executions(client: redis.Redis, job_class: str) -> int:
+    found = {m.job_class: m.counts for m in metrics.all_time(client)}
+    return found[job_class].executions
+
+
+def test_a_metrics_key_of_another_type_costs_its_own_counts_only(
+        own_client: redis.Redis) -> None:
+    minute = metrics.minute_of(time.time())
+    own_client.set(keys.metrics(BAD.encode(), "m", minute), "not a hash")
+    own_client.hset(keys.metrics(BAD.encode()), "e", "many")  # not a whole number
+    metrics.record(GOOD, 0.01, failed=False)
+    metrics.record(BAD, 0.01, failed=False)
+    metrics.flush(own_client)
+    metrics.flush(own_client)  # nothing left: the refused counts are not tried again
+    assert executions(own_client, GOOD) == 1
+    assert not metrics._pending
+    assert own_client.ttl(keys.metrics(BAD.encode(), "m", minute)) > 0  # the garbage goes
+
+
+def test_garbage_commands_are_taken_and_dropped(own_client: redis.Redis) -> None:
+    key = keys.process_commands("host:1:a")
+    own_client.sadd(key, b"\xff\xfe", "stop", "quiet")
+    assert take_commands(own_client, "host:1:a") == ["quiet", "stop", "\ufffd\ufffd"]
+    own_client.set(key, "not a set")
+    with pytest.raises(redis.ResponseError):  # the beat loop logs it and beats on
+        take_commands(own_client, "host:1:a")
+    assert not own_client.exists(key)  # taken in the same MULTI: it cannot jam the next beat
