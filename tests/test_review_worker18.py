@@ -1,15 +1,19 @@
 """Review of issue 18's worker side: per class metrics and the heartbeat's commands when
-Redis holds garbage."""
+Redis holds garbage; Quiet on a solo worker busy with a job."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
-from jobkit import keys, metrics
+from jobkit import api, keys, metrics
+from jobkit.testing_services import RedisServer
 from jobkit.worker.heartbeat import take_commands
+from tests.conftest import start_worker, wait_for
+from tests.test_busy_page import QUEUE, RELEASE, GateJob, events, only_process
 
 GOOD, BAD = "tests.review.Good", "tests.review.Bad"
 
@@ -41,3 +45,23 @@ def test_garbage_commands_are_taken_and_dropped(own_client: redis.Redis) -> None
     with pytest.raises(redis.ResponseError):  # the beat loop logs it and beats on
         take_commands(own_client, "host:1:a")
     assert not own_client.exists(key)  # taken in the same MULTI: it cannot jam the next beat
+
+
+def test_quiet_shows_on_a_solo_worker_while_its_job_runs(
+        own_client: redis.Redis, own_redis: RedisServer, tmp_path: Path) -> None:
+    # The job holds the solo worker's event loop: the queues are cancelled once it ends, but
+    # the worker took TSTP and fetches nothing more, so the Busy page says quiet now.
+    worker = start_worker(own_redis.url, tmp_path / "worker.log", "-q", QUEUE, "-P", "solo")
+    try:
+        GateJob.perform_later("long")
+        wait_for(lambda: "long: started" in events(own_client), what="the job to start")
+        only_process().quiet()
+        wait_for(lambda: only_process().is_quiet, what="the worker to say it is quiet")
+        GateJob.perform_later("after")
+        own_client.set(RELEASE, 1)
+        wait_for(lambda: "long: done" in events(own_client) and not only_process().in_flight,
+                 what="the job to finish")
+        assert api.Queue(QUEUE).size() == 1  # and quiet it is
+    finally:
+        own_client.set(RELEASE, 1)
+        worker.stop()

@@ -117,11 +117,10 @@ class SidekiqSignals(bootsteps.StartStopStep):
         if not self.quiet:
             self.quiet = True
             logger.warning("TSTP: quiet; running jobs finish, no new jobs are fetched")
-            self.consumer.call_soon(self._become_quiet)
-
-    def _become_quiet(self) -> None:
-        self._cancel_queues()
-        membership.update_info(quiet=True)  # on the Busy page from the next beat
+            self.consumer.call_soon(self._cancel_queues)
+            # On the Busy page from the next beat: said here, not on the event loop, which a
+            # solo worker's job holds until it ends (it fetches nothing meanwhile either).
+            membership.update_info(quiet=True)
 
     def _term(self) -> None:
         if self.stopping:
