@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from functools import cache
-from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -71,15 +70,25 @@ def choose(request: Request) -> tuple[str, str | None]:
     if asked in LANGUAGES:
         path = request.root or "/"
         return asked, f"{COOKIE}={asked}; Path={path}; SameSite=Lax; Max-Age=31536000"
-    morsel = SimpleCookie(request.environ.get("HTTP_COOKIE", "")).get(COOKIE)
-    if morsel is not None and morsel.value in LANGUAGES:
-        return morsel.value, None
+    remembered = _cookie(request.environ.get("HTTP_COOKIE", ""))
+    if remembered in LANGUAGES:
+        return remembered, None
     return _accepted(request.environ.get("HTTP_ACCEPT_LANGUAGE", "")) or _configured(), None
 
 
 def links(request: Request) -> dict[str, str]:
     """Language code -> this page's URL in it (its other query parameters kept)."""
     return {code: "?" + urlencode({**request.query, "lang": code}) for code in LANGUAGES}
+
+
+def _cookie(header: str) -> str | None:
+    """Our cookie's value, read by hand: SimpleCookie drops every cookie after one it finds
+    invalid, and browsers send a host app's JSON values, bare names and spaces as they are."""
+    for part in header.split(";"):
+        name, equals, value = part.strip().partition("=")
+        if equals and name == COOKIE:
+            return value.strip().strip('"')
+    return None
 
 
 def _accepted(header: str) -> str | None:
