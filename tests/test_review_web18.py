@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.jobs import TaskLoggerJob
+from tests.test_web import Client
 from tests.test_web_i18n import get, nav_queues
 
 
@@ -15,3 +17,12 @@ def test_the_language_cookie_is_read_after_a_cookie_simplecookie_refuses(
     send them all) made SimpleCookie drop every cookie after it: the chosen language was lost."""
     page, _ = get("/queues", cookie=f"{other}; jobkit_lang=ja", accept_language="en")
     assert nav_queues(page) == "キュー"
+
+
+def test_the_queues_page_confirms_clear_by_the_queue_name(own_client: redis.Redis) -> None:
+    """The queues table is live: a row that appears moves the others under the pointer, so the
+    confirmation of Clear (every job deleted) names the queue it will clear."""
+    TaskLoggerJob.set(queue="reports").perform_later(1)
+    _, _, html = Client().get("/queues")
+    assert 'data-confirm="Delete every job in queue reports?"' in html
+    assert 'data-confirm="Delete every job in queue default?"' in html
