@@ -26,3 +26,11 @@ def test_the_queues_page_confirms_clear_by_the_queue_name(own_client: redis.Redi
     _, _, html = Client().get("/queues")
     assert 'data-confirm="Delete every job in queue reports?"' in html
     assert 'data-confirm="Delete every job in queue default?"' in html
+
+
+@pytest.mark.parametrize("window", ["%C2%B2", "%D9%A3", "x", "99"])  # ², Arabic-Indic 3
+def test_an_odd_metrics_window_falls_back_to_the_first(own_client: redis.Redis,
+                                                       window: str) -> None:
+    """str.isdigit() holds for '²', which int() refuses: the page answered 500."""
+    status, _, html = Client().get(f"/metrics/page?window={window}")
+    assert status == 200 and '<option value="1" selected>' in html

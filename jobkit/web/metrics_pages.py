@@ -110,7 +110,7 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float
 
 def _window(given: str) -> int:
     """The window asked for, in hours, if it is one of WINDOW_HOURS; else the first."""
-    return int(given) if given.isdigit() and int(given) in WINDOW_HOURS else WINDOW_HOURS[0]
+    return next((hours for hours in WINDOW_HOURS if str(hours) == given), WINDOW_HOURS[0])
 
 
 def _series_bars(found: ClassMetrics) -> list[Bar]:
