@@ -1,8 +1,11 @@
 """Review of issue 18's worker side: per class metrics and the heartbeat's commands when
-Redis holds garbage; Quiet on a solo worker busy with a job."""
+Redis holds garbage; Quiet on a solo worker busy with a job; the heartbeat's information
+updated from two threads at once."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import redis
 
 from jobkit import api, keys, metrics
 from jobkit.testing_services import RedisServer
+from jobkit.worker import membership
 from jobkit.worker.heartbeat import take_commands
 from tests.conftest import start_worker, wait_for
 from tests.test_busy_page import QUEUE, RELEASE, GateJob, events, only_process
@@ -65,3 +69,28 @@ def test_quiet_shows_on_a_solo_worker_while_its_job_runs(
     finally:
         own_client.set(RELEASE, 1)
         worker.stop()
+
+
+def test_the_last_line_the_heartbeat_gets_holds_all_that_was_said(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The poller's line (the running jobs) goes out slowly while TSTP says quiet from the
+    # signals thread: the heartbeat must not end with the poller's line, taken before quiet.
+    sent: list[dict] = []
+    poller_writing = threading.Event()
+
+    class Beating:
+        def update(self, info: dict) -> None:
+            if threading.current_thread().name == "poller":
+                poller_writing.set()
+                time.sleep(0.3)
+            sent.append(info)
+
+    monkeypatch.setattr(membership, "process_info", {})
+    monkeypatch.setitem(membership._heartbeat, os.getpid(), Beating())
+    poller = threading.Thread(target=membership.update_info, kwargs={"running": {}},
+                              name="poller")
+    poller.start()
+    poller_writing.wait(5)
+    membership.update_info(quiet=True)
+    poller.join(5)
+    assert sent[-1]["quiet"] is True and sent[-1]["running"] == {}

@@ -67,6 +67,10 @@ process_info: dict[str, Any] = {}
 unsent_acks: set[str] = set()
 
 _lock = threading.Lock()
+#: update_info's own, held while it writes to the heartbeat process: a line taken before
+#: another thread's must not go out after it. Not `_lock`, which a forked pool process may
+#: need (a fork while another thread holds a lock leaves it held in the child).
+_info_lock = threading.Lock()
 _identity: dict[int, Identity] = {}
 _heartbeat: dict[int, HeartbeatProcess] = {}
 
@@ -134,11 +138,12 @@ def running() -> dict[str, float] | None:
 def update_info(**info: Any) -> None:
     """Add to what the heartbeat shows (node, queues, concurrency, pool, start time, the
     jobs running, quiet or stopping)."""
-    process_info.update(info)
-    with _lock:
-        beating = _heartbeat.get(os.getpid())
-    if beating is not None:
-        beating.update(_info())
+    with _info_lock:
+        process_info.update(info)
+        with _lock:
+            beating = _heartbeat.get(os.getpid())
+        if beating is not None:
+            beating.update(_info())
 
 
 def _info() -> dict[str, Any]:
