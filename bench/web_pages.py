@@ -1,8 +1,11 @@
-"""How long each page of the web app takes with 100,000 entries in a queue and in each set.
+"""How long each page of the web app takes with 100,000 entries in a queue and in each set,
+and how a chunked "Retry now all" over the retry set goes.
 
 A private redis-server is filled with real messages and set entries (as the worker writes
 them); the WSGI app is called in this process, so the figures are the app's and Redis' time,
-not a network's. Each page is timed `--repeat` times; the median is printed.
+not a network's. Each page is timed `--repeat` times; the median is printed. Then "Retry now
+all" runs as the progress page's script runs it, one chunk a request, a set page read between
+chunks: its total time, chunks, slowest chunk and that page's median are printed.
 
     .venv/bin/python bench/web_pages.py [--entries 100000] [--repeat 5]
 """
@@ -11,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import re
 import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -54,22 +60,54 @@ def fill(client: redis.Redis, entries: int) -> None:
     client.sadd(keys.QUEUES, "default")
 
 
+def call(app, method: str, path: str, body: bytes = b"", cookie: str = ""
+         ) -> tuple[str, dict[str, str], bytes]:
+    """One request to the WSGI app: status, headers, body."""
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+               "CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_COOKIE": cookie,
+               "SERVER_NAME": "bench", "SERVER_PORT": "80"}
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list) -> None:
+        answer.update(status=status, headers=dict(headers))
+
+    content = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], content
+
+
 def timed(app, path: str, repeat: int) -> tuple[float, str]:
     """The median milliseconds of `repeat` GETs of `path`, and its status."""
-    path, _, query = path.partition("?")
     times, status = [], ""
     for _ in range(repeat):
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
-                   "wsgi.input": io.BytesIO(), "SERVER_NAME": "bench", "SERVER_PORT": "80"}
-
-        def start_response(given: str, headers: list) -> None:
-            nonlocal status
-            status = given
-
         began = time.perf_counter()
-        b"".join(app(environ, start_response))
+        status = call(app, "GET", path)[0]
         times.append((time.perf_counter() - began) * 1000)
     return statistics.median(times), status
+
+
+def retry_all(app, page: str) -> None:
+    """ "Retry now all" on the retry set, a chunk a request as the progress page's script
+    asks, `page` read between chunks."""
+    _, headers, html = call(app, "GET", "/retries")
+    cookie = headers["Set-Cookie"].split(";")[0]
+    found = re.search(rb'name="csrf" value="([^"]+)"', html)
+    assert found is not None, "the retries page has a form"
+    token = found.group(1).decode()
+    began = time.perf_counter()
+    _, headers, _ = call(app, "POST", "/retries", f"csrf={token}&action=all&then=push".encode(),
+                         cookie)
+    steps, pages, state = [], [], {"finished": False, "done": 0}
+    while not state["finished"]:
+        step = time.perf_counter()
+        state = json.loads(call(app, "POST", headers["Location"],
+                                f"csrf={token}&json=1".encode(), cookie)[2])
+        steps.append((time.perf_counter() - step) * 1000)
+        pages.append(timed(app, page, 1)[0])
+    print(f'  "Retry now all" of {state["done"]:,}: {time.perf_counter() - began:.1f} s in '
+          f"{len(steps) + 1} chunks (slowest {max(steps):.1f} ms); {page} between chunks: "
+          f"median {statistics.median(pages):.1f} ms")
 
 
 def main() -> int:
@@ -94,9 +132,13 @@ def main() -> int:
             app = create_app()
             for path in ("/", "/queues", "/queues/default", f"/queues/default?start={deep}",
                          "/busy", "/scheduled", "/retries", "/dead", f"/dead?start={deep}",
-                         "/dead?q=customer-99999", "/metrics/page", "/metrics", "/status.json"):
+                         "/dead?q=customer-99999", "/dead?q=customer-1&start=1000",
+                         "/dead?class=app.jobs.ReportJob&queue=default",
+                         f"/retries?class=app.jobs.ReportJob&start={deep}", "/metrics/page",
+                         "/metrics", "/status.json"):
                 ms, status = timed(app, path, options.repeat)
-                print(f"  {path:<32} {ms:8.1f} ms  {status}")
+                print(f"  {path:<46} {ms:8.1f} ms  {status}")
+            retry_all(app, "/dead")
 
     return run_main(body)
 

@@ -10,6 +10,7 @@ racing pollers, or two people clicking "retry", can neither lose nor duplicate a
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -36,6 +37,7 @@ __all__ = [
     "JobSet",
     "RetrySet",
     "ScheduledSet",
+    "SetFilter",
     "UnreadableEntryError",
     "describe_error",
     "entry_member",
@@ -69,11 +71,19 @@ end
 # (KEYS[2] is the dead set) rather than lost or left to break every later move.
 # ARGV[#ARGV-5 ..]: now, dead_max_jobs, dead_timeout, wake prefix, wake max, separator.
 _PUSH_ENTRY = BURY_LUA + WAKE_LUA + """
-local function push(member)
+local function readable(member)
   local ok, entry = pcall(cjson.decode, member)
+  if ok and type(entry) == 'table' and type(entry.list_key) == 'string'
+      and type(entry.message) == 'string' and entry.list_key ~= '' then
+    return entry
+  end
+  return nil
+end
+
+local function push(member)
+  local entry = readable(member)
   local n = #ARGV
-  if not ok or type(entry) ~= 'table' or type(entry.list_key) ~= 'string'
-      or type(entry.message) ~= 'string' or entry.list_key == '' then
+  if entry == nil then
     bury(KEYS[2], tonumber(ARGV[n - 5]), cjson.encode({message = member,
       error_class = 'jobkit.UnreadableEntry', failed_at = tonumber(ARGV[n - 5]),
       error_message = 'not a jobkit set entry (JSON with list_key and message)'}),
@@ -119,6 +129,81 @@ return {#due, moved}
 """
 
 
+# Filtered reads and "… all" actions (SetFilter): ARGV[first..last] are substrings a member
+# must hold, found with Lua's plain string.find. (ZSCAN's MATCH glob is slower than that: it
+# tries the pattern at every position of every member.)
+_HOLDS = """
+local function holds(member, first, last)
+  for i = first, last do
+    if not string.find(member, ARGV[i], 1, true) then return false end
+  end
+  return true
+end
+"""
+
+# The scores of the matches among `count` members from rank `start`: how many were read, then
+# the scores. ARGV: start, count, the needles.
+_MATCHING_SCORES = _HOLDS + """
+local items = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[1] + ARGV[2] - 1, 'WITHSCORES')
+local found = {#items / 2}
+for i = 1, #items, 2 do
+  if holds(items[i], 3, #ARGV) then found[#found + 1] = items[i + 1] end
+end
+return found
+"""
+
+# The matches among `count` members from `offset` of a score range, in the set's order: how
+# many were read, then member, score, ... ARGV: min, max, offset, count, the needles.
+_MATCHING_RANGE = _HOLDS + """
+local items = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3],
+                         ARGV[4], 'WITHSCORES')
+local found = {#items / 2}
+for i = 1, #items, 2 do
+  if holds(items[i], 5, #ARGV) then
+    found[#found + 1] = items[i]
+    found[#found + 1] = items[i + 1]
+  end
+end
+return found
+"""
+
+# One chunk of an "… all" action: a ZSCAN step from the cursor kept in the progress hash
+# KEYS[3] (ZSCAN, not ranks: it returns every member present throughout, however many others
+# leave meanwhile; one that left before is not seen), each match taken out with ZREM and, only
+# if this call removed it (as _MOVE_DUE does), pushed to its queue or buried (KEYS[2]). A push
+# refuses a member that holds no job message: it stays, and is returned (with its score).
+# ARGV: action (push, kill, delete), count, the needles, push_args().
+_ACT_CHUNK = _PUSH_ENTRY + _HOLDS + """
+if redis.call('HGET', KEYS[3], 'finished') ~= '0' then return {} end
+local n = #ARGV
+local reply = redis.call('ZSCAN', KEYS[1], redis.call('HGET', KEYS[3], 'cursor'),
+                         'COUNT', ARGV[2])
+local done, refused, items = 0, {}, reply[2]
+for i = 1, #items, 2 do
+  local member = items[i]
+  if holds(member, 3, n - 6) then
+    if ARGV[1] == 'push' and readable(member) == nil then
+      refused[#refused + 1] = member
+      refused[#refused + 1] = items[i + 1]
+    elseif redis.call('ZREM', KEYS[1], member) == 1 then
+      if ARGV[1] == 'push' then
+        push(member)
+      elseif ARGV[1] == 'kill' then
+        bury(KEYS[2], tonumber(ARGV[n - 5]), member, ARGV[n - 4], ARGV[n - 3])
+      end
+      done = done + 1
+    end
+  end
+end
+redis.call('HSET', KEYS[3], 'cursor', reply[1], 'finished', reply[1] == '0' and '1' or '0')
+redis.call('HINCRBY', KEYS[3], 'done', done)
+redis.call('HINCRBY', KEYS[3], 'refused', #refused / 2)
+return refused
+"""
+
+SCAN_COUNT = 1000  # members one read (or ZSCAN step) of a filtered scan looks at: a chunk
+
+
 def dead_limits() -> list[float]:
     """ARGV for `bury`: dead_max_jobs, dead_timeout (settings)."""
     settings = current_settings()
@@ -129,6 +214,29 @@ def push_args() -> list[float | str]:
     """The trailing ARGV of every script built on `_PUSH_ENTRY`."""
     return [time.time(), *dead_limits(), keys.WAKE_PREFIX, WAKE_TOKENS_MAX,
             keys.PRIORITY_SEPARATOR]
+
+
+@dataclass(frozen=True)
+class SetFilter:
+    """What a set page is narrowed to: a job class, a queue and a text, all to match.
+
+    Each is a substring of the member's JSON text as `entry_member` writes it (no spaces,
+    non-ASCII kept): the class and queue as their whole field (``"queue":"mail"``), so a
+    script in Redis can match them without decoding a member."""
+
+    job_class: str = ""
+    queue: str = ""
+    text: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.job_class or self.queue or self.text)
+
+    def needles(self) -> list[str]:
+        """The substrings a member must hold, the likely rarest (the text) first."""
+        fields = (("job_class", self.job_class), ("queue", self.queue))
+        return [*filter(None, [self.text]), *(
+            f'"{name}":{json.dumps(value, ensure_ascii=False)}' for name, value in fields
+            if value)]
 
 
 class UnreadableEntryError(ValueError):
@@ -243,10 +351,14 @@ class JobSet:
     name = ""
     key = ""  # keys.py
     newest_first = False
+    bulk_actions: tuple[str, ...] = ("push", "delete")  # what act_chunk does here
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         self.client = client or get_redis()
         self._push_if_removed = self.client.register_script(_PUSH_IF_REMOVED)
+        self._matching_scores = self.client.register_script(_MATCHING_SCORES)
+        self._matching_range = self.client.register_script(_MATCHING_RANGE)
+        self._act_chunk = self.client.register_script(_ACT_CHUNK)
 
     def add(self, score: float, list_key: str, message: str, pipe: Pipeline | None = None,
             **info: object) -> None:
@@ -310,6 +422,60 @@ class JobSet:
                 break
         return sorted(found, key=lambda e: e.score, reverse=self.newest_first)
 
+    def matching_scores(self, match: SetFilter) -> list[float]:
+        """The score of every entry `match` selects, ascending: the set read in chunks of
+        SCAN_COUNT members that a script in Redis matches itself, so only scores travel. (An
+        entry that moves while the chunks are read may be counted twice or not at all.)"""
+        scores: list[float] = []
+        start = 0
+        while True:
+            read, *found = self._matching_scores(keys=[self.key],
+                                                 args=[start, SCAN_COUNT, *match.needles()])
+            scores += map(float, found)
+            if read < SCAN_COUNT:
+                return sorted(scores)  # in order already unless the set changed meanwhile
+            start += read
+
+    def matching_page(self, match: SetFilter, start: int = 0, count: int = 25
+                      ) -> tuple[int, list[JobEntry]]:
+        """How many entries `match` selects, and `count` of them from `start`, newest first.
+
+        The scores say which score range the page spans; that range is then read in steps,
+        Redis keeping only the matches (ties in the set's own order)."""
+        scores = self.matching_scores(match)
+        total = len(scores)
+        first, last = max(0, total - start - count), total - max(0, start)  # ascending
+        if count <= 0 or first >= last:
+            return total, []
+        low, high = scores[first], scores[last - 1]
+        skip = first - bisect.bisect_left(scores, low)  # matches tied with `low` before it
+        found: list[Any] = []
+        offset = 0
+        while len(found) < 2 * (skip + last - first):
+            read, *pairs = self._matching_range(
+                keys=[self.key], args=[repr(low), repr(high), offset, SCAN_COUNT,
+                                       *match.needles()])
+            found += pairs
+            if read < SCAN_COUNT:
+                break
+            offset += read
+        entries = [_entry(found[i], float(found[i + 1])) for i in range(0, len(found), 2)]
+        return total, entries[skip:skip + last - first][::-1]
+
+    def act_chunk(self, action: str, match: SetFilter, progress: str) -> list[JobEntry]:
+        """One chunk of an "… all" action on the entries `match` selects: `push` (to their
+        queues), `kill` (to the dead set) or `delete`, in one Lua call over one ZSCAN step of
+        about SCAN_COUNT members, each entry acted on exactly once (see _ACT_CHUNK).
+
+        `progress` is a hash the caller creates with ``cursor``, ``finished``, ``done`` and
+        ``refused`` all 0: each chunk continues from its cursor, adds to its
+        counts and sets ``finished`` 1 after the last. Returns the entries a push refused."""
+        if action not in self.bulk_actions:
+            raise ValueError(f"no such action on the {self.name} set: {action!r}")
+        refused = self._act_chunk(keys=[self.key, DeadSet.key, progress],
+                                  args=[action, SCAN_COUNT, *match.needles(), *push_args()])
+        return [_entry(refused[i], float(refused[i + 1])) for i in range(0, len(refused), 2)]
+
     def push_now(self, entry: JobEntry) -> bool:
         """Send the job to its queue now; False if it had already left the set.
 
@@ -339,6 +505,8 @@ class JobSet:
 
 class _DueSet(JobSet):
     """A set whose entries go to their queues by themselves when their time comes."""
+
+    bulk_actions = ("push", "delete", "kill")
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         super().__init__(client)

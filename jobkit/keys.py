@@ -41,6 +41,8 @@ __all__ = [
     "metrics",
     "on_demand_slot",
     "process_commands",
+    "set_bulk",
+    "set_bulk_refused",
     "stat",
     "unacked",
     "unique",
@@ -189,6 +191,17 @@ def metrics(job_class: bytes, resolution: str | None = None, start: int = 0) -> 
         return f"{PREFIX}metrics:total:".encode() + job_class
     stamp = time.strftime("%Y%m%d%H%M" if resolution == "m" else "%Y%m%d%H", time.gmtime(start))
     return f"{PREFIX}metrics:{resolution}:{stamp}:".encode() + job_class
+
+
+def set_bulk(operation: str) -> str:
+    """Hash with a TTL: an "… all" action on a set in progress, done a chunk at a time (the
+    web app's bulk_pages.py: what, on which entries, the ZSCAN cursor and counts)."""
+    return f"{PREFIX}set_bulk:{operation}"
+
+
+def set_bulk_refused(operation: str) -> str:
+    """List with a TTL: why the first entries an "… all" action refused were refused."""
+    return f"{PREFIX}set_bulk:{operation}:refused"
 
 
 def mail_sent(job_id: str) -> str:

@@ -30,6 +30,7 @@ from jobkit.masking import mask_secrets, mask_url
 from jobkit.redis_client import client_for, scoped_redis
 from jobkit.web import (  # noqa: F401 - routes
     batch_pages,
+    bulk_pages,
     controls_pages,
     dashboard,
     mail_pages,

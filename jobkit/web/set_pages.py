@@ -1,12 +1,16 @@
-"""Scheduled, retry and dead sets: paged lists, search, detail, and actions (also in bulk)."""
+"""Scheduled, retry and dead sets: paged lists filtered by class, queue and text, detail, and
+actions on selected entries or on all of them (all matching the filter; bulk_pages.py)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from jobkit import api, cancellation
-from jobkit.job_sets import JobEntry, JobSet, UnreadableEntryError
+from jobkit.job_sets import JobEntry, JobSet, SetFilter, UnreadableEntryError
+from jobkit.web import bulk_pages
 from jobkit.web.csrf import csrf_ok
 from jobkit.web.dashboard import PAGE_SIZE, _page_start, forbidden
 from jobkit.web.http import Request, Response, redirect
@@ -34,7 +38,7 @@ def push(job_set: JobSet, entry: JobEntry) -> str | None:
     try:
         job_set.push_now(entry)
     except UnreadableEntryError as exc:
-        return f"{entry.key}: cannot be sent to a queue: {exc}"
+        return bulk_pages.refusal(entry, str(exc))
     return None
 
 
@@ -50,19 +54,35 @@ def cancel(entry: JobEntry) -> str | None:
     return None
 
 
+def set_filter(values: Mapping[str, str]) -> SetFilter:
+    """The filter in a page's query: `class`, `queue` and `q`."""
+    return SetFilter(values.get("class", "").strip(), values.get("queue", "").strip(),
+                     values.get("q", "").strip())
+
+
+def set_url(name: str, match: SetFilter, start: int = 0) -> str:
+    """A set's page with this filter and first entry, after the app's root."""
+    fields = {"class": match.job_class, "queue": match.queue, "q": match.text,
+              "start": start or ""}
+    query = urlencode({key: value for key, value in fields.items() if value})
+    return f"/{name}" + (f"?{query}" if query else "")
+
+
 @router.route("GET", "/<set:scheduled|retries|dead>")
 def listing(request: Request) -> Response:
     found = _set(request)
     if found is None:
         return Response("not found", "404 Not Found", "text/plain")
     job_set, title = found
-    query = request.query.get("q", "").strip()
-    start = _page_start(request)
-    entries = job_set.search(query, limit=PAGE_SIZE) if query else job_set.page(start,
-                                                                                 PAGE_SIZE)
-    return page(request, "set.html", name=request.params["set"], title=title,
-                entries=entries, query=query, start=start, size=job_set.size(),
-                page_size=PAGE_SIZE, killable=request.params["set"] != "dead")
+    name, match, start = request.params["set"], set_filter(request.query), _page_start(request)
+    size = job_set.size()
+    matches, entries = job_set.matching_page(match, start, PAGE_SIZE) if match else \
+        (size, job_set.page(start, PAGE_SIZE))
+    return page(request, "set.html", name=name, title=title, entries=entries, match=match,
+                start=start, set_size=size, size=matches, page_size=PAGE_SIZE,
+                pager_keep=set_url(name, match).partition("?")[2],
+                here=request.root + set_url(name, match, start), killable=name != "dead",
+                newest_first=bool(match) or job_set.newest_first)
 
 
 @router.route("GET", "/<set:scheduled|retries|dead>/<key:.+>")
@@ -103,6 +123,8 @@ def _cut(value: Any) -> Any:
 
 @router.route("POST", "/<set:scheduled|retries|dead>")
 def act(request: Request) -> Response:
+    """An action on the selected entries (`key`), or on all (`action=all`, `then=`) that
+    match the filter in the query (the page's own); back to the same filter and page."""
     found = _set(request)
     if found is None:
         return Response("not found", "404 Not Found", "text/plain")
@@ -110,14 +132,15 @@ def act(request: Request) -> Response:
     if not csrf_ok(request, form):
         return forbidden()
     job_set = found[0]
-    back = f"{request.root}/{request.params['set']}"
+    match = set_filter(request.query)  # the form's action URL is the page's
+    back = set_url(request.params["set"], match, _page_start(request))
     action = (form.get("action") or [""])[-1]
-    if action == "delete_all":
-        job_set.clear()
-        return redirect(back)
-    every = action == "all"
-    if every:
-        action = (form.get("then") or [""])[-1]
+    if action in ("all", "delete_all"):  # delete_all: the older form of all + delete
+        then = (form.get("then") or [""])[-1] if action == "all" else "delete"
+        if then not in job_set.bulk_actions:
+            return Response(f"unknown action {then!r} for all", "400 Bad Request",
+                            "text/plain")
+        return bulk_pages.begin(request, job_set, then, match, back)
     # Each handler returns why it refused an entry, or None.
     kill = getattr(job_set, "kill", None)
     handlers = {"push": lambda entry: push(job_set, entry),
@@ -128,19 +151,10 @@ def act(request: Request) -> Response:
     if handler is None:
         return Response(f"unknown action {action!r}", "400 Bad Request", "text/plain")
     refused: list[str] = []
-    if every:
-        # Each action takes the entry out of the set, except a refused push: those stay at
-        # the front, so the next page starts after them.
-        while page_ := job_set.page(len(refused), 100):
-            refused += filter(None, map(handler, page_))
-    else:
-        for key in form.get("key", []):
-            entry = job_set.fetch_key(key)
-            if entry is not None and (reason := handler(entry)):
-                refused.append(reason)
+    for key in form.get("key", []):
+        entry = job_set.fetch_key(key)
+        if entry is not None and (reason := handler(entry)):
+            refused.append(reason)
     if refused:
-        lines = "\n".join(refused)
-        return Response(f"refused {len(refused)} entr{'y' if len(refused) == 1 else 'ies'} "
-                        f"(the others were done); delete them instead:\n{lines}\n",
-                        "409 Conflict", "text/plain")
-    return redirect(back)
+        return bulk_pages.refused_answer(len(refused), refused)
+    return redirect(request.root + back)
